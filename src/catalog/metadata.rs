@@ -1,0 +1,177 @@
+//! Table metadata helpers: building a new table's metadata, naming metadata files, and shaping the
+//! metadata a client asked for.
+
+use std::collections::HashMap;
+
+use iceberg::spec::{
+    FormatVersion, SortOrder, TableMetadata, TableMetadataBuildResult, TableMetadataBuilder,
+    UnboundPartitionSpec,
+};
+use iceberg::{TableCreation, TableUpdate};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{CatalogError, CatalogResult};
+use crate::storage;
+
+use super::Warehouse;
+use super::names::TableName;
+use super::requests::CreateTableRequest;
+
+/// Maps an iceberg error from building or applying metadata to a 400 with its message.
+pub fn invalid(err: iceberg::Error) -> CatalogError {
+    CatalogError::BadRequest(format!("invalid table update: {err}"))
+}
+
+/// `<root>/<namespace levels>/<table>-<uuid>`: unique, so a dropped table's files never collide
+/// with its successor's.
+pub fn default_table_location(wh: &Warehouse, table: &TableName, table_uuid: Uuid) -> String {
+    format!(
+        "{}/{}/{}-{}",
+        wh.root,
+        table.namespace.levels().join("/"),
+        table.name,
+        table_uuid.simple()
+    )
+}
+
+/// `<location>/metadata/NNNNN-<uuid>.metadata.json`, numbered from the table version (00000 at creation).
+pub fn metadata_file_location(table_location: &str, version: i64) -> String {
+    format!(
+        "{}/metadata/{:05}-{}.metadata.json",
+        table_location.trim_end_matches('/'),
+        version - 1,
+        Uuid::new_v4()
+    )
+}
+
+/// Table files stay inside their warehouse: it bounds what purge deletes and what register reads.
+pub fn require_inside_warehouse(wh: &Warehouse, location: &str) -> CatalogResult<()> {
+    if storage::is_under(location, &wh.root) {
+        Ok(())
+    } else {
+        Err(CatalogError::BadRequest(format!(
+            "location `{location}` is outside warehouse `{}` (root `{}`); table files must live under the root",
+            wh.name, wh.root
+        )))
+    }
+}
+
+/// The metadata of a table created by createTable.
+pub fn build_from_request(
+    wh: &Warehouse,
+    table: &TableName,
+    req: &CreateTableRequest,
+) -> CatalogResult<TableMetadataBuildResult> {
+    let table_uuid = Uuid::now_v7();
+    let location = match &req.location {
+        Some(location) => location.trim_end_matches('/').to_string(),
+        None => default_table_location(wh, table, table_uuid),
+    };
+    require_inside_warehouse(wh, &location)?;
+    let creation = TableCreation::builder()
+        .name(table.name.clone())
+        .location(location)
+        .schema(req.schema.clone())
+        .partition_spec_opt(req.partition_spec.clone())
+        .sort_order_opt(req.write_order.clone())
+        .properties(req.properties.clone())
+        .build();
+    let builder = TableMetadataBuilder::from_table_creation(creation)
+        .map_err(invalid)?
+        .assign_uuid(table_uuid);
+    builder.build().map_err(invalid)
+}
+
+/// The metadata of a table created by a commit with `assert-create` (a staged create): the updates
+/// carry the whole table. The first schema, spec, sort order, location and format version seed a
+/// builder; then every update is applied in order, as for any commit.
+pub fn build_from_updates(
+    wh: &Warehouse,
+    table: &TableName,
+    updates: Vec<TableUpdate>,
+) -> CatalogResult<TableMetadataBuildResult> {
+    let mut schema = None;
+    let mut spec = None;
+    let mut sort_order = None;
+    let mut location = None;
+    let mut format_version = FormatVersion::V2;
+    let mut uuid = None;
+    for update in &updates {
+        match update {
+            TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s.clone()),
+            TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s.clone()),
+            TableUpdate::AddSortOrder { sort_order: o } if sort_order.is_none() => {
+                sort_order = Some(o.clone())
+            }
+            TableUpdate::SetLocation { location: l } => location = Some(l.clone()),
+            TableUpdate::UpgradeFormatVersion { format_version: v } => format_version = *v,
+            TableUpdate::AssignUuid { uuid: u } => uuid = Some(*u),
+            _ => {}
+        }
+    }
+    let schema = schema.ok_or_else(|| {
+        CatalogError::BadRequest(
+            "a commit with assert-create must add a schema (add-schema)".to_string(),
+        )
+    })?;
+    let uuid = uuid.unwrap_or_else(Uuid::now_v7);
+    let location = location
+        .map(|l| l.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| default_table_location(wh, table, uuid));
+    require_inside_warehouse(wh, &location)?;
+    let mut builder = TableMetadataBuilder::new(
+        schema,
+        spec.unwrap_or_else(|| UnboundPartitionSpec::builder().build()),
+        sort_order.unwrap_or_else(SortOrder::unsorted_order),
+        location,
+        format_version,
+        HashMap::new(),
+    )
+    .map_err(invalid)?
+    .assign_uuid(uuid);
+    for update in updates {
+        builder = update.apply(builder).map_err(invalid)?;
+    }
+    builder.build().map_err(invalid)
+}
+
+/// Parses the stored metadata of a table.
+pub fn parse(json: &str) -> CatalogResult<TableMetadata> {
+    serde_json::from_str(json).map_err(|e| {
+        CatalogError::Database(sqlx::Error::Decode(
+            format!("stored table metadata does not parse: {e}").into(),
+        ))
+    })
+}
+
+/// Which snapshots loadTable returns (`snapshots=all|refs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotsMode {
+    #[default]
+    All,
+    Refs,
+}
+
+/// Keeps only the snapshots that a branch or tag points at, for `snapshots=refs`.
+pub fn only_referenced_snapshots(metadata_json: &str) -> CatalogResult<String> {
+    let mut metadata: Value = serde_json::from_str(metadata_json)
+        .map_err(|e| CatalogError::Database(sqlx::Error::Decode(e.into())))?;
+    let referenced: Vec<i64> = metadata
+        .get("refs")
+        .and_then(Value::as_object)
+        .map(|refs| {
+            refs.values()
+                .filter_map(|r| r.get("snapshot-id").and_then(Value::as_i64))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(Value::Array(snapshots)) = metadata.get_mut("snapshots") {
+        snapshots.retain(|s| {
+            s.get("snapshot-id")
+                .and_then(Value::as_i64)
+                .is_some_and(|id| referenced.contains(&id))
+        });
+    }
+    Ok(metadata.to_string())
+}

@@ -1,0 +1,123 @@
+//! The catalog service (builtin backend): namespaces, tables and the commit path. It decides; the
+//! `db` and `log` modules own the SQL, `storage` owns file IO, and nothing here knows about HTTP.
+
+pub mod commit;
+pub mod metadata;
+pub mod names;
+pub mod namespaces;
+pub mod requests;
+pub mod tables;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::db;
+use crate::error::{CatalogError, CatalogResult};
+use crate::storage::{self, Storage};
+
+/// A configured warehouse, as loaded at start.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    pub id: Uuid,
+    pub name: String,
+    pub root: String,
+    pub storage: Arc<dyn Storage>,
+}
+
+/// Failures a test can inject between two steps of a commit, to prove the crash paths.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Fail after the metadata files and log rows are written, just before COMMIT.
+    pub fail_before_commit: AtomicBool,
+}
+
+impl Faults {
+    fn check_before_commit(&self) -> CatalogResult<()> {
+        if self.fail_before_commit.load(Ordering::SeqCst) {
+            return Err(CatalogError::Injected("before COMMIT of a table change"));
+        }
+        Ok(())
+    }
+}
+
+/// The catalog service shared by all request handlers.
+#[derive(Debug)]
+pub struct Catalog {
+    pool: PgPool,
+    region: String,
+    warehouses: BTreeMap<String, Warehouse>,
+    default_warehouse: Option<String>,
+    faults: Arc<Faults>,
+}
+
+impl Catalog {
+    /// Loads the configured warehouses, creating missing ones in the database.
+    pub async fn start(
+        pool: PgPool,
+        settings: &Settings,
+        faults: Arc<Faults>,
+    ) -> CatalogResult<Self> {
+        let mut warehouses = BTreeMap::new();
+        for wh in &settings.warehouses {
+            let row = db::catalog::upsert_warehouse(&pool, &wh.name, &wh.root).await?;
+            let storage = storage::for_location(&row.storage_root)?;
+            warehouses.insert(
+                row.name.clone(),
+                Warehouse {
+                    id: row.warehouse_id,
+                    name: row.name,
+                    root: row.storage_root.trim_end_matches('/').to_string(),
+                    storage,
+                },
+            );
+        }
+        let default_warehouse = settings
+            .default_warehouse
+            .clone()
+            .or_else(|| (warehouses.len() == 1).then(|| warehouses.keys().next().cloned())?);
+        Ok(Self {
+            pool,
+            region: settings.region.clone(),
+            warehouses,
+            default_warehouse,
+            faults,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn warehouses(&self) -> impl Iterator<Item = &Warehouse> {
+        self.warehouses.values()
+    }
+
+    /// The warehouse a request names (by prefix or `?warehouse=`), or the default one.
+    pub fn warehouse(&self, name: Option<&str>) -> CatalogResult<&Warehouse> {
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(name) => name,
+            None => self.default_warehouse.as_deref().ok_or_else(|| {
+                CatalogError::BadRequest(format!(
+                    "no warehouse given and no default: pass `warehouse` (one of: {})",
+                    self.warehouses
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
+        };
+        self.warehouses
+            .get(name)
+            .ok_or_else(|| CatalogError::no_such_warehouse(name))
+    }
+}

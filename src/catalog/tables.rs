@@ -1,0 +1,408 @@
+//! Table operations other than commits: list, create, load, exists, drop, rename, register.
+
+use iceberg::spec::TableMetadata;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::db::catalog::{self as db, NewTable};
+use crate::error::{CatalogError, CatalogResult};
+use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
+
+use super::metadata::{self, SnapshotsMode};
+use super::names::{NamespaceName, TableName};
+use super::namespaces::{Page, PageRequest, page_token, paginate};
+use super::requests::{CreateTableRequest, RegisterTableRequest};
+use super::{Catalog, Warehouse};
+
+/// A table as loadTable returns it. A staged table has no metadata location yet.
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    pub metadata_location: Option<String>,
+    pub metadata_json: String,
+}
+
+impl Catalog {
+    fn table_entry(
+        &self,
+        wh: &Warehouse,
+        kind: EntryKind,
+        table: &TableName,
+        version: TableVersionRef,
+        principal: &str,
+    ) -> NewEntry {
+        NewEntry {
+            warehouse_id: wh.id,
+            txn_group: Uuid::now_v7(),
+            kind,
+            namespace: table.namespace.levels().to_vec(),
+            table: Some(version),
+            changes: json!([]),
+            requirements: json!([]),
+            metadata: None,
+            details: json!({}),
+            principal: principal.to_string(),
+            origin_region: self.region.clone(),
+            previous_metadata_location: None,
+            new_metadata_location: None,
+        }
+    }
+
+    pub async fn list_tables(
+        &self,
+        wh: &Warehouse,
+        ns: &NamespaceName,
+        page: &PageRequest,
+    ) -> CatalogResult<Page<String>> {
+        let size = page.size()?;
+        let after: Option<String> = page.token().map(page_token::decode).transpose()?;
+        let mut conn = self.pool.acquire().await?;
+        let namespace = db::get_namespace(&mut conn, wh.id, ns, false)
+            .await?
+            .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        drop(conn);
+        let names = db::list_tables(
+            &self.pool,
+            namespace.namespace_id,
+            after.as_deref(),
+            size + 1,
+        )
+        .await?;
+        Ok(paginate(names, size, Clone::clone))
+    }
+
+    pub async fn create_table(
+        &self,
+        wh: &Warehouse,
+        ns: &NamespaceName,
+        req: CreateTableRequest,
+        principal: &str,
+    ) -> CatalogResult<LoadedTable> {
+        let table = TableName::new(ns.clone(), req.name.clone())?;
+        let mut conn = self.pool.acquire().await?;
+        let namespace = db::get_namespace(&mut conn, wh.id, ns, false)
+            .await?
+            .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        if db::get_table(&mut conn, wh.id, ns, &table.name, false)
+            .await?
+            .is_some()
+        {
+            return Err(CatalogError::AlreadyExists(format!(
+                "Table already exists: {table}"
+            )));
+        }
+        drop(conn);
+        let built = metadata::build_from_request(wh, &table, &req)?;
+        let metadata_json = serde_json::to_string(&built.metadata)
+            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
+        if req.stage_create {
+            // Nothing is stored: the client commits the table later with `assert-create`.
+            return Ok(LoadedTable {
+                metadata_location: None,
+                metadata_json,
+            });
+        }
+        let metadata_location = metadata::metadata_file_location(built.metadata.location(), 1);
+        self.with_pending_files(async |files| {
+            files
+                .write(&wh.storage, &metadata_location, metadata_json.as_bytes())
+                .await?;
+            let mut tx = self.pool.begin().await?;
+            let table_id = Uuid::now_v7();
+            let inserted = db::insert_table(
+                &mut tx,
+                &NewTable {
+                    table_id,
+                    table_uuid: built.metadata.uuid(),
+                    warehouse_id: wh.id,
+                    namespace_id: namespace.namespace_id,
+                    name: &table.name,
+                    metadata_location: &metadata_location,
+                    metadata_json: &metadata_json,
+                },
+            )
+            .await
+            .map_err(|e| namespace_gone(e, ns))?;
+            if !inserted {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "Table already exists: {table}"
+                )));
+            }
+            let mut entry = self.table_entry(
+                wh,
+                EntryKind::CreateTable,
+                &table,
+                TableVersionRef {
+                    table_id,
+                    table_uuid: built.metadata.uuid(),
+                    name: table.name.clone(),
+                    version: 1,
+                },
+                principal,
+            );
+            entry.changes = serde_json::to_value(&built.changes).unwrap_or_else(|_| json!([]));
+            entry.metadata = serde_json::from_str(&metadata_json).ok();
+            entry.new_metadata_location = Some(metadata_location.clone());
+            log::append(&mut tx, &[entry]).await?;
+            self.commit_transaction_or_unknown(tx).await?;
+            Ok(LoadedTable {
+                metadata_location: Some(metadata_location.clone()),
+                metadata_json: metadata_json.clone(),
+            })
+        })
+        .await
+    }
+
+    pub async fn load_table(
+        &self,
+        wh: &Warehouse,
+        table: &TableName,
+        snapshots: SnapshotsMode,
+    ) -> CatalogResult<LoadedTable> {
+        let mut conn = self.pool.acquire().await?;
+        let row = db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false)
+            .await?
+            .ok_or_else(|| self.table_not_found(table))?;
+        let metadata_json = match snapshots {
+            SnapshotsMode::All => row.metadata_json,
+            SnapshotsMode::Refs => metadata::only_referenced_snapshots(&row.metadata_json)?,
+        };
+        Ok(LoadedTable {
+            metadata_location: Some(row.metadata_location),
+            metadata_json,
+        })
+    }
+
+    /// The current metadata location only: for HEAD and for conditional loads (`If-None-Match`).
+    pub async fn table_metadata_location(
+        &self,
+        wh: &Warehouse,
+        table: &TableName,
+    ) -> CatalogResult<String> {
+        db::get_table_location(&self.pool, wh.id, &table.namespace, &table.name)
+            .await?
+            .ok_or_else(|| self.table_not_found(table))
+    }
+
+    fn table_not_found(&self, table: &TableName) -> CatalogError {
+        CatalogError::no_such_table(table)
+    }
+
+    pub async fn drop_table(
+        &self,
+        wh: &Warehouse,
+        table: &TableName,
+        purge: bool,
+        principal: &str,
+    ) -> CatalogResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = db::get_table(&mut tx, wh.id, &table.namespace, &table.name, true)
+            .await?
+            .ok_or_else(|| self.table_not_found(table))?;
+        db::delete_table(&mut tx, row.table_id).await?;
+        let mut entry = self.table_entry(
+            wh,
+            EntryKind::DropTable,
+            table,
+            TableVersionRef {
+                table_id: row.table_id,
+                table_uuid: row.table_uuid,
+                name: table.name.clone(),
+                version: row.version + 1,
+            },
+            principal,
+        );
+        entry.details = json!({ "purge": purge });
+        entry.previous_metadata_location = Some(row.metadata_location.clone());
+        log::append(&mut tx, &[entry]).await?;
+        self.commit_transaction_or_unknown(tx).await?;
+
+        if purge {
+            // After the commit: the table is gone for clients whether or not every file goes.
+            let location = metadata::parse(&row.metadata_json)?.location().to_string();
+            if metadata::require_inside_warehouse(wh, &location).is_ok() {
+                match wh.storage.delete_prefix(&location).await {
+                    Ok(n) => tracing::info!(%table, files = n, "purged dropped table"),
+                    Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
+                }
+            } else {
+                tracing::warn!(%table, %location, "not purging files outside the warehouse root");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rename_table(
+        &self,
+        wh: &Warehouse,
+        source: &TableName,
+        destination: &TableName,
+        principal: &str,
+    ) -> CatalogResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = db::get_table(&mut tx, wh.id, &source.namespace, &source.name, true)
+            .await?
+            .ok_or_else(|| self.table_not_found(source))?;
+        let dest_ns = db::get_namespace(&mut tx, wh.id, &destination.namespace, false)
+            .await?
+            .ok_or_else(|| CatalogError::no_such_namespace(&destination.namespace))?;
+        let version = row.version + 1;
+        let renamed = db::rename_table(
+            &mut tx,
+            row.table_id,
+            dest_ns.namespace_id,
+            &destination.name,
+            version,
+        )
+        .await?;
+        if !renamed {
+            return Err(CatalogError::AlreadyExists(format!(
+                "Cannot rename {source} to {destination}: a table of that name already exists"
+            )));
+        }
+        let mut entry = self.table_entry(
+            wh,
+            EntryKind::RenameTable,
+            source,
+            TableVersionRef {
+                table_id: row.table_id,
+                table_uuid: row.table_uuid,
+                name: source.name.clone(),
+                version,
+            },
+            principal,
+        );
+        entry.details = json!({ "destination": {
+            "namespace": destination.namespace.levels(), "name": destination.name } });
+        entry.previous_metadata_location = Some(row.metadata_location.clone());
+        entry.new_metadata_location = Some(row.metadata_location);
+        log::append(&mut tx, &[entry]).await?;
+        self.commit_transaction_or_unknown(tx).await?;
+        Ok(())
+    }
+
+    pub async fn register_table(
+        &self,
+        wh: &Warehouse,
+        ns: &NamespaceName,
+        req: RegisterTableRequest,
+        principal: &str,
+    ) -> CatalogResult<LoadedTable> {
+        let table = TableName::new(ns.clone(), req.name.clone())?;
+        metadata::require_inside_warehouse(wh, &req.metadata_location)?;
+        let bytes = wh
+            .storage
+            .read(&req.metadata_location)
+            .await
+            .map_err(|e| match e {
+                crate::storage::StorageError::NotFound(_) => CatalogError::BadRequest(format!(
+                    "cannot register {table}: metadata file {} does not exist",
+                    req.metadata_location
+                )),
+                other => other.into(),
+            })?;
+        let parsed: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
+            CatalogError::BadRequest(format!(
+                "cannot register {table}: {} is not valid table metadata: {e}",
+                req.metadata_location
+            ))
+        })?;
+        let metadata_json = serde_json::to_string(&parsed)
+            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
+        let metadata_value: Value = serde_json::from_str(&metadata_json)
+            .map_err(|e| CatalogError::BadRequest(e.to_string()))?;
+
+        let mut tx = self.pool.begin().await?;
+        let namespace = db::get_namespace(&mut tx, wh.id, ns, false)
+            .await?
+            .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        let existing = db::get_table(&mut tx, wh.id, ns, &table.name, true).await?;
+        let (table_id, version, previous) = match existing {
+            Some(_) if !req.overwrite => {
+                return Err(CatalogError::AlreadyExists(format!(
+                    "Table already exists: {table} (pass overwrite=true to replace its pointer)"
+                )));
+            }
+            Some(row) => {
+                let version = row.version + 1;
+                db::update_table_pointer(
+                    &mut tx,
+                    row.table_id,
+                    parsed.uuid(),
+                    &req.metadata_location,
+                    &metadata_json,
+                    version,
+                )
+                .await
+                .map_err(|e| uuid_taken(e, &table, parsed.uuid()))?;
+                (row.table_id, version, Some(row.metadata_location))
+            }
+            None => {
+                let table_id = Uuid::now_v7();
+                let inserted = db::insert_table(
+                    &mut tx,
+                    &NewTable {
+                        table_id,
+                        table_uuid: parsed.uuid(),
+                        warehouse_id: wh.id,
+                        namespace_id: namespace.namespace_id,
+                        name: &table.name,
+                        metadata_location: &req.metadata_location,
+                        metadata_json: &metadata_json,
+                    },
+                )
+                .await?;
+                if !inserted {
+                    return Err(CatalogError::AlreadyExists(format!(
+                        "Cannot register {table}: table UUID {} is already registered in warehouse {}",
+                        parsed.uuid(),
+                        wh.name
+                    )));
+                }
+                (table_id, 1, None)
+            }
+        };
+        let mut entry = self.table_entry(
+            wh,
+            EntryKind::RegisterTable,
+            &table,
+            TableVersionRef {
+                table_id,
+                table_uuid: parsed.uuid(),
+                name: table.name.clone(),
+                version,
+            },
+            principal,
+        );
+        entry.metadata = Some(metadata_value);
+        entry.details = json!({ "overwrite": req.overwrite });
+        entry.previous_metadata_location = previous;
+        entry.new_metadata_location = Some(req.metadata_location.clone());
+        log::append(&mut tx, &[entry]).await?;
+        self.commit_transaction_or_unknown(tx).await?;
+        Ok(LoadedTable {
+            metadata_location: Some(req.metadata_location),
+            metadata_json,
+        })
+    }
+}
+
+/// A foreign-key violation on insert means the namespace was dropped concurrently.
+fn namespace_gone(err: sqlx::Error, ns: &NamespaceName) -> CatalogError {
+    match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+            CatalogError::no_such_namespace(ns)
+        }
+        _ => err.into(),
+    }
+}
+
+fn uuid_taken(err: sqlx::Error, table: &TableName, uuid: Uuid) -> CatalogError {
+    match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            CatalogError::AlreadyExists(format!(
+                "Cannot register {table}: table UUID {uuid} is already registered under another name"
+            ))
+        }
+        _ => err.into(),
+    }
+}

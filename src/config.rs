@@ -1,0 +1,127 @@
+//! Settings: built-in defaults, then an optional TOML file, then `FLOE_`-prefixed environment variables
+//! (nested keys with `__`, e.g. `FLOE_DATABASE__MAX_CONNECTIONS=32`). The resulting [`Settings`] value is
+//! passed down explicitly; nothing reads configuration from globals.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything floe needs to run one region.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The name of this floe's region, recorded with every log entry's origin.
+    pub region: String,
+    /// Address the HTTP server binds. Loopback unless configured otherwise.
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL. It carries credentials, so it is never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    pub database: DatabaseSettings,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Warehouses served by this floe. Each is created in the database at start if missing.
+    pub warehouses: Vec<WarehouseSettings>,
+    /// The warehouse `/v1/config` answers for when a client names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_warehouse: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before answering 503.
+    pub acquire_timeout_ms: u64,
+    /// Longest a single statement may run before PostgreSQL cancels it.
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseSettings {
+    pub name: String,
+    /// Storage root, e.g. `file:///var/lib/floe/wh`.
+    pub root: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            region: "local".to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            database_url: None,
+            database: DatabaseSettings::default(),
+            max_body_bytes: 16 * 1024 * 1024,
+            warehouses: Vec::new(),
+            default_warehouse: None,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout_ms: 3_000,
+            statement_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads settings from defaults, the TOML file (if given) and `FLOE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("FLOE_").split("__"))
+            .extract()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: warehouse names and roots, the default warehouse.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for wh in &self.warehouses {
+            crate::catalog::names::validate_warehouse_name(&wh.name)
+                .map_err(|e| SettingsError(e.to_string()))?;
+            crate::storage::validate_root(&wh.root).map_err(|e| SettingsError(e.to_string()))?;
+        }
+        if let Some(default) = &self.default_warehouse
+            && !self.warehouses.iter().any(|w| &w.name == default)
+        {
+            return Err(SettingsError(format!(
+                "default_warehouse `{default}` is not among the configured warehouses"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database URL, or a clear error naming the setting to provide.
+    pub fn require_database_url(&self) -> Result<&str, SettingsError> {
+        self.database_url.as_deref().ok_or_else(|| {
+            SettingsError(
+                "no database URL: set `database_url` in the config file or FLOE_DATABASE_URL \
+                 (or use `floe dev`, which starts a throwaway PostgreSQL)"
+                    .to_string(),
+            )
+        })
+    }
+}

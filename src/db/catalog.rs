@@ -1,0 +1,325 @@
+//! SQL for warehouses, namespaces and table pointers. Functions take a connection so the catalog
+//! service can compose them inside one transaction.
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::catalog::names::NamespaceName;
+
+#[derive(Debug, Clone)]
+pub struct WarehouseRow {
+    pub warehouse_id: Uuid,
+    pub name: String,
+    pub storage_root: String,
+}
+
+/// Creates the warehouse if missing, or points an existing one at the configured root.
+pub async fn upsert_warehouse(
+    pool: &PgPool,
+    name: &str,
+    storage_root: &str,
+) -> sqlx::Result<WarehouseRow> {
+    let row = sqlx::query(
+        "INSERT INTO warehouse (warehouse_id, name, storage_root) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET storage_root = EXCLUDED.storage_root
+         RETURNING warehouse_id, name, storage_root",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(storage_root)
+    .fetch_one(pool)
+    .await?;
+    Ok(WarehouseRow {
+        warehouse_id: row.get(0),
+        name: row.get(1),
+        storage_root: row.get(2),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct NamespaceRow {
+    pub namespace_id: Uuid,
+    pub levels: Vec<String>,
+    pub properties: Value,
+}
+
+pub async fn get_namespace(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    ns: &NamespaceName,
+    lock: bool,
+) -> sqlx::Result<Option<NamespaceRow>> {
+    let sql = if lock {
+        "SELECT namespace_id, levels, properties FROM namespace
+         WHERE warehouse_id = $1 AND levels = $2 FOR UPDATE"
+    } else {
+        "SELECT namespace_id, levels, properties FROM namespace
+         WHERE warehouse_id = $1 AND levels = $2"
+    };
+    let row = sqlx::query(sql)
+        .bind(warehouse_id)
+        .bind(ns.levels())
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| NamespaceRow {
+        namespace_id: r.get(0),
+        levels: r.get(1),
+        properties: r.get(2),
+    }))
+}
+
+/// Children of `parent` (or top-level namespaces), in name order, after the `after` cursor.
+pub async fn list_namespaces(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+    parent: &[String],
+    after: Option<&[String]>,
+    limit: i64,
+) -> sqlx::Result<Vec<Vec<String>>> {
+    sqlx::query_scalar(
+        "SELECT levels FROM namespace
+         WHERE warehouse_id = $1
+           AND cardinality(levels) = cardinality($2::text[]) + 1
+           AND levels[1:cardinality($2::text[])] = $2::text[]
+           AND ($3::text[] IS NULL OR levels > $3::text[])
+         ORDER BY levels
+         LIMIT $4",
+    )
+    .bind(warehouse_id)
+    .bind(parent)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn insert_namespace(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    ns: &NamespaceName,
+    properties: &Value,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO namespace (namespace_id, warehouse_id, levels, properties)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (warehouse_id, levels) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(warehouse_id)
+    .bind(ns.levels())
+    .bind(properties)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Whether the namespace holds tables or child namespaces.
+pub async fn namespace_has_children(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    namespace_id: Uuid,
+    levels: &[String],
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM iceberg_table WHERE namespace_id = $2)
+             OR EXISTS (SELECT 1 FROM namespace WHERE warehouse_id = $1
+                        AND cardinality(levels) > cardinality($3::text[])
+                        AND levels[1:cardinality($3::text[])] = $3::text[])",
+    )
+    .bind(warehouse_id)
+    .bind(namespace_id)
+    .bind(levels)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn delete_namespace(conn: &mut PgConnection, namespace_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM namespace WHERE namespace_id = $1")
+        .bind(namespace_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_namespace_properties(
+    conn: &mut PgConnection,
+    namespace_id: Uuid,
+    properties: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE namespace SET properties = $2 WHERE namespace_id = $1")
+        .bind(namespace_id)
+        .bind(properties)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A table's pointer row, with its current metadata as JSON text.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    pub table_id: Uuid,
+    pub table_uuid: Uuid,
+    pub namespace_id: Uuid,
+    pub name: String,
+    pub metadata_location: String,
+    pub metadata_json: String,
+    pub version: i64,
+}
+
+fn table_row(r: sqlx::postgres::PgRow) -> TableRow {
+    TableRow {
+        table_id: r.get(0),
+        table_uuid: r.get(1),
+        namespace_id: r.get(2),
+        name: r.get(3),
+        metadata_location: r.get(4),
+        metadata_json: r.get(5),
+        version: r.get(6),
+    }
+}
+
+const TABLE_COLUMNS: &str = "t.table_id, t.table_uuid, t.namespace_id, t.name, \
+                             t.metadata_location, t.metadata::text, t.version";
+
+/// Finds a table by name; with `lock`, holds its row lock until the transaction ends, which is what
+/// serialises concurrent commits to one table.
+pub async fn get_table(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    ns: &NamespaceName,
+    name: &str,
+    lock: bool,
+) -> sqlx::Result<Option<TableRow>> {
+    let sql = format!(
+        "SELECT {TABLE_COLUMNS} FROM iceberg_table t JOIN namespace n USING (namespace_id)
+         WHERE n.warehouse_id = $1 AND n.levels = $2 AND t.name = $3{}",
+        if lock { " FOR UPDATE OF t" } else { "" }
+    );
+    let row = sqlx::query(&sql)
+        .bind(warehouse_id)
+        .bind(ns.levels())
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(table_row))
+}
+
+/// Only the pointer, for cheap existence checks and conditional loads.
+pub async fn get_table_location(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+    ns: &NamespaceName,
+    name: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT t.metadata_location FROM iceberg_table t JOIN namespace n USING (namespace_id)
+         WHERE n.warehouse_id = $1 AND n.levels = $2 AND t.name = $3",
+    )
+    .bind(warehouse_id)
+    .bind(ns.levels())
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn list_tables(
+    pool: &PgPool,
+    namespace_id: Uuid,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT name FROM iceberg_table WHERE namespace_id = $1 AND ($2::text IS NULL OR name > $2)
+         ORDER BY name LIMIT $3",
+    )
+    .bind(namespace_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub struct NewTable<'a> {
+    pub table_id: Uuid,
+    pub table_uuid: Uuid,
+    pub warehouse_id: Uuid,
+    pub namespace_id: Uuid,
+    pub name: &'a str,
+    pub metadata_location: &'a str,
+    /// The metadata as JSON text; stored as jsonb.
+    pub metadata_json: &'a str,
+}
+
+/// Inserts a table row at version 1. Returns false when the name (or the table UUID) is taken.
+pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO iceberg_table
+             (table_id, table_uuid, warehouse_id, namespace_id, name, metadata_location, metadata, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 1) ON CONFLICT DO NOTHING",
+    )
+    .bind(table.table_id)
+    .bind(table.table_uuid)
+    .bind(table.warehouse_id)
+    .bind(table.namespace_id)
+    .bind(table.name)
+    .bind(table.metadata_location)
+    .bind(table.metadata_json)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Swaps the pointer of a locked table row to a new metadata file and version.
+pub async fn update_table_pointer(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    table_uuid: Uuid,
+    metadata_location: &str,
+    metadata_json: &str,
+    version: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE iceberg_table SET table_uuid = $2, metadata_location = $3, metadata = $4::jsonb,
+             version = $5, updated_at = now() WHERE table_id = $1",
+    )
+    .bind(table_id)
+    .bind(table_uuid)
+    .bind(metadata_location)
+    .bind(metadata_json)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn rename_table(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    namespace_id: Uuid,
+    name: &str,
+    version: i64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE iceberg_table SET namespace_id = $2, name = $3, version = $4, updated_at = now()
+         WHERE table_id = $1 AND NOT EXISTS
+             (SELECT 1 FROM iceberg_table WHERE namespace_id = $2 AND name = $3)",
+    )
+    .bind(table_id)
+    .bind(namespace_id)
+    .bind(name)
+    .bind(version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+pub async fn delete_table(conn: &mut PgConnection, table_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM iceberg_table WHERE table_id = $1")
+        .bind(table_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The PostgreSQL connection pool and migrations. SQL for each concern lives beside it:
+//! [`catalog`] for warehouses, namespaces and tables; `crate::log` for the update log.
+
+pub mod catalog;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::DatabaseSettings;
+
+/// The SQL migrations in migrations/, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "invalid database URL (the URL itself is not shown because it may hold a password): {0}"
+    )]
+    Url(sqlx::Error),
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(sqlx::Error),
+    #[error("applying migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens a pool. Connections are made lazily, so floe starts even while PostgreSQL is down and
+/// answers 503 until it returns; broken connections are tested and replaced on acquire.
+pub fn connect_lazy(url: &str, settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = url.parse().map_err(DbError::Url)?;
+    let options = options
+        .options([(
+            "statement_timeout",
+            settings.statement_timeout_ms.to_string(),
+        )])
+        .application_name("floe")
+        .disable_statement_logging();
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations. sqlx's migrator holds a PostgreSQL advisory lock while it runs, so
+/// several floe instances starting at once apply each migration exactly once.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

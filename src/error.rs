@@ -1,0 +1,95 @@
+//! The catalog's error type. It knows nothing of HTTP; `http::errors` maps each kind to an Iceberg
+//! `ErrorModel` with its status code.
+
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The request is malformed or asks for something impossible (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A named object does not exist (404). `kind` is the Iceberg exception type.
+    #[error("{message}")]
+    NotFound { kind: &'static str, message: String },
+    /// The object to create already exists (409).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A namespace still holds tables or namespaces (409).
+    #[error("{0}")]
+    NamespaceNotEmpty(String),
+    /// A commit requirement does not hold against the current metadata (409); the client may retry.
+    #[error("{0}")]
+    CommitFailed(String),
+    /// The request is well formed but contradicts itself (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// PostgreSQL cannot be reached; nothing was changed (503).
+    #[error("catalog database unavailable: {0}")]
+    Unavailable(String),
+    /// COMMIT was sent but its outcome is unknown (the connection broke); the client must reload
+    /// before retrying (500 CommitStateUnknownException).
+    #[error("commit state unknown: {0}")]
+    CommitStateUnknown(String),
+    /// Reading or writing warehouse storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A database error that is not a lost connection.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    /// A failure injected by a test between two steps of a commit.
+    #[error("injected failure: {0}")]
+    Injected(&'static str),
+}
+
+pub type CatalogResult<T> = Result<T, CatalogError>;
+
+impl CatalogError {
+    pub fn no_such_namespace(namespace: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            kind: "NoSuchNamespaceException",
+            message: format!("Namespace does not exist: {namespace}"),
+        }
+    }
+
+    pub fn no_such_table(table: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            kind: "NoSuchTableException",
+            message: format!("Table does not exist: {table}"),
+        }
+    }
+
+    pub fn no_such_warehouse(name: &str) -> Self {
+        Self::NotFound {
+            kind: "NoSuchWarehouseException",
+            message: format!(
+                "Warehouse does not exist: {name}; configure it under `warehouses` to serve it"
+            ),
+        }
+    }
+}
+
+/// Whether a database error means "PostgreSQL is not reachable right now" rather than a bug or a
+/// constraint: such errors become 503 so clients retry, and the pool reconnects by itself.
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            // Class 08 (connection exception) and 57P01..57P03 (admin shutdown, crash shutdown,
+            // cannot connect now) are transient from the client's point of view.
+            db.code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_connection_error(&err) {
+            CatalogError::Unavailable(err.to_string())
+        } else {
+            CatalogError::Database(err)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Every error leaves floe as an Iceberg `ErrorModel`: `{"error": {"message", "type", "code"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::CatalogError;
+use crate::storage::StorageError;
+
+/// The error body of the Iceberg REST spec.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorModel {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub r#type: String,
+    pub code: u16,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IcebergErrorResponse {
+    pub error: ErrorModel,
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub r#type: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, r#type: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            r#type,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
+    }
+
+    /// An error of an extractor (body, query, path), keeping its status (400, 413, ...).
+    pub fn rejection(status: StatusCode, message: impl Into<String>) -> Self {
+        let r#type = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "RequestTooLargeException",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaTypeException",
+            _ => "BadRequestException",
+        };
+        Self::new(status, r#type, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = IcebergErrorResponse {
+            error: ErrorModel {
+                message: self.message,
+                r#type: self.r#type.to_string(),
+                code: self.status.as_u16(),
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        use StatusCode as S;
+        let message = err.to_string();
+        match err {
+            CatalogError::BadRequest(_) => {
+                Self::new(S::BAD_REQUEST, "BadRequestException", message)
+            }
+            CatalogError::NotFound { kind, .. } => Self::new(S::NOT_FOUND, kind, message),
+            CatalogError::AlreadyExists(_) => {
+                Self::new(S::CONFLICT, "AlreadyExistsException", message)
+            }
+            CatalogError::NamespaceNotEmpty(_) => {
+                Self::new(S::CONFLICT, "NamespaceNotEmptyException", message)
+            }
+            CatalogError::CommitFailed(_) => {
+                Self::new(S::CONFLICT, "CommitFailedException", message)
+            }
+            CatalogError::Unprocessable(_) => Self::new(
+                S::UNPROCESSABLE_ENTITY,
+                "UnprocessableEntityException",
+                message,
+            ),
+            CatalogError::Unavailable(_) => {
+                tracing::warn!(%message, "answering 503");
+                Self::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    message,
+                )
+            }
+            CatalogError::CommitStateUnknown(_) => {
+                tracing::error!(%message, "commit outcome unknown");
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "CommitStateUnknownException",
+                    message,
+                )
+            }
+            CatalogError::Storage(StorageError::UnsupportedScheme(_))
+            | CatalogError::Storage(StorageError::OutsideRoot { .. }) => {
+                Self::new(S::BAD_REQUEST, "BadRequestException", message)
+            }
+            CatalogError::Storage(_) => {
+                tracing::error!(%message, "storage failure");
+                Self::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    message,
+                )
+            }
+            CatalogError::Database(_) | CatalogError::Injected(_) => {
+                tracing::error!(%message, "internal error");
+                Self::new(S::INTERNAL_SERVER_ERROR, "InternalServerError", message)
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

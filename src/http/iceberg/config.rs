@@ -1,0 +1,37 @@
+//! `GET /v1/config`: where clients learn the URL prefix of a warehouse and what floe serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::endpoint_strings;
+use crate::http::AppState;
+use crate::http::errors::ApiResult;
+use crate::http::extract::IcebergQuery;
+
+#[derive(Debug, Deserialize)]
+pub struct ConfigQuery {
+    warehouse: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CatalogConfig {
+    defaults: BTreeMap<String, String>,
+    overrides: BTreeMap<String, String>,
+    endpoints: Vec<String>,
+}
+
+pub async fn get_config(
+    State(state): State<Arc<AppState>>,
+    IcebergQuery(query): IcebergQuery<ConfigQuery>,
+) -> ApiResult<Json<CatalogConfig>> {
+    let wh = state.catalog.warehouse(query.warehouse.as_deref())?;
+    Ok(Json(CatalogConfig {
+        defaults: BTreeMap::new(),
+        overrides: BTreeMap::from([("prefix".to_string(), wh.name.clone())]),
+        endpoints: endpoint_strings(),
+    }))
+}

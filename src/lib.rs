@@ -1,0 +1,13 @@
+//! floe: an Apache Iceberg REST catalog that records every commit in a sequenced PostgreSQL update
+//! log, from which tables are replicated to read-only replicas in other regions.
+
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod http;
+pub mod log;
+pub mod pgtemp;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,211 @@
+//! The update log: appended inside the transaction that makes each change, read back in `seq` order.
+//!
+//! Ordering: [`append`] first takes a transaction-scoped advisory lock, held until COMMIT, and only
+//! then draws `seq`. Appenders therefore commit in `seq` order, so a reader that pages with `after=`
+//! never sees seq N+1 before seq N becomes visible. (The NOTIFY at commit already serialises
+//! committing transactions in PostgreSQL, so the lock costs no extra parallelism.)
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The channel NOTIFY'd with the new `seq` at every append.
+pub const NOTIFY_CHANNEL: &str = "floe_log";
+/// The advisory lock key that orders appends (an arbitrary constant: "floe-log" in ASCII).
+const APPEND_LOCK_KEY: i64 = 0x666c_6f65_2d6c_6f67;
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    CreateTable,
+    CommitTable,
+    DropTable,
+    RenameTable,
+    RegisterTable,
+    CreateNamespace,
+    DropNamespace,
+    UpdateNamespaceProperties,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::CreateTable => "create-table",
+            EntryKind::CommitTable => "commit-table",
+            EntryKind::DropTable => "drop-table",
+            EntryKind::RenameTable => "rename-table",
+            EntryKind::RegisterTable => "register-table",
+            EntryKind::CreateNamespace => "create-namespace",
+            EntryKind::DropNamespace => "drop-namespace",
+            EntryKind::UpdateNamespaceProperties => "update-namespace-properties",
+        }
+    }
+}
+
+/// The table an entry is about, with the version this entry gives it.
+#[derive(Debug, Clone)]
+pub struct TableVersionRef {
+    pub table_id: Uuid,
+    pub table_uuid: Uuid,
+    pub name: String,
+    pub version: i64,
+}
+
+/// One entry to append.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub warehouse_id: Uuid,
+    pub txn_group: Uuid,
+    pub kind: EntryKind,
+    pub namespace: Vec<String>,
+    pub table: Option<TableVersionRef>,
+    pub changes: Value,
+    pub requirements: Value,
+    pub metadata: Option<Value>,
+    pub details: Value,
+    pub principal: String,
+    pub origin_region: String,
+    pub previous_metadata_location: Option<String>,
+    pub new_metadata_location: Option<String>,
+}
+
+/// Appends entries within the caller's transaction and NOTIFYs listeners at its commit.
+/// Returns the `seq` of each entry, in order.
+pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<Vec<i64>> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPEND_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let mut seqs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO commit_log (warehouse_id, txn_group, kind, namespace, table_name,
+                 table_id, table_uuid, table_version, changes, requirements, metadata, details,
+                 principal, origin_region, previous_metadata_location, new_metadata_location)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             RETURNING seq",
+        )
+        .bind(e.warehouse_id)
+        .bind(e.txn_group)
+        .bind(e.kind.as_str())
+        .bind(&e.namespace)
+        .bind(e.table.as_ref().map(|t| t.name.as_str()))
+        .bind(e.table.as_ref().map(|t| t.table_id))
+        .bind(e.table.as_ref().map(|t| t.table_uuid))
+        .bind(e.table.as_ref().map(|t| t.version))
+        .bind(&e.changes)
+        .bind(&e.requirements)
+        .bind(&e.metadata)
+        .bind(&e.details)
+        .bind(&e.principal)
+        .bind(&e.origin_region)
+        .bind(&e.previous_metadata_location)
+        .bind(&e.new_metadata_location)
+        .fetch_one(&mut *conn)
+        .await?;
+        seqs.push(seq);
+    }
+    if let Some(last) = seqs.last() {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(seqs)
+}
+
+/// An entry as read back.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct LogEntry {
+    /// Global sequence number: unique, increasing in commit order.
+    pub seq: i64,
+    pub warehouse: String,
+    /// Shared by all entries of one multi-table transaction.
+    pub txn_group: Uuid,
+    /// create-table, commit-table, drop-table, rename-table, register-table, create-namespace,
+    /// drop-namespace or update-namespace-properties.
+    pub kind: String,
+    pub namespace: Vec<String>,
+    pub table_name: Option<String>,
+    /// floe's id for the table entry (stable across renames).
+    pub table_id: Option<Uuid>,
+    /// The Iceberg table UUID.
+    pub table_uuid: Option<Uuid>,
+    /// 1 for the entry that created the table, then 2, 3, ... with no gaps.
+    pub table_version: Option<i64>,
+    /// Canonical Iceberg TableUpdates, as the REST spec serialises them.
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Value,
+    /// The TableRequirements that were checked.
+    #[schema(value_type = Vec<Object>)]
+    pub requirements: Value,
+    /// The whole table metadata, for entries that establish a table.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    #[schema(value_type = Object)]
+    pub details: Value,
+    pub principal: String,
+    pub origin_region: String,
+    pub committed_at: DateTime<Utc>,
+    pub previous_metadata_location: Option<String>,
+    pub new_metadata_location: Option<String>,
+}
+
+/// Filters for reading the log.
+#[derive(Debug, Clone, Default)]
+pub struct ReadFilter {
+    pub after: i64,
+    pub limit: i64,
+    /// floe's table id or the Iceberg table UUID.
+    pub table: Option<Uuid>,
+    pub warehouse_id: Option<Uuid>,
+}
+
+/// Entries with `seq > after`, in `seq` order.
+pub async fn read(pool: &PgPool, filter: &ReadFilter) -> sqlx::Result<Vec<LogEntry>> {
+    let rows = sqlx::query(
+        "SELECT l.seq, w.name, l.txn_group, l.kind, l.namespace, l.table_name, l.table_id,
+                l.table_uuid, l.table_version, l.changes, l.requirements, l.metadata, l.details,
+                l.principal, l.origin_region, l.committed_at, l.previous_metadata_location,
+                l.new_metadata_location
+         FROM commit_log l JOIN warehouse w USING (warehouse_id)
+         WHERE l.seq > $1 AND ($3::uuid IS NULL OR l.table_id = $3 OR l.table_uuid = $3)
+           AND ($4::uuid IS NULL OR l.warehouse_id = $4)
+         ORDER BY l.seq LIMIT $2",
+    )
+    .bind(filter.after)
+    .bind(filter.limit)
+    .bind(filter.table)
+    .bind(filter.warehouse_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LogEntry {
+            seq: r.get(0),
+            warehouse: r.get(1),
+            txn_group: r.get(2),
+            kind: r.get(3),
+            namespace: r.get(4),
+            table_name: r.get(5),
+            table_id: r.get(6),
+            table_uuid: r.get(7),
+            table_version: r.get(8),
+            changes: r.get(9),
+            requirements: r.get(10),
+            metadata: r.get(11),
+            details: r.get(12),
+            principal: r.get(13),
+            origin_region: r.get(14),
+            committed_at: r.get(15),
+            previous_metadata_location: r.get(16),
+            new_metadata_location: r.get(17),
+        })
+        .collect())
+}

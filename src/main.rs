@@ -1,0 +1,71 @@
+//! The floe command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use floe::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "floe",
+    version,
+    about = "An Iceberg REST catalog with a replicated update log"
+)]
+struct Cli {
+    /// A TOML settings file; `FLOE_*` environment variables override it.
+    #[arg(long, short, global = true, env = "FLOE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the catalog (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run on embedded defaults: a throwaway PostgreSQL and a local warehouse, on 127.0.0.1:8181.
+    Dev {
+        /// Where the throwaway PostgreSQL and the warehouse live between runs.
+        #[arg(long, default_value = ".floe")]
+        state_dir: PathBuf,
+        #[arg(long, default_value_t = 8181)]
+        port: u16,
+    },
+    /// Print the management API's OpenAPI document.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FLOE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let running = floe::server::start(&settings, Arc::default()).await?;
+            running.wait().await.context("serving")?;
+        }
+        Command::Migrate => {
+            let pool =
+                floe::db::connect_lazy(settings.require_database_url()?, &settings.database)?;
+            floe::db::migrate(&pool).await?;
+            eprintln!("migrations applied");
+        }
+        Command::Dev { state_dir, port } => {
+            floe::dev::run(settings, floe::dev::DevOptions { state_dir, port }).await?;
+        }
+        Command::Openapi => println!("{}", floe::http::management::openapi_json()),
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Starting and stopping a floe server: migrations, the catalog, the HTTP listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{Catalog, Faults};
+use crate::config::Settings;
+use crate::db;
+use crate::http::{self, AppState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Settings(#[from] crate::config::SettingsError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("starting the catalog: {0}")]
+    Catalog(#[from] crate::error::CatalogError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server; dropping it does not stop it, [`RunningServer::stop`] does.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub catalog: Arc<Catalog>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes in-flight requests, and closes the database pool.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+        self.catalog.pool().close().await;
+    }
+
+    /// Waits until the server stops by itself (it does not, short of an error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.task.await.unwrap_or(Ok(()));
+        self.catalog.pool().close().await;
+        result
+    }
+}
+
+/// Migrates the database and serves the catalog on `settings.listen` (port 0 picks a free port).
+pub async fn start(settings: &Settings, faults: Arc<Faults>) -> Result<RunningServer, ServerError> {
+    let url = settings.require_database_url()?;
+    let pool = db::connect_lazy(url, &settings.database)?;
+    start_with_pool(settings, pool, faults).await
+}
+
+pub async fn start_with_pool(
+    settings: &Settings,
+    pool: PgPool,
+    faults: Arc<Faults>,
+) -> Result<RunningServer, ServerError> {
+    db::migrate(&pool).await?;
+    let catalog = Arc::new(Catalog::start(pool, settings, faults).await?);
+    let state = Arc::new(AppState {
+        catalog: catalog.clone(),
+    });
+    let app = http::router(state, settings.max_body_bytes);
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, region = %settings.region, "floe is serving the Iceberg REST catalog");
+    Ok(RunningServer {
+        addr,
+        catalog,
+        shutdown,
+        task,
+    })
+}
