@@ -69,13 +69,27 @@ pub fn build_from_request(
         None => default_table_location(wh, table, table_uuid),
     };
     require_inside_warehouse(wh, &location)?;
+    // `format-version` among the properties chooses the format version (DuckDB sends it so), as in
+    // Apache Iceberg's own catalogs; it is not stored as a property.
+    let mut properties = req.properties.clone();
+    let format_version = match properties.remove("format-version").as_deref() {
+        None | Some("2") => FormatVersion::V2,
+        Some("1") => FormatVersion::V1,
+        Some("3") => FormatVersion::V3,
+        Some(other) => {
+            return Err(CatalogError::BadRequest(format!(
+                "format-version `{other}` is not supported: use 1, 2 or 3"
+            )));
+        }
+    };
     let creation = TableCreation::builder()
         .name(table.name.clone())
         .location(location)
         .schema(req.schema.clone())
         .partition_spec_opt(req.partition_spec.clone())
         .sort_order_opt(req.write_order.clone())
-        .properties(req.properties.clone())
+        .properties(properties)
+        .format_version(format_version)
         .build();
     let builder = TableMetadataBuilder::from_table_creation(creation)
         .map_err(invalid)?

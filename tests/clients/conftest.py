@@ -1,0 +1,64 @@
+"""Fixtures for the real-client tests: a `floe dev` process (throwaway PostgreSQL + local warehouse)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+class Floe:
+    def __init__(self, url, warehouse, state_dir):
+        self.url = url
+        self.warehouse = warehouse
+        self.state_dir = state_dir
+
+    def log(self, **params):
+        """All log entries (paging through `after`)."""
+        entries, after = [], 0
+        while True:
+            q = "&".join(f"{k}={v}" for k, v in {"after": after, "limit": 1000, **params}.items())
+            page = http_json(f"{self.url}/management/v1/log?{q}")
+            if not page["entries"]:
+                return entries
+            entries += page["entries"]
+            after = page["next-after"]
+
+
+@pytest.fixture(scope="session")
+def floe():
+    binary = os.environ.get("FLOE_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/floe"))
+    state = tempfile.mkdtemp(prefix="floe-clients-")
+    port = free_port()
+    log = open(os.path.join(state, "floe.log"), "w")
+    proc = subprocess.Popen([binary, "dev", "--state-dir", state, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            http_json(f"{url}/v1/config?warehouse=demo")
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("floe dev did not start: " + open(os.path.join(state, "floe.log")).read())
+            time.sleep(0.2)
+    yield Floe(url, "demo", state)
+    proc.send_signal(signal.SIGINT)  # floe dev stops its PostgreSQL on Ctrl-C
+    proc.wait(timeout=60)
