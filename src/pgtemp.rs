@@ -29,6 +29,8 @@ pub struct PgCluster {
     root: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    /// The server options (`pg_ctl -o`), kept so a restart listens on the same port.
+    server_options: String,
 }
 
 /// Options for a new cluster.
@@ -90,11 +92,21 @@ impl PgCluster {
         };
         std::fs::create_dir_all(root).map_err(io)?;
         let root = root.canonicalize().map_err(io)?;
+        let port = free_port()?;
+        let mut server_options = format!(
+            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' \
+             -c max_connections=300"
+        );
+        if options.fast_unsafe {
+            server_options
+                .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
         let cluster = Self {
             bin_dir,
             root,
-            port: free_port()?,
+            port,
             as_postgres_user,
+            server_options,
         };
         if as_postgres_user {
             cluster.run(
@@ -120,32 +132,7 @@ impl PgCluster {
                 ],
             )?;
         }
-        let mut server_options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories='' \
-             -c max_connections=300",
-            cluster.port
-        );
-        if options.fast_unsafe {
-            server_options
-                .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
-        }
-        let data = cluster.data_dir();
-        let log = cluster.root.join("postgres.log");
-        cluster.run_pg(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-l",
-                log.to_str().unwrap_or_default(),
-                "-o",
-                &server_options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )?;
+        cluster.restart()?;
         Ok(cluster)
     }
 
@@ -193,7 +180,7 @@ impl PgCluster {
         )
     }
 
-    /// Starts a stopped cluster again on the same port.
+    /// Starts the (stopped) cluster, on the port chosen when it was made.
     pub fn restart(&self) -> Result<(), PgTempError> {
         let data = self.data_dir();
         let log = self.root.join("postgres.log");
@@ -204,7 +191,11 @@ impl PgCluster {
                 data.to_str().unwrap_or_default(),
                 "-l",
                 log.to_str().unwrap_or_default(),
+                "-o",
+                &self.server_options,
                 "-w",
+                "-t",
+                "60",
                 "start",
             ],
         )

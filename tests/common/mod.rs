@@ -1,0 +1,271 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary (stopped at exit), a fresh database
+//! and warehouse directory per test, and floe served in-process on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use floe::catalog::Faults;
+use floe::config::{Settings, WarehouseSettings};
+use floe::pgtemp::{PgCluster, PgOptions};
+use floe::server::{self, RunningServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+static DIRS: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some(cluster) = CLUSTER.get() {
+        let _ = cluster.stop();
+    }
+}
+
+/// The shared cluster, started on first use.
+pub fn cluster() -> &'static PgCluster {
+    CLUSTER.get_or_init(|| {
+        let dir = DIRS.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+        let cluster = PgCluster::start(&dir.path().join("pg"), &PgOptions { fast_unsafe: true })
+            .expect("start the throwaway PostgreSQL");
+        // Statics are never dropped; stop PostgreSQL when the test process exits.
+        unsafe { nix::libc::atexit(stop_cluster) };
+        cluster
+    })
+}
+
+/// A fresh, empty database; returns its URL.
+pub async fn new_database() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let cluster = tokio::task::spawn_blocking(cluster).await.unwrap();
+    cluster
+        .ensure_database(&name)
+        .await
+        .expect("create database");
+    cluster.url(&name)
+}
+
+pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(database_url.to_string()),
+        max_body_bytes: 1024 * 1024,
+        warehouses: vec![WarehouseSettings {
+            name: "wh".to_string(),
+            root: format!("file://{}", warehouse_root.display()),
+        }],
+        ..Settings::default()
+    }
+}
+
+/// floe on a fresh database and warehouse.
+pub struct TestFloe {
+    pub server: RunningServer,
+    pub settings: Settings,
+    pub warehouse_dir: tempfile::TempDir,
+    pub faults: Arc<Faults>,
+    pub http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the status and, for errors, the ErrorModel shape.
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        if status >= 400 {
+            let error = &self.body["error"];
+            assert_eq!(error["code"], status, "ErrorModel code: {}", self.body);
+            assert!(
+                error["type"].as_str().is_some_and(|t| !t.is_empty()),
+                "{}",
+                self.body
+            );
+            assert!(
+                error["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{}",
+                self.body
+            );
+        }
+        self.body
+    }
+
+    pub fn error_type(&self) -> &str {
+        self.body["error"]["type"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestFloe {
+    pub async fn start() -> Self {
+        let url = new_database().await;
+        let warehouse_dir = tempfile::tempdir().unwrap();
+        let settings = settings(&url, warehouse_dir.path());
+        Self::start_with(settings, warehouse_dir).await
+    }
+
+    pub async fn start_with(settings: Settings, warehouse_dir: tempfile::TempDir) -> Self {
+        let faults = Arc::new(Faults::default());
+        let server = server::start(&settings, faults.clone())
+            .await
+            .expect("start floe");
+        Self {
+            server,
+            settings,
+            warehouse_dir,
+            faults,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops this server and starts a new one on the same database and warehouse.
+    pub async fn restart(self) -> Self {
+        let Self {
+            server,
+            settings,
+            warehouse_dir,
+            ..
+        } = self;
+        server.stop().await;
+        Self::start_with(settings, warehouse_dir).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.base_url(), path)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    pub async fn create_namespace(&self, levels: &[&str]) {
+        self.post("/v1/wh/namespaces", json!({ "namespace": levels }))
+            .await
+            .expect(200);
+    }
+
+    /// Creates `ns.name` with a two-column schema; returns the LoadTableResult.
+    pub async fn create_table(&self, ns: &str, name: &str) -> Value {
+        self.create_table_reply(ns, name).await.expect(200)
+    }
+
+    pub async fn create_table_reply(&self, ns: &str, name: &str) -> Reply {
+        self.post(
+            &format!("/v1/wh/namespaces/{ns}/tables"),
+            json!({ "name": name, "schema": simple_schema() }),
+        )
+        .await
+    }
+
+    /// All log entries, in order.
+    pub async fn log(&self) -> Vec<Value> {
+        let page = self
+            .get("/management/v1/log?after=0&limit=1000")
+            .await
+            .expect(200);
+        page["entries"].as_array().unwrap().clone()
+    }
+
+    /// Number of files under the warehouse directory.
+    pub fn warehouse_files(&self) -> usize {
+        fn count(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| {
+                            if e.path().is_dir() {
+                                count(&e.path())
+                            } else {
+                                1
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(self.warehouse_dir.path())
+    }
+}
+
+pub fn simple_schema() -> Value {
+    json!({
+        "type": "struct",
+        "schema-id": 0,
+        "fields": [
+            { "id": 1, "name": "id", "type": "long", "required": false },
+            { "id": 2, "name": "data", "type": "string", "required": false }
+        ]
+    })
+}
+
+/// A commit that adds a snapshot on top of `parent` and moves `main` to it, asserting `main` is at
+/// `parent` (metadata only: the manifest list is not read by the catalog).
+pub fn append_commit(table_uuid: &str, parent: Option<i64>, snapshot_id: i64, seq: i64) -> Value {
+    let mut snapshot = json!({
+        "snapshot-id": snapshot_id,
+        "sequence-number": seq,
+        "timestamp-ms": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+        "manifest-list": format!("file:///nowhere/snap-{snapshot_id}.avro"),
+        "summary": { "operation": "append" },
+        "schema-id": 0
+    });
+    if let Some(parent) = parent {
+        snapshot["parent-snapshot-id"] = json!(parent);
+    }
+    json!({
+        "requirements": [
+            { "type": "assert-table-uuid", "uuid": table_uuid },
+            { "type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": parent }
+        ],
+        "updates": [
+            { "action": "add-snapshot", "snapshot": snapshot },
+            { "action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": snapshot_id }
+        ]
+    })
+}
