@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite. Needs Rust, PostgreSQL's binaries and Python 3 (and Java 17 plus ../shared for
+# the Spark test, which is skipped with a message without them); starts everything it uses itself:
+#   1. Rust unit and integration tests, each binary against its own throwaway PostgreSQL;
+#   2. the real clients (PyIceberg, DuckDB, Spark), installed into a venv, against `floe dev`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --bins
+cargo test --locked --no-fail-fast
+
+venv=${FLOE_CLIENTS_VENV:-$HOME/.cache/floe-clients}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
+FLOE_BIN=$PWD/target/debug/floe "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider tests/clients
