@@ -72,6 +72,17 @@ impl Default for DatabaseSettings {
     }
 }
 
+/// `FLOE_*` variables that are not settings (the log filter, the config path, test tooling).
+/// Every other `FLOE_*` variable must name a setting, so a typo is an error rather than ignored.
+const RESERVED_ENV: &[&str] = &[
+    "LOG",
+    "CONFIG",
+    "PG_BIN",
+    "BIN",
+    "SPARK_HOME",
+    "CLIENTS_VENV",
+];
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid settings: {0}")]
 pub struct SettingsError(String);
@@ -90,7 +101,7 @@ impl Settings {
             figment = figment.merge(Toml::file(file));
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("FLOE_").split("__"))
+            .merge(Env::prefixed("FLOE_").ignore(RESERVED_ENV).split("__"))
             .extract()
             .map_err(|e| SettingsError(e.to_string()))?;
         settings.validate()?;

@@ -39,6 +39,25 @@ enum Command {
     },
     /// Print the management API's OpenAPI document.
     Openapi,
+    /// Measure floe against a throwaway PostgreSQL (build with --release for real figures).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Commit latency and throughput (metadata-only and appends), and loadTable latency.
+    Commits {
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent writers, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32])]
+        writers: Vec<usize>,
+        /// Tables the writers spread over, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
+        tables: Vec<usize>,
+    },
 }
 
 #[tokio::main]
@@ -66,6 +85,18 @@ async fn main() -> anyhow::Result<()> {
             floe::dev::run(settings, floe::dev::DevOptions { state_dir, port }).await?;
         }
         Command::Openapi => println!("{}", floe::http::management::openapi_json()),
+        Command::Bench(Bench::Commits {
+            seconds,
+            writers,
+            tables,
+        }) => {
+            let options = floe::bench::BenchOptions {
+                seconds,
+                writers,
+                tables,
+            };
+            floe::bench::run_commits(options).await?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,338 @@
+//! `floe bench commits`: commit and loadTable latency and throughput against a throwaway PostgreSQL
+//! (durable settings: fsync on) and a local warehouse, with floe served in-process on 127.0.0.1.
+//! Prints a Markdown table for BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::catalog::Faults;
+use crate::config::{Settings, WarehouseSettings};
+use crate::pgtemp::{PgCluster, PgOptions};
+use crate::server::{self, RunningServer};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub seconds: u64,
+    pub writers: Vec<usize>,
+    pub tables: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitKind {
+    /// set-properties: no conflicts between writers, the commit path alone.
+    MetadataOnly,
+    /// add-snapshot + set-snapshot-ref guarded by assert-ref-snapshot-id, retried on 409 as clients do.
+    SmallAppend,
+}
+
+struct Outcome {
+    latency_us: Histogram<u64>,
+    committed: u64,
+    conflicts: u64,
+    elapsed: Duration,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+pub async fn run_commits(options: BenchOptions) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pg_dir = dir.path().join("postgres");
+    let cluster =
+        tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, &PgOptions::default()))
+            .await??;
+    let result = run_with_cluster(&cluster, dir.path(), &options).await;
+    tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    result
+}
+
+async fn run_with_cluster(
+    cluster: &PgCluster,
+    dir: &std::path::Path,
+    options: &BenchOptions,
+) -> anyhow::Result<()> {
+    println!(
+        "floe bench commits: {} s per scenario, PostgreSQL with fsync on, local warehouse, {} cores\n",
+        options.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut scenario = 0;
+    for kind in [CommitKind::MetadataOnly, CommitKind::SmallAppend] {
+        for &tables in &options.tables {
+            for &writers in &options.writers {
+                scenario += 1;
+                let (server, http) = start_server(cluster, dir, scenario, writers).await?;
+                let outcome = commits(&server, &http, kind, writers, tables, options.seconds).await;
+                server.stop().await;
+                let o = outcome?;
+                println!(
+                    "| {} | {writers} | {tables} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                    match kind {
+                        CommitKind::MetadataOnly => "metadata-only",
+                        CommitKind::SmallAppend => "small append",
+                    },
+                    o.committed as f64 / o.elapsed.as_secs_f64(),
+                    ms(o.latency_us.value_at_quantile(0.5)),
+                    ms(o.latency_us.value_at_quantile(0.99)),
+                    ms(o.latency_us.max()),
+                    o.conflicts
+                );
+            }
+        }
+    }
+
+    println!("\n| loadTable | readers | snapshots | loads/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    scenario += 1;
+    let (server, http) = start_server(cluster, dir, scenario, 8).await?;
+    for snapshots in [1usize, 100] {
+        let table = format!("load{snapshots}");
+        create_table(&http, &server, &table).await?;
+        let mut current = None;
+        for i in 0..snapshots {
+            current = Some(append(&http, &server, &table, current.as_ref(), i as i64).await?);
+        }
+        for readers in [1usize, 8] {
+            let o = loads(&server, &http, &table, readers, options.seconds).await?;
+            println!(
+                "| full metadata | {readers} | {snapshots} | {:.0} | {:.2} | {:.2} |",
+                o.committed as f64 / o.elapsed.as_secs_f64(),
+                ms(o.latency_us.value_at_quantile(0.5)),
+                ms(o.latency_us.value_at_quantile(0.99)),
+            );
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
+
+async fn start_server(
+    cluster: &PgCluster,
+    dir: &std::path::Path,
+    scenario: usize,
+    writers: usize,
+) -> anyhow::Result<(RunningServer, reqwest::Client)> {
+    let database = format!("bench{scenario}");
+    cluster.ensure_database(&database).await?;
+    let root = dir.join(format!("warehouse{scenario}"));
+    std::fs::create_dir_all(&root)?;
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse()?,
+        database_url: Some(cluster.url(&database)),
+        warehouses: vec![WarehouseSettings {
+            name: "bench".to_string(),
+            root: format!("file://{}", root.display()),
+        }],
+        ..Settings::default()
+    };
+    settings.database.max_connections = settings.database.max_connections.max(writers as u32);
+    let server = server::start(&settings, Arc::new(Faults::default())).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let reply = http
+        .post(format!("{}/v1/bench/namespaces", server.base_url()))
+        .json(&json!({"namespace": ["b"]}))
+        .send()
+        .await?;
+    if !reply.status().is_success() {
+        bail!("creating the namespace: {}", reply.text().await?);
+    }
+    Ok((server, http))
+}
+
+fn table_url(server: &RunningServer, table: &str) -> String {
+    format!("{}/v1/bench/namespaces/b/tables/{table}", server.base_url())
+}
+
+async fn create_table(
+    http: &reqwest::Client,
+    server: &RunningServer,
+    name: &str,
+) -> anyhow::Result<Value> {
+    let schema = json!({"type": "struct", "schema-id": 0, "fields": [
+        {"id": 1, "name": "id", "type": "long", "required": false}]});
+    let reply = http
+        .post(format!(
+            "{}/v1/bench/namespaces/b/tables",
+            server.base_url()
+        ))
+        .json(&json!({"name": name, "schema": schema}))
+        .send()
+        .await?;
+    if !reply.status().is_success() {
+        bail!("creating {name}: {}", reply.text().await?);
+    }
+    Ok(reply.json().await?)
+}
+
+/// One append on top of `current` (the table's metadata as last seen); returns the new metadata.
+async fn append(
+    http: &reqwest::Client,
+    server: &RunningServer,
+    table: &str,
+    current: Option<&Value>,
+    salt: i64,
+) -> anyhow::Result<Value> {
+    let body = append_body(current, salt);
+    let reply = http
+        .post(table_url(server, table))
+        .json(&body)
+        .send()
+        .await?;
+    if !reply.status().is_success() {
+        bail!("append to {table}: {}", reply.text().await?);
+    }
+    Ok(reply.json::<Value>().await?["metadata"].take())
+}
+
+fn append_body(current: Option<&Value>, salt: i64) -> Value {
+    let parent = current.and_then(|m| m["current-snapshot-id"].as_i64());
+    let sequence = current
+        .and_then(|m| m["last-sequence-number"].as_i64())
+        .unwrap_or(0)
+        + 1;
+    let id = (uuid::Uuid::new_v4().as_u64_pair().0 >> 2) as i64 ^ salt;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut snapshot = json!({
+        "snapshot-id": id, "sequence-number": sequence, "timestamp-ms": now,
+        "manifest-list": format!("file:///bench/snap-{id}.avro"),
+        "summary": {"operation": "append", "added-data-files": "1", "added-records": "10"},
+        "schema-id": 0
+    });
+    if let Some(parent) = parent {
+        snapshot["parent-snapshot-id"] = json!(parent);
+    }
+    json!({
+        "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": parent}],
+        "updates": [
+            {"action": "add-snapshot", "snapshot": snapshot},
+            {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": id}
+        ]
+    })
+}
+
+async fn commits(
+    server: &RunningServer,
+    http: &reqwest::Client,
+    kind: CommitKind,
+    writers: usize,
+    tables: usize,
+    seconds: u64,
+) -> anyhow::Result<Outcome> {
+    let mut metadata = Vec::with_capacity(tables);
+    for t in 0..tables {
+        metadata.push(create_table(http, server, &format!("t{t}")).await?["metadata"].take());
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let http = http.clone();
+        let base = server.base_url();
+        let mut metadata = metadata.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latency = histogram();
+            let (mut committed, mut conflicts) = (0u64, 0u64);
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let t = (writer + i * writers) % tables;
+                i += 1;
+                let url = format!("{base}/v1/bench/namespaces/b/tables/t{t}");
+                let body = match kind {
+                    CommitKind::MetadataOnly => json!({"requirements": [], "updates": [
+                        {"action": "set-properties", "updates": {"bench.writer": writer.to_string(),
+                                                                 "bench.i": i.to_string()}}]}),
+                    CommitKind::SmallAppend => append_body(Some(&metadata[t]), writer as i64),
+                };
+                let start = Instant::now();
+                let reply = http.post(&url).json(&body).send().await?;
+                let status = reply.status();
+                let mut value: Value = reply.json().await?;
+                let took = start.elapsed().as_micros() as u64;
+                if status.is_success() {
+                    latency.record(took.max(1))?;
+                    committed += 1;
+                    metadata[t] = value["metadata"].take();
+                } else if status == reqwest::StatusCode::CONFLICT {
+                    // As clients do: reload, then try again on the fresh metadata.
+                    conflicts += 1;
+                    let fresh: Value = http.get(&url).send().await?.json().await?;
+                    metadata[t] = fresh["metadata"].clone();
+                } else {
+                    bail!("commit answered {status}: {value}");
+                }
+            }
+            Ok::<_, anyhow::Error>((latency, committed, conflicts))
+        }));
+    }
+    let mut outcome = Outcome {
+        latency_us: histogram(),
+        committed: 0,
+        conflicts: 0,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (latency, committed, conflicts) = task.await.context("writer task")??;
+        outcome.latency_us.add(latency)?;
+        outcome.committed += committed;
+        outcome.conflicts += conflicts;
+    }
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+async fn loads(
+    server: &RunningServer,
+    http: &reqwest::Client,
+    table: &str,
+    readers: usize,
+    seconds: u64,
+) -> anyhow::Result<Outcome> {
+    let url = table_url(server, table);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..readers {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latency = histogram();
+            let mut loads = 0u64;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                let reply = http.get(&url).send().await?;
+                if !reply.status().is_success() {
+                    bail!("loadTable answered {}", reply.status());
+                }
+                reply.bytes().await?;
+                latency.record((start.elapsed().as_micros() as u64).max(1))?;
+                loads += 1;
+            }
+            Ok::<_, anyhow::Error>((latency, loads))
+        }));
+    }
+    let mut outcome = Outcome {
+        latency_us: histogram(),
+        committed: 0,
+        conflicts: 0,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (latency, loads) = task.await.context("reader task")??;
+        outcome.latency_us.add(latency)?;
+        outcome.committed += loads;
+    }
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
