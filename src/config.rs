@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Everything floe needs to run one region.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The name of this floe's region, recorded with every log entry's origin.
@@ -28,6 +28,24 @@ pub struct Settings {
     /// The warehouse `/v1/config` answers for when a client names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_warehouse: Option<String>,
+}
+
+/// Written by hand so the database URL, which may carry a password, never reaches a log.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("region", &self.region)
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("database", &self.database)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("warehouses", &self.warehouses)
+            .field("default_warehouse", &self.default_warehouse)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,5 +152,21 @@ impl Settings {
                     .to_string(),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_database_url() {
+        let settings = Settings {
+            database_url: Some("postgres://floe:hunter2@db/floe".to_string()),
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
     }
 }

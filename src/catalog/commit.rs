@@ -255,7 +255,8 @@ impl Catalog {
                                 metadata_json: &built.metadata_json,
                             },
                         )
-                        .await?;
+                        .await
+                        .map_err(|e| super::tables::namespace_gone(e, &built.table.namespace))?;
                         if !inserted {
                             return Err(CatalogError::CommitFailed(format!(
                                 "Commit to {} failed: the table was created concurrently",

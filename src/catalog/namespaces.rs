@@ -208,7 +208,15 @@ impl Catalog {
                 "Namespace {ns} is not empty: drop its tables and child namespaces first"
             )));
         }
-        db::delete_namespace(&mut tx, row.namespace_id).await?;
+        db::delete_namespace(&mut tx, row.namespace_id)
+            .await
+            .map_err(|e| match &e {
+                // A table was created in it concurrently (its foreign key holds the namespace).
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                    CatalogError::NamespaceNotEmpty(format!("Namespace {ns} is not empty"))
+                }
+                _ => e.into(),
+            })?;
         let entry = self.namespace_entry(wh, EntryKind::DropNamespace, ns, json!({}), principal);
         log::append(&mut tx, &[entry]).await?;
         tx.commit().await?;

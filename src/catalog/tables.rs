@@ -387,7 +387,7 @@ impl Catalog {
 }
 
 /// A foreign-key violation on insert means the namespace was dropped concurrently.
-fn namespace_gone(err: sqlx::Error, ns: &NamespaceName) -> CatalogError {
+pub(crate) fn namespace_gone(err: sqlx::Error, ns: &NamespaceName) -> CatalogError {
     match &err {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
             CatalogError::no_such_namespace(ns)
