@@ -25,9 +25,9 @@ CREATE TABLE iceberg_table (
     warehouse_id      uuid NOT NULL REFERENCES warehouse (warehouse_id),
     namespace_id      uuid NOT NULL REFERENCES namespace (namespace_id),
     name              text NOT NULL,
+    -- The current metadata file. Metadata files are immutable, so floe caches their parsed content
+    -- by location and the row need not carry it.
     metadata_location text NOT NULL,
-    -- The metadata at metadata_location, so loadTable needs no storage read.
-    metadata          jsonb NOT NULL,
     -- The table version of the newest log entry for this table (1 = created).
     version           bigint NOT NULL CHECK (version > 0),
     created_at        timestamptz NOT NULL DEFAULT now(),
@@ -72,3 +72,28 @@ CREATE TABLE commit_log (
 );
 
 ALTER SEQUENCE commit_log_seq OWNED BY commit_log.seq;
+
+-- Appends one entry in one round trip: takes the ordering lock (transaction-scoped, so held until
+-- COMMIT), draws `seq`, inserts, and NOTIFYs `floe_log` with the new seq.
+CREATE FUNCTION floe_log_append(
+    p_warehouse_id uuid, p_txn_group uuid, p_kind text, p_namespace text[], p_table_name text,
+    p_table_id uuid, p_table_uuid uuid, p_table_version bigint, p_changes jsonb,
+    p_requirements jsonb, p_metadata jsonb, p_details jsonb, p_principal text,
+    p_origin_region text, p_previous_metadata_location text, p_new_metadata_location text
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    new_seq bigint;
+BEGIN
+    -- 7380396369697861479 is "floe-log" in ASCII: the one lock that orders all appends.
+    PERFORM pg_advisory_xact_lock(7380396369697861479);
+    INSERT INTO commit_log (warehouse_id, txn_group, kind, namespace, table_name, table_id,
+        table_uuid, table_version, changes, requirements, metadata, details, principal,
+        origin_region, previous_metadata_location, new_metadata_location)
+    VALUES (p_warehouse_id, p_txn_group, p_kind, p_namespace, p_table_name, p_table_id,
+        p_table_uuid, p_table_version, p_changes, p_requirements, p_metadata, p_details,
+        p_principal, p_origin_region, p_previous_metadata_location, p_new_metadata_location)
+    RETURNING seq INTO new_seq;
+    PERFORM pg_notify('floe_log', new_seq::text);
+    RETURN new_seq;
+END
+$$;

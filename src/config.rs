@@ -23,6 +23,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Memory for parsed table metadata, by metadata file (files are immutable: no invalidation).
+    pub metadata_cache_bytes: u64,
     /// Warehouses served by this floe. Each is created in the database at start if missing.
     pub warehouses: Vec<WarehouseSettings>,
     /// The warehouse `/v1/config` answers for when a client names none.
@@ -42,6 +44,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("database", &self.database)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("metadata_cache_bytes", &self.metadata_cache_bytes)
             .field("warehouses", &self.warehouses)
             .field("default_warehouse", &self.default_warehouse)
             .finish()
@@ -74,6 +77,7 @@ impl Default for Settings {
             database_url: None,
             database: DatabaseSettings::default(),
             max_body_bytes: 16 * 1024 * 1024,
+            metadata_cache_bytes: 256 * 1024 * 1024,
             warehouses: Vec::new(),
             default_warehouse: None,
         }

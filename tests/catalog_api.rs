@@ -127,18 +127,8 @@ async fn namespaces_create_list_page_load_update_and_drop() {
     // Multi-level names travel joined by 0x1F.
     let loaded = floe.get("/v1/wh/namespaces/a%1Fb").await.expect(200);
     assert_eq!(loaded["namespace"], json!(["a", "b"]));
-    assert_eq!(
-        floe.call(Method::HEAD, "/v1/wh/namespaces/a%1Fb", None)
-            .await
-            .status,
-        204
-    );
-    assert_eq!(
-        floe.call(Method::HEAD, "/v1/wh/namespaces/nope", None)
-            .await
-            .status,
-        404
-    );
+    assert_eq!(floe.head("/v1/wh/namespaces/a%1Fb").await, 204);
+    assert_eq!(floe.head("/v1/wh/namespaces/nope").await, 404);
 
     let update = floe
         .post(
@@ -304,18 +294,8 @@ async fn tables_create_list_load_etag_rename_register_metrics_and_drop() {
         .await
         .expect(400);
 
-    assert_eq!(
-        floe.call(Method::HEAD, "/v1/wh/namespaces/ns/tables/t1", None)
-            .await
-            .status,
-        204
-    );
-    assert_eq!(
-        floe.call(Method::HEAD, "/v1/wh/namespaces/ns/tables/zz", None)
-            .await
-            .status,
-        404
-    );
+    assert_eq!(floe.head("/v1/wh/namespaces/ns/tables/t1").await, 204);
+    assert_eq!(floe.head("/v1/wh/namespaces/ns/tables/zz").await, 404);
     assert_eq!(
         floe.get("/v1/wh/namespaces/ns/tables/zz").await.expect(404)["error"]["type"],
         "NoSuchTableException"

@@ -439,3 +439,54 @@ fn management_openapi_document_is_checked_in() {
         "openapi/management.json is stale: regenerate it with `cargo run -- openapi > openapi/management.json`"
     );
 }
+
+/// A commit holds only its own table's row lock: while table `a` is locked, `b` commits at once
+/// and `a`'s commit waits for the lock.
+#[tokio::test]
+async fn commits_to_different_tables_do_not_wait_for_each_other() {
+    let floe = Arc::new(TestFloe::start().await);
+    floe.create_namespace(&["ns"]).await;
+    floe.create_table("ns", "a").await;
+    floe.create_table("ns", "b").await;
+    let (ua, ub) = (table_uuid(&floe, "a").await, table_uuid(&floe, "b").await);
+
+    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM iceberg_table WHERE name = 'a' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let b = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        floe.post(
+            "/v1/wh/namespaces/ns/tables/b",
+            append_commit(&ub, None, 2, 1),
+        ),
+    )
+    .await
+    .expect("a commit to b waited for a's lock");
+    b.expect(200);
+
+    let waiting = tokio::spawn({
+        let floe = floe.clone();
+        async move {
+            floe.post(
+                "/v1/wh/namespaces/ns/tables/a",
+                append_commit(&ua, None, 1, 1),
+            )
+            .await
+            .status
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a's commit did not wait for its row lock"
+    );
+    holder.rollback().await.unwrap();
+    assert_eq!(waiting.await.unwrap(), 200);
+    pool.close().await;
+}

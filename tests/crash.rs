@@ -48,6 +48,10 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     panic!("floe did not start at {base}");
 }
 
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -81,15 +85,11 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
         .send()
         .await
         .unwrap();
-    let created: Value = http
-        .post(format!("{base}/v1/wh/namespaces/ns/tables"))
-        .json(&json!({"name": "t", "schema": common::simple_schema()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = json_of(
+        http.post(format!("{base}/v1/wh/namespaces/ns/tables"))
+            .json(&json!({"name": "t", "schema": common::simple_schema()})),
+    )
+    .await;
     let uuid = created["metadata"]["table-uuid"]
         .as_str()
         .unwrap()
@@ -145,14 +145,7 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
 
     let mut floe = spawn_floe(&config);
     wait_ready(&http, &floe.base).await;
-    let table: Value = http
-        .get(format!("{}/v1/wh/namespaces/ns/tables/t", floe.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let table = json_of(http.get(format!("{}/v1/wh/namespaces/ns/tables/t", floe.base))).await;
     let snapshot_ids: Vec<i64> = table["metadata"]["snapshots"]
         .as_array()
         .unwrap()

@@ -20,6 +20,7 @@ use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::storage::Storage;
 
 use super::metadata::{self, invalid};
+use super::metadata_cache::CachedMetadata;
 use super::names::TableName;
 use super::requests::{CommitTableRequest, CommitTransactionRequest};
 use super::{Catalog, Warehouse};
@@ -28,7 +29,7 @@ use super::{Catalog, Warehouse};
 #[derive(Debug, Clone)]
 pub struct CommitOutcome {
     pub metadata_location: String,
-    pub metadata_json: String,
+    pub metadata: Arc<CachedMetadata>,
 }
 
 /// Metadata files written for changes not yet committed.
@@ -62,6 +63,7 @@ enum Plan {
     /// No update changed anything: nothing is written, the current state is returned.
     Unchanged {
         row: TableRow,
+        current: Arc<CachedMetadata>,
     },
     Update {
         row: TableRow,
@@ -75,8 +77,8 @@ enum Plan {
 struct Built {
     table: TableName,
     requirements: Vec<TableRequirement>,
-    result: TableMetadataBuildResult,
-    metadata_json: String,
+    changes: Vec<TableUpdate>,
+    metadata: Arc<CachedMetadata>,
     metadata_location: String,
 }
 
@@ -177,6 +179,11 @@ impl Catalog {
         changes: Vec<(TableName, Vec<TableRequirement>, Vec<TableUpdate>)>,
         principal: &str,
     ) -> CatalogResult<Vec<CommitOutcome>> {
+        // Queue behind other commits to these tables on this instance before touching the database.
+        let _queued = self
+            .table_locks
+            .lock(wh.id, changes.iter().map(|(table, _, _)| table))
+            .await;
         self.with_pending_files(async |files| {
             let mut tx = self.pool.begin().await?;
             // Lock rows in name order so two transactions over the same tables cannot deadlock.
@@ -194,7 +201,15 @@ impl Catalog {
 
             let mut plans = Vec::with_capacity(changes.len());
             for ((table, requirements, updates), row) in changes.into_iter().zip(rows) {
-                plans.push(self.plan(wh, table, requirements, updates, row)?);
+                let current = match &row {
+                    Some(row) => Some(
+                        self.metadata
+                            .load(&*wh.storage, &row.metadata_location)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                plans.push(self.plan(wh, table, requirements, updates, row, current)?);
             }
 
             for plan in &plans {
@@ -203,7 +218,7 @@ impl Catalog {
                         .write(
                             &wh.storage,
                             &built.metadata_location,
-                            built.metadata_json.as_bytes(),
+                            built.metadata.json.as_bytes(),
                         )
                         .await?;
                 }
@@ -216,13 +231,11 @@ impl Catalog {
                     Plan::Unchanged { .. } => {}
                     Plan::Update { row, built } => {
                         let version = row.version + 1;
-                        let table_uuid = built.result.metadata.uuid();
                         db::update_table_pointer(
                             &mut tx,
                             row.table_id,
-                            table_uuid,
+                            built.metadata.parsed.uuid(),
                             &built.metadata_location,
-                            &built.metadata_json,
                             version,
                         )
                         .await?;
@@ -247,12 +260,11 @@ impl Catalog {
                             &mut tx,
                             &NewTable {
                                 table_id,
-                                table_uuid: built.result.metadata.uuid(),
+                                table_uuid: built.metadata.parsed.uuid(),
                                 warehouse_id: wh.id,
                                 namespace_id: ns.namespace_id,
                                 name: &built.table.name,
                                 metadata_location: &built.metadata_location,
-                                metadata_json: &built.metadata_json,
                             },
                         )
                         .await
@@ -285,14 +297,18 @@ impl Catalog {
             Ok(plans
                 .into_iter()
                 .map(|plan| match plan {
-                    Plan::Unchanged { row } => CommitOutcome {
+                    Plan::Unchanged { row, current } => CommitOutcome {
                         metadata_location: row.metadata_location,
-                        metadata_json: row.metadata_json,
+                        metadata: current,
                     },
-                    Plan::Update { built, .. } | Plan::Create { built } => CommitOutcome {
-                        metadata_location: built.metadata_location,
-                        metadata_json: built.metadata_json,
-                    },
+                    Plan::Update { built, .. } | Plan::Create { built } => {
+                        self.metadata
+                            .insert(&built.metadata_location, built.metadata.clone());
+                        CommitOutcome {
+                            metadata_location: built.metadata_location,
+                            metadata: built.metadata,
+                        }
+                    }
                 })
                 .collect())
         })
@@ -307,8 +323,9 @@ impl Catalog {
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
         row: Option<TableRow>,
+        current: Option<Arc<CachedMetadata>>,
     ) -> CatalogResult<Plan> {
-        let Some(row) = row else {
+        let (Some(row), Some(current)) = (row, current) else {
             if !requirements.contains(&TableRequirement::NotExist) {
                 return Err(CatalogError::no_such_table(&table));
             }
@@ -322,21 +339,23 @@ impl Catalog {
             return Ok(Plan::Create { built });
         };
 
-        let current = metadata::parse(&row.metadata_json)?;
         for requirement in &requirements {
             requirement
-                .check(Some(&current))
+                .check(Some(&current.parsed))
                 .map_err(|e| requirement_failed(&table, e))?;
         }
-        let current_uuid = current.uuid();
-        let current_location = current.location().to_string();
-        let mut builder = current.into_builder(Some(row.metadata_location.clone()));
+        let current_uuid = current.parsed.uuid();
+        let current_location = current.parsed.location().to_string();
+        let mut builder = current
+            .parsed
+            .clone()
+            .into_builder(Some(row.metadata_location.clone()));
         for update in updates {
             builder = update.apply(builder).map_err(invalid)?;
         }
         let result = builder.build().map_err(invalid)?;
         if result.changes.is_empty() {
-            return Ok(Plan::Unchanged { row });
+            return Ok(Plan::Unchanged { row, current });
         }
         if result.metadata.uuid() != current_uuid {
             return Err(CatalogError::BadRequest(format!(
@@ -356,15 +375,13 @@ impl Catalog {
         result: TableMetadataBuildResult,
         version: i64,
     ) -> CatalogResult<Built> {
-        let metadata_json = serde_json::to_string(&result.metadata)
-            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
         let metadata_location =
             metadata::metadata_file_location(result.metadata.location(), version);
         Ok(Built {
             table,
             requirements,
-            result,
-            metadata_json,
+            changes: result.changes,
+            metadata: Arc::new(CachedMetadata::from_parsed(result.metadata)?),
             metadata_location,
         })
     }
@@ -387,14 +404,14 @@ impl Catalog {
             namespace: built.table.namespace.levels().to_vec(),
             table: Some(TableVersionRef {
                 table_id,
-                table_uuid: built.result.metadata.uuid(),
+                table_uuid: built.metadata.parsed.uuid(),
                 name: built.table.name.clone(),
                 version,
             }),
-            changes: serde_json::to_value(&built.result.changes).unwrap_or_else(|_| json!([])),
+            changes: serde_json::to_value(&built.changes).unwrap_or_else(|_| json!([])),
             requirements: serde_json::to_value(&built.requirements).unwrap_or_else(|_| json!([])),
             metadata: (kind == EntryKind::CreateTable)
-                .then(|| serde_json::from_str(&built.metadata_json).ok())
+                .then(|| serde_json::to_value(&built.metadata.parsed).ok())
                 .flatten(),
             details: json!({}),
             principal: principal.to_string(),

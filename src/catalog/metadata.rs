@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 
 use iceberg::spec::{
-    FormatVersion, SortOrder, TableMetadata, TableMetadataBuildResult, TableMetadataBuilder,
-    UnboundPartitionSpec,
+    FormatVersion, SortOrder, TableMetadataBuildResult, TableMetadataBuilder, UnboundPartitionSpec,
 };
 use iceberg::{TableCreation, TableUpdate};
 use serde_json::Value;
@@ -148,15 +147,6 @@ pub fn build_from_updates(
         builder = update.apply(builder).map_err(invalid)?;
     }
     builder.build().map_err(invalid)
-}
-
-/// Parses the stored metadata of a table.
-pub fn parse(json: &str) -> CatalogResult<TableMetadata> {
-    serde_json::from_str(json).map_err(|e| {
-        CatalogError::Database(sqlx::Error::Decode(
-            format!("stored table metadata does not parse: {e}").into(),
-        ))
-    })
 }
 
 /// Which snapshots loadTable returns (`snapshots=all|refs`).

@@ -3,9 +3,11 @@
 
 pub mod commit;
 pub mod metadata;
+pub mod metadata_cache;
 pub mod names;
 pub mod namespaces;
 pub mod requests;
+pub mod table_locks;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -19,6 +21,8 @@ use crate::config::Settings;
 use crate::db;
 use crate::error::{CatalogError, CatalogResult};
 use crate::storage::{self, Storage};
+use metadata_cache::MetadataCache;
+use table_locks::TableLocks;
 
 /// A configured warehouse, as loaded at start.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ pub struct Catalog {
     warehouses: BTreeMap<String, Warehouse>,
     default_warehouse: Option<String>,
     faults: Arc<Faults>,
+    metadata: MetadataCache,
+    table_locks: TableLocks,
 }
 
 impl Catalog {
@@ -86,6 +92,8 @@ impl Catalog {
             warehouses,
             default_warehouse,
             faults,
+            metadata: MetadataCache::new(settings.metadata_cache_bytes),
+            table_locks: TableLocks::default(),
         })
     }
 

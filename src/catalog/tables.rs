@@ -1,5 +1,7 @@
 //! Table operations other than commits: list, create, load, exists, drop, rename, register.
 
+use std::sync::Arc;
+
 use iceberg::spec::TableMetadata;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -9,6 +11,7 @@ use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 
 use super::metadata::{self, SnapshotsMode};
+use super::metadata_cache::CachedMetadata;
 use super::names::{NamespaceName, TableName};
 use super::namespaces::{Page, PageRequest, page_token, paginate};
 use super::requests::{CreateTableRequest, RegisterTableRequest};
@@ -18,7 +21,24 @@ use super::{Catalog, Warehouse};
 #[derive(Debug, Clone)]
 pub struct LoadedTable {
     pub metadata_location: Option<String>,
-    pub metadata_json: String,
+    pub metadata: Arc<CachedMetadata>,
+    /// The metadata JSON when it differs from `metadata.json` (`snapshots=refs`).
+    pub filtered_json: Option<String>,
+}
+
+impl LoadedTable {
+    fn new(metadata_location: Option<String>, metadata: Arc<CachedMetadata>) -> Self {
+        Self {
+            metadata_location,
+            metadata,
+            filtered_json: None,
+        }
+    }
+
+    /// The metadata JSON to send.
+    pub fn json(&self) -> &str {
+        self.filtered_json.as_deref().unwrap_or(&self.metadata.json)
+    }
 }
 
 impl Catalog {
@@ -92,19 +112,17 @@ impl Catalog {
         }
         drop(conn);
         let built = metadata::build_from_request(wh, &table, &req)?;
-        let metadata_json = serde_json::to_string(&built.metadata)
-            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
+        let changes = built.changes;
+        let created = Arc::new(CachedMetadata::from_parsed(built.metadata)?);
         if req.stage_create {
             // Nothing is stored: the client commits the table later with `assert-create`.
-            return Ok(LoadedTable {
-                metadata_location: None,
-                metadata_json,
-            });
+            return Ok(LoadedTable::new(None, created));
         }
-        let metadata_location = metadata::metadata_file_location(built.metadata.location(), 1);
+        let metadata_location = metadata::metadata_file_location(created.parsed.location(), 1);
+        let table_uuid = created.parsed.uuid();
         self.with_pending_files(async |files| {
             files
-                .write(&wh.storage, &metadata_location, metadata_json.as_bytes())
+                .write(&wh.storage, &metadata_location, created.json.as_bytes())
                 .await?;
             let mut tx = self.pool.begin().await?;
             let table_id = Uuid::now_v7();
@@ -112,12 +130,11 @@ impl Catalog {
                 &mut tx,
                 &NewTable {
                     table_id,
-                    table_uuid: built.metadata.uuid(),
+                    table_uuid,
                     warehouse_id: wh.id,
                     namespace_id: namespace.namespace_id,
                     name: &table.name,
                     metadata_location: &metadata_location,
-                    metadata_json: &metadata_json,
                 },
             )
             .await
@@ -133,21 +150,22 @@ impl Catalog {
                 &table,
                 TableVersionRef {
                     table_id,
-                    table_uuid: built.metadata.uuid(),
+                    table_uuid,
                     name: table.name.clone(),
                     version: 1,
                 },
                 principal,
             );
-            entry.changes = serde_json::to_value(&built.changes).unwrap_or_else(|_| json!([]));
-            entry.metadata = serde_json::from_str(&metadata_json).ok();
+            entry.changes = serde_json::to_value(&changes).unwrap_or_else(|_| json!([]));
+            entry.metadata = serde_json::to_value(&created.parsed).ok();
             entry.new_metadata_location = Some(metadata_location.clone());
             log::append(&mut tx, &[entry]).await?;
             self.commit_transaction_or_unknown(tx).await?;
-            Ok(LoadedTable {
-                metadata_location: Some(metadata_location.clone()),
-                metadata_json: metadata_json.clone(),
-            })
+            self.metadata.insert(&metadata_location, created.clone());
+            Ok(LoadedTable::new(
+                Some(metadata_location.clone()),
+                created.clone(),
+            ))
         })
         .await
     }
@@ -158,17 +176,16 @@ impl Catalog {
         table: &TableName,
         snapshots: SnapshotsMode,
     ) -> CatalogResult<LoadedTable> {
-        let mut conn = self.pool.acquire().await?;
-        let row = db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false)
-            .await?
-            .ok_or_else(|| self.table_not_found(table))?;
-        let metadata_json = match snapshots {
-            SnapshotsMode::All => row.metadata_json,
-            SnapshotsMode::Refs => metadata::only_referenced_snapshots(&row.metadata_json)?,
+        let location = self.table_metadata_location(wh, table).await?;
+        let current = self.metadata.load(&*wh.storage, &location).await?;
+        let filtered_json = match snapshots {
+            SnapshotsMode::All => None,
+            SnapshotsMode::Refs => Some(metadata::only_referenced_snapshots(&current.json)?),
         };
         Ok(LoadedTable {
-            metadata_location: Some(row.metadata_location),
-            metadata_json,
+            metadata_location: Some(location),
+            metadata: current,
+            filtered_json,
         })
     }
 
@@ -218,7 +235,13 @@ impl Catalog {
 
         if purge {
             // After the commit: the table is gone for clients whether or not every file goes.
-            let location = metadata::parse(&row.metadata_json)?.location().to_string();
+            let location = self
+                .metadata
+                .load(&*wh.storage, &row.metadata_location)
+                .await?
+                .parsed
+                .location()
+                .to_string();
             if metadata::require_inside_warehouse(wh, &location).is_ok() {
                 match wh.storage.delete_prefix(&location).await {
                     Ok(n) => tracing::info!(%table, files = n, "purged dropped table"),
@@ -306,10 +329,10 @@ impl Catalog {
                 req.metadata_location
             ))
         })?;
-        let metadata_json = serde_json::to_string(&parsed)
+        let metadata_value: Value = serde_json::to_value(&parsed)
             .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
-        let metadata_value: Value = serde_json::from_str(&metadata_json)
-            .map_err(|e| CatalogError::BadRequest(e.to_string()))?;
+        let table_uuid = parsed.uuid();
+        let registered = Arc::new(CachedMetadata::from_parsed(parsed)?);
 
         let mut tx = self.pool.begin().await?;
         let namespace = db::get_namespace(&mut tx, wh.id, ns, false)
@@ -327,13 +350,12 @@ impl Catalog {
                 db::update_table_pointer(
                     &mut tx,
                     row.table_id,
-                    parsed.uuid(),
+                    table_uuid,
                     &req.metadata_location,
-                    &metadata_json,
                     version,
                 )
                 .await
-                .map_err(|e| uuid_taken(e, &table, parsed.uuid()))?;
+                .map_err(|e| uuid_taken(e, &table, table_uuid))?;
                 (row.table_id, version, Some(row.metadata_location))
             }
             None => {
@@ -342,19 +364,17 @@ impl Catalog {
                     &mut tx,
                     &NewTable {
                         table_id,
-                        table_uuid: parsed.uuid(),
+                        table_uuid,
                         warehouse_id: wh.id,
                         namespace_id: namespace.namespace_id,
                         name: &table.name,
                         metadata_location: &req.metadata_location,
-                        metadata_json: &metadata_json,
                     },
                 )
                 .await?;
                 if !inserted {
                     return Err(CatalogError::AlreadyExists(format!(
-                        "Cannot register {table}: table UUID {} is already registered in warehouse {}",
-                        parsed.uuid(),
+                        "Cannot register {table}: table UUID {table_uuid} is already registered in warehouse {}",
                         wh.name
                     )));
                 }
@@ -367,7 +387,7 @@ impl Catalog {
             &table,
             TableVersionRef {
                 table_id,
-                table_uuid: parsed.uuid(),
+                table_uuid,
                 name: table.name.clone(),
                 version,
             },
@@ -379,10 +399,9 @@ impl Catalog {
         entry.new_metadata_location = Some(req.metadata_location.clone());
         log::append(&mut tx, &[entry]).await?;
         self.commit_transaction_or_unknown(tx).await?;
-        Ok(LoadedTable {
-            metadata_location: Some(req.metadata_location),
-            metadata_json,
-        })
+        self.metadata
+            .insert(&req.metadata_location, registered.clone());
+        Ok(LoadedTable::new(Some(req.metadata_location), registered))
     }
 }
 

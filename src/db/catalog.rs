@@ -155,7 +155,7 @@ pub async fn set_namespace_properties(
     Ok(())
 }
 
-/// A table's pointer row, with its current metadata as JSON text.
+/// A table's pointer row.
 #[derive(Debug, Clone)]
 pub struct TableRow {
     pub table_id: Uuid,
@@ -163,7 +163,6 @@ pub struct TableRow {
     pub namespace_id: Uuid,
     pub name: String,
     pub metadata_location: String,
-    pub metadata_json: String,
     pub version: i64,
 }
 
@@ -174,13 +173,12 @@ fn table_row(r: sqlx::postgres::PgRow) -> TableRow {
         namespace_id: r.get(2),
         name: r.get(3),
         metadata_location: r.get(4),
-        metadata_json: r.get(5),
-        version: r.get(6),
+        version: r.get(5),
     }
 }
 
-const TABLE_COLUMNS: &str = "t.table_id, t.table_uuid, t.namespace_id, t.name, \
-                             t.metadata_location, t.metadata::text, t.version";
+const TABLE_COLUMNS: &str =
+    "t.table_id, t.table_uuid, t.namespace_id, t.name, t.metadata_location, t.version";
 
 /// Finds a table by name; with `lock`, holds its row lock until the transaction ends, which is what
 /// serialises concurrent commits to one table.
@@ -247,16 +245,14 @@ pub struct NewTable<'a> {
     pub namespace_id: Uuid,
     pub name: &'a str,
     pub metadata_location: &'a str,
-    /// The metadata as JSON text; stored as jsonb.
-    pub metadata_json: &'a str,
 }
 
 /// Inserts a table row at version 1. Returns false when the name (or the table UUID) is taken.
 pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO iceberg_table
-             (table_id, table_uuid, warehouse_id, namespace_id, name, metadata_location, metadata, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 1) ON CONFLICT DO NOTHING",
+             (table_id, table_uuid, warehouse_id, namespace_id, name, metadata_location, version)
+         VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT DO NOTHING",
     )
     .bind(table.table_id)
     .bind(table.table_uuid)
@@ -264,7 +260,6 @@ pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx
     .bind(table.namespace_id)
     .bind(table.name)
     .bind(table.metadata_location)
-    .bind(table.metadata_json)
     .execute(conn)
     .await?
     .rows_affected();
@@ -277,17 +272,15 @@ pub async fn update_table_pointer(
     table_id: Uuid,
     table_uuid: Uuid,
     metadata_location: &str,
-    metadata_json: &str,
     version: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE iceberg_table SET table_uuid = $2, metadata_location = $3, metadata = $4::jsonb,
-             version = $5, updated_at = now() WHERE table_id = $1",
+        "UPDATE iceberg_table SET table_uuid = $2, metadata_location = $3, version = $4,
+             updated_at = now() WHERE table_id = $1",
     )
     .bind(table_id)
     .bind(table_uuid)
     .bind(metadata_location)
-    .bind(metadata_json)
     .bind(version)
     .execute(conn)
     .await?;

@@ -1,9 +1,10 @@
 //! The update log: appended inside the transaction that makes each change, read back in `seq` order.
 //!
-//! Ordering: [`append`] first takes a transaction-scoped advisory lock, held until COMMIT, and only
-//! then draws `seq`. Appenders therefore commit in `seq` order, so a reader that pages with `after=`
-//! never sees seq N+1 before seq N becomes visible. (The NOTIFY at commit already serialises
-//! committing transactions in PostgreSQL, so the lock costs no extra parallelism.)
+//! Ordering: [`append`] calls the SQL function `floe_log_append` (migrations/), which first takes a
+//! transaction-scoped advisory lock, held until COMMIT, and only then draws `seq`. Appenders therefore
+//! commit in `seq` order, so a reader that pages with `after=` never sees seq N+1 before seq N becomes
+//! visible. (The NOTIFY at commit already serialises committing transactions in PostgreSQL, so the
+//! lock costs no extra parallelism.)
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,10 +13,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The channel NOTIFY'd with the new `seq` at every append.
+/// The channel NOTIFY'd with the new `seq` at every append (by `floe_log_append`).
 pub const NOTIFY_CHANNEL: &str = "floe_log";
-/// The advisory lock key that orders appends (an arbitrary constant: "floe-log" in ASCII).
-const APPEND_LOCK_KEY: i64 = 0x666c_6f65_2d6c_6f67;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -73,21 +72,14 @@ pub struct NewEntry {
     pub new_metadata_location: Option<String>,
 }
 
-/// Appends entries within the caller's transaction and NOTIFYs listeners at its commit.
+/// Appends entries within the caller's transaction; listeners are NOTIFY'd at its commit.
 /// Returns the `seq` of each entry, in order.
 pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<Vec<i64>> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(APPEND_LOCK_KEY)
-        .execute(&mut *conn)
-        .await?;
     let mut seqs = Vec::with_capacity(entries.len());
     for e in entries {
         let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO commit_log (warehouse_id, txn_group, kind, namespace, table_name,
-                 table_id, table_uuid, table_version, changes, requirements, metadata, details,
-                 principal, origin_region, previous_metadata_location, new_metadata_location)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-             RETURNING seq",
+            "SELECT floe_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                    $15, $16)",
         )
         .bind(e.warehouse_id)
         .bind(e.txn_group)
@@ -108,13 +100,6 @@ pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Resu
         .fetch_one(&mut *conn)
         .await?;
         seqs.push(seq);
-    }
-    if let Some(last) = seqs.last() {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTIFY_CHANNEL)
-            .bind(last.to_string())
-            .execute(&mut *conn)
-            .await?;
     }
     Ok(seqs)
 }

@@ -176,6 +176,11 @@ impl TestFloe {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// The status of a HEAD request.
+    pub async fn head(&self, path: &str) -> u16 {
+        self.call(Method::HEAD, path, None).await.status.as_u16()
+    }
+
     pub async fn delete(&self, path: &str) -> Reply {
         self.call(Method::DELETE, path, None).await
     }

@@ -81,11 +81,7 @@ fn table_body(metadata_location: Option<&str>, metadata_json: &str, with_config:
 fn load_result(table: &LoadedTable) -> Response {
     json_response(
         StatusCode::OK,
-        table_body(
-            table.metadata_location.as_deref(),
-            &table.metadata_json,
-            true,
-        ),
+        table_body(table.metadata_location.as_deref(), table.json(), true),
     )
 }
 
@@ -204,14 +200,14 @@ pub async fn commit(
     let (wh, table) = path.resolve(&state)?;
     let CommitOutcome {
         metadata_location,
-        metadata_json,
+        metadata,
     } = state
         .catalog
         .commit_table(wh, table, req, &principal.0)
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        table_body(Some(&metadata_location), &metadata_json, false),
+        table_body(Some(&metadata_location), &metadata.json, false),
     ))
 }
 
