@@ -30,6 +30,34 @@ pub struct Settings {
     /// The warehouse `/v1/config` answers for when a client names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_warehouse: Option<String>,
+    pub auth: AuthSettings,
+}
+
+/// Bearer-token authentication. With no tokens, every caller is `anonymous`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub tokens: Vec<TokenSettings>,
+}
+
+/// One accepted token and the principal it stands for (recorded in the update log).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub principal: String,
+    pub token: String,
+}
+
+/// Tokens are secrets: their Debug output names only the principals.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "principals",
+                &self.tokens.iter().map(|t| &t.principal).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// Written by hand so the database URL, which may carry a password, never reaches a log.
@@ -47,6 +75,7 @@ impl std::fmt::Debug for Settings {
             .field("metadata_cache_bytes", &self.metadata_cache_bytes)
             .field("warehouses", &self.warehouses)
             .field("default_warehouse", &self.default_warehouse)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -80,6 +109,7 @@ impl Default for Settings {
             metadata_cache_bytes: 256 * 1024 * 1024,
             warehouses: Vec::new(),
             default_warehouse: None,
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -137,6 +167,14 @@ impl Settings {
                 .map_err(|e| SettingsError(e.to_string()))?;
             crate::storage::validate_root(&wh.root).map_err(|e| SettingsError(e.to_string()))?;
         }
+        for token in &self.auth.tokens {
+            if token.principal.trim().is_empty() || token.token.len() < 16 {
+                return Err(SettingsError(
+                    "each auth token needs a principal and a token of at least 16 characters"
+                        .to_string(),
+                ));
+            }
+        }
         if let Some(default) = &self.default_warehouse
             && !self.warehouses.iter().any(|w| &w.name == default)
         {
@@ -164,13 +202,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_output_hides_the_database_url() {
+    fn debug_output_hides_secrets() {
         let settings = Settings {
             database_url: Some("postgres://floe:hunter2@db/floe".to_string()),
+            auth: AuthSettings {
+                tokens: vec![TokenSettings {
+                    principal: "etl".to_string(),
+                    token: "s3cr3t-s3cr3t-s3cr3t".to_string(),
+                }],
+            },
             ..Settings::default()
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("etl"));
     }
 }

@@ -73,7 +73,8 @@ pub async fn start_with_pool(
     let state = Arc::new(AppState {
         catalog: catalog.clone(),
     });
-    let app = http::router(state, settings.max_body_bytes);
+    let authenticator = http::auth::Authenticator::new(&settings.auth);
+    let app = http::router(state, authenticator, settings.max_body_bytes);
     let listener =
         TcpListener::bind(settings.listen)
             .await

@@ -491,3 +491,75 @@ async fn staged_create_then_assert_create_commit() {
     assert_eq!(entry["table-version"], 1);
     assert!(entry["metadata"].is_object());
 }
+
+/// Without tokens configured, `Authorization` is ignored (PyIceberg sends `Bearer None`).
+#[tokio::test]
+async fn without_auth_configured_any_authorization_header_is_ignored() {
+    let floe = TestFloe::start().await;
+    let reply = floe
+        .http
+        .get(floe.url("/v1/config?warehouse=wh"))
+        .header("Authorization", "Bearer None")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    floe.create_namespace(&["ns"]).await;
+    assert_eq!(floe.log().await[0]["principal"], "anonymous");
+}
+
+/// With tokens configured, every endpoint needs one; the token's principal goes into the log.
+#[tokio::test]
+async fn with_auth_configured_tokens_are_required_and_name_the_principal() {
+    let url = common::new_database().await;
+    let warehouse_dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, warehouse_dir.path());
+    settings.auth.tokens = vec![floe::config::TokenSettings {
+        principal: "etl-job".to_string(),
+        token: "a-long-enough-test-token".to_string(),
+    }];
+    let floe = TestFloe::start_with(settings, warehouse_dir).await;
+
+    for (header, path) in [
+        (None, "/v1/config?warehouse=wh"),
+        (Some("Bearer None"), "/v1/wh/namespaces"),
+        (
+            Some("Bearer a-long-enough-test-tokeX"),
+            "/management/v1/log",
+        ),
+        (Some("Basic a-long-enough-test-token"), "/v1/wh/namespaces"),
+    ] {
+        let mut request = floe.http.get(floe.url(path));
+        if let Some(header) = header {
+            request = request.header("Authorization", header);
+        }
+        let reply = request.send().await.unwrap();
+        assert_eq!(reply.status(), 401, "{header:?} {path}");
+        assert_eq!(reply.headers()["www-authenticate"], "Bearer");
+        let body: serde_json::Value = reply.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "NotAuthorizedException");
+        assert_eq!(body["error"]["code"], 401);
+    }
+
+    let token = "Bearer a-long-enough-test-token";
+    let created = floe
+        .http
+        .post(floe.url("/v1/wh/namespaces"))
+        .header("Authorization", token)
+        .json(&json!({"namespace": ["ns"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let log: serde_json::Value = floe
+        .http
+        .get(floe.url("/management/v1/log"))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["entries"][0]["principal"], "etl-job");
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware;
 use tower_http::trace::TraceLayer;
 
 use crate::catalog::Catalog;
@@ -23,8 +24,12 @@ pub struct AppState {
 }
 
 /// The whole HTTP surface: the Iceberg API, the management API, and ErrorModel answers for
-/// unknown routes and methods.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+/// unknown routes and methods; every request is authenticated first.
+pub fn router(
+    state: Arc<AppState>,
+    authenticator: auth::Authenticator,
+    max_body_bytes: usize,
+) -> Router {
     Router::new()
         .merge(iceberg::router())
         .merge(management::router())
@@ -43,6 +48,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(authenticator),
+            auth::require_auth,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
