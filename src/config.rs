@@ -163,7 +163,7 @@ impl Settings {
     /// Checks what serde cannot: warehouse names and roots, the default warehouse.
     pub fn validate(&self) -> Result<(), SettingsError> {
         for wh in &self.warehouses {
-            crate::catalog::names::validate_warehouse_name(&wh.name)
+            crate::names::validate_warehouse_name(&wh.name)
                 .map_err(|e| SettingsError(e.to_string()))?;
             crate::storage::validate_root(&wh.root).map_err(|e| SettingsError(e.to_string()))?;
         }

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod error;
 pub mod http;
 pub mod log;
+pub mod names;
 pub mod pgtemp;
 pub mod server;
 pub mod storage;

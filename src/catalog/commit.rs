@@ -21,9 +21,9 @@ use crate::storage::Storage;
 
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
-use super::names::TableName;
 use super::requests::{CommitTableRequest, CommitTransactionRequest};
 use super::{Catalog, Warehouse};
+use crate::names::TableName;
 
 /// What a client gets back from a commit.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use crate::error::{CatalogError, CatalogResult};
 use crate::storage;
 
 use super::Warehouse;
-use super::names::TableName;
 use super::requests::CreateTableRequest;
+use crate::names::TableName;
 
 /// Maps an iceberg error from building or applying metadata to a 400 with its message.
 pub fn invalid(err: iceberg::Error) -> CatalogError {

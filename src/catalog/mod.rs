@@ -4,7 +4,6 @@
 pub mod commit;
 pub mod metadata;
 pub mod metadata_cache;
-pub mod names;
 pub mod namespaces;
 pub mod requests;
 pub mod table_locks;

@@ -9,9 +9,9 @@ use crate::db::catalog as db;
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry};
 
-use super::names::NamespaceName;
 use super::requests::{UpdateNamespacePropertiesRequest, UpdateNamespacePropertiesResponse};
 use super::{Catalog, Warehouse};
+use crate::names::NamespaceName;
 
 /// One page of a listing: items and the token for the next page, if any.
 #[derive(Debug, Clone)]

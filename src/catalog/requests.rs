@@ -6,7 +6,7 @@ use iceberg::spec::{Schema, SortOrder, UnboundPartitionSpec};
 use iceberg::{TableRequirement, TableUpdate};
 use serde::{Deserialize, Serialize};
 
-use super::names::NamespaceName;
+use crate::names::NamespaceName;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::names::TableName;
+use crate::names::TableName;
 
 /// Stripes rather than one mutex per table: bounded memory whatever the number of tables, at the
 /// price of two tables sometimes sharing a stripe.

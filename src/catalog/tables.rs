@@ -12,10 +12,10 @@ use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 
 use super::metadata::{self, SnapshotsMode};
 use super::metadata_cache::CachedMetadata;
-use super::names::{NamespaceName, TableName};
 use super::namespaces::{Page, PageRequest, page_token, paginate};
 use super::requests::{CreateTableRequest, RegisterTableRequest};
 use super::{Catalog, Warehouse};
+use crate::names::{NamespaceName, TableName};
 
 /// A table as loadTable returns it. A staged table has no metadata location yet.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::catalog::names::NamespaceName;
+use crate::names::NamespaceName;
 
 #[derive(Debug, Clone)]
 pub struct WarehouseRow {

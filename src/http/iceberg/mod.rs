@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::errors::ApiResult;
 use crate::catalog::Warehouse;
-use crate::catalog::names::{NamespaceName, TableName};
+use crate::names::{NamespaceName, TableName};
 
 /// Every endpoint floe serves, as `/v1/config` advertises it ("<VERB> <spec path>"). The router below
 /// is built from the same paths, and a test checks each against the spec and against the router.

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{NamespacePath, PrefixPath};
-use crate::catalog::names::NamespaceName;
 use crate::catalog::namespaces::PageRequest;
 use crate::catalog::requests::{
     CreateNamespaceRequest, UpdateNamespacePropertiesRequest, UpdateNamespacePropertiesResponse,
@@ -18,6 +17,7 @@ use crate::http::AppState;
 use crate::http::auth::Principal;
 use crate::http::errors::ApiResult;
 use crate::http::extract::{IcebergJson, IcebergPath, IcebergQuery};
+use crate::names::NamespaceName;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::{NamespacePath, PrefixPath, TablePath};
 use crate::catalog::commit::CommitOutcome;
 use crate::catalog::metadata::SnapshotsMode;
-use crate::catalog::names::TableName;
 use crate::catalog::namespaces::PageRequest;
 use crate::catalog::requests::{
     CommitTableRequest, CommitTransactionRequest, CreateTableRequest, RegisterTableRequest,
@@ -24,6 +23,7 @@ use crate::http::AppState;
 use crate::http::auth::Principal;
 use crate::http::errors::{ApiError, ApiResult};
 use crate::http::extract::{IcebergJson, IcebergPath, IcebergQuery};
+use crate::names::TableName;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
