@@ -18,6 +18,15 @@ async fn table_uuid(floe: &TestFloe, table: &str) -> String {
         .to_string()
 }
 
+/// floe with table `ns.t`, and the table's UUID.
+async fn floe_with_table() -> (TestFloe, String) {
+    let floe = TestFloe::start().await;
+    floe.create_namespace(&["ns"]).await;
+    floe.create_table("ns", "t").await;
+    let uuid = table_uuid(&floe, "t").await;
+    (floe, uuid)
+}
+
 fn versions_of(log: &[Value], uuid: &str) -> Vec<i64> {
     log.iter()
         .filter(|e| e["table-uuid"] == uuid)
@@ -59,10 +68,7 @@ async fn empty_commit_succeeds_and_writes_nothing() {
 
 #[tokio::test]
 async fn stale_ref_requirement_conflicts() {
-    let floe = TestFloe::start().await;
-    floe.create_namespace(&["ns"]).await;
-    floe.create_table("ns", "t").await;
-    let uuid = table_uuid(&floe, "t").await;
+    let (floe, uuid) = floe_with_table().await;
     floe.post(
         "/v1/wh/namespaces/ns/tables/t",
         append_commit(&uuid, None, 1, 1),
@@ -244,10 +250,7 @@ async fn injected_failure_before_commit_changes_nothing() {
 
 #[tokio::test]
 async fn catalog_and_log_survive_a_restart() {
-    let floe = TestFloe::start().await;
-    floe.create_namespace(&["ns"]).await;
-    floe.create_table("ns", "t").await;
-    let uuid = table_uuid(&floe, "t").await;
+    let (floe, uuid) = floe_with_table().await;
     floe.post(
         "/v1/wh/namespaces/ns/tables/t",
         append_commit(&uuid, None, 1, 1),
@@ -274,10 +277,7 @@ async fn catalog_and_log_survive_a_restart() {
 
 #[tokio::test]
 async fn bad_input_gets_error_models_and_changes_nothing() {
-    let floe = TestFloe::start().await;
-    floe.create_namespace(&["ns"]).await;
-    floe.create_table("ns", "t").await;
-    let uuid = table_uuid(&floe, "t").await;
+    let (floe, uuid) = floe_with_table().await;
     let log_len = floe.log().await.len();
     let raw = |body: &'static str| {
         floe.http

@@ -170,13 +170,13 @@ impl Catalog {
         .await
     }
 
-    pub async fn load_table(
+    /// The metadata at a location [`Self::table_metadata_location`] returned.
+    pub async fn load_metadata_at(
         &self,
         wh: &Warehouse,
-        table: &TableName,
+        location: String,
         snapshots: SnapshotsMode,
     ) -> CatalogResult<LoadedTable> {
-        let location = self.table_metadata_location(wh, table).await?;
         let current = self.metadata.load(&*wh.storage, &location).await?;
         let filtered_json = match snapshots {
             SnapshotsMode::All => None,
@@ -197,11 +197,7 @@ impl Catalog {
     ) -> CatalogResult<String> {
         db::get_table_location(&self.pool, wh.id, &table.namespace, &table.name)
             .await?
-            .ok_or_else(|| self.table_not_found(table))
-    }
-
-    fn table_not_found(&self, table: &TableName) -> CatalogError {
-        CatalogError::no_such_table(table)
+            .ok_or_else(|| CatalogError::no_such_table(table))
     }
 
     pub async fn drop_table(
@@ -214,7 +210,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let row = db::get_table(&mut tx, wh.id, &table.namespace, &table.name, true)
             .await?
-            .ok_or_else(|| self.table_not_found(table))?;
+            .ok_or_else(|| CatalogError::no_such_table(table))?;
         db::delete_table(&mut tx, row.table_id).await?;
         let mut entry = self.table_entry(
             wh,
@@ -264,7 +260,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let row = db::get_table(&mut tx, wh.id, &source.namespace, &source.name, true)
             .await?
-            .ok_or_else(|| self.table_not_found(source))?;
+            .ok_or_else(|| CatalogError::no_such_table(source))?;
         let dest_ns = db::get_namespace(&mut tx, wh.id, &destination.namespace, false)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(&destination.namespace))?;

@@ -165,18 +165,14 @@ pub async fn load(
             )));
         }
     };
-    if headers.contains_key(header::IF_NONE_MATCH) {
-        let location = state.catalog.table_metadata_location(wh, &table).await?;
-        let tag = etag(&location, mode);
-        if if_none_match_hits(&headers, &tag) {
-            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
-        }
+    let location = state.catalog.table_metadata_location(wh, &table).await?;
+    let tag = etag(&location, mode);
+    if if_none_match_hits(&headers, &tag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    let loaded = state.catalog.load_table(wh, &table, mode).await?;
+    let loaded = state.catalog.load_metadata_at(wh, location, mode).await?;
     let mut response = load_result(&loaded);
-    if let Some(location) = &loaded.metadata_location
-        && let Ok(tag) = HeaderValue::from_str(&etag(location, mode))
-    {
+    if let Ok(tag) = HeaderValue::from_str(&tag) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     Ok(response)
