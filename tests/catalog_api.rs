@@ -563,3 +563,44 @@ async fn with_auth_configured_tokens_are_required_and_name_the_principal() {
         .unwrap();
     assert_eq!(log["entries"][0]["principal"], "etl-job");
 }
+
+/// Purge deletes the files the table's metadata references, not everything under its location: a
+/// table placed at a namespace directory must not take the namespace's other tables with it.
+#[tokio::test]
+async fn purge_spares_other_tables_under_the_same_location() {
+    let floe = TestFloe::start().await;
+    floe.create_namespace(&["ns"]).await;
+    let inner = floe.create_table("ns", "inner").await;
+    let inner_file = inner["metadata-location"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("file://")
+        .to_string();
+    let root = floe.settings.warehouses[0].root.clone();
+    let outer = floe
+        .post(
+            "/v1/wh/namespaces/ns/tables",
+            json!({"name": "outer", "schema": simple_schema(), "location": format!("{root}/ns")}),
+        )
+        .await
+        .expect(200);
+    let outer_file = outer["metadata-location"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("file://")
+        .to_string();
+    floe.delete("/v1/wh/namespaces/ns/tables/outer?purgeRequested=True")
+        .await
+        .expect(204);
+    assert!(
+        !std::path::Path::new(&outer_file).exists(),
+        "purge left {outer_file}"
+    );
+    assert!(
+        std::path::Path::new(&inner_file).exists(),
+        "purge deleted another table's file"
+    );
+    floe.get("/v1/wh/namespaces/ns/tables/inner")
+        .await
+        .expect(200);
+}

@@ -345,6 +345,9 @@ async fn bad_input_gets_error_models_and_changes_nothing() {
     .await
     .expect(400);
     floe.get("/v1/wh/namespaces?pageSize=0").await.expect(400);
+    floe.delete("/v1/wh/namespaces/ns/tables/t?purgeRequested=maybe")
+        .await
+        .expect(400);
     floe.get("/management/v1/log?limit=0").await.expect(400);
     floe.call(reqwest::Method::PUT, "/v1/wh/namespaces", None)
         .await

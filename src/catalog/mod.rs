@@ -5,6 +5,7 @@ pub mod commit;
 pub mod metadata;
 pub mod metadata_cache;
 pub mod namespaces;
+pub mod purge;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;

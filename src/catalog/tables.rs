@@ -231,20 +231,27 @@ impl Catalog {
 
         if purge {
             // After the commit: the table is gone for clients whether or not every file goes.
-            let location = self
+            let metadata = self
                 .metadata
                 .load(&*wh.storage, &row.metadata_location)
-                .await?
-                .parsed
-                .location()
-                .to_string();
-            if metadata::require_inside_warehouse(wh, &location).is_ok() {
-                match wh.storage.delete_prefix(&location).await {
-                    Ok(n) => tracing::info!(%table, files = n, "purged dropped table"),
-                    Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
+                .await?;
+            match super::purge::purge_table(
+                &*wh.storage,
+                &wh.root,
+                &metadata.parsed,
+                &row.metadata_location,
+            )
+            .await
+            {
+                Ok(report) => {
+                    if !report.unreadable.is_empty() {
+                        tracing::warn!(%table, unreadable = ?report.unreadable,
+                            "purge could not read some manifests; their files remain");
+                    }
+                    tracing::info!(%table, deleted = report.deleted,
+                        outside_root = report.outside_root, "purged dropped table");
                 }
-            } else {
-                tracing::warn!(%table, %location, "not purging files outside the warehouse root");
+                Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
             }
         }
         Ok(())

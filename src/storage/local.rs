@@ -74,10 +74,9 @@ impl Storage for LocalStorage {
         }
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {
+    async fn remove_empty_dirs(&self, prefix: &str) -> Result<(), StorageError> {
         let root = Self::path_of(prefix)?;
-        let mut deleted = 0;
-        let mut stack = vec![root.clone()];
+        let mut stack = vec![root];
         let mut dirs = Vec::new();
         while let Some(dir) = stack.pop() {
             let mut entries = match tokio::fs::read_dir(&dir).await {
@@ -86,22 +85,17 @@ impl Storage for LocalStorage {
                 Err(e) => return Err(io_err(prefix, e)),
             };
             while let Some(entry) = entries.next_entry().await.map_err(|e| io_err(prefix, e))? {
-                let file_type = entry.file_type().await.map_err(|e| io_err(prefix, e))?;
-                if file_type.is_dir() {
+                if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
                     stack.push(entry.path());
-                } else {
-                    tokio::fs::remove_file(entry.path())
-                        .await
-                        .map_err(|e| io_err(prefix, e))?;
-                    deleted += 1;
                 }
             }
             dirs.push(dir);
         }
-        // Children were pushed after parents, so removing in reverse empties each before its parent.
+        // Children come after their parents in `dirs`: removing in reverse empties each parent
+        // before it is tried. A directory that still holds anything stays (remove_dir refuses).
         for dir in dirs.into_iter().rev() {
             let _ = tokio::fs::remove_dir(&dir).await;
         }
-        Ok(deleted)
+        Ok(())
     }
 }

@@ -36,8 +36,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError>;
     /// Deletes one file; a missing file is not an error.
     async fn delete(&self, location: &str) -> Result<(), StorageError>;
-    /// Deletes every file under a directory-like prefix; returns how many were deleted.
-    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError>;
+    /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only
+    /// empty directories go, so it cannot touch another table's files. Object stores have no
+    /// directories: nothing to do there.
+    async fn remove_empty_dirs(&self, prefix: &str) -> Result<(), StorageError>;
 }
 
 /// Checks a warehouse root from the settings: a supported scheme and an absolute path.

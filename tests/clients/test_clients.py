@@ -83,6 +83,25 @@ def test_pyiceberg_appends_schema_change_and_conflict_retry(floe):
     assert [e["kind"] for e in entries] == ["create-table"] + ["commit-table"] * 6
 
 
+def test_pyiceberg_purge_deletes_the_tables_files(floe):
+    cat = pyiceberg_catalog(floe)
+    cat.create_namespace_if_not_exists("purge_ns")
+    schema = pa.schema([pa.field("id", pa.int64())])
+    tbl = cat.create_table(("purge_ns", "gone"), schema=schema)
+    tbl.append(pa.table({"id": [1, 2]}, schema=schema))
+    tbl.append(pa.table({"id": [3]}, schema=schema))
+    tbl = cat.load_table(("purge_ns", "gone"))
+    data_files = [t.file.file_path for t in tbl.scan().plan_files()]
+    manifest_lists = [s.manifest_list for s in tbl.metadata.snapshots]
+    local = lambda uri: uri.removeprefix("file://")
+    assert len(data_files) == 2 and all(os.path.exists(local(f)) for f in data_files + manifest_lists)
+    cat.purge_table(("purge_ns", "gone"))
+    assert not cat.table_exists(("purge_ns", "gone"))
+    left = [f for f in data_files + manifest_lists + [tbl.metadata_location] if os.path.exists(local(f))]
+    assert left == [], left
+    assert not os.path.exists(local(tbl.metadata.location)), "empty table directories remain"
+
+
 def test_duckdb_create_insert_delete_and_snapshots(floe):
     con = duck(floe)
     con.execute("CREATE SCHEMA cat.duck_ns")

@@ -210,8 +210,20 @@ pub async fn commit(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DropQuery {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_bool")]
     purge_requested: bool,
+}
+
+/// `true`/`false` in any case: PyIceberg sends `purgeRequested=True`.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{text}` is not a boolean: use true or false"
+        ))),
+    }
 }
 
 pub async fn drop(
