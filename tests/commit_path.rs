@@ -493,3 +493,63 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
     assert_eq!(waiting.await.unwrap(), 200);
     pool.close().await;
 }
+
+/// Each commit NOTIFYs `floe_log` with its seq, once committed (replication wakes on this).
+#[tokio::test]
+async fn commits_notify_listeners_with_their_seq() {
+    let (floe, uuid) = floe_with_table().await;
+    let mut listener =
+        sqlx::postgres::PgListener::connect(floe.settings.database_url.as_deref().unwrap())
+            .await
+            .unwrap();
+    listener.listen(floe::log::NOTIFY_CHANNEL).await.unwrap();
+
+    floe.post(
+        "/v1/wh/namespaces/ns/tables/t",
+        append_commit(&uuid, None, 1, 1),
+    )
+    .await
+    .expect(200);
+    let notification = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("no NOTIFY after a commit")
+        .unwrap();
+    let last_seq = floe.log().await.last().unwrap()["seq"].as_i64().unwrap();
+    assert_eq!(notification.payload(), last_seq.to_string());
+
+    // A commit that fails before COMMIT notifies nobody.
+    floe.faults
+        .fail_before_commit
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    floe.post(
+        "/v1/wh/namespaces/ns/tables/t",
+        append_commit(&uuid, Some(1), 2, 2),
+    )
+    .await
+    .expect(500);
+    floe.faults
+        .fail_before_commit
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    floe.post(
+        "/v1/wh/namespaces/ns/tables/t",
+        append_commit(&uuid, Some(1), 3, 2),
+    )
+    .await
+    .expect(200);
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("no NOTIFY after the second commit")
+        .unwrap();
+    // The failed commit drew a seq too (sequences do not roll back), so seq may skip a number; what
+    // matters is that the notification is the committed entry's, not the failed one's.
+    let committed_seq = floe.log().await.last().unwrap()["seq"].as_i64().unwrap();
+    assert!(
+        committed_seq > last_seq + 1,
+        "the failed commit drew no seq: {committed_seq}"
+    );
+    assert_eq!(
+        next.payload(),
+        committed_seq.to_string(),
+        "the failed commit notified"
+    );
+}

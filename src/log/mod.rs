@@ -108,7 +108,7 @@ pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Resu
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct LogEntry {
-    /// Global sequence number: unique, increasing in commit order.
+    /// Global sequence number: unique, increasing in commit order; may skip numbers.
     pub seq: i64,
     pub warehouse: String,
     /// Shared by all entries of one multi-table transaction.
