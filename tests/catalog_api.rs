@@ -252,18 +252,12 @@ async fn tables_create_list_load_etag_rename_register_metrics_and_drop() {
         .as_str()
         .unwrap()
         .to_string();
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t1",
-        append_commit(&uuid, None, 11, 1),
-    )
-    .await
-    .expect(200);
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t1",
-        append_commit(&uuid, Some(11), 12, 2),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t1", append_commit(&uuid, None, 11, 1))
+        .await
+        .expect(200);
+    floe.commit("ns", "t1", append_commit(&uuid, Some(11), 12, 2))
+        .await
+        .expect(200);
     let conditional = floe
         .http
         .get(floe.url("/v1/wh/namespaces/ns/tables/t1"))
@@ -283,13 +277,7 @@ async fn tables_create_list_load_etag_rename_register_metrics_and_drop() {
         .get("/v1/wh/namespaces/ns/tables/t1?snapshots=refs")
         .await
         .expect(200);
-    let ids: Vec<i64> = refs["metadata"]["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["snapshot-id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, [12]);
+    assert_eq!(common::snapshot_ids(&refs), [12]);
     floe.get("/v1/wh/namespaces/ns/tables/t1?snapshots=some")
         .await
         .expect(400);

@@ -69,24 +69,16 @@ async fn empty_commit_succeeds_and_writes_nothing() {
 #[tokio::test]
 async fn stale_ref_requirement_conflicts() {
     let (floe, uuid) = floe_with_table().await;
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, None, 1, 1),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t", append_commit(&uuid, None, 1, 1))
+        .await
+        .expect(200);
     let stale = floe
-        .post(
-            "/v1/wh/namespaces/ns/tables/t",
-            append_commit(&uuid, None, 2, 2),
-        )
+        .commit("ns", "t", append_commit(&uuid, None, 2, 2))
         .await;
     assert_eq!(stale.error_type(), "CommitFailedException");
     stale.expect(409);
     let wrong_uuid = append_commit("00000000-0000-0000-0000-000000000001", Some(1), 3, 2);
-    floe.post("/v1/wh/namespaces/ns/tables/t", wrong_uuid)
-        .await
-        .expect(409);
+    floe.commit("ns", "t", wrong_uuid).await.expect(409);
     assert_eq!(versions_of(&floe.log().await, &uuid), [1, 2]);
 }
 
@@ -111,10 +103,7 @@ async fn concurrent_committers_to_one_table_serialise() {
                 barrier.wait().await;
                 let id = 1000 * (round + 1) + writer;
                 let reply = floe
-                    .post(
-                        "/v1/wh/namespaces/ns/tables/t",
-                        append_commit(&uuid, parent, id, round + 1),
-                    )
+                    .commit("ns", "t", append_commit(&uuid, parent, id, round + 1))
                     .await;
                 match reply.status.as_u16() {
                     200 => wins.push(round),
@@ -221,10 +210,7 @@ async fn injected_failure_before_commit_changes_nothing() {
         .fail_before_commit
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let reply = floe
-        .post(
-            "/v1/wh/namespaces/ns/tables/t",
-            append_commit(&uuid, None, 1, 1),
-        )
+        .commit("ns", "t", append_commit(&uuid, None, 1, 1))
         .await;
     assert!(reply.status.is_server_error());
     reply.expect(500);
@@ -240,23 +226,17 @@ async fn injected_failure_before_commit_changes_nothing() {
     assert_eq!(loaded["metadata-location"], created["metadata-location"]);
     floe.get("/v1/wh/namespaces/ns/tables/t2").await.expect(404);
     // And the same commit goes through afterwards.
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, None, 1, 1),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t", append_commit(&uuid, None, 1, 1))
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
 async fn catalog_and_log_survive_a_restart() {
     let (floe, uuid) = floe_with_table().await;
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, None, 1, 1),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t", append_commit(&uuid, None, 1, 1))
+        .await
+        .expect(200);
     let before = floe.get("/v1/wh/namespaces/ns/tables/t").await.expect(200);
     let log_before = floe.log().await;
 
@@ -266,12 +246,9 @@ async fn catalog_and_log_survive_a_restart() {
         before
     );
     assert_eq!(floe.log().await, log_before);
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, Some(1), 2, 2),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t", append_commit(&uuid, Some(1), 2, 2))
+        .await
+        .expect(200);
     assert_eq!(versions_of(&floe.log().await, &uuid), [1, 2, 3]);
 }
 
@@ -323,12 +300,9 @@ async fn bad_input_gets_error_models_and_changes_nothing() {
     .expect(400);
     floe.get("/v1/nowhere/namespaces").await.expect(404);
     floe.get("/v1/wh/namespaces/ghost/tables").await.expect(404);
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/ghost",
-        append_commit(&uuid, None, 1, 1),
-    )
-    .await
-    .expect(404);
+    floe.commit("ns", "ghost", append_commit(&uuid, None, 1, 1))
+        .await
+        .expect(404);
     floe.post("/v1/wh/namespaces", json!({"namespace": [""]}))
         .await
         .expect(400);
@@ -464,10 +438,7 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
 
     let b = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        floe.post(
-            "/v1/wh/namespaces/ns/tables/b",
-            append_commit(&ub, None, 2, 1),
-        ),
+        floe.commit("ns", "b", append_commit(&ub, None, 2, 1)),
     )
     .await
     .expect("a commit to b waited for a's lock");
@@ -476,12 +447,9 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
     let waiting = tokio::spawn({
         let floe = floe.clone();
         async move {
-            floe.post(
-                "/v1/wh/namespaces/ns/tables/a",
-                append_commit(&ua, None, 1, 1),
-            )
-            .await
-            .status
+            floe.commit("ns", "a", append_commit(&ua, None, 1, 1))
+                .await
+                .status
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -504,12 +472,9 @@ async fn commits_notify_listeners_with_their_seq() {
             .unwrap();
     listener.listen(floe::log::NOTIFY_CHANNEL).await.unwrap();
 
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, None, 1, 1),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t", append_commit(&uuid, None, 1, 1))
+        .await
+        .expect(200);
     let notification = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
         .await
         .expect("no NOTIFY after a commit")
@@ -521,21 +486,15 @@ async fn commits_notify_listeners_with_their_seq() {
     floe.faults
         .fail_before_commit
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, Some(1), 2, 2),
-    )
-    .await
-    .expect(500);
+    floe.commit("ns", "t", append_commit(&uuid, Some(1), 2, 2))
+        .await
+        .expect(500);
     floe.faults
         .fail_before_commit
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    floe.post(
-        "/v1/wh/namespaces/ns/tables/t",
-        append_commit(&uuid, Some(1), 3, 2),
-    )
-    .await
-    .expect(200);
+    floe.commit("ns", "t", append_commit(&uuid, Some(1), 3, 2))
+        .await
+        .expect(200);
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
         .await
         .expect("no NOTIFY after the second commit")

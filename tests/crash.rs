@@ -146,12 +146,7 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
     let mut floe = spawn_floe(&config);
     wait_ready(&http, &floe.base).await;
     let table = json_of(http.get(format!("{}/v1/wh/namespaces/ns/tables/t", floe.base))).await;
-    let snapshot_ids: Vec<i64> = table["metadata"]["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["snapshot-id"].as_i64().unwrap())
-        .collect();
+    let snapshot_ids = common::snapshot_ids(&table);
     for id in &acknowledged {
         assert!(snapshot_ids.contains(id), "acknowledged snapshot {id} lost");
     }

@@ -176,6 +176,15 @@ impl TestFloe {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// commitTable on `namespace.table`.
+    pub async fn commit(&self, namespace: &str, table: &str, body: Value) -> Reply {
+        self.post(
+            &format!("/v1/wh/namespaces/{namespace}/tables/{table}"),
+            body,
+        )
+        .await
+    }
+
     /// The status of a HEAD request.
     pub async fn head(&self, path: &str) -> u16 {
         self.call(Method::HEAD, path, None).await.status.as_u16()
@@ -233,6 +242,16 @@ impl TestFloe {
         }
         count(self.warehouse_dir.path())
     }
+}
+
+/// The snapshot ids in a LoadTableResult's metadata, in the order it lists them.
+pub fn snapshot_ids(load_result: &Value) -> Vec<i64> {
+    load_result["metadata"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot-id"].as_i64().unwrap())
+        .collect()
 }
 
 pub fn simple_schema() -> Value {
