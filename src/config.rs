@@ -31,6 +31,77 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_warehouse: Option<String>,
     pub auth: AuthSettings,
+    pub replication: ReplicationSettings,
+}
+
+/// Cross-region replication: this floe as a source (the replicator) and as a destination (which
+/// peers may push here).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationSettings {
+    /// Run the replicator (push this region's changes to peers per the rules).
+    pub enabled: bool,
+    /// This floe's URL as clients reach it, named in the read-only answers of replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Streams (table x destination) worked on at once by this instance.
+    pub workers: usize,
+    /// Files copied at once per stream.
+    pub parallel_files: usize,
+    /// How long a lease lasts without a heartbeat before another instance may take the stream.
+    pub lease_seconds: f64,
+    /// The replicator polls this often when no NOTIFY arrives (and re-reads the rules).
+    pub poll_interval_ms: u64,
+    /// First retry delay of a failing stream; doubles per attempt (with jitter) up to the maximum.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Timeout of one call to a peer.
+    pub peer_timeout_ms: u64,
+    /// Peers allowed to replicate into this floe, each with the token it presents.
+    pub accept: Vec<AcceptedPeer>,
+}
+
+/// A peer region allowed to push replicas here.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedPeer {
+    pub region: String,
+    pub token: String,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            public_url: None,
+            workers: 8,
+            parallel_files: 16,
+            lease_seconds: 30.0,
+            poll_interval_ms: 1_000,
+            retry_base_ms: 200,
+            retry_max_ms: 60_000,
+            peer_timeout_ms: 60_000,
+            accept: Vec::new(),
+        }
+    }
+}
+
+/// Tokens are secrets: Debug names only the accepted regions.
+impl std::fmt::Debug for ReplicationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationSettings")
+            .field("enabled", &self.enabled)
+            .field("public_url", &self.public_url)
+            .field("workers", &self.workers)
+            .field("parallel_files", &self.parallel_files)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field(
+                "accept",
+                &self.accept.iter().map(|p| &p.region).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// Bearer-token authentication. With no tokens, every caller is `anonymous`.
@@ -76,6 +147,7 @@ impl std::fmt::Debug for Settings {
             .field("warehouses", &self.warehouses)
             .field("default_warehouse", &self.default_warehouse)
             .field("auth", &self.auth)
+            .field("replication", &self.replication)
             .finish()
     }
 }
@@ -110,6 +182,7 @@ impl Default for Settings {
             warehouses: Vec::new(),
             default_warehouse: None,
             auth: AuthSettings::default(),
+            replication: ReplicationSettings::default(),
         }
     }
 }
@@ -174,6 +247,20 @@ impl Settings {
                         .to_string(),
                 ));
             }
+        }
+        for peer in &self.replication.accept {
+            if peer.region.trim().is_empty() || peer.token.len() < 16 {
+                return Err(SettingsError(
+                    "each replication.accept entry needs a region and a token of at least 16 \
+                     characters"
+                        .to_string(),
+                ));
+            }
+        }
+        if self.replication.workers == 0 || self.replication.parallel_files == 0 {
+            return Err(SettingsError(
+                "replication.workers and replication.parallel_files must be at least 1".to_string(),
+            ));
         }
         if let Some(default) = &self.default_warehouse
             && !self.warehouses.iter().any(|w| &w.name == default)

@@ -20,6 +20,16 @@ pub enum CatalogError {
     /// A commit requirement does not hold against the current metadata (409); the client may retry.
     #[error("{0}")]
     CommitFailed(String),
+    /// The caller may not change this object: a replica, or a peer-only endpoint (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A replicated change does not follow the replica's position (409); `position` is where the
+    /// replica is, so the sender can resume from there.
+    #[error("{message}")]
+    ReplicaPosition {
+        message: String,
+        position: Option<crate::replication::protocol::ReplicaPosition>,
+    },
     /// The request is well formed but contradicts itself (422).
     #[error("{0}")]
     Unprocessable(String),

@@ -11,5 +11,6 @@ pub mod http;
 pub mod log;
 pub mod names;
 pub mod pgtemp;
+pub mod replication;
 pub mod server;
 pub mod storage;

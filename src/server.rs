@@ -12,6 +12,7 @@ use crate::catalog::{Catalog, Faults};
 use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
+use crate::replication::{Replicator, ReplicatorHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -34,6 +35,7 @@ pub struct RunningServer {
     pub catalog: Arc<Catalog>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
+    replicator: Option<ReplicatorHandle>,
 }
 
 impl RunningServer {
@@ -43,6 +45,9 @@ impl RunningServer {
 
     /// Stops accepting, finishes in-flight requests, and closes the database pool.
     pub async fn stop(self) {
+        if let Some(replicator) = self.replicator {
+            replicator.stop().await;
+        }
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.catalog.pool().close().await;
@@ -73,7 +78,8 @@ pub async fn start_with_pool(
     let state = Arc::new(AppState {
         catalog: catalog.clone(),
     });
-    let authenticator = http::auth::Authenticator::new(&settings.auth);
+    let authenticator =
+        http::auth::Authenticator::new(&settings.auth, &settings.replication.accept);
     let app = http::router(state, authenticator, settings.max_body_bytes);
     let listener =
         TcpListener::bind(settings.listen)
@@ -95,10 +101,15 @@ pub async fn start_with_pool(
             .await
     });
     tracing::info!(%addr, region = %settings.region, "floe is serving the Iceberg REST catalog");
+    let replicator = settings
+        .replication
+        .enabled
+        .then(|| Replicator::spawn(catalog.clone(), settings.replication.clone()));
     Ok(RunningServer {
         addr,
         catalog,
         shutdown,
         task,
+        replicator,
     })
 }

@@ -255,6 +255,12 @@ impl Catalog {
                             .ok_or_else(|| {
                                 CatalogError::no_such_namespace(&built.table.namespace)
                             })?;
+                        if let Some(origin) = &ns.origin_region {
+                            return Err(super::replica::read_only_namespace(
+                                &built.table.namespace,
+                                origin,
+                            ));
+                        }
                         let table_id = Uuid::now_v7();
                         let inserted = db::insert_table(
                             &mut tx,
@@ -325,6 +331,9 @@ impl Catalog {
         row: Option<TableRow>,
         current: Option<Arc<CachedMetadata>>,
     ) -> CatalogResult<Plan> {
+        if let Some(mark) = row.as_ref().and_then(|row| row.replica.as_ref()) {
+            return Err(super::replica::read_only_table(&table, mark));
+        }
         let (Some(row), Some(current)) = (row, current) else {
             if !requirements.contains(&TableRequirement::NotExist) {
                 return Err(CatalogError::no_such_table(&table));

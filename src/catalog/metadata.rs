@@ -179,3 +179,32 @@ pub fn only_referenced_snapshots(metadata_json: &str) -> CatalogResult<String> {
     }
     Ok(metadata.to_string())
 }
+
+/// A table's refs (branches and tags) by name. `TableMetadata` keeps them private, so they are read
+/// from its JSON form; a v1 table without refs has `main` at its current snapshot.
+pub fn refs(
+    metadata: &iceberg::spec::TableMetadata,
+) -> std::collections::BTreeMap<String, iceberg::spec::SnapshotReference> {
+    use iceberg::spec::{MAIN_BRANCH, SnapshotReference, SnapshotRetention};
+    let mut refs: std::collections::BTreeMap<String, SnapshotReference> =
+        serde_json::to_value(metadata)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["refs"].clone()).ok())
+            .unwrap_or_default();
+    if refs.is_empty()
+        && let Some(id) = metadata.current_snapshot_id()
+    {
+        refs.insert(
+            MAIN_BRANCH.to_string(),
+            SnapshotReference::new(
+                id,
+                SnapshotRetention::Branch {
+                    min_snapshots_to_keep: None,
+                    max_snapshot_age_ms: None,
+                    max_ref_age_ms: None,
+                },
+            ),
+        );
+    }
+    refs
+}

@@ -6,6 +6,7 @@ pub mod metadata;
 pub mod metadata_cache;
 pub mod namespaces;
 pub mod purge;
+pub mod replica;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;
@@ -107,6 +108,24 @@ impl Catalog {
 
     pub fn warehouses(&self) -> impl Iterator<Item = &Warehouse> {
         self.warehouses.values()
+    }
+
+    /// Whether every table of the warehouse is a replica (and it has some).
+    pub async fn holds_only_replicas(&self, wh: &Warehouse) -> CatalogResult<bool> {
+        Ok(db::catalog::warehouse_holds_only_replicas(&self.pool, wh.id).await?)
+    }
+
+    pub fn warehouse_by_id(&self, id: Uuid) -> Option<&Warehouse> {
+        self.warehouses.values().find(|wh| wh.id == id)
+    }
+
+    /// The parsed metadata file at a location of this warehouse (cached; files are immutable).
+    pub async fn load_metadata(
+        &self,
+        wh: &Warehouse,
+        location: &str,
+    ) -> CatalogResult<Arc<metadata_cache::CachedMetadata>> {
+        self.metadata.load(&*wh.storage, location).await
     }
 
     /// The warehouse a request names (by prefix or `?warehouse=`), or the default one.

@@ -151,16 +151,20 @@ impl Catalog {
         if ns.levels().len() > 1 {
             let parent = NamespaceName::new(ns.parent_levels().to_vec())?;
             // Locked so the parent cannot be dropped while its child is being created.
-            if db::get_namespace(&mut tx, wh.id, &parent, true)
-                .await?
-                .is_none()
-            {
-                return Err(CatalogError::NotFound {
-                    kind: "NoSuchNamespaceException",
-                    message: format!(
-                        "Cannot create namespace {ns}: parent namespace {parent} does not exist"
-                    ),
-                });
+            match db::get_namespace(&mut tx, wh.id, &parent, true).await? {
+                None => {
+                    return Err(CatalogError::NotFound {
+                        kind: "NoSuchNamespaceException",
+                        message: format!(
+                            "Cannot create namespace {ns}: parent namespace {parent} does not exist"
+                        ),
+                    });
+                }
+                Some(parent_row) => {
+                    if let Some(origin) = &parent_row.origin_region {
+                        return Err(super::replica::read_only_namespace(&parent, origin));
+                    }
+                }
             }
         }
         let props = serde_json::to_value(&properties).expect("string maps serialise");
@@ -203,6 +207,9 @@ impl Catalog {
         let row = db::get_namespace(&mut tx, wh.id, ns, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        if let Some(origin) = &row.origin_region {
+            return Err(super::replica::read_only_namespace(ns, origin));
+        }
         if db::namespace_has_children(&mut tx, wh.id, row.namespace_id, &row.levels).await? {
             return Err(CatalogError::NamespaceNotEmpty(format!(
                 "Namespace {ns} is not empty: drop its tables and child namespaces first"
@@ -239,6 +246,9 @@ impl Catalog {
         let row = db::get_namespace(&mut tx, wh.id, ns, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        if let Some(origin) = &row.origin_region {
+            return Err(super::replica::read_only_namespace(ns, origin));
+        }
         let mut properties: BTreeMap<String, String> =
             serde_json::from_value(row.properties).unwrap_or_default();
         let mut response = UpdateNamespacePropertiesResponse::default();

@@ -102,6 +102,9 @@ impl Catalog {
         let namespace = db::get_namespace(&mut conn, wh.id, ns, false)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        if let Some(origin) = &namespace.origin_region {
+            return Err(super::replica::read_only_namespace(ns, origin));
+        }
         if db::get_table(&mut conn, wh.id, ns, &table.name, false)
             .await?
             .is_some()
@@ -211,6 +214,9 @@ impl Catalog {
         let row = db::get_table(&mut tx, wh.id, &table.namespace, &table.name, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_table(table))?;
+        if let Some(mark) = &row.replica {
+            return Err(super::replica::read_only_table(table, mark));
+        }
         db::delete_table(&mut tx, row.table_id).await?;
         let mut entry = self.table_entry(
             wh,
@@ -231,30 +237,39 @@ impl Catalog {
 
         if purge {
             // After the commit: the table is gone for clients whether or not every file goes.
-            let metadata = self
-                .metadata
-                .load(&*wh.storage, &row.metadata_location)
-                .await?;
-            match super::purge::purge_table(
-                &*wh.storage,
-                &wh.root,
-                &metadata.parsed,
-                &row.metadata_location,
-            )
-            .await
-            {
-                Ok(report) => {
-                    if !report.unreadable.is_empty() {
-                        tracing::warn!(%table, unreadable = ?report.unreadable,
-                            "purge could not read some manifests; their files remain");
-                    }
-                    tracing::info!(%table, deleted = report.deleted,
-                        outside_root = report.outside_root, "purged dropped table");
-                }
-                Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
-            }
+            self.purge_after_drop(wh, table, &row.metadata_location)
+                .await;
         }
         Ok(())
+    }
+
+    /// Deletes a dropped table's files; failures are logged, since the drop itself has committed.
+    pub(crate) async fn purge_after_drop(
+        &self,
+        wh: &Warehouse,
+        table: &TableName,
+        metadata_location: &str,
+    ) {
+        let metadata = match self.metadata.load(&*wh.storage, metadata_location).await {
+            Ok(metadata) => metadata,
+            Err(err) => {
+                tracing::warn!(%table, %err, "purge of dropped table: metadata unreadable");
+                return;
+            }
+        };
+        match super::purge::purge_table(&*wh.storage, &wh.root, &metadata.parsed, metadata_location)
+            .await
+        {
+            Ok(report) => {
+                if !report.unreadable.is_empty() {
+                    tracing::warn!(%table, unreadable = ?report.unreadable,
+                        "purge could not read some manifests; their files remain");
+                }
+                tracing::info!(%table, deleted = report.deleted,
+                    outside_root = report.outside_root, "purged dropped table");
+            }
+            Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
+        }
     }
 
     pub async fn rename_table(
@@ -268,9 +283,18 @@ impl Catalog {
         let row = db::get_table(&mut tx, wh.id, &source.namespace, &source.name, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_table(source))?;
+        if let Some(mark) = &row.replica {
+            return Err(super::replica::read_only_table(source, mark));
+        }
         let dest_ns = db::get_namespace(&mut tx, wh.id, &destination.namespace, false)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(&destination.namespace))?;
+        if let Some(origin) = &dest_ns.origin_region {
+            return Err(super::replica::read_only_namespace(
+                &destination.namespace,
+                origin,
+            ));
+        }
         let version = row.version + 1;
         let renamed = db::rename_table(
             &mut tx,
@@ -341,7 +365,13 @@ impl Catalog {
         let namespace = db::get_namespace(&mut tx, wh.id, ns, false)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+        if let Some(origin) = &namespace.origin_region {
+            return Err(super::replica::read_only_namespace(ns, origin));
+        }
         let existing = db::get_table(&mut tx, wh.id, ns, &table.name, true).await?;
+        if let Some(mark) = existing.as_ref().and_then(|row| row.replica.as_ref()) {
+            return Err(super::replica::read_only_table(&table, mark));
+        }
         let (table_id, version, previous) = match existing {
             Some(_) if !req.overwrite => {
                 return Err(CatalogError::AlreadyExists(format!(

@@ -42,6 +42,8 @@ pub struct NamespaceRow {
     pub namespace_id: Uuid,
     pub levels: Vec<String>,
     pub properties: Value,
+    /// Set when replication created the namespace: clients cannot change it.
+    pub origin_region: Option<String>,
 }
 
 pub async fn get_namespace(
@@ -51,10 +53,10 @@ pub async fn get_namespace(
     lock: bool,
 ) -> sqlx::Result<Option<NamespaceRow>> {
     let sql = if lock {
-        "SELECT namespace_id, levels, properties FROM namespace
+        "SELECT namespace_id, levels, properties, origin_region FROM namespace
          WHERE warehouse_id = $1 AND levels = $2 FOR UPDATE"
     } else {
-        "SELECT namespace_id, levels, properties FROM namespace
+        "SELECT namespace_id, levels, properties, origin_region FROM namespace
          WHERE warehouse_id = $1 AND levels = $2"
     };
     let row = sqlx::query(sql)
@@ -66,6 +68,7 @@ pub async fn get_namespace(
         namespace_id: r.get(0),
         levels: r.get(1),
         properties: r.get(2),
+        origin_region: r.get(3),
     }))
 }
 
@@ -164,9 +167,28 @@ pub struct TableRow {
     pub name: String,
     pub metadata_location: String,
     pub version: i64,
+    /// Set when the table is a read-only replica of a table in another region.
+    pub replica: Option<ReplicaMark>,
+}
+
+/// What makes a table a replica, and how far replication has brought it.
+#[derive(Debug, Clone)]
+pub struct ReplicaMark {
+    /// The region that pushes this table here.
+    pub source_region: String,
+    /// The table's id in the source region.
+    pub source_table_id: Uuid,
+    /// The region clients must write to (the source, or the source's own origin in a chain).
+    pub origin_region: String,
+    pub origin_url: Option<String>,
+    pub generation: i64,
+    pub version: i64,
+    pub step: i32,
+    pub orphaned: bool,
 }
 
 fn table_row(r: sqlx::postgres::PgRow) -> TableRow {
+    let source_region: Option<String> = r.get(6);
     TableRow {
         table_id: r.get(0),
         table_uuid: r.get(1),
@@ -174,11 +196,22 @@ fn table_row(r: sqlx::postgres::PgRow) -> TableRow {
         name: r.get(3),
         metadata_location: r.get(4),
         version: r.get(5),
+        replica: source_region.map(|source_region| ReplicaMark {
+            source_region,
+            source_table_id: r.get(7),
+            origin_region: r.get(8),
+            origin_url: r.get(9),
+            generation: r.get(10),
+            version: r.get(11),
+            step: r.get(12),
+            orphaned: r.get(13),
+        }),
     }
 }
 
-const TABLE_COLUMNS: &str =
-    "t.table_id, t.table_uuid, t.namespace_id, t.name, t.metadata_location, t.version";
+const TABLE_COLUMNS: &str = "t.table_id, t.table_uuid, t.namespace_id, t.name, \
+     t.metadata_location, t.version, t.source_region, t.source_table_id, t.origin_region, \
+     t.origin_url, t.replica_generation, t.replica_version, t.replica_step, t.orphaned";
 
 /// Finds a table by name; with `lock`, holds its row lock until the transaction ends, which is what
 /// serialises concurrent commits to one table.
@@ -315,4 +348,111 @@ pub async fn delete_table(conn: &mut PgConnection, table_id: Uuid) -> sqlx::Resu
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Finds the replica of a source table, by its source identity (names may have changed).
+pub async fn get_replica(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    source_region: &str,
+    source_table_id: Uuid,
+) -> sqlx::Result<Option<TableRow>> {
+    let sql = format!(
+        "SELECT {TABLE_COLUMNS} FROM iceberg_table t
+         WHERE t.warehouse_id = $1 AND t.source_region = $2 AND t.source_table_id = $3
+         FOR UPDATE OF t"
+    );
+    let row = sqlx::query(&sql)
+        .bind(warehouse_id)
+        .bind(source_region)
+        .bind(source_table_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(table_row))
+}
+
+/// Marks a table row as a replica and records the source position it has reached.
+pub async fn set_replica_mark(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    mark: &ReplicaMark,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE iceberg_table SET source_region = $2, source_table_id = $3, origin_region = $4,
+             origin_url = $5, replica_generation = $6, replica_version = $7, replica_step = $8,
+             orphaned = $9
+         WHERE table_id = $1",
+    )
+    .bind(table_id)
+    .bind(&mark.source_region)
+    .bind(mark.source_table_id)
+    .bind(&mark.origin_region)
+    .bind(&mark.origin_url)
+    .bind(mark.generation)
+    .bind(mark.version)
+    .bind(mark.step)
+    .bind(mark.orphaned)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Creates a namespace (and its missing parents) for replicated tables, marked with their origin.
+pub async fn ensure_replicated_namespace(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    ns: &NamespaceName,
+    origin_region: &str,
+) -> sqlx::Result<Uuid> {
+    let levels = ns.levels();
+    for depth in 1..=levels.len() {
+        sqlx::query(
+            "INSERT INTO namespace (namespace_id, warehouse_id, levels, origin_region)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (warehouse_id, levels) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(warehouse_id)
+        .bind(&levels[..depth])
+        .bind(origin_region)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query_scalar("SELECT namespace_id FROM namespace WHERE warehouse_id = $1 AND levels = $2")
+        .bind(warehouse_id)
+        .bind(levels)
+        .fetch_one(conn)
+        .await
+}
+
+/// Whether the warehouse holds tables and every one of them is a replica.
+pub async fn warehouse_holds_only_replicas(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT count(*) > 0 AND bool_and(source_region IS NOT NULL)
+         FROM iceberg_table WHERE warehouse_id = $1",
+    )
+    .bind(warehouse_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// A table by floe's id, with its namespace's levels (`None` once dropped).
+pub async fn get_table_by_id(
+    pool: &PgPool,
+    table_id: Uuid,
+) -> sqlx::Result<Option<(TableRow, Vec<String>)>> {
+    let sql = format!(
+        "SELECT {TABLE_COLUMNS}, n.levels FROM iceberg_table t JOIN namespace n USING (namespace_id)
+         WHERE t.table_id = $1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(table_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| {
+        let levels: Vec<String> = r.get(14);
+        (table_row(r), levels)
+    }))
 }

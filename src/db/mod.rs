@@ -1,7 +1,9 @@
 //! The PostgreSQL connection pool and migrations. SQL for each concern lives beside it:
-//! [`catalog`] for warehouses, namespaces and tables; `crate::log` for the update log.
+//! [`catalog`] for warehouses, namespaces and tables; [`replication`] for peers, rules and streams;
+//! `crate::log` for the update log.
 
 pub mod catalog;
+pub mod replication;
 
 use std::time::Duration;
 

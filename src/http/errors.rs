@@ -29,6 +29,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub r#type: &'static str,
     pub message: String,
+    /// Extra top-level members beside `error` (e.g. a replica's position), for floe's own peers.
+    pub extra: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -37,6 +39,7 @@ impl ApiError {
             status,
             r#type,
             message: message.into(),
+            extra: None,
         }
     }
 
@@ -64,7 +67,14 @@ impl IntoResponse for ApiError {
                 code: self.status.as_u16(),
             },
         };
-        (self.status, Json(body)).into_response()
+        match self.extra {
+            None => (self.status, Json(body)).into_response(),
+            Some((key, value)) => {
+                let mut json = serde_json::to_value(body).unwrap_or_default();
+                json[key] = value;
+                (self.status, Json(json)).into_response()
+            }
+        }
     }
 }
 
@@ -85,6 +95,15 @@ impl From<CatalogError> for ApiError {
             }
             CatalogError::CommitFailed(_) => {
                 Self::new(S::CONFLICT, "CommitFailedException", message)
+            }
+            CatalogError::Forbidden(_) => Self::new(S::FORBIDDEN, "ForbiddenException", message),
+            CatalogError::ReplicaPosition { position, .. } => {
+                let mut error = Self::new(S::CONFLICT, "ReplicaPositionMismatchException", message);
+                error.extra = Some((
+                    crate::replication::protocol::POSITION_MEMBER,
+                    serde_json::to_value(position).unwrap_or_default(),
+                ));
+                error
             }
             CatalogError::Unprocessable(_) => Self::new(
                 S::UNPROCESSABLE_ENTITY,

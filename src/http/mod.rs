@@ -4,6 +4,7 @@ pub mod auth;
 pub mod errors;
 pub mod extract;
 pub mod iceberg;
+pub mod internal;
 pub mod management;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn router(
     Router::new()
         .merge(iceberg::router())
         .merge(management::router())
+        .merge(internal::router())
         .fallback(async || {
             ApiError::new(
                 StatusCode::NOT_FOUND,

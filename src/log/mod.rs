@@ -28,6 +28,8 @@ pub enum EntryKind {
     CreateNamespace,
     DropNamespace,
     UpdateNamespaceProperties,
+    /// A replica whose source table was dropped (the rule keeps replicas of dropped tables).
+    OrphanTable,
 }
 
 impl EntryKind {
@@ -41,6 +43,7 @@ impl EntryKind {
             EntryKind::CreateNamespace => "create-namespace",
             EntryKind::DropNamespace => "drop-namespace",
             EntryKind::UpdateNamespaceProperties => "update-namespace-properties",
+            EntryKind::OrphanTable => "orphan-table",
         }
     }
 }
@@ -152,45 +155,69 @@ pub struct ReadFilter {
     pub warehouse_id: Option<Uuid>,
 }
 
+const ENTRY_COLUMNS: &str = "l.seq, w.name, l.txn_group, l.kind, l.namespace, l.table_name, \
+     l.table_id, l.table_uuid, l.table_version, l.changes, l.requirements, l.metadata, l.details, \
+     l.principal, l.origin_region, l.committed_at, l.previous_metadata_location, \
+     l.new_metadata_location";
+
 /// Entries with `seq > after`, in `seq` order.
 pub async fn read(pool: &PgPool, filter: &ReadFilter) -> sqlx::Result<Vec<LogEntry>> {
-    let rows = sqlx::query(
-        "SELECT l.seq, w.name, l.txn_group, l.kind, l.namespace, l.table_name, l.table_id,
-                l.table_uuid, l.table_version, l.changes, l.requirements, l.metadata, l.details,
-                l.principal, l.origin_region, l.committed_at, l.previous_metadata_location,
-                l.new_metadata_location
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS}
          FROM commit_log l JOIN warehouse w USING (warehouse_id)
          WHERE l.seq > $1 AND ($3::uuid IS NULL OR l.table_id = $3 OR l.table_uuid = $3)
            AND ($4::uuid IS NULL OR l.warehouse_id = $4)
-         ORDER BY l.seq LIMIT $2",
-    )
+         ORDER BY l.seq LIMIT $2"
+    ))
     .bind(filter.after)
     .bind(filter.limit)
     .bind(filter.table)
     .bind(filter.warehouse_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| LogEntry {
-            seq: r.get(0),
-            warehouse: r.get(1),
-            txn_group: r.get(2),
-            kind: r.get(3),
-            namespace: r.get(4),
-            table_name: r.get(5),
-            table_id: r.get(6),
-            table_uuid: r.get(7),
-            table_version: r.get(8),
-            changes: r.get(9),
-            requirements: r.get(10),
-            metadata: r.get(11),
-            details: r.get(12),
-            principal: r.get(13),
-            origin_region: r.get(14),
-            committed_at: r.get(15),
-            previous_metadata_location: r.get(16),
-            new_metadata_location: r.get(17),
-        })
-        .collect())
+    Ok(rows.into_iter().map(entry).collect())
+}
+
+/// One table's entries with `table_version > after_version`, in version order.
+pub async fn read_table(
+    pool: &PgPool,
+    table_id: Uuid,
+    after_version: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<LogEntry>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS}
+         FROM commit_log l JOIN warehouse w USING (warehouse_id)
+         WHERE l.table_id = $1 AND l.table_version > $2
+         ORDER BY l.table_version LIMIT $3"
+    ))
+    .bind(table_id)
+    .bind(after_version)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(entry).collect())
+}
+
+fn entry(r: sqlx::postgres::PgRow) -> LogEntry {
+    LogEntry {
+        seq: r.get(0),
+        warehouse: r.get(1),
+        txn_group: r.get(2),
+        kind: r.get(3),
+        namespace: r.get(4),
+        table_name: r.get(5),
+        table_id: r.get(6),
+        table_uuid: r.get(7),
+        table_version: r.get(8),
+        changes: r.get(9),
+        requirements: r.get(10),
+        metadata: r.get(11),
+        details: r.get(12),
+        principal: r.get(13),
+        origin_region: r.get(14),
+        committed_at: r.get(15),
+        previous_metadata_location: r.get(16),
+        new_metadata_location: r.get(17),
+    }
 }

@@ -6,6 +6,7 @@ pub mod local;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::io::AsyncRead;
 
 pub use local::LocalStorage;
 
@@ -34,6 +35,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> Result<(), StorageError>;
     /// Reads a whole file.
     async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError>;
+    /// The size of a file, or `None` when there is none.
+    async fn size(&self, location: &str) -> Result<Option<u64>, StorageError>;
+    /// Opens a file for streaming reads.
+    async fn open(&self, location: &str)
+    -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError>;
+    /// Writes a file from a stream with bounded memory, replacing any file of that name; the file
+    /// appears only whole and durable. Returns the bytes written. For copies, which may repeat.
+    async fn write_stream(
+        &self,
+        location: &str,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StorageError>;
     /// Deletes one file; a missing file is not an error.
     async fn delete(&self, location: &str) -> Result<(), StorageError>;
     /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only

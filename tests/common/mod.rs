@@ -2,6 +2,8 @@
 //! and warehouse directory per test, and floe served in-process on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod iceberg_files;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -114,6 +116,41 @@ impl TestFloe {
         let warehouse_dir = tempfile::tempdir().unwrap();
         let settings = settings(&url, warehouse_dir.path());
         Self::start_with(settings, warehouse_dir).await
+    }
+
+    /// A region: its own database and warehouse, accepting replication from `accept`
+    /// (region, token) and polling quickly so tests need not wait for the default interval.
+    pub async fn start_region(region: &str, accept: &[(&str, &str)]) -> Self {
+        if let Ok(filter) = std::env::var("FLOE_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+        let url = new_database().await;
+        let warehouse_dir = tempfile::tempdir().unwrap();
+        let mut settings = settings(&url, warehouse_dir.path());
+        settings.region = region.to_string();
+        settings.replication.poll_interval_ms = 200;
+        settings.replication.retry_base_ms = 50;
+        settings.replication.retry_max_ms = 1_000;
+        settings.replication.accept = accept
+            .iter()
+            .map(|(region, token)| floe::config::AcceptedPeer {
+                region: region.to_string(),
+                token: token.to_string(),
+            })
+            .collect();
+        Self::start_with(settings, warehouse_dir).await
+    }
+
+    /// The warehouse root as a `file://` URI.
+    pub fn warehouse_root(&self) -> String {
+        format!("file://{}", self.warehouse_dir.path().display())
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(body)).await
     }
 
     pub async fn start_with(settings: Settings, warehouse_dir: tempfile::TempDir) -> Self {

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::endpoint_strings;
+use super::{endpoint_strings, read_endpoint_strings};
 use crate::http::AppState;
 use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
@@ -29,9 +29,15 @@ pub async fn get_config(
     IcebergQuery(query): IcebergQuery<ConfigQuery>,
 ) -> ApiResult<Json<CatalogConfig>> {
     let wh = state.catalog.warehouse(query.warehouse.as_deref())?;
+    // A warehouse of replicas only is read-only for clients: advertise what they can do there.
+    let endpoints = if state.catalog.holds_only_replicas(wh).await? {
+        read_endpoint_strings()
+    } else {
+        endpoint_strings()
+    };
     Ok(Json(CatalogConfig {
         defaults: BTreeMap::new(),
         overrides: BTreeMap::from([("prefix".to_string(), wh.name.clone())]),
-        endpoints: endpoint_strings(),
+        endpoints,
     }))
 }

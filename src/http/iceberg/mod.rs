@@ -63,6 +63,15 @@ pub fn endpoint_strings() -> Vec<String> {
         .collect()
 }
 
+/// The endpoints that change nothing (GET and HEAD), for warehouses that hold only replicas.
+pub fn read_endpoint_strings() -> Vec<String> {
+    ENDPOINTS
+        .iter()
+        .filter(|(method, _)| matches!(*method, Method::GET | Method::HEAD))
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect()
+}
+
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/config", get(config::get_config))

@@ -1,11 +1,12 @@
 //! The management API (`/management/v1`), described by the utoipa document in openapi/.
 
 mod log;
+mod replication;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use utoipa::OpenApi;
 
 use super::AppState;
@@ -14,13 +15,40 @@ use super::AppState;
 #[openapi(
     info(
         title = "floe management API",
-        description = "Operator endpoints of floe: the update log (and, later, replication).",
+        description = "Operator endpoints of floe: the update log, and cross-region replication \
+                       (peers, rules, per-table status and actions).",
         version = "1"
     ),
-    paths(log::read_log),
+    paths(
+        log::read_log,
+        replication::list_peers,
+        replication::put_peer,
+        replication::get_peer,
+        replication::delete_peer,
+        replication::list_rules,
+        replication::create_rule,
+        replication::get_rule,
+        replication::update_rule,
+        replication::delete_rule,
+        replication::table_status,
+        replication::pause,
+        replication::resume,
+        replication::resync
+    ),
     components(schemas(
         crate::log::LogEntry,
         log::LogPage,
+        crate::replication::model::Peer,
+        crate::replication::model::PeerSpec,
+        crate::replication::model::PeerWarehouse,
+        crate::replication::model::Rule,
+        crate::replication::model::RuleSpec,
+        crate::replication::model::Destination,
+        crate::replication::model::StreamState,
+        crate::replication::model::DestinationStatus,
+        crate::replication::model::TableReplicationStatus,
+        crate::replication::model::StreamSelector,
+        crate::replication::protocol::Retention,
         crate::http::errors::IcebergErrorResponse,
         crate::http::errors::ErrorModel
     ))
@@ -35,5 +63,39 @@ pub fn openapi_json() -> String {
 }
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/management/v1/log", get(log::read_log))
+    Router::new()
+        .route("/management/v1/log", get(log::read_log))
+        .route("/management/v1/peers", get(replication::list_peers))
+        .route(
+            "/management/v1/peers/{region}",
+            get(replication::get_peer)
+                .put(replication::put_peer)
+                .delete(replication::delete_peer),
+        )
+        .route(
+            "/management/v1/replication-rules",
+            get(replication::list_rules).post(replication::create_rule),
+        )
+        .route(
+            "/management/v1/replication-rules/{rule_id}",
+            get(replication::get_rule)
+                .put(replication::update_rule)
+                .delete(replication::delete_rule),
+        )
+        .route(
+            "/management/v1/tables/{warehouse}/{namespace}/{table}/replication",
+            get(replication::table_status),
+        )
+        .route(
+            "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/pause",
+            post(replication::pause),
+        )
+        .route(
+            "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/resume",
+            post(replication::resume),
+        )
+        .route(
+            "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/resync",
+            post(replication::resync),
+        )
 }

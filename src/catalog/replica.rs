@@ -1,0 +1,443 @@
+//! Replica tables at a destination: applying one replicated change, fenced on the replica's position,
+//! and the read-only rule that keeps every client change away from replicas.
+//!
+//! A change applies in one PostgreSQL transaction, like a client commit: lock the replica's row,
+//! check the position, apply, write the metadata file, swap the pointer, append to this region's log
+//! (marked with the origin region, so the replica can feed further regions), COMMIT. A repeat of a
+//! change already applied is acknowledged without effect; a change that does not follow the replica's
+//! position is refused with the position, so the sender can resume from there.
+
+use std::sync::Arc;
+
+use iceberg::spec::{TableMetadata, TableMetadataBuildResult};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::db::catalog::{self as db, NewTable, ReplicaMark, TableRow};
+use crate::error::{CatalogError, CatalogResult};
+use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
+use crate::names::{NamespaceName, TableName};
+use crate::replication::protocol::{
+    ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, Retention,
+};
+
+use super::metadata::{self, invalid};
+use super::metadata_cache::CachedMetadata;
+use super::{Catalog, Warehouse};
+
+/// The 403 a client gets for trying to change a replica table.
+pub fn read_only_table(table: &TableName, mark: &ReplicaMark) -> CatalogError {
+    let target = match &mark.origin_url {
+        Some(url) => format!("region `{}`'s catalog at {url}", mark.origin_region),
+        None => format!("region `{}`'s catalog", mark.origin_region),
+    };
+    CatalogError::Forbidden(format!(
+        "Table {table} is a read-only replica of region `{}`; it changes only by replication. \
+         Write to {target} instead",
+        mark.origin_region
+    ))
+}
+
+/// The 403 a client gets for changing a namespace that replication created.
+pub fn read_only_namespace(ns: &NamespaceName, origin_region: &str) -> CatalogError {
+    CatalogError::Forbidden(format!(
+        "Namespace {ns} holds replicas of region `{origin_region}` and is read-only here; create, \
+         drop or change it in region `{origin_region}`'s catalog instead"
+    ))
+}
+
+fn mismatch(message: String, position: Option<ReplicaPosition>) -> CatalogError {
+    CatalogError::ReplicaPosition { message, position }
+}
+
+/// The state of a replica row before a change.
+struct Current {
+    row: TableRow,
+    mark: ReplicaMark,
+}
+
+impl Current {
+    fn position(&self) -> ReplicaPosition {
+        ReplicaPosition {
+            generation: self.mark.generation,
+            position: Position {
+                version: self.mark.version,
+                step: self.mark.step,
+            },
+        }
+    }
+}
+
+impl Catalog {
+    /// Applies one replicated change to the replica it names (see the module docs).
+    pub async fn apply_replicated(
+        &self,
+        wh: &Warehouse,
+        req: ApplyRequest,
+        principal: &str,
+    ) -> CatalogResult<ApplyResponse> {
+        let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
+        let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
+        self.with_pending_files(async |files| {
+            let mut tx = self.pool.begin().await?;
+            let current =
+                db::get_replica(&mut tx, wh.id, &req.source_region, req.source_table_id)
+                    .await?
+                    .map(|row| {
+                        let mark = row.replica.clone().expect("get_replica reads replicas");
+                        Current { row, mark }
+                    });
+            if let Some(done) = Self::check_fence(&req, current.as_ref())? {
+                return Ok(done);
+            }
+            let mark = ReplicaMark {
+                source_region: req.source_region.clone(),
+                source_table_id: req.source_table_id,
+                origin_region: req.origin_region.clone(),
+                origin_url: req.origin_url.clone(),
+                generation: req.generation,
+                version: req.to.version,
+                step: req.to.step,
+                orphaned: false,
+            };
+            let entry_base = |kind: EntryKind, table: &TableName, table_id, uuid, version| NewEntry {
+                warehouse_id: wh.id,
+                txn_group: Uuid::now_v7(),
+                kind,
+                namespace: table.namespace.levels().to_vec(),
+                table: Some(TableVersionRef {
+                    table_id,
+                    table_uuid: uuid,
+                    name: table.name.clone(),
+                    version,
+                }),
+                changes: json!([]),
+                requirements: json!([]),
+                metadata: None,
+                details: json!({ "replicated-from": req.source_region, "position": req.to }),
+                principal: principal.to_string(),
+                origin_region: req.origin_region.clone(),
+                previous_metadata_location: None,
+                new_metadata_location: None,
+            };
+
+            let mut cached = None;
+            let mut purge_after = None;
+            let metadata_location = match (&req.action, current) {
+                (ApplyAction::Create { metadata }, current) => {
+                    let parsed: TableMetadata = serde_json::from_value(metadata.clone())
+                        .map_err(|e| {
+                            CatalogError::BadRequest(format!(
+                                "replicated metadata for {table} is not valid table metadata: {e}"
+                            ))
+                        })?;
+                    metadata::require_inside_warehouse(wh, parsed.location())?;
+                    let built = Arc::new(CachedMetadata::from_parsed(parsed)?);
+                    let uuid = built.parsed.uuid();
+                    let (table_id, version, previous) = match current {
+                        Some(Current { row, .. }) => {
+                            // A resync replaces the replica of an older generation in place.
+                            let version = row.version + 1;
+                            (row.table_id, version, Some(row.metadata_location))
+                        }
+                        None => (Uuid::now_v7(), 1, None),
+                    };
+                    let location = metadata::metadata_file_location(built.parsed.location(), version);
+                    files.write(&wh.storage, &location, built.json.as_bytes()).await?;
+                    if version == 1 {
+                        let namespace_id = self.replica_namespace(&mut tx, wh, &table, &req).await?;
+                        let inserted = db::insert_table(
+                            &mut tx,
+                            &NewTable {
+                                table_id,
+                                table_uuid: uuid,
+                                warehouse_id: wh.id,
+                                namespace_id,
+                                name: &table.name,
+                                metadata_location: &location,
+                            },
+                        )
+                        .await?;
+                        if !inserted {
+                            return Err(CatalogError::AlreadyExists(format!(
+                                "cannot create the replica {table} in warehouse {}: a table of that \
+                                 name (or with table UUID {uuid}) already exists there and is not a \
+                                 replica of this source; rename one of them or give the rule a \
+                                 namespace prefix",
+                                wh.name
+                            )));
+                        }
+                    } else {
+                        db::update_table_pointer(&mut tx, table_id, uuid, &location, version).await?;
+                    }
+                    db::set_replica_mark(&mut tx, table_id, &mark).await?;
+                    let mut entry = entry_base(EntryKind::CreateTable, &table, table_id, uuid, version);
+                    entry.metadata = Some(metadata.clone());
+                    entry.previous_metadata_location = previous;
+                    entry.new_metadata_location = Some(location.clone());
+                    log::append(&mut tx, &[entry]).await?;
+                    cached = Some((location.clone(), built));
+                    Some(location)
+                }
+                (_, None) => unreachable!("check_fence refuses changes to a missing replica"),
+                (ApplyAction::Update { updates }, Some(Current { row, .. })) => {
+                    let base = self.metadata.load(&*wh.storage, &row.metadata_location).await?;
+                    let result = Self::apply_updates(&base, &row, updates, req.retention)?;
+                    if result.changes.is_empty() {
+                        // Nothing to change here (e.g. an expiry this replica does not follow): only
+                        // the position moves.
+                        db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
+                        Some(row.metadata_location)
+                    } else {
+                        let metadata =
+                            with_last_updated(result.metadata, req.last_updated_ms)?;
+                        if metadata.location() != base.parsed.location() {
+                            metadata::require_inside_warehouse(wh, metadata.location())?;
+                        }
+                        let built = Arc::new(CachedMetadata::from_parsed(metadata)?);
+                        let version = row.version + 1;
+                        let location =
+                            metadata::metadata_file_location(built.parsed.location(), version);
+                        files.write(&wh.storage, &location, built.json.as_bytes()).await?;
+                        db::update_table_pointer(&mut tx, row.table_id, row.table_uuid, &location, version)
+                            .await?;
+                        db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
+                        let mut entry =
+                            entry_base(EntryKind::CommitTable, &table, row.table_id, row.table_uuid, version);
+                        entry.changes =
+                            serde_json::to_value(&result.changes).unwrap_or_else(|_| json!([]));
+                        entry.previous_metadata_location = Some(row.metadata_location);
+                        entry.new_metadata_location = Some(location.clone());
+                        log::append(&mut tx, &[entry]).await?;
+                        cached = Some((location.clone(), built));
+                        Some(location)
+                    }
+                }
+                (ApplyAction::Rename { namespace, name }, Some(Current { row, .. })) => {
+                    let target = TableName::new(NamespaceName::new(namespace.clone())?, name.clone())?;
+                    let namespace_id = self.replica_namespace(&mut tx, wh, &target, &req).await?;
+                    let version = row.version + 1;
+                    if !db::rename_table(&mut tx, row.table_id, namespace_id, &target.name, version).await? {
+                        return Err(CatalogError::AlreadyExists(format!(
+                            "cannot rename the replica {table} to {target} in warehouse {}: a table \
+                             of that name already exists there",
+                            wh.name
+                        )));
+                    }
+                    db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
+                    let mut entry =
+                        entry_base(EntryKind::RenameTable, &table, row.table_id, row.table_uuid, version);
+                    entry.details["destination"] =
+                        json!({ "namespace": target.namespace.levels(), "name": target.name });
+                    entry.previous_metadata_location = Some(row.metadata_location.clone());
+                    entry.new_metadata_location = Some(row.metadata_location.clone());
+                    log::append(&mut tx, &[entry]).await?;
+                    Some(row.metadata_location)
+                }
+                (ApplyAction::Drop { purge }, Some(Current { row, .. })) => {
+                    db::delete_table(&mut tx, row.table_id).await?;
+                    let mut entry = entry_base(
+                        EntryKind::DropTable,
+                        &table,
+                        row.table_id,
+                        row.table_uuid,
+                        row.version + 1,
+                    );
+                    entry.details["purge"] = json!(purge);
+                    entry.previous_metadata_location = Some(row.metadata_location.clone());
+                    log::append(&mut tx, &[entry]).await?;
+                    if *purge {
+                        purge_after = Some(row.metadata_location);
+                    }
+                    None
+                }
+                (ApplyAction::Orphan, Some(Current { row, .. })) => {
+                    let orphaned = ReplicaMark { orphaned: true, ..mark.clone() };
+                    db::set_replica_mark(&mut tx, row.table_id, &orphaned).await?;
+                    let version = row.version + 1;
+                    db::update_table_pointer(&mut tx, row.table_id, row.table_uuid, &row.metadata_location, version)
+                        .await?;
+                    let mut entry =
+                        entry_base(EntryKind::OrphanTable, &table, row.table_id, row.table_uuid, version);
+                    entry.previous_metadata_location = Some(row.metadata_location.clone());
+                    entry.new_metadata_location = Some(row.metadata_location.clone());
+                    log::append(&mut tx, &[entry]).await?;
+                    Some(row.metadata_location)
+                }
+            };
+            self.commit_transaction_or_unknown(tx).await?;
+            if let Some((location, built)) = cached {
+                self.metadata.insert(&location, built);
+            }
+            if let Some(location) = purge_after {
+                self.purge_after_drop(wh, &table, &location).await;
+            }
+            Ok(ApplyResponse {
+                applied: true,
+                position: req.to,
+                metadata_location,
+            })
+        })
+        .await
+    }
+
+    /// `Some(answer)` for a repeat of an applied change; an error for a change that does not follow
+    /// the replica's position; `None` when the change applies.
+    fn check_fence(
+        req: &ApplyRequest,
+        current: Option<&Current>,
+    ) -> CatalogResult<Option<ApplyResponse>> {
+        let is_create = matches!(req.action, ApplyAction::Create { .. });
+        let Some(current) = current else {
+            if is_create {
+                return Ok(None);
+            }
+            if matches!(req.action, ApplyAction::Drop { .. }) {
+                // The replica is gone: a repeated drop.
+                return Ok(Some(ApplyResponse {
+                    applied: false,
+                    position: req.to,
+                    metadata_location: None,
+                }));
+            }
+            return Err(mismatch(
+                format!(
+                    "no replica of source table {} from region `{}` exists here; start with a backfill",
+                    req.source_table_id, req.source_region
+                ),
+                None,
+            ));
+        };
+        let at = current.position();
+        if at.generation > req.generation {
+            return Err(mismatch(
+                format!(
+                    "the replica was made by generation {} of this stream, newer than {}",
+                    at.generation, req.generation
+                ),
+                Some(at),
+            ));
+        }
+        if at.generation < req.generation {
+            return if is_create {
+                Ok(None)
+            } else {
+                Err(mismatch(
+                    format!(
+                        "the replica is of generation {}; generation {} must begin with a backfill",
+                        at.generation, req.generation
+                    ),
+                    Some(at),
+                ))
+            };
+        }
+        if at.position >= req.to {
+            return Ok(Some(ApplyResponse {
+                applied: false,
+                position: at.position,
+                metadata_location: Some(current.row.metadata_location.clone()),
+            }));
+        }
+        if req.from != Some(at.position) {
+            let expected = req
+                .from
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "no replica".to_string());
+            return Err(mismatch(
+                format!(
+                    "the change expects the replica at {expected}, but it is at {}",
+                    at.position
+                ),
+                Some(at),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// The namespace a replica lives in, created (read-only, marked with its origin) when missing.
+    async fn replica_namespace(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        wh: &Warehouse,
+        table: &TableName,
+        req: &ApplyRequest,
+    ) -> CatalogResult<Uuid> {
+        Ok(
+            db::ensure_replicated_namespace(tx, wh.id, &table.namespace, &req.origin_region)
+                .await?,
+        )
+    }
+
+    fn apply_updates(
+        base: &CachedMetadata,
+        row: &TableRow,
+        updates: &[iceberg::TableUpdate],
+        retention: Retention,
+    ) -> CatalogResult<TableMetadataBuildResult> {
+        let mut builder = base
+            .parsed
+            .clone()
+            .into_builder(Some(row.metadata_location.clone()));
+        for update in updates.iter().cloned() {
+            builder = update.apply(builder).map_err(invalid)?;
+        }
+        let mut result = builder.build().map_err(invalid)?;
+        let expired = expired_by_retention(&result.metadata, retention);
+        if !expired.is_empty() {
+            let mut again = result
+                .metadata
+                .into_builder(None)
+                .remove_snapshots(&expired)
+                .build()
+                .map_err(invalid)?;
+            result.changes.append(&mut again.changes);
+            result.metadata = again.metadata;
+        }
+        Ok(result)
+    }
+}
+
+/// Snapshots the replica's own retention removes: past the limit and not the head of any ref.
+fn expired_by_retention(metadata: &TableMetadata, retention: Retention) -> Vec<i64> {
+    let heads: Vec<i64> = metadata::refs(metadata)
+        .values()
+        .map(|r| r.snapshot_id)
+        .collect();
+    let mut candidates: Vec<(i64, i64)> = metadata
+        .snapshots()
+        .map(|s| (s.timestamp_ms(), s.snapshot_id()))
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    let keep = |index: usize, timestamp_ms: i64| match retention {
+        Retention::KeepAll | Retention::FollowSource => true,
+        Retention::KeepSnapshots(n) => index < n as usize,
+        Retention::KeepDays(days) => {
+            timestamp_ms >= chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000
+        }
+    };
+    candidates
+        .into_iter()
+        .enumerate()
+        .filter(|(index, (timestamp_ms, id))| !keep(*index, *timestamp_ms) && !heads.contains(id))
+        .map(|(_, (_, id))| id)
+        .collect()
+}
+
+/// Gives the replica's metadata the source's `last-updated-ms`, so its timeline is the source's (and
+/// a snapshot committed at the source before a late apply still passes iceberg's timestamp checks).
+fn with_last_updated(
+    metadata: TableMetadata,
+    last_updated_ms: Option<i64>,
+) -> CatalogResult<TableMetadata> {
+    let Some(ms) = last_updated_ms else {
+        return Ok(metadata);
+    };
+    if metadata.last_updated_ms() == ms {
+        return Ok(metadata);
+    }
+    let mut value = serde_json::to_value(&metadata)
+        .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
+    value["last-updated-ms"] = Value::from(ms);
+    serde_json::from_value(value)
+        .map_err(|e| CatalogError::BadRequest(format!("metadata does not parse: {e}")))
+}

@@ -1,0 +1,612 @@
+//! SQL for replication: peers, rules and their destinations, and the (table, destination) streams
+//! with their leases. Every progress update of a stream is fenced on the lease owner, so an
+//! instance that lost its lease (it stalled, another took over) cannot overwrite newer progress.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::replication::model::{Destination, Peer, PeerSpec, PeerWarehouse, Rule, RuleSpec};
+use crate::replication::protocol::Retention;
+
+/// Serialises stream reconciliation across instances (it inserts and deletes many rows).
+const RECONCILE_LOCK_KEY: i64 = 7_380_396_369_697_861_480;
+
+// ---- peers ----
+
+/// Creates or replaces a peer and its warehouse mapping. A `None` credential keeps the stored one.
+pub async fn upsert_peer(conn: &mut PgConnection, spec: &PeerSpec) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO peer (region, base_url, credential) VALUES ($1, $2, $3)
+         ON CONFLICT (region) DO UPDATE SET base_url = EXCLUDED.base_url,
+             credential = coalesce(EXCLUDED.credential, peer.credential), updated_at = now()",
+    )
+    .bind(&spec.region)
+    .bind(&spec.base_url)
+    .bind(&spec.credential)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM peer_warehouse WHERE region = $1")
+        .bind(&spec.region)
+        .execute(&mut *conn)
+        .await?;
+    for wh in &spec.warehouses {
+        sqlx::query(
+            "INSERT INTO peer_warehouse (region, warehouse, storage_root) VALUES ($1, $2, $3)",
+        )
+        .bind(&spec.region)
+        .bind(&wh.warehouse)
+        .bind(&wh.storage_root)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn list_peers(pool: &PgPool, region: Option<&str>) -> sqlx::Result<Vec<Peer>> {
+    let rows = sqlx::query(
+        "SELECT p.region, p.base_url, p.credential IS NOT NULL AS has_credential,
+                coalesce(array_agg(w.warehouse ORDER BY w.warehouse)
+                         FILTER (WHERE w.warehouse IS NOT NULL), '{}') AS warehouses,
+                coalesce(array_agg(w.storage_root ORDER BY w.warehouse)
+                         FILTER (WHERE w.warehouse IS NOT NULL), '{}') AS roots
+         FROM peer p LEFT JOIN peer_warehouse w USING (region)
+         WHERE $1::text IS NULL OR p.region = $1
+         GROUP BY p.region ORDER BY p.region",
+    )
+    .bind(region)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let names: Vec<String> = r.get("warehouses");
+            let roots: Vec<String> = r.get("roots");
+            Peer {
+                region: r.get("region"),
+                base_url: r.get("base_url"),
+                has_credential: r.get("has_credential"),
+                warehouses: names
+                    .into_iter()
+                    .zip(roots)
+                    .map(|(warehouse, storage_root)| PeerWarehouse {
+                        warehouse,
+                        storage_root,
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// Deletes a peer; false when there was none. Fails (foreign key) while a rule or stream uses it.
+pub async fn delete_peer(pool: &PgPool, region: &str) -> sqlx::Result<bool> {
+    let deleted = sqlx::query("DELETE FROM peer WHERE region = $1")
+        .bind(region)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(deleted == 1)
+}
+
+// ---- rules ----
+
+fn retention_columns(retention: Retention) -> (&'static str, Option<i32>) {
+    match retention {
+        Retention::KeepAll => ("keep-all", None),
+        Retention::FollowSource => ("follow-source", None),
+        Retention::KeepDays(n) => ("keep-days", Some(n as i32)),
+        Retention::KeepSnapshots(n) => ("keep-snapshots", Some(n as i32)),
+    }
+}
+
+pub fn retention_of(mode: Option<&str>, value: Option<i32>) -> Retention {
+    let value = value.unwrap_or(1).max(1) as u32;
+    match mode {
+        Some("follow-source") => Retention::FollowSource,
+        Some("keep-days") => Retention::KeepDays(value),
+        Some("keep-snapshots") => Retention::KeepSnapshots(value),
+        _ => Retention::KeepAll,
+    }
+}
+
+/// Inserts or (with an existing id) replaces a rule and its destinations.
+pub async fn save_rule(
+    conn: &mut PgConnection,
+    rule_id: Uuid,
+    warehouse_id: Uuid,
+    spec: &RuleSpec,
+) -> sqlx::Result<()> {
+    let (mode, value) = retention_columns(spec.retention);
+    sqlx::query(
+        "INSERT INTO replication_rule (rule_id, warehouse_id, namespace, table_name,
+             retention_mode, retention_value, replicate_drops)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (rule_id) DO UPDATE SET warehouse_id = EXCLUDED.warehouse_id,
+             namespace = EXCLUDED.namespace, table_name = EXCLUDED.table_name,
+             retention_mode = EXCLUDED.retention_mode, retention_value = EXCLUDED.retention_value,
+             replicate_drops = EXCLUDED.replicate_drops, updated_at = now()",
+    )
+    .bind(rule_id)
+    .bind(warehouse_id)
+    .bind(&spec.namespace)
+    .bind(&spec.table)
+    .bind(mode)
+    .bind(value)
+    .bind(spec.replicate_drops)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM replication_destination WHERE rule_id = $1")
+        .bind(rule_id)
+        .execute(&mut *conn)
+        .await?;
+    for d in &spec.destinations {
+        sqlx::query(
+            "INSERT INTO replication_destination (rule_id, peer_region, warehouse, namespace_prefix)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(rule_id)
+        .bind(&d.peer)
+        .bind(&d.warehouse)
+        .bind(&d.namespace_prefix)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn list_rules(pool: &PgPool, rule_id: Option<Uuid>) -> sqlx::Result<Vec<Rule>> {
+    let rows = sqlx::query(
+        "SELECT r.rule_id, w.name AS warehouse, r.namespace, r.table_name, r.retention_mode,
+                r.retention_value, r.replicate_drops, r.created_at, r.updated_at,
+                coalesce(jsonb_agg(jsonb_build_object('peer', d.peer_region,
+                    'warehouse', d.warehouse, 'namespace-prefix', d.namespace_prefix)
+                    ORDER BY d.peer_region, d.warehouse)
+                    FILTER (WHERE d.rule_id IS NOT NULL), '[]') AS destinations
+         FROM replication_rule r JOIN warehouse w USING (warehouse_id)
+         LEFT JOIN replication_destination d USING (rule_id)
+         WHERE $1::uuid IS NULL OR r.rule_id = $1
+         GROUP BY r.rule_id, w.name ORDER BY r.created_at, r.rule_id",
+    )
+    .bind(rule_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let destinations: serde_json::Value = r.get("destinations");
+            Rule {
+                id: r.get("rule_id"),
+                spec: RuleSpec {
+                    warehouse: r.get("warehouse"),
+                    namespace: r.get("namespace"),
+                    table: r.get("table_name"),
+                    destinations: serde_json::from_value::<Vec<Destination>>(destinations)
+                        .unwrap_or_default(),
+                    retention: retention_of(r.get("retention_mode"), r.get("retention_value")),
+                    replicate_drops: r.get("replicate_drops"),
+                },
+                created_at: r.get("created_at"),
+                updated_at: r.get("updated_at"),
+            }
+        })
+        .collect())
+}
+
+pub async fn delete_rule(conn: &mut PgConnection, rule_id: Uuid) -> sqlx::Result<bool> {
+    let deleted = sqlx::query("DELETE FROM replication_rule WHERE rule_id = $1")
+        .bind(rule_id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(deleted == 1)
+}
+
+// ---- streams ----
+
+/// Makes the streams match the rules: one per (table, destination of the most specific rule that
+/// matches the table), never back to the region a replica came from. Streams of dropped tables
+/// stay until their drop is replicated. Returns (created or re-ruled, removed).
+pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(RECONCILE_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    let desired = "
+        WITH effective AS (
+            SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id,
+                   coalesce(t.origin_region, '') AS origin, coalesce(t.source_region, '') AS src
+            FROM iceberg_table t JOIN namespace n USING (namespace_id)
+            JOIN replication_rule r ON r.warehouse_id = t.warehouse_id
+             AND (r.namespace IS NULL
+                  OR (cardinality(n.levels) >= cardinality(r.namespace)
+                      AND n.levels[1:cardinality(r.namespace)] = r.namespace))
+             AND (r.table_name IS NULL OR (n.levels = r.namespace AND t.name = r.table_name))
+            ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
+                     coalesce(cardinality(r.namespace), 0) DESC
+        )
+        SELECT e.table_id, e.warehouse_id, e.rule_id, d.peer_region, d.warehouse, d.namespace_prefix
+        FROM effective e JOIN replication_destination d USING (rule_id)
+        WHERE d.peer_region <> e.origin AND d.peer_region <> e.src";
+    let created = sqlx::query(&format!(
+        "INSERT INTO replication_stream (stream_id, table_id, warehouse_id, rule_id, peer_region,
+             dest_warehouse, namespace_prefix)
+         SELECT gen_random_uuid(), table_id, warehouse_id, rule_id, peer_region, warehouse,
+                namespace_prefix
+         FROM ({desired}) desired
+         ON CONFLICT (table_id, peer_region, dest_warehouse) DO UPDATE SET rule_id = EXCLUDED.rule_id
+         WHERE replication_stream.rule_id IS DISTINCT FROM EXCLUDED.rule_id"
+    ))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let removed = sqlx::query(&format!(
+        "DELETE FROM replication_stream s
+         WHERE EXISTS (SELECT 1 FROM iceberg_table t WHERE t.table_id = s.table_id)
+           AND NOT EXISTS (SELECT 1 FROM ({desired}) d WHERE d.table_id = s.table_id
+                           AND d.peer_region = s.peer_region AND d.warehouse = s.dest_warehouse)"
+    ))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((created, removed))
+}
+
+/// A leased stream with what working on it needs.
+#[derive(Debug, Clone)]
+pub struct StreamRow {
+    pub stream_id: Uuid,
+    pub table_id: Uuid,
+    pub warehouse_id: Uuid,
+    pub peer_region: String,
+    pub dest_warehouse: String,
+    pub namespace_prefix: Vec<String>,
+    pub generation: i64,
+    pub applied_version: i64,
+    pub backfill_version: Option<i64>,
+    pub backfill_location: Option<String>,
+    pub backfill_step: i32,
+    pub dest_location: Option<String>,
+    pub dest_namespace: Option<Vec<String>>,
+    pub dest_table: Option<String>,
+    pub attempts: i32,
+    pub retention: Retention,
+    pub replicate_drops: bool,
+    pub peer_base_url: String,
+    pub peer_credential: Option<String>,
+    /// The destination warehouse's storage root, if the peer maps that warehouse.
+    pub dest_root: Option<String>,
+}
+
+const STREAM_COLUMNS: &str = "s.stream_id, s.table_id, s.warehouse_id, s.peer_region, \
+     s.dest_warehouse, s.namespace_prefix, s.generation, s.applied_version, s.backfill_version, \
+     s.backfill_location, s.backfill_step, s.dest_location, s.dest_namespace, s.dest_table, \
+     s.attempts, r.retention_mode, r.retention_value, \
+     coalesce(r.replicate_drops, false) AS replicate_drops, p.base_url, p.credential, \
+     pw.storage_root";
+
+const STREAM_JOINS: &str = "FROM replication_stream s
+     JOIN peer p ON p.region = s.peer_region
+     LEFT JOIN replication_rule r ON r.rule_id = s.rule_id
+     LEFT JOIN peer_warehouse pw ON pw.region = s.peer_region AND pw.warehouse = s.dest_warehouse";
+
+fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
+    StreamRow {
+        stream_id: r.get("stream_id"),
+        table_id: r.get("table_id"),
+        warehouse_id: r.get("warehouse_id"),
+        peer_region: r.get("peer_region"),
+        dest_warehouse: r.get("dest_warehouse"),
+        namespace_prefix: r.get("namespace_prefix"),
+        generation: r.get("generation"),
+        applied_version: r.get("applied_version"),
+        backfill_version: r.get("backfill_version"),
+        backfill_location: r.get("backfill_location"),
+        backfill_step: r.get("backfill_step"),
+        dest_location: r.get("dest_location"),
+        dest_namespace: r.get("dest_namespace"),
+        dest_table: r.get("dest_table"),
+        attempts: r.get("attempts"),
+        retention: retention_of(r.get("retention_mode"), r.get("retention_value")),
+        replicate_drops: r.get("replicate_drops"),
+        peer_base_url: r.get("base_url"),
+        peer_credential: r.get("credential"),
+        dest_root: r.get("storage_root"),
+    }
+}
+
+/// Leases up to `limit` streams that have work and are due, skipping rows other instances are
+/// leasing right now (`SKIP LOCKED`) and leases that have not expired.
+pub async fn lease_streams(
+    pool: &PgPool,
+    owner: Uuid,
+    limit: i64,
+    lease_seconds: f64,
+) -> sqlx::Result<Vec<StreamRow>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE replication_stream s
+         SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2)
+         FROM (SELECT c.stream_id FROM replication_stream c
+               WHERE NOT c.paused AND c.failed_reason IS NULL AND c.next_attempt_at <= now()
+                 AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now())
+                 AND (c.backfill_version IS NOT NULL
+                      OR EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
+                                 AND l.table_version > c.applied_version))
+               ORDER BY c.next_attempt_at
+               LIMIT $3
+               FOR UPDATE SKIP LOCKED) picked
+         WHERE s.stream_id = picked.stream_id
+         RETURNING s.stream_id",
+    )
+    .bind(owner)
+    .bind(lease_seconds)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {STREAM_COLUMNS} {STREAM_JOINS} WHERE s.stream_id = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(stream_row).collect())
+}
+
+/// Extends the leases this owner holds; returns the streams it still holds.
+pub async fn heartbeat(
+    pool: &PgPool,
+    owner: Uuid,
+    streams: &[Uuid],
+    lease_seconds: f64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE replication_stream SET lease_expires_at = now() + make_interval(secs => $3)
+         WHERE stream_id = ANY($2) AND lease_owner = $1 RETURNING stream_id",
+    )
+    .bind(owner)
+    .bind(streams)
+    .bind(lease_seconds)
+    .fetch_all(pool)
+    .await
+}
+
+/// One change to a leased stream; each is applied only while `owner` holds the lease.
+#[derive(Debug, Clone)]
+pub enum StreamUpdate {
+    BackfillStarted {
+        version: i64,
+        location: String,
+        dest_location: String,
+        dest_namespace: Vec<String>,
+        dest_table: String,
+    },
+    BackfillStep(i32),
+    Applied {
+        version: i64,
+        metadata_location: Option<String>,
+        dest_namespace: Vec<String>,
+        dest_table: String,
+    },
+    /// Retry later; the error is kept for status.
+    Retry {
+        error: String,
+        delay_ms: i64,
+    },
+    /// Stop until an operator acts.
+    Failed(String),
+    /// Start over with a new generation (a full backfill that replaces the replica).
+    Restart(String),
+    Release,
+}
+
+/// Applies an update; false when the lease is no longer this owner's (stop working on it).
+pub async fn update_stream(
+    pool: &PgPool,
+    owner: Uuid,
+    stream_id: Uuid,
+    update: &StreamUpdate,
+) -> sqlx::Result<bool> {
+    let query = match update {
+        StreamUpdate::BackfillStarted {
+            version,
+            location,
+            dest_location,
+            dest_namespace,
+            dest_table,
+        } => sqlx::query(
+            "UPDATE replication_stream SET backfill_version = $3, backfill_location = $4,
+                 backfill_step = 0, dest_location = $5, dest_namespace = $6, dest_table = $7
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner)
+        .bind(version)
+        .bind(location)
+        .bind(dest_location)
+        .bind(dest_namespace)
+        .bind(dest_table),
+        StreamUpdate::BackfillStep(step) => sqlx::query(
+            "UPDATE replication_stream SET backfill_step = $3, attempts = 0, last_error = NULL
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner)
+        .bind(step),
+        StreamUpdate::Applied {
+            version,
+            metadata_location,
+            dest_namespace,
+            dest_table,
+        } => sqlx::query(
+            "UPDATE replication_stream SET applied_version = $3, backfill_version = NULL,
+                 backfill_location = NULL, backfill_step = 0, attempts = 0, last_error = NULL,
+                 last_applied_at = now(), last_applied_location = coalesce($4, last_applied_location),
+                 dest_namespace = $5, dest_table = $6
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner)
+        .bind(version)
+        .bind(metadata_location)
+        .bind(dest_namespace)
+        .bind(dest_table),
+        StreamUpdate::Retry { error, delay_ms } => sqlx::query(
+            "UPDATE replication_stream SET attempts = attempts + 1, last_error = $3,
+                 next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner)
+        .bind(error)
+        .bind(*delay_ms as f64),
+        StreamUpdate::Failed(reason) => sqlx::query(
+            "UPDATE replication_stream SET failed_reason = $3, last_error = $3,
+                 attempts = attempts + 1, lease_owner = NULL, lease_expires_at = NULL
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner)
+        .bind(reason),
+        StreamUpdate::Restart(reason) => sqlx::query(
+            "UPDATE replication_stream SET generation = generation + 1, applied_version = 0,
+                 backfill_version = NULL, backfill_location = NULL, backfill_step = 0,
+                 dest_location = NULL, last_error = $3, attempts = attempts + 1
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner)
+        .bind(reason),
+        StreamUpdate::Release => sqlx::query(
+            "UPDATE replication_stream SET lease_owner = NULL, lease_expires_at = NULL
+             WHERE stream_id = $1 AND lease_owner = $2",
+        )
+        .bind(stream_id)
+        .bind(owner),
+    };
+    let done = query.execute(pool).await?.rows_affected();
+    Ok(done == 1)
+}
+
+/// Removes a finished stream (its table was dropped and the drop replicated).
+pub async fn delete_stream(pool: &PgPool, owner: Uuid, stream_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM replication_stream WHERE stream_id = $1 AND lease_owner = $2")
+        .bind(stream_id)
+        .bind(owner)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A stream with the facts its status needs.
+#[derive(Debug, Clone)]
+pub struct StreamStatusRow {
+    pub stream_id: Uuid,
+    pub rule_id: Option<Uuid>,
+    pub peer_region: String,
+    pub dest_warehouse: String,
+    pub namespace_prefix: Vec<String>,
+    pub dest_namespace: Option<Vec<String>>,
+    pub dest_table: Option<String>,
+    pub generation: i64,
+    pub applied_version: i64,
+    pub backfill_version: Option<i64>,
+    pub paused: bool,
+    pub failed_reason: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub last_applied_at: Option<DateTime<Utc>>,
+    pub last_applied_location: Option<String>,
+    pub source_version: i64,
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+pub async fn stream_status(pool: &PgPool, table_id: Uuid) -> sqlx::Result<Vec<StreamStatusRow>> {
+    let rows = sqlx::query(
+        "SELECT s.stream_id, s.rule_id, s.peer_region, s.dest_warehouse, s.namespace_prefix,
+                s.dest_namespace, s.dest_table, s.generation, s.applied_version,
+                s.backfill_version, s.paused, s.failed_reason, s.attempts, s.last_error,
+                s.last_applied_at, s.last_applied_location,
+                coalesce((SELECT max(l.table_version) FROM commit_log l
+                          WHERE l.table_id = s.table_id), 0) AS source_version,
+                (SELECT min(l.committed_at) FROM commit_log l
+                 WHERE l.table_id = s.table_id AND l.table_version > s.applied_version)
+                    AS oldest_pending_at
+         FROM replication_stream s WHERE s.table_id = $1
+         ORDER BY s.peer_region, s.dest_warehouse",
+    )
+    .bind(table_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StreamStatusRow {
+            stream_id: r.get("stream_id"),
+            rule_id: r.get("rule_id"),
+            peer_region: r.get("peer_region"),
+            dest_warehouse: r.get("dest_warehouse"),
+            namespace_prefix: r.get("namespace_prefix"),
+            dest_namespace: r.get("dest_namespace"),
+            dest_table: r.get("dest_table"),
+            generation: r.get("generation"),
+            applied_version: r.get("applied_version"),
+            backfill_version: r.get("backfill_version"),
+            paused: r.get("paused"),
+            failed_reason: r.get("failed_reason"),
+            attempts: r.get("attempts"),
+            last_error: r.get("last_error"),
+            last_applied_at: r.get("last_applied_at"),
+            last_applied_location: r.get("last_applied_location"),
+            source_version: r.get("source_version"),
+            oldest_pending_at: r.get("oldest_pending_at"),
+        })
+        .collect())
+}
+
+/// An operator action on some streams of a table.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamAction {
+    Pause,
+    Resume,
+    Resync,
+}
+
+/// Applies an action to the streams of a table matching the selector; returns how many.
+pub async fn act_on_streams(
+    pool: &PgPool,
+    table_id: Uuid,
+    peer: Option<&str>,
+    warehouse: Option<&str>,
+    action: StreamAction,
+) -> sqlx::Result<u64> {
+    let set = match action {
+        StreamAction::Pause => "paused = true",
+        // Resume also clears a failure: the operator has dealt with its cause.
+        StreamAction::Resume => {
+            "paused = false, failed_reason = NULL, attempts = 0, next_attempt_at = now()"
+        }
+        StreamAction::Resync => {
+            "generation = generation + 1, applied_version = 0, backfill_version = NULL,
+             backfill_location = NULL, backfill_step = 0, dest_location = NULL,
+             failed_reason = NULL, attempts = 0, next_attempt_at = now(),
+             lease_owner = NULL, lease_expires_at = NULL"
+        }
+    };
+    let done = sqlx::query(&format!(
+        "UPDATE replication_stream SET {set}
+         WHERE table_id = $1 AND ($2::text IS NULL OR peer_region = $2)
+           AND ($3::text IS NULL OR dest_warehouse = $3)"
+    ))
+    .bind(table_id)
+    .bind(peer)
+    .bind(warehouse)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done)
+}

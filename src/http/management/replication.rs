@@ -1,0 +1,244 @@
+//! Replication administration: peers, rules, and each table's replication status and actions.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::db::replication::StreamAction;
+use crate::http::AppState;
+use crate::http::errors::{ApiError, ApiResult, IcebergErrorResponse};
+use crate::http::extract::{IcebergJson, IcebergPath};
+use crate::names::{NamespaceName, TableName};
+use crate::replication::admin;
+use crate::replication::model::{
+    Peer, PeerSpec, Rule, RuleSpec, StreamSelector, TableReplicationStatus,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct RegionPath {
+    region: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RulePath {
+    rule_id: String,
+}
+
+impl RulePath {
+    fn id(&self) -> ApiResult<Uuid> {
+        Uuid::parse_str(&self.rule_id).map_err(|_| {
+            ApiError::bad_request(format!("`{}` is not a rule id (a UUID)", self.rule_id))
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TablePath {
+    warehouse: String,
+    namespace: String,
+    table: String,
+}
+
+impl TablePath {
+    fn table(&self) -> ApiResult<TableName> {
+        let ns = NamespaceName::from_url_segment(&self.namespace)?;
+        Ok(TableName::new(ns, self.table.clone())?)
+    }
+}
+
+/// List the peer regions this floe replicates to.
+#[utoipa::path(get, path = "/management/v1/peers",
+    responses((status = 200, body = Vec<Peer>), (status = 503, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn list_peers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Peer>>> {
+    Ok(Json(admin::list_peers(&state.catalog).await?))
+}
+
+/// Register or replace a peer region: its URL, the credential floe presents to it, and where
+/// replica files go for each of its warehouses. Omitting `credential` keeps the stored one.
+#[utoipa::path(put, path = "/management/v1/peers/{region}", request_body = PeerSpec,
+    params(("region" = String, Path, description = "The peer's region")),
+    responses((status = 200, body = Peer), (status = 400, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn put_peer(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<RegionPath>,
+    IcebergJson(spec): IcebergJson<PeerSpec>,
+) -> ApiResult<Json<Peer>> {
+    Ok(Json(
+        admin::put_peer(&state.catalog, &path.region, spec).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/management/v1/peers/{region}",
+    params(("region" = String, Path, description = "The peer's region")),
+    responses((status = 200, body = Peer), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn get_peer(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<RegionPath>,
+) -> ApiResult<Json<Peer>> {
+    Ok(Json(admin::get_peer(&state.catalog, &path.region).await?))
+}
+
+/// Remove a peer that no rule uses.
+#[utoipa::path(delete, path = "/management/v1/peers/{region}",
+    params(("region" = String, Path, description = "The peer's region")),
+    responses((status = 204), (status = 404, body = IcebergErrorResponse),
+        (status = 409, description = "Rules still use the peer", body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn delete_peer(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<RegionPath>,
+) -> ApiResult<StatusCode> {
+    admin::delete_peer(&state.catalog, &path.region).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List the replication rules.
+#[utoipa::path(get, path = "/management/v1/replication-rules",
+    responses((status = 200, body = Vec<Rule>)), tag = "replication")]
+pub async fn list_rules(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<Rule>>> {
+    Ok(Json(admin::list_rules(&state.catalog).await?))
+}
+
+/// Create a rule: a scope (warehouse, namespace or table) and 1..N destinations. Tables in scope
+/// now are backfilled; tables created later are replicated from their creation.
+#[utoipa::path(post, path = "/management/v1/replication-rules", request_body = RuleSpec,
+    responses((status = 201, body = Rule), (status = 400, body = IcebergErrorResponse),
+        (status = 409, description = "A rule with this scope exists", body = IcebergErrorResponse),
+        (status = 422, description = "Unknown peer or peer warehouse", body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn create_rule(
+    State(state): State<Arc<AppState>>,
+    IcebergJson(spec): IcebergJson<RuleSpec>,
+) -> ApiResult<(StatusCode, Json<Rule>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(admin::create_rule(&state.catalog, spec).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/management/v1/replication-rules/{rule_id}",
+    params(("rule_id" = Uuid, Path, description = "The rule's id")),
+    responses((status = 200, body = Rule), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn get_rule(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<RulePath>,
+) -> ApiResult<Json<Rule>> {
+    Ok(Json(admin::get_rule(&state.catalog, path.id()?).await?))
+}
+
+/// Replace a rule's scope, destinations, retention and drop policy.
+#[utoipa::path(put, path = "/management/v1/replication-rules/{rule_id}", request_body = RuleSpec,
+    params(("rule_id" = Uuid, Path, description = "The rule's id")),
+    responses((status = 200, body = Rule), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn update_rule(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<RulePath>,
+    IcebergJson(spec): IcebergJson<RuleSpec>,
+) -> ApiResult<Json<Rule>> {
+    Ok(Json(
+        admin::update_rule(&state.catalog, path.id()?, spec).await?,
+    ))
+}
+
+/// Delete a rule. Its streams stop; replicas already made stay as they are.
+#[utoipa::path(delete, path = "/management/v1/replication-rules/{rule_id}",
+    params(("rule_id" = Uuid, Path, description = "The rule's id")),
+    responses((status = 204), (status = 404, body = IcebergErrorResponse)), tag = "replication")]
+pub async fn delete_rule(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<RulePath>,
+) -> ApiResult<StatusCode> {
+    admin::delete_rule(&state.catalog, path.id()?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A table's replication status for each destination (GetTableReplicationStatus).
+#[utoipa::path(get, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/replication",
+    params(("warehouse" = String, Path), ("namespace" = String, Path,
+        description = "Levels joined by the unit separator (%1F), as in the Iceberg API"),
+        ("table" = String, Path)),
+    responses((status = 200, body = TableReplicationStatus), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn table_status(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+) -> ApiResult<Json<TableReplicationStatus>> {
+    let table = path.table()?;
+    Ok(Json(
+        admin::table_status(&state.catalog, &path.warehouse, &table).await?,
+    ))
+}
+
+/// An optional selector body: empty means every destination.
+fn selector(body: &Bytes) -> ApiResult<StreamSelector> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(StreamSelector::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Malformed request body: {e}")))
+}
+
+async fn act(
+    state: &AppState,
+    path: &TablePath,
+    body: &Bytes,
+    action: StreamAction,
+) -> ApiResult<Json<TableReplicationStatus>> {
+    let table = path.table()?;
+    let selector = selector(body)?;
+    Ok(Json(
+        admin::act(&state.catalog, &path.warehouse, &table, &selector, action).await?,
+    ))
+}
+
+/// Pause the table's streams (all, or the destination the body names).
+#[utoipa::path(post, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/pause",
+    request_body(content = Option<StreamSelector>), params(("warehouse" = String, Path),
+        ("namespace" = String, Path), ("table" = String, Path)),
+    responses((status = 200, body = TableReplicationStatus), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn pause(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+    body: Bytes,
+) -> ApiResult<Json<TableReplicationStatus>> {
+    act(&state, &path, &body, StreamAction::Pause).await
+}
+
+/// Resume paused or failed streams.
+#[utoipa::path(post, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/resume",
+    request_body(content = Option<StreamSelector>), params(("warehouse" = String, Path),
+        ("namespace" = String, Path), ("table" = String, Path)),
+    responses((status = 200, body = TableReplicationStatus), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+    body: Bytes,
+) -> ApiResult<Json<TableReplicationStatus>> {
+    act(&state, &path, &body, StreamAction::Resume).await
+}
+
+/// Resync: a new full backfill that replaces the replica.
+#[utoipa::path(post, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/resync",
+    request_body(content = Option<StreamSelector>), params(("warehouse" = String, Path),
+        ("namespace" = String, Path), ("table" = String, Path)),
+    responses((status = 200, body = TableReplicationStatus), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn resync(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+    body: Bytes,
+) -> ApiResult<Json<TableReplicationStatus>> {
+    act(&state, &path, &body, StreamAction::Resync).await
+}

@@ -1,0 +1,300 @@
+//! What operators do through the management API: register peers, manage rules, read a table's
+//! replication status, pause, resume and resync its streams. Inputs are checked here, so a
+//! mistake gets a 4xx that names it and changes nothing.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::catalog::Catalog;
+use crate::db::catalog as catalog_db;
+use crate::db::replication::{self as db, StreamAction};
+use crate::error::{CatalogError, CatalogResult};
+use crate::names::{self, NamespaceName, TableName};
+
+use super::model::{
+    DestinationStatus, Peer, PeerSpec, Rule, RuleSpec, StreamSelector, StreamState,
+    TableReplicationStatus,
+};
+use super::protocol::Retention;
+
+fn bad(message: impl Into<String>) -> CatalogError {
+    CatalogError::BadRequest(message.into())
+}
+
+fn is_violation(err: &sqlx::Error, code: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+pub async fn put_peer(catalog: &Catalog, region: &str, spec: PeerSpec) -> CatalogResult<Peer> {
+    if spec.region != region {
+        return Err(bad(format!(
+            "the body names region `{}` but the path names `{region}`",
+            spec.region
+        )));
+    }
+    names::validate_warehouse_name(region).map_err(|e| bad(format!("invalid peer region: {e}")))?;
+    if region == catalog.region() {
+        return Err(bad(format!(
+            "`{region}` is this floe's own region; a peer must be another region"
+        )));
+    }
+    let url = url::Url::parse(&spec.base_url)
+        .map_err(|e| bad(format!("base-url `{}` is not a URL: {e}", spec.base_url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "base-url `{}` must be http:// or https://",
+            spec.base_url
+        )));
+    }
+    for wh in &spec.warehouses {
+        names::validate_warehouse_name(&wh.warehouse)?;
+        crate::storage::validate_root(&wh.storage_root)
+            .map_err(|e| bad(format!("storage-root of warehouse `{}`: {e}", wh.warehouse)))?;
+    }
+    let mut tx = catalog.pool().begin().await?;
+    db::upsert_peer(&mut tx, &spec).await?;
+    tx.commit().await?;
+    get_peer(catalog, region).await
+}
+
+pub async fn list_peers(catalog: &Catalog) -> CatalogResult<Vec<Peer>> {
+    Ok(db::list_peers(catalog.pool(), None).await?)
+}
+
+pub async fn get_peer(catalog: &Catalog, region: &str) -> CatalogResult<Peer> {
+    db::list_peers(catalog.pool(), Some(region))
+        .await?
+        .pop()
+        .ok_or_else(|| no_such_peer(region))
+}
+
+fn no_such_peer(region: &str) -> CatalogError {
+    CatalogError::NotFound {
+        kind: "NoSuchPeerException",
+        message: format!("Peer does not exist: {region}"),
+    }
+}
+
+pub async fn delete_peer(catalog: &Catalog, region: &str) -> CatalogResult<()> {
+    match db::delete_peer(catalog.pool(), region).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(no_such_peer(region)),
+        Err(e) if is_violation(&e, "23503") => Err(CatalogError::AlreadyExists(format!(
+            "peer `{region}` is still a destination of replication rules or streams; delete \
+             those rules first"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks a rule against the catalog and the registered peers.
+async fn validate_rule(catalog: &Catalog, spec: &RuleSpec) -> CatalogResult<Uuid> {
+    let wh = catalog.warehouse(Some(&spec.warehouse))?;
+    if let Some(levels) = &spec.namespace {
+        NamespaceName::new(levels.clone())?;
+    }
+    if let Some(table) = &spec.table {
+        let Some(levels) = &spec.namespace else {
+            return Err(bad("a rule for one table needs its namespace too"));
+        };
+        TableName::new(NamespaceName::new(levels.clone())?, table.clone())?;
+    }
+    if spec.destinations.is_empty() {
+        return Err(bad("a rule needs at least one destination"));
+    }
+    match spec.retention {
+        Retention::KeepDays(0) | Retention::KeepSnapshots(0) => {
+            return Err(bad("a retention value must be at least 1"));
+        }
+        _ => {}
+    }
+    let peers = db::list_peers(catalog.pool(), None).await?;
+    for (i, d) in spec.destinations.iter().enumerate() {
+        if spec.destinations[..i]
+            .iter()
+            .any(|o| o.peer == d.peer && o.warehouse == d.warehouse)
+        {
+            return Err(bad(format!(
+                "destination {}/{} appears twice",
+                d.peer, d.warehouse
+            )));
+        }
+        if !d.namespace_prefix.is_empty() {
+            NamespaceName::new(d.namespace_prefix.clone())
+                .map_err(|e| bad(format!("namespace-prefix: {e}")))?;
+        }
+        let peer = peers.iter().find(|p| p.region == d.peer).ok_or_else(|| {
+            CatalogError::Unprocessable(format!(
+                "destination peer `{}` is not registered: PUT /management/v1/peers/{} first",
+                d.peer, d.peer
+            ))
+        })?;
+        if !peer.warehouses.iter().any(|w| w.warehouse == d.warehouse) {
+            return Err(CatalogError::Unprocessable(format!(
+                "peer `{}` has no storage root for warehouse `{}`: add it to the peer first",
+                d.peer, d.warehouse
+            )));
+        }
+    }
+    Ok(wh.id)
+}
+
+async fn save_rule(catalog: &Catalog, rule_id: Uuid, spec: &RuleSpec) -> CatalogResult<()> {
+    let warehouse_id = validate_rule(catalog, spec).await?;
+    let mut tx = catalog.pool().begin().await?;
+    db::save_rule(&mut tx, rule_id, warehouse_id, spec)
+        .await
+        .map_err(|e| {
+            if is_violation(&e, "23505") {
+                CatalogError::AlreadyExists(
+                    "a rule with this scope already exists; update it instead".to_string(),
+                )
+            } else {
+                e.into()
+            }
+        })?;
+    tx.commit().await?;
+    // Streams for existing tables right away (the replicator also reconciles on its own).
+    db::reconcile_streams(catalog.pool()).await?;
+    Ok(())
+}
+
+pub async fn create_rule(catalog: &Catalog, spec: RuleSpec) -> CatalogResult<Rule> {
+    let rule_id = Uuid::now_v7();
+    save_rule(catalog, rule_id, &spec).await?;
+    get_rule(catalog, rule_id).await
+}
+
+pub async fn update_rule(catalog: &Catalog, rule_id: Uuid, spec: RuleSpec) -> CatalogResult<Rule> {
+    get_rule(catalog, rule_id).await?;
+    save_rule(catalog, rule_id, &spec).await?;
+    get_rule(catalog, rule_id).await
+}
+
+pub async fn list_rules(catalog: &Catalog) -> CatalogResult<Vec<Rule>> {
+    Ok(db::list_rules(catalog.pool(), None).await?)
+}
+
+pub async fn get_rule(catalog: &Catalog, rule_id: Uuid) -> CatalogResult<Rule> {
+    db::list_rules(catalog.pool(), Some(rule_id))
+        .await?
+        .pop()
+        .ok_or_else(|| CatalogError::NotFound {
+            kind: "NoSuchRuleException",
+            message: format!("Replication rule does not exist: {rule_id}"),
+        })
+}
+
+pub async fn delete_rule(catalog: &Catalog, rule_id: Uuid) -> CatalogResult<()> {
+    let mut tx = catalog.pool().begin().await?;
+    if !db::delete_rule(&mut tx, rule_id).await? {
+        return Err(CatalogError::NotFound {
+            kind: "NoSuchRuleException",
+            message: format!("Replication rule does not exist: {rule_id}"),
+        });
+    }
+    tx.commit().await?;
+    db::reconcile_streams(catalog.pool()).await?;
+    Ok(())
+}
+
+async fn table_id(catalog: &Catalog, warehouse: &str, table: &TableName) -> CatalogResult<Uuid> {
+    let wh = catalog.warehouse(Some(warehouse))?;
+    let mut conn = catalog.pool().acquire().await?;
+    catalog_db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false)
+        .await?
+        .map(|row| row.table_id)
+        .ok_or_else(|| CatalogError::no_such_table(table))
+}
+
+/// GetTableReplicationStatus: every destination of the table.
+pub async fn table_status(
+    catalog: &Catalog,
+    warehouse: &str,
+    table: &TableName,
+) -> CatalogResult<TableReplicationStatus> {
+    let table_id = table_id(catalog, warehouse, table).await?;
+    let now = Utc::now();
+    let destinations = db::stream_status(catalog.pool(), table_id)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let state = if s.paused {
+                StreamState::Paused
+            } else if s.failed_reason.is_some() {
+                StreamState::Failed
+            } else if s.backfill_version.is_some() || s.applied_version == 0 {
+                StreamState::Backfilling
+            } else if s.applied_version < s.source_version {
+                StreamState::Replicating
+            } else {
+                StreamState::Completed
+            };
+            let mut namespace = s.namespace_prefix.clone();
+            namespace.extend(table.namespace.levels().iter().cloned());
+            DestinationStatus {
+                peer: s.peer_region,
+                warehouse: s.dest_warehouse,
+                namespace: s.dest_namespace.unwrap_or(namespace),
+                table: s.dest_table.unwrap_or_else(|| table.name.clone()),
+                state,
+                source_version: s.source_version,
+                applied_version: s.applied_version,
+                lag_versions: (s.source_version - s.applied_version).max(0),
+                lag_seconds: s
+                    .oldest_pending_at
+                    .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0),
+                last_replicated_metadata_location: s.last_applied_location,
+                last_replicated_at: s.last_applied_at,
+                generation: s.generation,
+                attempts: s.attempts,
+                failure: s.failed_reason.or(s.last_error),
+                rule_id: s.rule_id,
+            }
+        })
+        .collect();
+    Ok(TableReplicationStatus {
+        warehouse: warehouse.to_string(),
+        namespace: table.namespace.levels().to_vec(),
+        table: table.name.clone(),
+        source_region: catalog.region().to_string(),
+        destinations,
+    })
+}
+
+/// Pause, resume or resync the table's streams (all, or those the selector names).
+pub async fn act(
+    catalog: &Catalog,
+    warehouse: &str,
+    table: &TableName,
+    selector: &StreamSelector,
+    action: StreamAction,
+) -> CatalogResult<TableReplicationStatus> {
+    let table_id = table_id(catalog, warehouse, table).await?;
+    let changed = db::act_on_streams(
+        catalog.pool(),
+        table_id,
+        selector.peer.as_deref(),
+        selector.warehouse.as_deref(),
+        action,
+    )
+    .await?;
+    if changed == 0 {
+        return Err(CatalogError::NotFound {
+            kind: "NoSuchReplicationException",
+            message: format!(
+                "table {table} has no replication stream{}: create a rule that covers it",
+                match (&selector.peer, &selector.warehouse) {
+                    (None, None) => String::new(),
+                    (peer, wh) => format!(
+                        " to {}/{}",
+                        peer.as_deref().unwrap_or("*"),
+                        wh.as_deref().unwrap_or("*")
+                    ),
+                }
+            ),
+        });
+    }
+    table_status(catalog, warehouse, table).await
+}

@@ -1,0 +1,142 @@
+//! Rewriting manifest lists and manifests at the Avro level: every record is read with the file's
+//! own writer schema, only path fields (and the sizes that follow from rewritten files) change, and
+//! the records are written back with the same schema and the same file metadata (Iceberg's schema,
+//! partition spec, format version, content). iceberg's `ManifestWriter` would restamp entries
+//! (status, snapshot ids, sequence numbers), which a replica must keep exactly.
+
+use std::collections::HashMap;
+
+use apache_avro::types::Value;
+use apache_avro::{Codec, Reader, Writer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AvroRewriteError {
+    #[error("reading Avro: {0}")]
+    Read(#[source] Box<apache_avro::Error>),
+    #[error("writing Avro: {0}")]
+    Write(#[source] Box<apache_avro::Error>),
+    #[error("unexpected Avro record shape: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Path(#[from] super::paths::OutsideLocation),
+}
+
+fn read_err(e: apache_avro::Error) -> AvroRewriteError {
+    AvroRewriteError::Read(Box::new(e))
+}
+
+fn write_err(e: apache_avro::Error) -> AvroRewriteError {
+    AvroRewriteError::Write(Box::new(e))
+}
+
+/// Reads every record of an Avro file, lets `edit` change each, and writes them back with the same
+/// writer schema and user metadata.
+pub fn rewrite_records(
+    bytes: &[u8],
+    mut edit: impl FnMut(&mut Value) -> Result<(), AvroRewriteError>,
+) -> Result<Vec<u8>, AvroRewriteError> {
+    let reader = Reader::new(bytes).map_err(read_err)?;
+    let schema = reader.writer_schema().clone();
+    let metadata: HashMap<String, Vec<u8>> = reader.user_metadata().clone();
+    let mut records = Vec::new();
+    for record in reader {
+        let mut record = record.map_err(read_err)?;
+        edit(&mut record)?;
+        records.push(record);
+    }
+    let mut writer = Writer::with_codec(&schema, Vec::new(), Codec::Deflate(Default::default()));
+    for (key, value) in metadata {
+        writer.add_user_metadata(key, value).map_err(write_err)?;
+    }
+    for record in records {
+        writer.append(record).map_err(write_err)?;
+    }
+    writer.into_inner().map_err(write_err)
+}
+
+/// Reads every record of an Avro file.
+pub fn read_records(bytes: &[u8]) -> Result<Vec<Value>, AvroRewriteError> {
+    Reader::new(bytes)
+        .map_err(read_err)?
+        .map(|r| r.map_err(read_err))
+        .collect()
+}
+
+/// The named field of a record.
+pub fn field<'a>(record: &'a Value, name: &str) -> Option<&'a Value> {
+    match record {
+        Value::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+pub fn field_mut<'a>(record: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+    match record {
+        Value::Record(fields) => fields.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// The value inside an optional (union) field, or the field itself.
+pub fn unwrap_union(value: &Value) -> &Value {
+    match value {
+        Value::Union(_, inner) => inner,
+        other => other,
+    }
+}
+
+fn unwrap_union_mut(value: &mut Value) -> &mut Value {
+    match value {
+        Value::Union(_, inner) => inner,
+        other => other,
+    }
+}
+
+pub fn as_str(value: &Value) -> Option<&str> {
+    match unwrap_union(value) {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+pub fn as_long(value: &Value) -> Option<i64> {
+    match unwrap_union(value) {
+        Value::Long(n) => Some(*n),
+        Value::Int(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Replaces a string field (or the string inside an optional one; null stays null).
+pub fn map_string_field(
+    record: &mut Value,
+    name: &str,
+    map: impl FnOnce(&str) -> Result<String, AvroRewriteError>,
+) -> Result<(), AvroRewriteError> {
+    let Some(value) = field_mut(record, name) else {
+        return Ok(());
+    };
+    if let Value::String(s) = unwrap_union_mut(value) {
+        *s = map(s)?;
+    }
+    Ok(())
+}
+
+/// Sets a long field (or the long inside an optional one).
+pub fn set_long_field(record: &mut Value, name: &str, to: i64) -> Result<(), AvroRewriteError> {
+    let value = field_mut(record, name)
+        .ok_or_else(|| AvroRewriteError::Shape(format!("record has no `{name}` field")))?;
+    match unwrap_union_mut(value) {
+        Value::Long(n) => *n = to,
+        Value::Int(n) => {
+            *n = i32::try_from(to)
+                .map_err(|_| AvroRewriteError::Shape(format!("{name} overflows")))?
+        }
+        other => {
+            return Err(AvroRewriteError::Shape(format!(
+                "`{name}` is not a number: {other:?}"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Copying the files a change newly references into the destination storage.
+//!
+//! For a snapshot: its manifests' live files first (data and equality-delete files byte for byte,
+//! skipped when already there with the same size; position-delete files with `file_path`
+//! rewritten), then each manifest rewritten, then the manifest list rewritten. Each file is written
+//! only after everything it points to, so a file already at the destination proves the files below
+//! it are there too, and a copy interrupted by a crash resumes where it stopped.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use apache_avro::types::Value;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+
+use super::avro::{self, AvroRewriteError};
+use super::delete_files::{self, DeleteFileError};
+use super::paths::{OutsideLocation, PathMap};
+use crate::storage::{Storage, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{file}: {source}")]
+    Avro {
+        file: String,
+        #[source]
+        source: AvroRewriteError,
+    },
+    #[error("{file}: {source}")]
+    DeleteFile {
+        file: String,
+        #[source]
+        source: DeleteFileError,
+    },
+    #[error(transparent)]
+    Path(#[from] OutsideLocation),
+    #[error("copy of {file} wrote {written} bytes, but the source manifest says {expected}")]
+    SizeMismatch {
+        file: String,
+        written: u64,
+        expected: u64,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl CopyError {
+    /// Whether retrying can help (IO) or the source itself is unusable (bad files, foreign paths).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(
+            self,
+            CopyError::Storage(StorageError::Io { .. }) | CopyError::SizeMismatch { .. }
+        )
+    }
+}
+
+/// Manifest entry status DELETED: the entry records a removal; its file is not live.
+const STATUS_DELETED: i32 = 2;
+/// data_file.content values.
+const CONTENT_POSITION_DELETES: i32 = 1;
+
+/// What one copier has moved, for status and the benchmark.
+#[derive(Debug, Default)]
+pub struct CopyStats {
+    pub files_copied: AtomicU64,
+    pub files_skipped: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
+/// Copies one table's files from its source storage into a replica's.
+#[derive(Clone)]
+pub struct Copier {
+    source: Arc<dyn Storage>,
+    destination: Arc<dyn Storage>,
+    map: PathMap,
+    /// Bounds the files copied at once (each holds one copy buffer).
+    permits: Arc<Semaphore>,
+    pub stats: Arc<CopyStats>,
+}
+
+impl Copier {
+    pub fn new(
+        source: Arc<dyn Storage>,
+        destination: Arc<dyn Storage>,
+        map: PathMap,
+        parallel_files: usize,
+    ) -> Self {
+        Self {
+            source,
+            destination,
+            map,
+            permits: Arc::new(Semaphore::new(parallel_files.max(1))),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn map(&self) -> &PathMap {
+        &self.map
+    }
+
+    /// Copies a snapshot's files; returns the replica's manifest list.
+    pub async fn copy_snapshot(&self, manifest_list: &str) -> Result<String, CopyError> {
+        let destination = self.map.rewrite(manifest_list)?;
+        if self.destination.size(&destination).await?.is_some() {
+            self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(destination);
+        }
+        let bytes = self.source.read(manifest_list).await?;
+        let avro_err = |source| CopyError::Avro {
+            file: manifest_list.to_string(),
+            source,
+        };
+        let records = avro::read_records(&bytes).map_err(avro_err)?;
+        let manifests: Vec<String> = records
+            .iter()
+            .map(|r| {
+                avro::field(r, "manifest_path")
+                    .and_then(avro::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        avro_err(AvroRewriteError::Shape("no manifest_path".to_string()))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        // A few manifests at once; their files share the copier's permits.
+        let lengths: HashMap<String, u64> = futures::stream::iter(manifests)
+            .map(|manifest| async move {
+                let length = self.copy_manifest(&manifest).await?;
+                Ok::<_, CopyError>((manifest, length))
+            })
+            .buffer_unordered(4)
+            .try_collect()
+            .await?;
+        let rewritten = avro::rewrite_records(&bytes, |record| {
+            let path = avro::field(record, "manifest_path")
+                .and_then(avro::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let length = lengths[&path];
+            avro::map_string_field(record, "manifest_path", |p| Ok(self.map.rewrite(p)?))?;
+            avro::set_long_field(record, "manifest_length", length as i64)
+        })
+        .map_err(avro_err)?;
+        self.write_bytes(&destination, rewritten).await?;
+        Ok(destination)
+    }
+
+    /// Copies a manifest's live files and writes the rewritten manifest; returns its length.
+    async fn copy_manifest(&self, manifest: &str) -> Result<u64, CopyError> {
+        let destination = self.map.rewrite(manifest)?;
+        if let Some(length) = self.destination.size(&destination).await? {
+            self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(length);
+        }
+        let bytes = self.source.read(manifest).await?;
+        let avro_err = |source| CopyError::Avro {
+            file: manifest.to_string(),
+            source,
+        };
+        let entries = avro::read_records(&bytes).map_err(avro_err)?;
+        let mut files = Vec::new();
+        for entry in &entries {
+            let status = avro::field(entry, "status").and_then(avro::as_long);
+            let data_file = avro::field(entry, "data_file").ok_or_else(|| {
+                avro_err(AvroRewriteError::Shape(
+                    "entry has no data_file".to_string(),
+                ))
+            })?;
+            if status == Some(i64::from(STATUS_DELETED)) {
+                continue;
+            }
+            files.push(LiveFile::of(data_file).map_err(avro_err)?);
+        }
+        // Position-delete files change size when rewritten; the manifest must carry the new size.
+        let new_sizes: HashMap<String, u64> = futures::stream::iter(files)
+            .map(|file| async move {
+                let size = self.copy_live_file(&file).await?;
+                Ok::<_, CopyError>((file.path, size))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let rewritten = avro::rewrite_records(&bytes, |entry| {
+            let data_file = avro::field_mut(entry, "data_file")
+                .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
+            let path = avro::field(data_file, "file_path")
+                .and_then(avro::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if let Some(size) = new_sizes.get(&path) {
+                avro::set_long_field(data_file, "file_size_in_bytes", *size as i64)?;
+            }
+            avro::map_string_field(data_file, "file_path", |p| Ok(self.map.rewrite(p)?))?;
+            avro::map_string_field(data_file, "referenced_data_file", |p| {
+                Ok(self.map.rewrite(p)?)
+            })
+        })
+        .map_err(avro_err)?;
+        let length = rewritten.len() as u64;
+        self.write_bytes(&destination, rewritten).await?;
+        Ok(length)
+    }
+
+    /// Copies (or rewrites) one live file; returns its size at the destination.
+    async fn copy_live_file(&self, file: &LiveFile) -> Result<u64, CopyError> {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        let destination = self.map.rewrite(&file.path)?;
+        if file.content == CONTENT_POSITION_DELETES && !file.format.eq_ignore_ascii_case("puffin") {
+            if !file.format.eq_ignore_ascii_case("parquet") {
+                return Err(CopyError::Unsupported(format!(
+                    "position-delete file {} is {}; floe rewrites Parquet position deletes only",
+                    file.path, file.format
+                )));
+            }
+            if let Some(size) = self.destination.size(&destination).await? {
+                self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(size);
+            }
+            let bytes = Bytes::from(self.source.read(&file.path).await?);
+            let rewritten = delete_files::rewrite_parquet_position_deletes(bytes, &self.map)
+                .map_err(|source| CopyError::DeleteFile {
+                    file: file.path.clone(),
+                    source,
+                })?;
+            let size = rewritten.len() as u64;
+            self.write_bytes(&destination, rewritten).await?;
+            return Ok(size);
+        }
+        self.copy_verbatim(&file.path, &destination, file.size)
+            .await?;
+        Ok(file.size)
+    }
+
+    /// Copies a file byte for byte, unless the destination already has it at the expected size.
+    pub async fn copy_verbatim(
+        &self,
+        source: &str,
+        destination: &str,
+        expected: u64,
+    ) -> Result<(), CopyError> {
+        if self.destination.size(destination).await? == Some(expected) {
+            self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut reader = self.source.open(source).await?;
+        let written = self
+            .destination
+            .write_stream(destination, &mut reader)
+            .await?;
+        if written != expected {
+            return Err(CopyError::SizeMismatch {
+                file: source.to_string(),
+                written,
+                expected,
+            });
+        }
+        self.stats.files_copied.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_copied
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copies a statistics or partition-statistics file (Puffin or Parquet) byte for byte.
+    pub async fn copy_statistics(&self, path: &str, size: u64) -> Result<String, CopyError> {
+        let destination = self.map.rewrite(path)?;
+        let _permit = self.permits.acquire().await.expect("never closed");
+        self.copy_verbatim(path, &destination, size).await?;
+        Ok(destination)
+    }
+
+    async fn write_bytes(&self, destination: &str, bytes: Vec<u8>) -> Result<(), CopyError> {
+        let len = bytes.len() as u64;
+        let mut reader = Cursor::new(bytes);
+        self.destination
+            .write_stream(destination, &mut reader)
+            .await?;
+        self.stats.files_copied.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A file a manifest entry keeps live.
+struct LiveFile {
+    path: String,
+    size: u64,
+    content: i32,
+    format: String,
+}
+
+impl LiveFile {
+    fn of(data_file: &Value) -> Result<Self, AvroRewriteError> {
+        let shape = |what: &str| AvroRewriteError::Shape(format!("data_file has no {what}"));
+        Ok(Self {
+            path: avro::field(data_file, "file_path")
+                .and_then(avro::as_str)
+                .ok_or_else(|| shape("file_path"))?
+                .to_string(),
+            size: avro::field(data_file, "file_size_in_bytes")
+                .and_then(avro::as_long)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| shape("file_size_in_bytes"))?,
+            // v1 manifests have no content field: data files only.
+            content: avro::field(data_file, "content")
+                .and_then(avro::as_long)
+                .unwrap_or(0) as i32,
+            format: avro::field(data_file, "file_format")
+                .and_then(avro::as_str)
+                .unwrap_or("PARQUET")
+                .to_string(),
+        })
+    }
+}

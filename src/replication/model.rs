@@ -1,0 +1,148 @@
+//! Peers, rules and stream status as the management API shows them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::protocol::Retention;
+
+/// Another region's floe, as this floe pushes to it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PeerSpec {
+    /// The peer's region name (its `region` setting).
+    pub region: String,
+    /// The peer floe's base URL, e.g. `http://replica.example:8181`.
+    pub base_url: String,
+    /// The bearer token floe presents to the peer. Write-only: never returned.
+    #[serde(default, skip_serializing)]
+    pub credential: Option<String>,
+    /// For each of the peer's warehouses this floe writes to: the storage root replica files go to.
+    pub warehouses: Vec<PeerWarehouse>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PeerWarehouse {
+    pub warehouse: String,
+    /// The warehouse's storage root as the peer configures it, e.g. `file:///srv/replica-wh`.
+    pub storage_root: String,
+}
+
+/// A peer as read back.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Peer {
+    pub region: String,
+    pub base_url: String,
+    /// Whether a credential is stored (the credential itself is never returned).
+    pub has_credential: bool,
+    pub warehouses: Vec<PeerWarehouse>,
+}
+
+/// Where a rule replicates to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Destination {
+    /// A registered peer's region.
+    pub peer: String,
+    /// The peer's warehouse.
+    pub warehouse: String,
+    /// Namespace levels put in front of the source namespace at the destination, so several
+    /// sources can aggregate into one warehouse without clashes.
+    #[serde(default)]
+    pub namespace_prefix: Vec<String>,
+}
+
+/// A replication rule as created or updated.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// The source warehouse.
+    pub warehouse: String,
+    /// Scope: a namespace (and its children); absent for the whole warehouse.
+    #[serde(default)]
+    pub namespace: Option<Vec<String>>,
+    /// Scope: one table of `namespace`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// 1..N destinations.
+    pub destinations: Vec<Destination>,
+    /// The replicas' retention (default: keep everything, ignoring the source's expiry).
+    #[serde(default)]
+    pub retention: Retention,
+    /// Drop replicas when the source table is dropped (default: keep them, marked orphaned).
+    #[serde(default)]
+    pub replicate_drops: bool,
+}
+
+/// A rule as read back.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Rule {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The state of one (table, destination) stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamState {
+    Backfilling,
+    Replicating,
+    Completed,
+    Failed,
+    Paused,
+}
+
+/// GetTableReplicationStatus: one destination of a table.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct DestinationStatus {
+    pub peer: String,
+    pub warehouse: String,
+    /// The replica's namespace and name at the destination.
+    pub namespace: Vec<String>,
+    pub table: String,
+    pub state: StreamState,
+    /// The source table's newest version.
+    pub source_version: i64,
+    /// The newest source version the destination has applied.
+    pub applied_version: i64,
+    pub lag_versions: i64,
+    /// Age of the oldest source change not yet applied (0 when caught up).
+    pub lag_seconds: f64,
+    /// The replica's metadata file after the last replicated change, and when it was applied.
+    pub last_replicated_metadata_location: Option<String>,
+    pub last_replicated_at: Option<DateTime<Utc>>,
+    pub generation: i64,
+    pub attempts: i32,
+    /// Why the stream stopped (failed) or why the last attempt did not succeed.
+    pub failure: Option<String>,
+    pub rule_id: Option<Uuid>,
+}
+
+/// GetTableReplicationStatus.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TableReplicationStatus {
+    pub warehouse: String,
+    pub namespace: Vec<String>,
+    pub table: String,
+    pub source_region: String,
+    pub destinations: Vec<DestinationStatus>,
+}
+
+/// Pause, resume or resync, for all destinations or one.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StreamSelector {
+    #[serde(default)]
+    pub peer: Option<String>,
+    #[serde(default)]
+    pub warehouse: Option<String>,
+}

@@ -1,0 +1,123 @@
+//! What a source floe sends a destination floe: one replicated change, fenced on the replica's
+//! position. Shared by the sender (`replication::peer_client`) and the receiver (`catalog::replica`).
+
+use iceberg::TableUpdate;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// The path of the peer endpoint that applies one change.
+pub const APPLY_PATH: &str = "/internal/v1/replication/apply";
+
+/// The member of a 409 answer that carries the replica's position.
+pub const POSITION_MEMBER: &str = "replica-position";
+
+/// How far a replica has come, in the source's terms. `step` is 0 at a source version; during a
+/// backfill towards version V the steps are `(V - 1, 1)`, `(V - 1, 2)`, ... and the last lands on
+/// `(V, 0)`, so positions only grow.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+pub struct Position {
+    pub version: i64,
+    pub step: i32,
+}
+
+impl Position {
+    pub const fn at(version: i64) -> Self {
+        Self { version, step: 0 }
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.step == 0 {
+            write!(f, "version {}", self.version)
+        } else {
+            write!(f, "version {} step {}", self.version, self.step)
+        }
+    }
+}
+
+/// Where a replica is: its generation (bumped by resync) and position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaPosition {
+    pub generation: i64,
+    pub position: Position,
+}
+
+/// Retention the destination applies to the replica after each change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "mode", content = "value", rename_all = "kebab-case")]
+pub enum Retention {
+    /// Keep every snapshot the replica ever received (the source's expiry is not sent).
+    #[default]
+    KeepAll,
+    /// Apply the source's `remove-snapshots`.
+    FollowSource,
+    /// Keep snapshots younger than this many days (and every snapshot a ref points to).
+    KeepDays(u32),
+    /// Keep this many newest snapshots (and every snapshot a ref points to).
+    KeepSnapshots(u32),
+}
+
+/// What to do to the replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ApplyAction {
+    /// Create the replica (or replace one of an older generation) with this whole metadata, whose
+    /// paths already point into the destination.
+    Create { metadata: Value },
+    /// Apply these updates (paths already translated) to the replica's current metadata.
+    Update { updates: Vec<TableUpdate> },
+    /// The source renamed the table.
+    Rename {
+        namespace: Vec<String>,
+        name: String,
+    },
+    /// The source dropped the table and the rule replicates drops.
+    Drop { purge: bool },
+    /// The source dropped the table; the replica stays, marked orphaned.
+    Orphan,
+}
+
+/// One replicated change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ApplyRequest {
+    /// The region sending this change.
+    pub source_region: String,
+    /// Where clients must write this table (the source, or its own origin in a chain).
+    pub origin_region: String,
+    #[serde(default)]
+    pub origin_url: Option<String>,
+    /// The table's id in the source region: the replica's identity across renames.
+    pub source_table_id: Uuid,
+    /// The destination warehouse.
+    pub warehouse: String,
+    /// The replica's namespace and name at the destination (before a rename).
+    pub namespace: Vec<String>,
+    pub name: String,
+    pub generation: i64,
+    /// The position the replica must be at; `None` when the change creates the replica.
+    pub from: Option<Position>,
+    pub to: Position,
+    pub action: ApplyAction,
+    #[serde(default)]
+    pub retention: Retention,
+    /// The source's `last-updated-ms` after this change, so the replica's timeline matches.
+    #[serde(default)]
+    pub last_updated_ms: Option<i64>,
+}
+
+/// The destination's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ApplyResponse {
+    /// False when the change had been applied before (a repeat is acknowledged without effect).
+    pub applied: bool,
+    pub position: Position,
+    /// The replica's metadata file after the change (none after a drop).
+    pub metadata_location: Option<String>,
+}

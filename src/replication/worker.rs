@@ -1,0 +1,654 @@
+//! The replicator: one per floe instance. Woken by the log's NOTIFY (with a polling fallback), it
+//! keeps the streams in line with the rules, leases due streams (`FOR UPDATE SKIP LOCKED`, so many
+//! instances on one database share the work and a dead instance's leases expire to the others),
+//! and drives each leased stream in its own task, bounded by `replication.workers`: first the
+//! backfill, then the table's log entries strictly in version order. A stream that fails is
+//! retried with exponential backoff and jitter, or stopped with its reason; the others go on, and
+//! nothing here ever touches the source's commit path.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iceberg::TableUpdate;
+use rand::Rng;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, Warehouse};
+use crate::config::ReplicationSettings;
+use crate::db::catalog as catalog_db;
+use crate::db::replication::{self as db, StreamRow, StreamUpdate};
+use crate::error::CatalogError;
+use crate::log::{self, LogEntry, NOTIFY_CHANNEL};
+use crate::storage::{self, StorageError};
+
+use super::copy::{Copier, CopyError};
+use super::paths::PathMap;
+use super::peer_client::{PeerClient, PeerError};
+use super::plan::{self, BackfillStep};
+use super::protocol::{ApplyAction, ApplyRequest, Position};
+
+/// Log entries read per round of a stream's tail.
+const TAIL_BATCH: i64 = 64;
+
+/// Why a stream stopped before catching up.
+#[derive(Debug)]
+enum Failure {
+    /// Retry later (peer or storage unavailable).
+    Transient(String),
+    /// Stop until an operator acts.
+    Permanent(String),
+    /// Begin again with a full backfill (the source's files for the pending state are gone, or the
+    /// replica disappeared or was replaced).
+    Restart(String),
+    /// The destination is behind the stream's record (e.g. restored from a backup): resend from
+    /// its version.
+    Rewind(i64),
+    /// Another instance holds the stream now.
+    LeaseLost,
+}
+
+impl From<CopyError> for Failure {
+    fn from(err: CopyError) -> Self {
+        match &err {
+            CopyError::Storage(StorageError::NotFound(_)) => Failure::Restart(format!(
+                "a source file is gone (expired at the source?): {err}; starting a new backfill"
+            )),
+            e if e.is_permanent() => Failure::Permanent(err.to_string()),
+            _ => Failure::Transient(err.to_string()),
+        }
+    }
+}
+
+impl From<CatalogError> for Failure {
+    fn from(err: CatalogError) -> Self {
+        match &err {
+            CatalogError::Storage(StorageError::NotFound(_)) => Failure::Restart(format!(
+                "source metadata is gone: {err}; starting a new backfill"
+            )),
+            CatalogError::Storage(StorageError::Io { .. })
+            | CatalogError::Unavailable(_)
+            | CatalogError::Database(_) => Failure::Transient(err.to_string()),
+            _ => Failure::Permanent(err.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(err: sqlx::Error) -> Self {
+        Failure::Transient(format!("database: {err}"))
+    }
+}
+
+/// How a stream's run ended without failure.
+enum Done {
+    /// Caught up with the log: release the lease.
+    CaughtUp,
+    /// The table's drop was replicated: the stream has nothing more to do.
+    Finished,
+}
+
+/// A running replicator; [`ReplicatorHandle::stop`] stops it and releases its leases.
+pub struct ReplicatorHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ReplicatorHandle {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+pub struct Replicator {
+    catalog: Arc<Catalog>,
+    settings: ReplicationSettings,
+    /// This instance's lease identity.
+    owner: Uuid,
+    client: PeerClient,
+    /// Streams this instance is working on (heartbeats extend their leases).
+    running: Mutex<HashSet<Uuid>>,
+}
+
+impl Replicator {
+    pub fn spawn(catalog: Arc<Catalog>, settings: ReplicationSettings) -> ReplicatorHandle {
+        let client = PeerClient::new(Duration::from_millis(settings.peer_timeout_ms));
+        let replicator = Arc::new(Self {
+            catalog,
+            settings,
+            owner: Uuid::new_v4(),
+            client,
+            running: Mutex::default(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(replicator.run(stopped));
+        ReplicatorHandle { stop, task }
+    }
+
+    fn pool(&self) -> &sqlx::PgPool {
+        self.catalog.pool()
+    }
+
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tracing::info!(owner = %self.owner, "replicator started");
+        let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        let heartbeat_every = Duration::from_secs_f64((self.settings.lease_seconds / 3.0).max(0.1));
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        let mut listener: Option<PgListener> = None;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut last_reconcile: Option<Instant> = None;
+        loop {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            if last_reconcile.is_none_or(|at| at.elapsed() >= poll) {
+                match db::reconcile_streams(self.pool()).await {
+                    Ok((created, removed)) if created + removed > 0 => {
+                        tracing::info!(created, removed, "replication streams reconciled");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(%err, "reconciling replication streams failed"),
+                }
+                last_reconcile = Some(Instant::now());
+            }
+            self.lease_and_start(&mut tasks).await;
+            tokio::select! {
+                _ = stop.changed() => break,
+                woken = recv(&mut listener) => {
+                    if !woken {
+                        listener = None;
+                    }
+                    // Drain what else arrived: one lease round serves them all.
+                    if let Some(l) = listener.as_mut() {
+                        while l.next_buffered().is_some() {}
+                    }
+                }
+                _ = tokio::time::sleep(poll) => {}
+                Some(_) = tasks.join_next() => {}
+                _ = heartbeat.tick() => self.heartbeat().await,
+            }
+        }
+        tasks.shutdown().await;
+        let held: Vec<Uuid> = self.running.lock().expect("not poisoned").drain().collect();
+        for stream in held {
+            let _ =
+                db::update_stream(self.pool(), self.owner, stream, &StreamUpdate::Release).await;
+        }
+        tracing::info!(owner = %self.owner, "replicator stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(self.pool()).await.ok()?;
+        listener.listen(NOTIFY_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    async fn heartbeat(&self) {
+        let held: Vec<Uuid> = self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .copied()
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        if let Err(err) =
+            db::heartbeat(self.pool(), self.owner, &held, self.settings.lease_seconds).await
+        {
+            tracing::warn!(%err, "replication lease heartbeat failed");
+        }
+    }
+
+    async fn lease_and_start(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        let free = self.settings.workers.saturating_sub(tasks.len());
+        if free == 0 {
+            return;
+        }
+        let leased = match db::lease_streams(
+            self.pool(),
+            self.owner,
+            free as i64,
+            self.settings.lease_seconds,
+        )
+        .await
+        {
+            Ok(leased) => leased,
+            Err(err) => {
+                tracing::warn!(%err, "leasing replication streams failed");
+                return;
+            }
+        };
+        for stream in leased {
+            self.running
+                .lock()
+                .expect("not poisoned")
+                .insert(stream.stream_id);
+            let this = self.clone();
+            tasks.spawn(async move {
+                let id = stream.stream_id;
+                this.run_stream(stream).await;
+                this.running.lock().expect("not poisoned").remove(&id);
+            });
+        }
+    }
+
+    /// Drives one leased stream and records how it ended.
+    async fn run_stream(&self, mut stream: StreamRow) {
+        let id = stream.stream_id;
+        let outcome = self.drive(&mut stream).await;
+        let update = match outcome {
+            Ok(Done::CaughtUp) => StreamUpdate::Release,
+            Ok(Done::Finished) => {
+                if let Err(err) = db::delete_stream(self.pool(), self.owner, id).await {
+                    tracing::warn!(%err, stream = %id, "could not remove a finished stream");
+                }
+                return;
+            }
+            Err(Failure::LeaseLost) => return,
+            Err(Failure::Transient(error)) => {
+                tracing::warn!(stream = %id, peer = %stream.peer_region, %error,
+                    attempts = stream.attempts + 1, "replication attempt failed; will retry");
+                StreamUpdate::Retry {
+                    delay_ms: self.backoff_ms(stream.attempts),
+                    error,
+                }
+            }
+            Err(Failure::Permanent(reason)) => {
+                tracing::error!(stream = %id, peer = %stream.peer_region, %reason,
+                    "replication stream stopped");
+                StreamUpdate::Failed(reason)
+            }
+            Err(Failure::Restart(reason)) => {
+                tracing::warn!(stream = %id, %reason, "replication stream restarts with a backfill");
+                let _ =
+                    db::update_stream(self.pool(), self.owner, id, &StreamUpdate::Restart(reason))
+                        .await;
+                StreamUpdate::Release
+            }
+            Err(Failure::Rewind(version)) => StreamUpdate::Applied {
+                version,
+                metadata_location: None,
+                dest_namespace: stream.dest_namespace.clone().unwrap_or_default(),
+                dest_table: stream.dest_table.clone().unwrap_or_default(),
+            },
+        };
+        let rewound = matches!(update, StreamUpdate::Applied { .. });
+        if let Err(err) = db::update_stream(self.pool(), self.owner, id, &update).await {
+            tracing::warn!(%err, stream = %id, "could not record a replication outcome");
+        }
+        if rewound {
+            let _ = db::update_stream(self.pool(), self.owner, id, &StreamUpdate::Release).await;
+        }
+    }
+
+    /// Exponential backoff with jitter: base * 2^attempts, capped, times a random factor in
+    /// [0.5, 1), so many streams failing together do not retry in lockstep.
+    fn backoff_ms(&self, attempts: i32) -> i64 {
+        let exp = 2u64.saturating_pow(attempts.clamp(0, 20) as u32);
+        let delay = self
+            .settings
+            .retry_base_ms
+            .saturating_mul(exp)
+            .min(self.settings.retry_max_ms);
+        let jitter: f64 = rand::rng().random_range(0.5..1.0);
+        (delay as f64 * jitter) as i64
+    }
+
+    async fn drive(&self, s: &mut StreamRow) -> Result<Done, Failure> {
+        let wh = self
+            .catalog
+            .warehouse_by_id(s.warehouse_id)
+            .ok_or_else(|| {
+                Failure::Permanent("the source warehouse is no longer configured".to_string())
+            })?
+            .clone();
+        let dest_root = s.dest_root.clone().ok_or_else(|| {
+            Failure::Permanent(format!(
+                "peer `{}` has no storage root for its warehouse `{}`: add the warehouse to the \
+                 peer (PUT /management/v1/peers/{})",
+                s.peer_region, s.dest_warehouse, s.peer_region
+            ))
+        })?;
+        let dest_storage = storage::for_location(&dest_root)
+            .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
+        let target = Target {
+            wh,
+            dest_root: dest_root.trim_end_matches('/').to_string(),
+            dest_storage,
+        };
+        loop {
+            if s.applied_version == 0 && s.backfill_version.is_none() {
+                let Some((row, levels)) =
+                    catalog_db::get_table_by_id(self.pool(), s.table_id).await?
+                else {
+                    // Dropped before anything was replicated: nothing to do.
+                    return Ok(Done::Finished);
+                };
+                let mut namespace = s.namespace_prefix.clone();
+                namespace.extend(levels);
+                let dest_location = format!(
+                    "{}/{}/{}-{}",
+                    target.dest_root,
+                    namespace.join("/"),
+                    row.name,
+                    row.table_uuid.simple()
+                );
+                self.record(
+                    s,
+                    StreamUpdate::BackfillStarted {
+                        version: row.version,
+                        location: row.metadata_location.clone(),
+                        dest_location: dest_location.clone(),
+                        dest_namespace: namespace.clone(),
+                        dest_table: row.name.clone(),
+                    },
+                )
+                .await?;
+                s.backfill_version = Some(row.version);
+                s.backfill_location = Some(row.metadata_location);
+                s.backfill_step = 0;
+                s.dest_location = Some(dest_location);
+                s.dest_namespace = Some(namespace);
+                s.dest_table = Some(row.name);
+            }
+            if s.backfill_version.is_some() {
+                self.backfill(s, &target).await?;
+                continue;
+            }
+            let entries =
+                log::read_table(self.pool(), s.table_id, s.applied_version, TAIL_BATCH).await?;
+            if entries.is_empty() {
+                return Ok(Done::CaughtUp);
+            }
+            for entry in entries {
+                if let Some(done) = self.apply_entry(s, &target, entry).await? {
+                    return Ok(done);
+                }
+            }
+        }
+    }
+
+    /// Sends the remaining backfill steps; the last lands the replica on the source version.
+    async fn backfill(&self, s: &mut StreamRow, target: &Target) -> Result<(), Failure> {
+        let version = s.backfill_version.expect("backfilling");
+        let location = s.backfill_location.clone().unwrap_or_default();
+        let metadata = self.catalog.load_metadata(&target.wh, &location).await?;
+        let metadata = &metadata.parsed;
+        let copier = self.copier(s, target, metadata.location())?;
+        let steps = plan::backfill_steps(metadata);
+        let last = steps.len() as i32;
+        for (index, step) in steps.iter().enumerate().skip(s.backfill_step as usize) {
+            let k = index as i32 + 1;
+            let before = Position {
+                version: version - 1,
+                step: k - 1,
+            };
+            let (from, to) = match k {
+                1 => (
+                    None,
+                    Position {
+                        version: version - 1,
+                        step: 1,
+                    },
+                ),
+                k if k == last => (Some(before), Position::at(version)),
+                k => (
+                    Some(before),
+                    Position {
+                        version: version - 1,
+                        step: k,
+                    },
+                ),
+            };
+            let (action, last_updated_ms) = match step {
+                BackfillStep::Create => (
+                    ApplyAction::Create {
+                        metadata: plan::create_metadata(metadata, copier.map())?,
+                    },
+                    None,
+                ),
+                BackfillStep::Snapshots { snapshots, main_to } => (
+                    ApplyAction::Update {
+                        updates: plan::snapshot_updates(snapshots, *main_to, &copier).await?,
+                    },
+                    None,
+                ),
+                BackfillStep::Finish => (
+                    ApplyAction::Update {
+                        updates: plan::finish_updates(metadata, &copier).await?,
+                    },
+                    Some(metadata.last_updated_ms()),
+                ),
+            };
+            let response = self.send(s, from, to, action, last_updated_ms).await?;
+            if k == last {
+                self.record(
+                    s,
+                    StreamUpdate::Applied {
+                        version,
+                        metadata_location: response,
+                        dest_namespace: s.dest_namespace.clone().unwrap_or_default(),
+                        dest_table: s.dest_table.clone().unwrap_or_default(),
+                    },
+                )
+                .await?;
+                s.applied_version = version;
+                s.backfill_version = None;
+                s.backfill_location = None;
+                s.backfill_step = 0;
+            } else {
+                self.record(s, StreamUpdate::BackfillStep(k)).await?;
+                s.backfill_step = k;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replicates one log entry; `Some` when the stream has nothing more to do after it.
+    async fn apply_entry(
+        &self,
+        s: &mut StreamRow,
+        target: &Target,
+        entry: LogEntry,
+    ) -> Result<Option<Done>, Failure> {
+        let version = entry.table_version.unwrap_or_default();
+        if version != s.applied_version + 1 {
+            return Err(Failure::Permanent(format!(
+                "the log of table {} has no version {} (found {version})",
+                s.table_id,
+                s.applied_version + 1
+            )));
+        }
+        let mut dest_namespace = s.namespace_prefix.clone();
+        dest_namespace.extend(entry.namespace.iter().cloned());
+        let dest_table = entry.table_name.clone().unwrap_or_default();
+        s.dest_namespace = Some(dest_namespace.clone());
+        s.dest_table = Some(dest_table.clone());
+        let mut after_names = (dest_namespace.clone(), dest_table.clone());
+        let mut finished = false;
+        let (action, last_updated_ms) = match entry.kind.as_str() {
+            "commit-table" => {
+                let updates: Vec<TableUpdate> = serde_json::from_value(entry.changes.clone())
+                    .map_err(|e| {
+                        Failure::Permanent(format!("log entry {} is unreadable: {e}", entry.seq))
+                    })?;
+                let location = entry.new_metadata_location.clone().unwrap_or_default();
+                let metadata = self.catalog.load_metadata(&target.wh, &location).await?;
+                let copier = self.copier(s, target, metadata.parsed.location())?;
+                let updates = plan::translate_all(updates, &copier, s.retention).await?;
+                (
+                    ApplyAction::Update { updates },
+                    Some(metadata.parsed.last_updated_ms()),
+                )
+            }
+            "rename-table" => {
+                let destination = &entry.details["destination"];
+                let mut namespace = s.namespace_prefix.clone();
+                namespace.extend(
+                    serde_json::from_value::<Vec<String>>(destination["namespace"].clone())
+                        .unwrap_or_default(),
+                );
+                let name = destination["name"].as_str().unwrap_or_default().to_string();
+                after_names = (namespace.clone(), name.clone());
+                (ApplyAction::Rename { namespace, name }, None)
+            }
+            "drop-table" => {
+                finished = true;
+                if s.replicate_drops {
+                    let purge = entry.details["purge"].as_bool().unwrap_or(false);
+                    (ApplyAction::Drop { purge }, None)
+                } else {
+                    (ApplyAction::Orphan, None)
+                }
+            }
+            "orphan-table" => (ApplyAction::Orphan, None),
+            "create-table" | "register-table" => {
+                return Err(Failure::Restart(format!(
+                    "version {version} replaced the table's metadata ({}); starting a new backfill",
+                    entry.kind
+                )));
+            }
+            other => {
+                return Err(Failure::Permanent(format!(
+                    "log entry {} of kind {other} cannot be replicated",
+                    entry.seq
+                )));
+            }
+        };
+        let location = self
+            .send(
+                s,
+                Some(Position::at(version - 1)),
+                Position::at(version),
+                action,
+                last_updated_ms,
+            )
+            .await?;
+        self.record(
+            s,
+            StreamUpdate::Applied {
+                version,
+                metadata_location: location,
+                dest_namespace: after_names.0.clone(),
+                dest_table: after_names.1.clone(),
+            },
+        )
+        .await?;
+        s.applied_version = version;
+        s.dest_namespace = Some(after_names.0);
+        s.dest_table = Some(after_names.1);
+        Ok(finished.then_some(Done::Finished))
+    }
+
+    fn copier(
+        &self,
+        s: &StreamRow,
+        target: &Target,
+        source_location: &str,
+    ) -> Result<Copier, Failure> {
+        let dest_location = s
+            .dest_location
+            .clone()
+            .ok_or_else(|| Failure::Restart("the stream has no replica location".to_string()))?;
+        Ok(Copier::new(
+            target.wh.storage.clone(),
+            target.dest_storage.clone(),
+            PathMap::new(source_location, &dest_location),
+            self.settings.parallel_files,
+        ))
+    }
+
+    /// Sends one change to the destination; returns the replica's metadata location.
+    async fn send(
+        &self,
+        s: &StreamRow,
+        from: Option<Position>,
+        to: Position,
+        action: ApplyAction,
+        last_updated_ms: Option<i64>,
+    ) -> Result<Option<String>, Failure> {
+        let (origin_region, origin_url) = match catalog_db::get_table_by_id(self.pool(), s.table_id)
+            .await?
+            .and_then(|(row, _)| row.replica)
+        {
+            Some(mark) => (mark.origin_region, mark.origin_url),
+            None => (
+                self.catalog.region().to_string(),
+                self.settings.public_url.clone(),
+            ),
+        };
+        let request = ApplyRequest {
+            source_region: self.catalog.region().to_string(),
+            origin_region,
+            origin_url,
+            source_table_id: s.table_id,
+            warehouse: s.dest_warehouse.clone(),
+            namespace: s.dest_namespace.clone().unwrap_or_default(),
+            name: s.dest_table.clone().unwrap_or_default(),
+            generation: s.generation,
+            from,
+            to,
+            action,
+            retention: s.retention,
+            last_updated_ms,
+        };
+        match self
+            .client
+            .apply(
+                &s.peer_region,
+                &s.peer_base_url,
+                s.peer_credential.as_deref(),
+                &request,
+            )
+            .await
+        {
+            Ok(response) => Ok(response.metadata_location),
+            Err(PeerError::Unavailable { message, .. }) => Err(Failure::Transient(message)),
+            Err(err @ PeerError::Refused { .. }) => Err(Failure::Permanent(err.to_string())),
+            Err(PeerError::Position {
+                position, message, ..
+            }) => Err(match position {
+                None => Failure::Restart(message),
+                Some(at) if at.generation < s.generation => Failure::Restart(message),
+                Some(at)
+                    if at.generation == s.generation
+                        && at.position.step == 0
+                        && from.is_some_and(|f| at.position < f)
+                        && s.backfill_version.is_none() =>
+                {
+                    Failure::Rewind(at.position.version)
+                }
+                Some(_) => Failure::Permanent(format!("the replica diverged: {message}")),
+            }),
+        }
+    }
+
+    async fn record(&self, s: &StreamRow, update: StreamUpdate) -> Result<(), Failure> {
+        if db::update_stream(self.pool(), self.owner, s.stream_id, &update).await? {
+            Ok(())
+        } else {
+            Err(Failure::LeaseLost)
+        }
+    }
+}
+
+/// A stream's source warehouse and destination storage.
+struct Target {
+    wh: Warehouse,
+    dest_root: String,
+    dest_storage: Arc<dyn crate::storage::Storage>,
+}
+
+/// Waits for a notification; false when the listener is gone (or there is none).
+async fn recv(listener: &mut Option<PgListener>) -> bool {
+    match listener {
+        Some(l) => l.try_recv().await.ok().flatten().is_some(),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,536 @@
+//! Replication between regions served in-process, each with its own database and warehouse, over
+//! real HTTP: backfill then tail, path rewriting, the read-only replica, renames and drops, the
+//! peer endpoint's fencing, and the management API's answers to bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::iceberg_files::{SnapshotWriter, files_mentioning};
+use common::{TestFloe, append_commit, snapshot_ids};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "primary-to-replica-token";
+
+/// A primary and a replica region, the replica registered as the primary's peer.
+async fn two_regions() -> (TestFloe, TestFloe) {
+    let primary = TestFloe::start_region("primary", &[]).await;
+    let replica = TestFloe::start_region("replica", &[("primary", TOKEN)]).await;
+    register_peer(&primary, &replica, "replica").await;
+    (primary, replica)
+}
+
+async fn register_peer(source: &TestFloe, destination: &TestFloe, region: &str) {
+    source
+        .put(
+            &format!("/management/v1/peers/{region}"),
+            json!({
+                "region": region,
+                "base-url": destination.server.base_url(),
+                "credential": TOKEN,
+                "warehouses": [{ "warehouse": "wh", "storage-root": destination.warehouse_root() }]
+            }),
+        )
+        .await
+        .expect(200);
+}
+
+async fn create_rule(source: &TestFloe, body: Value) -> Value {
+    source
+        .post("/management/v1/replication-rules", body)
+        .await
+        .expect(201)
+}
+
+/// Waits until every destination of the table reports `completed` at the source's version.
+async fn wait_completed(source: &TestFloe, table: &str) -> Value {
+    let path = format!("/management/v1/tables/wh/db/{table}/replication");
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = source.get(&path).await.expect(200);
+        let destinations = last["destinations"].as_array().unwrap();
+        if !destinations.is_empty()
+            && destinations
+                .iter()
+                .all(|d| d["state"] == "completed" && d["applied-version"] == d["source-version"])
+        {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replication did not complete: {last}");
+}
+
+/// Appends a snapshot with real files under the table's location; returns the new snapshot id.
+async fn append(floe: &TestFloe, files: &mut SnapshotWriter, table: &str, files_per: usize) -> i64 {
+    let loaded = floe
+        .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
+        .await
+        .expect(200);
+    let uuid = loaded["metadata"]["table-uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
+    let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
+    let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
+    let snapshot_id = 1000 + seq;
+    let list = files.write_snapshot(&location, snapshot_id, seq, files_per, 4096);
+    let mut body = append_commit(&uuid, parent, snapshot_id, seq);
+    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
+    floe.commit("db", table, body).await.expect(200);
+    snapshot_id
+}
+
+#[tokio::test]
+async fn backfill_then_tail_with_paths_rewritten() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "events").await;
+    let mut files = SnapshotWriter::default();
+    for _ in 0..3 {
+        append(&primary, &mut files, "events", 2).await;
+    }
+    primary
+        .commit(
+            "db",
+            "events",
+            json!({ "requirements": [], "updates": [{ "action": "set-properties", "updates": { "owner": "ops" } }] }),
+        )
+        .await
+        .expect(200);
+
+    // The rule comes after the table: the replica is backfilled from the retained history.
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    let status = wait_completed(&primary, "events").await;
+    assert_eq!(status["destinations"][0]["applied-version"], 5, "{status}");
+    assert_eq!(status["destinations"][0]["lag-versions"], 0);
+
+    let source = primary
+        .get("/v1/wh/namespaces/db/tables/events")
+        .await
+        .expect(200);
+    let copy = replica
+        .get("/v1/wh/namespaces/db/tables/events")
+        .await
+        .expect(200);
+    assert_eq!(
+        copy["metadata"]["table-uuid"],
+        source["metadata"]["table-uuid"]
+    );
+    assert_eq!(sorted_ids(&copy), sorted_ids(&source));
+    assert_eq!(
+        copy["metadata"]["current-snapshot-id"],
+        source["metadata"]["current-snapshot-id"]
+    );
+    assert_eq!(copy["metadata"]["properties"]["owner"], "ops");
+    for (a, b) in by_id(&source).iter().zip(by_id(&copy)) {
+        assert_eq!(a["sequence-number"], b["sequence-number"]);
+        assert_eq!(a["timestamp-ms"], b["timestamp-ms"]);
+        assert_eq!(a["parent-snapshot-id"], b["parent-snapshot-id"]);
+    }
+    let replica_root = replica.warehouse_root();
+    assert!(
+        copy["metadata"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with(&replica_root),
+        "{}",
+        copy["metadata"]["location"]
+    );
+    let source_root = primary.warehouse_dir.path().display().to_string();
+    let leaks = files_mentioning(replica.warehouse_dir.path(), &source_root);
+    assert!(leaks.is_empty(), "replica files name the source: {leaks:?}");
+    // 3 snapshots x 2 data files were copied.
+    let data_files = |dir: &std::path::Path| {
+        walk(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    assert_eq!(data_files(replica.warehouse_dir.path()), 6);
+
+    // The tail: a new commit at the source reaches the replica without any action.
+    let newest = append(&primary, &mut files, "events", 1).await;
+    wait_completed(&primary, "events").await;
+    let copy = replica
+        .get("/v1/wh/namespaces/db/tables/events")
+        .await
+        .expect(200);
+    assert_eq!(copy["metadata"]["current-snapshot-id"], newest);
+    assert_eq!(snapshot_ids(&copy).len(), 4);
+    assert_eq!(data_files(replica.warehouse_dir.path()), 7);
+
+    // The replica's own log records the replicated changes, marked with their origin.
+    let log = replica.log().await;
+    let table_entries: Vec<&Value> = log.iter().filter(|e| e["table-name"] == "events").collect();
+    assert!(table_entries.len() >= 3, "{log:?}");
+    assert!(
+        table_entries
+            .iter()
+            .all(|e| e["origin-region"] == "primary")
+    );
+    let versions: Vec<i64> = table_entries
+        .iter()
+        .map(|e| e["table-version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+/// Snapshot ids in order (iceberg lists snapshots in no particular order).
+fn sorted_ids(load_result: &Value) -> Vec<i64> {
+    let mut ids = snapshot_ids(load_result);
+    ids.sort_unstable();
+    ids
+}
+
+fn by_id(load_result: &Value) -> Vec<Value> {
+    let mut snapshots = load_result["metadata"]["snapshots"]
+        .as_array()
+        .unwrap()
+        .clone();
+    snapshots.sort_by_key(|s| s["snapshot-id"].as_i64());
+    snapshots
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn replicas_refuse_every_client_change() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    wait_completed(&primary, "t").await;
+    let before = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    let uuid = before["metadata"]["table-uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let forbidden = [
+        replica
+            .commit(
+                "db",
+                "t",
+                json!({ "requirements": [], "updates": [{ "action": "set-properties", "updates": { "x": "1" } }] }),
+            )
+            .await,
+        replica
+            .post(
+                "/v1/wh/transactions/commit",
+                json!({ "table-changes": [{
+                    "identifier": { "namespace": ["db"], "name": "t" },
+                    "requirements": [{ "type": "assert-table-uuid", "uuid": uuid }],
+                    "updates": [{ "action": "set-properties", "updates": { "x": "1" } }] }] }),
+            )
+            .await,
+        replica.delete("/v1/wh/namespaces/db/tables/t").await,
+        replica
+            .post(
+                "/v1/wh/tables/rename",
+                json!({ "source": { "namespace": ["db"], "name": "t" },
+                        "destination": { "namespace": ["db"], "name": "t2" } }),
+            )
+            .await,
+        replica
+            .post(
+                "/v1/wh/namespaces/db/tables",
+                json!({ "name": "new", "schema": common::simple_schema() }),
+            )
+            .await,
+        replica
+            .post(
+                "/v1/wh/namespaces/db/register",
+                json!({ "name": "t", "metadata-location": before["metadata-location"], "overwrite": true }),
+            )
+            .await,
+        replica.delete("/v1/wh/namespaces/db").await,
+        replica
+            .post(
+                "/v1/wh/namespaces/db/properties",
+                json!({ "updates": { "a": "b" }, "removals": [] }),
+            )
+            .await,
+        replica
+            .post("/v1/wh/namespaces", json!({ "namespace": ["db", "child"] }))
+            .await,
+    ];
+    for reply in forbidden {
+        let message = reply.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(reply.error_type(), "ForbiddenException", "{}", reply.body);
+        reply.expect(403);
+        assert!(message.contains("primary"), "{message}");
+    }
+    // Only peers may call the apply endpoint.
+    let reply = replica
+        .post(
+            "/internal/v1/replication/apply",
+            json!({ "source-region": "primary", "origin-region": "primary",
+                    "source-table-id": uuid, "warehouse": "wh", "namespace": ["db"],
+                    "name": "t", "generation": 1, "from": null,
+                    "to": { "version": 1, "step": 0 }, "action": { "type": "orphan" } }),
+        )
+        .await;
+    reply.expect(403);
+
+    let after = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(after["metadata-location"], before["metadata-location"]);
+    assert_eq!(
+        replica.get("/v1/wh/namespaces/db").await.expect(200)["properties"],
+        json!({})
+    );
+    // A warehouse of replicas only advertises only reads.
+    let config = replica.get("/v1/config?warehouse=wh").await.expect(200);
+    let endpoints: Vec<&str> = config["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(!endpoints.is_empty());
+    assert!(
+        endpoints
+            .iter()
+            .all(|e| e.starts_with("GET ") || e.starts_with("HEAD ")),
+        "{endpoints:?}"
+    );
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+#[tokio::test]
+async fn renames_follow_and_drops_orphan_by_default() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_namespace(&["other"]).await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh",
+                "namespace-prefix": ["from_primary"] }] }),
+    )
+    .await;
+    // Created after the rule: replicated from its creation.
+    primary.create_table("db", "t").await;
+    wait_completed(&primary, "t").await;
+    let path = "/v1/wh/namespaces/from_primary%1Fdb/tables/t";
+    replica.get(path).await.expect(200);
+
+    primary
+        .post(
+            "/v1/wh/tables/rename",
+            json!({ "source": { "namespace": ["db"], "name": "t" },
+                    "destination": { "namespace": ["db"], "name": "renamed" } }),
+        )
+        .await
+        .expect(204);
+    wait_completed(&primary, "renamed").await;
+    replica.get(path).await.expect(404);
+    replica
+        .get("/v1/wh/namespaces/from_primary%1Fdb/tables/renamed")
+        .await
+        .expect(200);
+
+    primary
+        .delete("/v1/wh/namespaces/db/tables/renamed")
+        .await
+        .expect(204);
+    // The drop is replicated as "orphaned": the replica stays readable.
+    let mut orphaned = false;
+    for _ in 0..200 {
+        let log = replica.log().await;
+        if log.iter().any(|e| e["kind"] == "orphan-table") {
+            orphaned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(orphaned, "the replica was not marked orphaned");
+    replica
+        .get("/v1/wh/namespaces/from_primary%1Fdb/tables/renamed")
+        .await
+        .expect(200);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+#[tokio::test]
+async fn management_api_refuses_bad_rules_and_peers() {
+    let (primary, replica) = two_regions().await;
+    let unknown_peer = primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "destinations": [{ "peer": "nowhere", "warehouse": "wh" }] }),
+        )
+        .await;
+    unknown_peer.expect(422);
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "destinations": [] }),
+        )
+        .await
+        .expect(400);
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "nope", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+        )
+        .await
+        .expect(404);
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "table": "t",
+                    "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+        )
+        .await
+        .expect(400);
+    primary
+        .put(
+            "/management/v1/peers/x",
+            json!({ "region": "x", "base-url": "ftp://h", "warehouses": [] }),
+        )
+        .await
+        .expect(400);
+    primary
+        .put(
+            "/management/v1/peers/primary",
+            json!({ "region": "primary", "base-url": "http://h", "warehouses": [] }),
+        )
+        .await
+        .expect(400);
+    primary
+        .get("/management/v1/replication-rules/not-a-uuid")
+        .await
+        .expect(400);
+    // Nothing was created by the refused requests; the credential is never shown.
+    assert_eq!(
+        primary
+            .get("/management/v1/replication-rules")
+            .await
+            .expect(200),
+        json!([])
+    );
+    let peers = primary.get("/management/v1/peers").await.expect(200);
+    assert_eq!(peers.as_array().unwrap().len(), 1);
+    assert_eq!(peers[0]["has-credential"], true);
+    assert!(!peers.to_string().contains(TOKEN));
+
+    let rule = create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+        )
+        .await
+        .expect(409);
+    primary
+        .delete("/management/v1/peers/replica")
+        .await
+        .expect(409);
+    let id = rule["id"].as_str().unwrap();
+    primary
+        .delete(&format!("/management/v1/replication-rules/{id}"))
+        .await
+        .expect(204);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+#[tokio::test]
+async fn pause_resume_and_resync() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    wait_completed(&primary, "t").await;
+    let base = "/management/v1/tables/wh/db/t/replication";
+    let paused = primary
+        .post(&format!("{base}/pause"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(paused["destinations"][0]["state"], "paused");
+    primary
+        .commit(
+            "db",
+            "t",
+            json!({ "requirements": [], "updates": [{ "action": "set-properties", "updates": { "k": "v" } }] }),
+        )
+        .await
+        .expect(200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = primary.get(base).await.expect(200);
+    assert_eq!(status["destinations"][0]["state"], "paused");
+    assert_eq!(status["destinations"][0]["lag-versions"], 1);
+    primary
+        .post(&format!("{base}/resume"), json!({}))
+        .await
+        .expect(200);
+    wait_completed(&primary, "t").await;
+    let copy = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(copy["metadata"]["properties"]["k"], "v");
+
+    let resynced = primary
+        .post(&format!("{base}/resync"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(resynced["destinations"][0]["generation"], 2);
+    wait_completed(&primary, "t").await;
+    let again = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(
+        again["metadata"]["table-uuid"],
+        copy["metadata"]["table-uuid"]
+    );
+    assert_eq!(again["metadata"]["properties"]["k"], "v");
+    primary
+        .post(&format!("{base}/pause"), json!({ "peer": "elsewhere" }))
+        .await
+        .expect(404);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
