@@ -1,6 +1,8 @@
 //! `floe dev`: floe on embedded defaults. A throwaway PostgreSQL in the state directory (unless a
-//! database URL is configured), a local-filesystem warehouse, and the catalog on 127.0.0.1:8181.
-//! The state is kept for the next start; Ctrl-C stops PostgreSQL too.
+//! database URL is configured) and two regions in one process: `primary` on 127.0.0.1:8181 and
+//! `replica` on the next port, each with its own database and local-filesystem warehouse, the
+//! replica registered as the primary's peer and (unless `--no-rule`) a rule replicating the
+//! primary's warehouse to it. The state is kept for the next start; Ctrl-C stops PostgreSQL too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,17 +11,26 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::catalog::Faults;
-use crate::config::{Settings, WarehouseSettings};
+use crate::config::{AcceptedPeer, Settings, WarehouseSettings};
 use crate::pgtemp::{PgCluster, PgOptions};
+use crate::replication::admin;
+use crate::replication::model::{Destination, PeerSpec, PeerWarehouse, RuleSpec};
 use crate::server;
 
 pub const DEV_DATABASE: &str = "floe";
+pub const DEV_REPLICA_DATABASE: &str = "floe_replica";
 pub const DEV_WAREHOUSE: &str = "demo";
+pub const PRIMARY_REGION: &str = "primary";
+pub const REPLICA_REGION: &str = "replica";
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     pub state_dir: PathBuf,
     pub port: u16,
+    /// The replica region's port (default: `port + 1`).
+    pub replica_port: Option<u16>,
+    /// Register the replica as a peer but create no rule (to try backfill by adding one later).
+    pub no_rule: bool,
 }
 
 /// Where the cluster lives: in the state directory, unless the `postgres` user (which runs it when
@@ -47,6 +58,7 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
         .with_context(|| format!("creating {}", options.state_dir.display()))?;
     let state_dir = options.state_dir.canonicalize()?;
 
+    let mut replica_database = None;
     let cluster = match settings.database_url {
         Some(_) => None,
         None => {
@@ -55,10 +67,15 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
                 tokio::task::spawn_blocking(move || PgCluster::start(&dir, &PgOptions::default()))
                     .await??;
             cluster.ensure_database(DEV_DATABASE).await?;
+            cluster.ensure_database(DEV_REPLICA_DATABASE).await?;
             settings.database_url = Some(cluster.url(DEV_DATABASE));
+            replica_database = Some(cluster.url(DEV_REPLICA_DATABASE));
             Some(cluster)
         }
     };
+    if settings.region == Settings::default().region {
+        settings.region = PRIMARY_REGION.to_string();
+    }
     if settings.warehouses.is_empty() {
         let root = state_dir.join("warehouse");
         std::fs::create_dir_all(&root)?;
@@ -68,9 +85,18 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
         });
     }
     settings.listen.set_port(options.port);
+    settings.replication.public_url = Some(format!("http://{}", settings.listen));
     settings.validate()?;
+    // The replica region needs its own database: only with the throwaway cluster.
+    let replica = match replica_database {
+        Some(url) => Some(replica_settings(&settings, &state_dir, url, &options)?),
+        None => {
+            eprintln!("floe dev: a database URL is configured, so only the primary region runs");
+            None
+        }
+    };
 
-    let result = serve_until_interrupted(&settings).await;
+    let result = serve_until_interrupted(&settings, replica, options.no_rule).await;
     if let Some(cluster) = cluster {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
         eprintln!(
@@ -81,9 +107,107 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
     result
 }
 
-async fn serve_until_interrupted(settings: &Settings) -> anyhow::Result<()> {
+/// The replica region: its own database, warehouse and port, accepting the primary's pushes with a
+/// token made for this run.
+fn replica_settings(
+    primary: &Settings,
+    state_dir: &Path,
+    database_url: String,
+    options: &DevOptions,
+) -> anyhow::Result<(Settings, String)> {
+    let root = state_dir.join("replica-warehouse");
+    std::fs::create_dir_all(&root)?;
+    let token = format!("dev-{}", uuid::Uuid::new_v4().simple());
+    let mut replica = primary.clone();
+    replica.region = REPLICA_REGION.to_string();
+    replica.database_url = Some(database_url);
+    replica.warehouses = vec![WarehouseSettings {
+        name: DEV_WAREHOUSE.to_string(),
+        root: format!("file://{}", root.display()),
+    }];
+    replica.default_warehouse = None;
+    let port = options
+        .replica_port
+        .unwrap_or_else(|| options.port.saturating_add(1));
+    replica.listen.set_port(port);
+    replica.replication.public_url = Some(format!("http://{}", replica.listen));
+    replica.replication.accept = vec![AcceptedPeer {
+        region: primary.region.clone(),
+        token: token.clone(),
+    }];
+    replica.validate()?;
+    Ok((replica, token))
+}
+
+/// Registers the replica as the primary's peer and, unless told not to, replicates the primary's
+/// warehouse to it (the rule is created once and kept in the database).
+async fn connect_regions(
+    primary: &server::RunningServer,
+    replica: &server::RunningServer,
+    replica_settings: &Settings,
+    token: String,
+    no_rule: bool,
+) -> anyhow::Result<()> {
+    let catalog = &primary.catalog;
+    admin::put_peer(
+        catalog,
+        &replica_settings.region,
+        PeerSpec {
+            region: replica_settings.region.clone(),
+            base_url: replica.base_url(),
+            credential: Some(token),
+            warehouses: replica_settings
+                .warehouses
+                .iter()
+                .map(|wh| PeerWarehouse {
+                    warehouse: wh.name.clone(),
+                    storage_root: wh.root.clone(),
+                })
+                .collect(),
+        },
+    )
+    .await?;
+    if !no_rule && admin::list_rules(catalog).await?.is_empty() {
+        admin::create_rule(
+            catalog,
+            RuleSpec {
+                warehouse: DEV_WAREHOUSE.to_string(),
+                namespace: None,
+                table: None,
+                destinations: vec![Destination {
+                    peer: replica_settings.region.clone(),
+                    warehouse: DEV_WAREHOUSE.to_string(),
+                    namespace_prefix: Vec::new(),
+                }],
+                retention: Default::default(),
+                replicate_drops: false,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn serve_until_interrupted(
+    settings: &Settings,
+    replica: Option<(Settings, String)>,
+    no_rule: bool,
+) -> anyhow::Result<()> {
+    let replica = match replica {
+        Some((replica_settings, token)) => {
+            let running = server::start(&replica_settings, Arc::new(Faults::default())).await?;
+            Some((running, replica_settings, token))
+        }
+        None => None,
+    };
     let running = server::start(settings, Arc::new(Faults::default())).await?;
+    if let Some((replica, replica_settings, token)) = &replica {
+        connect_regions(&running, replica, replica_settings, token.clone(), no_rule).await?;
+    }
     print_instructions(&running.base_url(), &settings.warehouses[0].name);
+    if let Some((replica, _, _)) = &replica {
+        print_replica_instructions(&running.base_url(), &replica.base_url(), no_rule);
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -91,7 +215,28 @@ async fn serve_until_interrupted(settings: &Settings) -> anyhow::Result<()> {
     }
     eprintln!("floe dev: stopping");
     running.stop().await;
+    if let Some((replica, _, _)) = replica {
+        replica.stop().await;
+    }
     Ok(())
+}
+
+fn print_replica_instructions(primary: &str, replica: &str, no_rule: bool) {
+    let rule = if no_rule {
+        format!(
+            "No rule yet (--no-rule). Replicate the warehouse with:
+  curl -X POST {primary}/management/v1/replication-rules -H 'content-type: application/json' \\
+    -d '{{\"warehouse\":\"demo\",\"destinations\":[{{\"peer\":\"replica\",\"warehouse\":\"demo\"}}]}}'"
+        )
+    } else {
+        "Every table of warehouse `demo` is replicated to the replica region.".to_string()
+    };
+    println!(
+        r#"Region `replica` serves read-only replicas at {replica} (warehouse `demo`).
+{rule}
+Replication status of a table: curl '{primary}/management/v1/tables/demo/<namespace>/<table>/replication'
+"#
+    );
 }
 
 fn print_instructions(url: &str, warehouse: &str) {

@@ -36,6 +36,12 @@ enum Command {
         state_dir: PathBuf,
         #[arg(long, default_value_t = 8181)]
         port: u16,
+        /// Port of the replica region (default: the next port).
+        #[arg(long)]
+        replica_port: Option<u16>,
+        /// Register the replica region but create no replication rule.
+        #[arg(long)]
+        no_rule: bool,
     },
     /// Print the management API's OpenAPI document.
     Openapi,
@@ -81,8 +87,19 @@ async fn main() -> anyhow::Result<()> {
             floe::db::migrate(&pool).await?;
             eprintln!("migrations applied");
         }
-        Command::Dev { state_dir, port } => {
-            floe::dev::run(settings, floe::dev::DevOptions { state_dir, port }).await?;
+        Command::Dev {
+            state_dir,
+            port,
+            replica_port,
+            no_rule,
+        } => {
+            let options = floe::dev::DevOptions {
+                state_dir,
+                port,
+                replica_port,
+                no_rule,
+            };
+            floe::dev::run(settings, options).await?;
         }
         Command::Openapi => println!("{}", floe::http::management::openapi_json()),
         Command::Bench(Bench::Commits {

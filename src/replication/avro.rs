@@ -140,3 +140,36 @@ pub fn set_long_field(record: &mut Value, name: &str, to: i64) -> Result<(), Avr
     }
     Ok(())
 }
+
+/// Rewrites the string value of one column's bound in a bounds map (`lower_bounds` or
+/// `upper_bounds`: an array of `{key, value}` records). A bound `map` cannot rewrite is removed:
+/// without it a reader only checks more files, while a stale one would hide deletes.
+pub fn map_bound(
+    data_file: &mut Value,
+    bounds: &str,
+    field_id: i32,
+    map: impl Fn(&str) -> Option<String>,
+) {
+    let Some(value) = field_mut(data_file, bounds) else {
+        return;
+    };
+    let Value::Array(entries) = unwrap_union_mut(value) else {
+        return;
+    };
+    entries.retain_mut(|entry| {
+        if field(entry, "key").and_then(as_long) != Some(i64::from(field_id)) {
+            return true;
+        }
+        let Some(Value::Bytes(bytes)) = field_mut(entry, "value").map(|v| unwrap_union_mut(v))
+        else {
+            return true;
+        };
+        match std::str::from_utf8(bytes).ok().and_then(&map) {
+            Some(rewritten) => {
+                *bytes = rewritten.into_bytes();
+                true
+            }
+            None => false,
+        }
+    });
+}

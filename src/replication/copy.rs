@@ -61,6 +61,8 @@ impl CopyError {
 
 /// Manifest entry status DELETED: the entry records a removal; its file is not live.
 const STATUS_DELETED: i32 = 2;
+/// The field id of a position-delete file's `file_path` column (reserved by the Iceberg spec).
+const DELETE_FILE_PATH_FIELD_ID: i32 = 2_147_483_546;
 /// data_file.content values.
 const CONTENT_POSITION_DELETES: i32 = 1;
 
@@ -196,6 +198,13 @@ impl Copier {
                 avro::set_long_field(data_file, "file_size_in_bytes", *size as i64)?;
             }
             avro::map_string_field(data_file, "file_path", |p| Ok(self.map.rewrite(p)?))?;
+            // A position-delete file's bounds on `file_path` name data files: readers match
+            // deletes to data files with them, so they must name the replica's files.
+            for bounds in ["lower_bounds", "upper_bounds"] {
+                avro::map_bound(data_file, bounds, DELETE_FILE_PATH_FIELD_ID, |p| {
+                    self.map.rewrite(p).ok()
+                });
+            }
             avro::map_string_field(data_file, "referenced_data_file", |p| {
                 Ok(self.map.rewrite(p)?)
             })

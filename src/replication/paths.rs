@@ -35,14 +35,15 @@ impl PathMap {
 
     /// The destination path of a source path.
     pub fn rewrite(&self, path: &str) -> Result<String, OutsideLocation> {
-        if path == self.source {
+        let (source, normalized) = (normalize(&self.source), normalize(path));
+        if normalized == source {
             return Ok(self.destination.clone());
         }
-        if is_under(path, &self.source) {
+        if is_under(&normalized, &source) {
             return Ok(format!(
                 "{}{}",
                 self.destination,
-                &path[self.source.len()..]
+                &normalized[source.len()..]
             ));
         }
         Err(OutsideLocation {
@@ -56,10 +57,14 @@ impl PathMap {
     pub fn rewrite_if_path(&self, value: &str) -> String {
         self.rewrite(value).unwrap_or_else(|_| value.to_string())
     }
+}
 
-    /// Whether a string mentions the source location anywhere (the check that none is left).
-    pub fn mentions_source(&self, text: &str) -> bool {
-        text.contains(&format!("{}/", self.source)) || text.ends_with(&self.source)
+/// One spelling per file: Hadoop-based writers (Spark) write `file:/p` where others write
+/// `file:///p`; both name the same file.
+fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("file:///") {
+        Some(rest) => format!("file:/{rest}").into(),
+        None => path.into(),
     }
 }
 
@@ -80,7 +85,11 @@ mod tests {
         );
         assert!(map.rewrite("file:///a/wh/ns/t-10/data/x.parquet").is_err());
         assert_eq!(map.rewrite_if_path("snappy"), "snappy");
-        assert!(map.mentions_source("{\"p\":\"file:///a/wh/ns/t-1/data\"}"));
-        assert!(!map.mentions_source("file:///a/wh/ns/t-10/data"));
+        // Spark (Hadoop) spells the same file `file:/...`.
+        assert_eq!(
+            map.rewrite("file:/a/wh/ns/t-1/metadata/snap-1.avro")
+                .unwrap(),
+            "file:///b/wh/ns/t-1/metadata/snap-1.avro"
+        );
     }
 }

@@ -23,10 +23,14 @@ def http_json(url):
 
 
 class Floe:
-    def __init__(self, url, warehouse, state_dir):
+    def __init__(self, url, warehouse, state_dir, replica_url=None):
         self.url = url
         self.warehouse = warehouse
         self.state_dir = state_dir
+        # `floe dev` also runs a replica region, with its own database and warehouse.
+        self.replica_url = replica_url
+        self.replica_root = os.path.join(state_dir, "replica-warehouse")
+        self.primary_root = os.path.join(state_dir, "warehouse")
 
     def log(self, **params):
         """All log entries (paging through `after`)."""
@@ -40,13 +44,14 @@ class Floe:
             after = page["next-after"]
 
 
-@pytest.fixture(scope="session")
-def floe():
+def start_dev(*extra_args):
+    """Starts `floe dev` (two regions) in a fresh state directory; returns (process, Floe)."""
     binary = os.environ.get("FLOE_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/floe"))
     state = tempfile.mkdtemp(prefix="floe-clients-")
-    port = free_port()
+    port, replica_port = free_port(), free_port()
     log = open(os.path.join(state, "floe.log"), "w")
-    proc = subprocess.Popen([binary, "dev", "--state-dir", state, "--port", str(port)],
+    proc = subprocess.Popen([binary, "dev", "--state-dir", state, "--port", str(port),
+                             "--replica-port", str(replica_port), *extra_args],
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -59,6 +64,24 @@ def floe():
                 proc.kill()
                 raise RuntimeError("floe dev did not start: " + open(os.path.join(state, "floe.log")).read())
             time.sleep(0.2)
-    yield Floe(url, "demo", state)
+    return proc, Floe(url, "demo", state, f"http://127.0.0.1:{replica_port}")
+
+
+def stop_dev(proc):
     proc.send_signal(signal.SIGINT)  # floe dev stops its PostgreSQL on Ctrl-C
     proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def floe():
+    proc, floe = start_dev()
+    yield floe
+    stop_dev(proc)
+
+
+@pytest.fixture(scope="module")
+def floe_no_rule():
+    """Two regions, the replica registered as a peer, and no rule: tests add their own."""
+    proc, floe = start_dev("--no-rule")
+    yield floe
+    stop_dev(proc)

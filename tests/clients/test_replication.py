@@ -1,0 +1,131 @@
+"""Replication between the two regions of `floe dev` (primary and replica, each with its own database
+and warehouse), written by real clients at the primary and read by real clients at the replica."""
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import pyarrow as pa
+
+from conftest import Floe, http_json
+from test_clients import duck, pyiceberg_catalog
+
+
+def post_json(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def wait_completed(floe, namespace, table, timeout=60):
+    """Waits until every destination of the table is `completed` at the source's version."""
+    url = f"{floe.url}/management/v1/tables/demo/{namespace}/{table}/replication"
+    deadline = time.time() + timeout
+    while True:
+        status = http_json(url)
+        dests = status["destinations"]
+        assert not any(d["state"] == "failed" for d in dests), status
+        if dests and all(d["state"] == "completed" and d["applied-version"] == d["source-version"]
+                         for d in dests):
+            return status
+        assert time.time() < deadline, f"replication of {namespace}.{table} did not complete: {status}"
+        time.sleep(0.1)
+
+
+def replica_of(floe):
+    return Floe(floe.replica_url, "demo", floe.state_dir)
+
+
+def assert_no_source_paths(floe, namespace, table):
+    """Every path the replica's metadata, manifest lists and manifests name is in the replica's
+    warehouse, and no file the replica's metadata reaches mentions the primary's warehouse."""
+    tbl = pyiceberg_catalog(replica_of(floe), "replica-check").load_table((namespace, table))
+    replica_root = "file://" + floe.replica_root
+    assert tbl.metadata.location.startswith(replica_root)
+    assert floe.primary_root not in open(tbl.metadata_location.removeprefix("file://")).read()
+    for snapshot in tbl.metadata.snapshots:
+        assert snapshot.manifest_list.startswith(replica_root)
+        for manifest in snapshot.manifests(tbl.io):
+            assert manifest.manifest_path.startswith(replica_root)
+            for entry in manifest.fetch_manifest_entry(tbl.io, discard_deleted=False):
+                assert entry.data_file.file_path.startswith(replica_root), entry.data_file.file_path
+    for root, _, files in os.walk(floe.replica_root):
+        for name in files:
+            if name.endswith(".parquet") or name.endswith(".json"):
+                with open(os.path.join(root, name), "rb") as f:
+                    assert floe.primary_root.encode() not in f.read(), os.path.join(root, name)
+
+
+def test_backfill_then_tail_read_by_duckdb(floe_no_rule):
+    floe = floe_no_rule
+    cat = pyiceberg_catalog(floe)
+    cat.create_namespace("bf")
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("v", pa.string())])
+    tbl = cat.create_table(("bf", "events"), schema=schema)
+    for i in range(10):
+        tbl.append(pa.table({"id": list(range(i * 10, i * 10 + 10)), "v": [f"s{i}"] * 10}, schema=schema))
+    source_ids = sorted(s.snapshot_id for s in tbl.metadata.snapshots)
+    assert len(source_ids) == 10
+
+    # The rule comes after the data: the replica is backfilled.
+    post_json(f"{floe.url}/management/v1/replication-rules", {
+        "warehouse": "demo", "namespace": ["bf"],
+        "destinations": [{"peer": "replica", "warehouse": "demo"}]})
+    status = wait_completed(floe, "bf", "events")
+    assert status["destinations"][0]["lag-versions"] == 0
+
+    con = duck(replica_of(floe))
+    assert con.execute("SELECT count(*) FROM cat.bf.events").fetchone()[0] == 100
+    snapshots = con.execute("SELECT snapshot_id FROM iceberg_snapshots(cat.bf.events)").fetchall()
+    assert sorted(s[0] for s in snapshots) == source_ids
+    assert_no_source_paths(floe, "bf", "events")
+
+    # The live tail: one more append reaches the replica with no further action.
+    tbl.append(pa.table({"id": [1000], "v": ["tail"]}, schema=schema))
+    wait_completed(floe, "bf", "events")
+    con = duck(replica_of(floe))
+    assert con.execute("SELECT count(*) FROM cat.bf.events").fetchone()[0] == 101
+    assert len(con.execute("SELECT * FROM iceberg_snapshots(cat.bf.events)").fetchall()) == 11
+
+    # The replica's /v1/config advertises only reads, so PyIceberg does not even try to write...
+    replica_cat = pyiceberg_catalog(replica_of(floe), "replica-writer")
+    replica_tbl = replica_cat.load_table(("bf", "events"))
+    try:
+        replica_tbl.append(pa.table({"id": [1], "v": ["x"]}, schema=schema))
+        raise AssertionError("the replica accepted a write")
+    except NotImplementedError as e:
+        assert "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}" in str(e), e
+    # ...and a client that writes anyway gets a 403 naming the region to write to.
+    try:
+        post_json(f"{floe.replica_url}/v1/demo/namespaces/bf/tables/events",
+                  {"requirements": [], "updates": [{"action": "set-properties", "updates": {"a": "b"}}]})
+        raise AssertionError("the replica accepted a commit")
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+        assert e.code == 403 and body["error"]["type"] == "ForbiddenException", body
+        assert "primary" in body["error"]["message"] and floe.url in body["error"]["message"], body
+    assert pyiceberg_catalog(replica_of(floe), "r2").load_table(("bf", "events")).scan().to_arrow().num_rows == 101
+
+
+def test_replicas_of_client_written_tables_match(floe):
+    """The session's `floe dev` replicates its whole warehouse: the tables PyIceberg, DuckDB and Spark
+    wrote (appends, schema changes, position deletes, expiry) read the same at the replica."""
+    source = pyiceberg_catalog(floe, "src")
+    target = pyiceberg_catalog(replica_of(floe), "dst")
+    checked = 0
+    for namespace in source.list_namespaces():
+        for identifier in source.list_tables(namespace):
+            ns, name = ".".join(identifier[:-1]), identifier[-1]
+            wait_completed(floe, ns, name)
+            a, b = source.load_table(identifier), target.load_table(identifier)
+            assert a.metadata.table_uuid == b.metadata.table_uuid
+            assert a.metadata.current_snapshot_id == b.metadata.current_snapshot_id
+            assert [f.name for f in a.schema().fields] == [f.name for f in b.schema().fields]
+            rows_a = a.scan().to_arrow().sort_by([(a.schema().fields[0].name, "ascending")])
+            rows_b = b.scan().to_arrow().sort_by([(b.schema().fields[0].name, "ascending")])
+            assert rows_a.equals(rows_b), f"{identifier}: {rows_a} != {rows_b}"
+            assert_no_source_paths(floe, ns, name)
+            checked += 1
+    assert checked >= 1
