@@ -160,8 +160,7 @@ pub fn map_bound(
         if field(entry, "key").and_then(as_long) != Some(i64::from(field_id)) {
             return true;
         }
-        let Some(Value::Bytes(bytes)) = field_mut(entry, "value").map(|v| unwrap_union_mut(v))
-        else {
+        let Some(Value::Bytes(bytes)) = field_mut(entry, "value").map(unwrap_union_mut) else {
             return true;
         };
         match std::str::from_utf8(bytes).ok().and_then(&map) {
