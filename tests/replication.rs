@@ -21,13 +21,17 @@ async fn two_regions() -> (TestFloe, TestFloe) {
 }
 
 async fn register_peer(source: &TestFloe, destination: &TestFloe, region: &str) {
+    register_peer_with(source, destination, region, TOKEN).await;
+}
+
+async fn register_peer_with(source: &TestFloe, destination: &TestFloe, region: &str, token: &str) {
     source
         .put(
             &format!("/management/v1/peers/{region}"),
             json!({
                 "region": region,
                 "base-url": destination.server.base_url(),
-                "credential": TOKEN,
+                "credential": token,
                 "warehouses": [{ "warehouse": "wh", "storage-root": destination.warehouse_root() }]
             }),
         )
@@ -44,7 +48,11 @@ async fn create_rule(source: &TestFloe, body: Value) -> Value {
 
 /// Waits until every destination of the table reports `completed` at the source's version.
 async fn wait_completed(source: &TestFloe, table: &str) -> Value {
-    let path = format!("/management/v1/tables/wh/db/{table}/replication");
+    wait_completed_in(source, "db", table).await
+}
+
+async fn wait_completed_in(source: &TestFloe, namespace: &str, table: &str) -> Value {
+    let path = format!("/management/v1/tables/wh/{namespace}/{table}/replication");
     let mut last = Value::Null;
     for _ in 0..300 {
         last = source.get(&path).await.expect(200);
@@ -533,4 +541,155 @@ async fn pause_resume_and_resync() {
         .expect(404);
     primary.server.stop().await;
     replica.server.stop().await;
+}
+
+fn rule_to(destinations: Value) -> Value {
+    json!({ "warehouse": "wh", "destinations": destinations })
+}
+
+#[tokio::test]
+async fn fan_out_and_aggregation_with_namespace_prefixes() {
+    let east = TestFloe::start_region("east", &[]).await;
+    let west = TestFloe::start_region("west", &[]).await;
+    let hub = TestFloe::start_region(
+        "hub",
+        &[
+            ("east", "east-token-0123456"),
+            ("west", "west-token-0123456"),
+        ],
+    )
+    .await;
+    let backup = TestFloe::start_region("backup", &[("east", "east-token-0123456")]).await;
+    register_peer_with(&east, &hub, "hub", "east-token-0123456").await;
+    register_peer_with(&east, &backup, "backup", "east-token-0123456").await;
+    register_peer_with(&west, &hub, "hub", "west-token-0123456").await;
+    create_rule(
+        &east,
+        rule_to(
+            json!([{ "peer": "hub", "warehouse": "wh", "namespace-prefix": ["east"] },
+                       { "peer": "backup", "warehouse": "wh" }]),
+        ),
+    )
+    .await;
+    create_rule(
+        &west,
+        rule_to(json!([{ "peer": "hub", "warehouse": "wh", "namespace-prefix": ["west"] }])),
+    )
+    .await;
+    let mut uuids = Vec::new();
+    for (source, owner) in [(&east, "e"), (&west, "w")] {
+        source.create_namespace(&["db"]).await;
+        let created = source.create_table("db", "t").await;
+        uuids.push(created["metadata"]["table-uuid"].clone());
+        source
+            .commit(
+                "db",
+                "t",
+                json!({ "requirements": [], "updates": [
+                    { "action": "set-properties", "updates": { "owner": owner } }] }),
+            )
+            .await
+            .expect(200);
+    }
+    let east_status = wait_completed(&east, "t").await;
+    assert_eq!(east_status["destinations"].as_array().unwrap().len(), 2);
+    wait_completed(&west, "t").await;
+
+    // Same name at both sources, no clash at the hub thanks to the prefixes.
+    let from_east = hub
+        .get("/v1/wh/namespaces/east%1Fdb/tables/t")
+        .await
+        .expect(200);
+    let from_west = hub
+        .get("/v1/wh/namespaces/west%1Fdb/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(from_east["metadata"]["table-uuid"], uuids[0]);
+    assert_eq!(from_west["metadata"]["table-uuid"], uuids[1]);
+    assert_eq!(from_east["metadata"]["properties"]["owner"], "e");
+    assert_eq!(from_west["metadata"]["properties"]["owner"], "w");
+    let in_backup = backup
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(in_backup["metadata"]["table-uuid"], uuids[0]);
+    // A token speaks for its own region only: east's token cannot push west's tables.
+    let response = hub
+        .http
+        .post(hub.url("/internal/v1/replication/apply"))
+        .bearer_auth("east-token-0123456")
+        .json(&json!({ "source-region": "west", "origin-region": "west",
+            "source-table-id": uuids[1], "warehouse": "wh", "namespace": ["west", "db"],
+            "name": "t", "generation": 1, "from": { "version": 2, "step": 0 },
+            "to": { "version": 3, "step": 0 }, "action": { "type": "orphan" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("belongs to region `east`")
+    );
+    for floe in [east, west, hub, backup] {
+        floe.server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn chains_replicate_a_replica_onwards() {
+    let a = TestFloe::start_region("a", &[("b", "b-token-0123456789")]).await;
+    let b = TestFloe::start_region("b", &[("a", "a-token-0123456789")]).await;
+    let c = TestFloe::start_region("c", &[("b", "b-token-0123456789")]).await;
+    register_peer_with(&a, &b, "b", "a-token-0123456789").await;
+    register_peer_with(&b, &c, "c", "b-token-0123456789").await;
+    create_rule(&a, rule_to(json!([{ "peer": "b", "warehouse": "wh" }]))).await;
+    // b's rule names a as well: a replica never flows back to the region it came from.
+    register_peer_with(&b, &a, "a", "b-token-0123456789").await;
+    create_rule(
+        &b,
+        rule_to(json!([{ "peer": "c", "warehouse": "wh" }, { "peer": "a", "warehouse": "wh" }])),
+    )
+    .await;
+
+    a.create_namespace(&["db"]).await;
+    a.create_table("db", "t").await;
+    let mut files = SnapshotWriter::default();
+    append(&a, &mut files, "t", 2).await;
+    let last = append(&a, &mut files, "t", 1).await;
+    wait_completed(&a, "t").await;
+    let at_b = wait_completed(&b, "t").await;
+    let destinations: Vec<&Value> = at_b["destinations"].as_array().unwrap().iter().collect();
+    assert_eq!(destinations.len(), 1, "{at_b}");
+    assert_eq!(destinations[0]["peer"], "c");
+
+    let at_a = a.get("/v1/wh/namespaces/db/tables/t").await.expect(200);
+    let at_c = c.get("/v1/wh/namespaces/db/tables/t").await.expect(200);
+    assert_eq!(
+        at_c["metadata"]["table-uuid"],
+        at_a["metadata"]["table-uuid"]
+    );
+    assert_eq!(at_c["metadata"]["current-snapshot-id"], last);
+    assert_eq!(sorted_ids(&at_c), sorted_ids(&at_a));
+    for source in [&a, &b] {
+        let root = source.warehouse_dir.path().display().to_string();
+        let leaks = files_mentioning(c.warehouse_dir.path(), &root);
+        assert!(leaks.is_empty(), "c's files name {root}: {leaks:?}");
+    }
+    // C names the origin, not the intermediate region, as the place to write.
+    let refused = c
+        .commit("db", "t", json!({ "requirements": [], "updates": [] }))
+        .await;
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    refused.expect(403);
+    assert!(message.contains("region `a`"), "{message}");
+    assert!(a.log().await.iter().all(|e| e["origin-region"] == "a"));
+    for floe in [a, b, c] {
+        floe.server.stop().await;
+    }
 }
