@@ -219,7 +219,20 @@ impl Copier {
     async fn copy_live_file(&self, file: &LiveFile) -> Result<u64, CopyError> {
         let _permit = self.permits.acquire().await.expect("never closed");
         let destination = self.map.rewrite(&file.path)?;
-        if file.content == CONTENT_POSITION_DELETES && !file.format.eq_ignore_ascii_case("puffin") {
+        if file.content == CONTENT_POSITION_DELETES && file.format.eq_ignore_ascii_case("puffin") {
+            // A deletion vector: several may share one Puffin file, each naming its data file.
+            if let Some(size) = self.destination.size(&destination).await? {
+                self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(size);
+            }
+            let bytes = self.source.read(&file.path).await?;
+            let rewritten = delete_files::rewrite_puffin_references(&bytes, &self.map)
+                .map_err(|e| CopyError::Unsupported(format!("{}: {e}", file.path)))?;
+            let size = rewritten.len() as u64;
+            self.write_bytes(&destination, rewritten).await?;
+            return Ok(size);
+        }
+        if file.content == CONTENT_POSITION_DELETES {
             if !file.format.eq_ignore_ascii_case("parquet") {
                 return Err(CopyError::Unsupported(format!(
                     "position-delete file {} is {}; floe rewrites Parquet position deletes only",

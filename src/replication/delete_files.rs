@@ -64,3 +64,100 @@ fn rewrite_column(column: &ArrayRef, map: &PathMap) -> Result<ArrayRef, DeleteFi
     }
     Err(DeleteFileError::NoFilePath)
 }
+
+/// Puffin's magic, at the file's start and around its footer.
+const PUFFIN_MAGIC: &[u8; 4] = b"PFA1";
+/// Footer flag: the footer payload is LZ4-compressed.
+const PUFFIN_FOOTER_COMPRESSED: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PuffinError {
+    #[error("not a Puffin file: {0}")]
+    Malformed(&'static str),
+    #[error("Puffin footer: {0}")]
+    Footer(#[from] serde_json::Error),
+    #[error("the Puffin footer is compressed; floe rewrites uncompressed footers only")]
+    Compressed,
+    #[error(transparent)]
+    Path(#[from] OutsideLocation),
+}
+
+/// Rewrites the `referenced-data-file` property of each blob in a Puffin file's footer (deletion
+/// vectors name the data file they apply to). Blobs precede the footer, so their offsets, which
+/// manifests record, stay valid.
+pub fn rewrite_puffin_references(bytes: &[u8], map: &PathMap) -> Result<Vec<u8>, PuffinError> {
+    let len = bytes.len();
+    if len < 4 + 4 + 4 + 4 + 4 || &bytes[..4] != PUFFIN_MAGIC || &bytes[len - 4..] != PUFFIN_MAGIC {
+        return Err(PuffinError::Malformed("magic missing"));
+    }
+    let flags = &bytes[len - 8..len - 4];
+    if flags[0] & PUFFIN_FOOTER_COMPRESSED != 0 {
+        return Err(PuffinError::Compressed);
+    }
+    let payload_size =
+        u32::from_le_bytes(bytes[len - 12..len - 8].try_into().expect("4 bytes")) as usize;
+    let payload_end = len - 12;
+    let payload_start = payload_end
+        .checked_sub(payload_size)
+        .ok_or(PuffinError::Malformed("footer size"))?;
+    let footer_start = payload_start
+        .checked_sub(4)
+        .ok_or(PuffinError::Malformed("footer size"))?;
+    if &bytes[footer_start..payload_start] != PUFFIN_MAGIC {
+        return Err(PuffinError::Malformed("footer magic missing"));
+    }
+    let mut footer: serde_json::Value = serde_json::from_slice(&bytes[payload_start..payload_end])?;
+    if let Some(blobs) = footer["blobs"].as_array_mut() {
+        for blob in blobs {
+            if let Some(path) = blob["properties"]["referenced-data-file"].as_str() {
+                let rewritten = map.rewrite(path)?;
+                blob["properties"]["referenced-data-file"] = serde_json::Value::from(rewritten);
+            }
+        }
+    }
+    let payload = serde_json::to_vec(&footer)?;
+    let mut out = Vec::with_capacity(footer_start + payload.len() + 16);
+    out.extend_from_slice(&bytes[..footer_start]);
+    out.extend_from_slice(PUFFIN_MAGIC);
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(flags);
+    out.extend_from_slice(PUFFIN_MAGIC);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn puffin(footer: &serde_json::Value, blob: &[u8]) -> Vec<u8> {
+        let payload = serde_json::to_vec(footer).unwrap();
+        let mut out = PUFFIN_MAGIC.to_vec();
+        out.extend_from_slice(blob);
+        out.extend_from_slice(PUFFIN_MAGIC);
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(PUFFIN_MAGIC);
+        out
+    }
+
+    #[test]
+    fn puffin_footer_references_are_rewritten_and_blobs_kept() {
+        let map = PathMap::new("file:///src/t", "file:///dst/t");
+        let footer = serde_json::json!({ "blobs": [{ "type": "deletion-vector-v1", "offset": 4,
+            "length": 3, "properties": { "referenced-data-file": "file:///src/t/data/a.parquet",
+            "cardinality": "1" } }] });
+        let source = puffin(&footer, b"DV!");
+        let rewritten = rewrite_puffin_references(&source, &map).unwrap();
+        assert_eq!(&rewritten[4..7], b"DV!");
+        let text = String::from_utf8_lossy(&rewritten);
+        assert!(text.contains("file:///dst/t/data/a.parquet"));
+        assert!(!text.contains("/src/"));
+        // The rewritten file is itself valid Puffin.
+        let same = PathMap::new("file:///dst/t", "file:///dst/t");
+        let again = rewrite_puffin_references(&rewritten, &same).unwrap();
+        assert_eq!(again, rewritten);
+        assert!(rewrite_puffin_references(b"not puffin at all, no", &map).is_err());
+    }
+}

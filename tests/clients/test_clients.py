@@ -153,6 +153,21 @@ SPARK_JOB = textwrap.dedent("""
     out["expired"] = [list(r) for r in spark.sql(
         "CALL cat.system.expire_snapshots(table => 'spark_ns.t', older_than => TIMESTAMP '2999-01-01 00:00:00', retain_last => 1)").collect()]
     out["after_expire"] = spark.sql("SELECT count(*) FROM cat.spark_ns.t.snapshots").collect()[0][0]
+    # Partition evolution, a branch with its own commit, and a tag, for replication to carry.
+    spark.sql("CREATE TABLE cat.spark_ns.evo (id BIGINT, v STRING) USING iceberg PARTITIONED BY (v)")
+    spark.sql("INSERT INTO cat.spark_ns.evo VALUES (1,'a'),(2,'b')")
+    spark.sql("ALTER TABLE cat.spark_ns.evo ADD PARTITION FIELD bucket(2, id)")
+    spark.sql("INSERT INTO cat.spark_ns.evo VALUES (3,'c')")
+    spark.sql("ALTER TABLE cat.spark_ns.evo CREATE TAG v1")
+    spark.sql("ALTER TABLE cat.spark_ns.evo CREATE BRANCH audit")
+    spark.sql("INSERT INTO cat.spark_ns.evo.branch_audit VALUES (4,'d')")
+    # A v3 table: Spark's merge-on-read delete writes a deletion vector (Puffin).
+    spark.sql("CREATE TABLE cat.spark_ns.v3 (id BIGINT, v STRING) USING iceberg "
+              "TBLPROPERTIES ('format-version'='3', 'write.delete.mode'='merge-on-read')")
+    spark.sql("INSERT INTO cat.spark_ns.v3 VALUES (1,'a'),(2,'b'),(3,'c')")
+    spark.sql("DELETE FROM cat.spark_ns.v3 WHERE id = 2")
+    out["v3_ids"] = sorted(r[0] for r in spark.sql("SELECT id FROM cat.spark_ns.v3").collect())
+    out["evo_refs"] = sorted(r[0] for r in spark.sql("SELECT name FROM cat.spark_ns.evo.refs").collect())
     # Read the table DuckDB wrote, if it exists.
     try:
         out["duck_ids"] = sorted(r[0] for r in spark.sql("SELECT id FROM cat.duck_ns.t").collect())
@@ -202,6 +217,8 @@ def test_spark_partitioned_table_deletes_alter_and_expire(floe):
     assert out["snapshots"] == 4
     assert out["after_expire"] == 1
     assert out["duck_ids"] == expected_duck
+    assert out["evo_refs"] == ["audit", "main", "v1"]
+    assert out["v3_ids"] == [1, 3]
 
     # Spark's writes (including its position deletes) read back by PyIceberg and DuckDB.
     tbl = pyiceberg_catalog(floe).load_table(("spark_ns", "t"))
