@@ -693,3 +693,113 @@ async fn chains_replicate_a_replica_onwards() {
         floe.server.stop().await;
     }
 }
+
+/// Expires every snapshot but the current one at the source (as `expire_snapshots` does).
+async fn expire_all_but_current(floe: &TestFloe, table: &str) {
+    let loaded = floe
+        .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
+        .await
+        .expect(200);
+    let current = loaded["metadata"]["current-snapshot-id"].as_i64().unwrap();
+    let old: Vec<i64> = snapshot_ids(&loaded)
+        .into_iter()
+        .filter(|id| *id != current)
+        .collect();
+    floe.commit(
+        "db",
+        table,
+        json!({ "requirements": [], "updates": [
+            { "action": "remove-snapshots", "snapshot-ids": old }] }),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn retention_is_the_replicas_own_unless_the_rule_follows_the_source() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    for (table, retention) in [
+        ("keep_all", json!({ "mode": "keep-all" })),
+        ("follow", json!({ "mode": "follow-source" })),
+        ("keep_two", json!({ "mode": "keep-snapshots", "value": 2 })),
+    ] {
+        primary.create_table("db", table).await;
+        create_rule(
+            &primary,
+            json!({ "warehouse": "wh", "namespace": ["db"], "table": table,
+                    "retention": retention,
+                    "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+        )
+        .await;
+        let mut files = SnapshotWriter::default();
+        for _ in 0..4 {
+            append(&primary, &mut files, table, 1).await;
+        }
+        expire_all_but_current(&primary, table).await;
+        wait_completed(&primary, table).await;
+    }
+    let count = async |table: &str| {
+        let loaded = replica
+            .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
+            .await
+            .expect(200);
+        snapshot_ids(&loaded).len()
+    };
+    // The source kept 1 snapshot of 4 in each table.
+    assert_eq!(
+        count("keep_all").await,
+        4,
+        "history expired at the source survives"
+    );
+    assert_eq!(
+        count("follow").await,
+        1,
+        "the rule follows the source's expiry"
+    );
+    assert_eq!(
+        count("keep_two").await,
+        2,
+        "the replica keeps its own 2 newest"
+    );
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+#[tokio::test]
+async fn drops_replicate_when_the_rule_says_so() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "replicate-drops": true,
+                "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    primary.create_table("db", "gone").await;
+    wait_completed(&primary, "gone").await;
+    replica
+        .get("/v1/wh/namespaces/db/tables/gone")
+        .await
+        .expect(200);
+    primary
+        .delete("/v1/wh/namespaces/db/tables/gone")
+        .await
+        .expect(204);
+    let mut dropped = false;
+    for _ in 0..200 {
+        if replica.get("/v1/wh/namespaces/db/tables/gone").await.status == 404 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dropped, "the drop did not reach the replica");
+    let log = replica.log().await;
+    assert!(
+        log.iter()
+            .any(|e| e["kind"] == "drop-table" && e["origin-region"] == "primary")
+    );
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
