@@ -64,6 +64,18 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
         tables: Vec<usize>,
     },
+    /// Replication lag between two local regions, and backfill throughput against `cp -r`.
+    Replication {
+        /// Commits measured per kind (metadata-only, small append).
+        #[arg(long, default_value_t = 300)]
+        commits: usize,
+        /// Size of the backfilled table, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        backfill_mb: u64,
+        /// Data files of the backfilled table.
+        #[arg(long, default_value_t = 1000)]
+        backfill_files: usize,
+    },
 }
 
 #[tokio::main]
@@ -113,6 +125,18 @@ async fn main() -> anyhow::Result<()> {
                 tables,
             };
             floe::bench::run_commits(options).await?;
+        }
+        Command::Bench(Bench::Replication {
+            commits,
+            backfill_mb,
+            backfill_files,
+        }) => {
+            let options = floe::bench::replication::ReplicationBenchOptions {
+                commits,
+                backfill_mb,
+                backfill_files,
+            };
+            floe::bench::replication::run_replication(options).await?;
         }
     }
     Ok(())

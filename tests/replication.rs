@@ -83,7 +83,9 @@ async fn append(floe: &TestFloe, files: &mut SnapshotWriter, table: &str, files_
     let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
     let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
     let snapshot_id = 1000 + seq;
-    let list = files.write_snapshot(&location, snapshot_id, seq, files_per, 4096);
+    let list = files
+        .write_snapshot(&location, snapshot_id, seq, files_per, 4096)
+        .unwrap();
     let mut body = append_commit(&uuid, parent, snapshot_id, seq);
     body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
     floe.commit("db", table, body).await.expect(200);

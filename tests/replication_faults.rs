@@ -181,7 +181,9 @@ async fn append(source: &Region, writer: &mut SnapshotWriter, files: usize, size
     let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
     let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
     let id = 5000 + seq;
-    let list = writer.write_snapshot(&location, id, seq, files, size);
+    let list = writer
+        .write_snapshot(&location, id, seq, files, size)
+        .unwrap();
     let mut body = append_commit(&uuid, parent, id, seq);
     body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
     let (status, reply) = post(url, body).await;

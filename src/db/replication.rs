@@ -250,6 +250,13 @@ pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if created > 0 {
+        // Wake the replicators (on every instance) for the new streams.
+        sqlx::query("SELECT pg_notify($1, '0')")
+            .bind(crate::log::NOTIFY_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok((created, removed))
 }

@@ -33,6 +33,9 @@ use super::protocol::{ApplyAction, ApplyRequest, Position};
 
 /// Log entries read per round of a stream's tail.
 const TAIL_BATCH: i64 = 64;
+/// Streams are reconciled with the rules at most this often (a woken replicator reconciles, so a
+/// new table or rule gets its streams promptly; a busy log does not run it on every commit).
+const RECONCILE_EVERY: Duration = Duration::from_millis(100);
 
 /// Why a stream stopped before catching up.
 #[derive(Debug)]
@@ -145,7 +148,7 @@ impl Replicator {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            if last_reconcile.is_none_or(|at| at.elapsed() >= poll) {
+            if last_reconcile.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY) {
                 match db::reconcile_streams(self.pool()).await {
                     Ok((created, removed)) if created + removed > 0 => {
                         tracing::info!(created, removed, "replication streams reconciled");

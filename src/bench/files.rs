@@ -1,0 +1,122 @@
+//! Writes the files of Iceberg snapshots for benchmarks and tests: data files of random bytes (floe copies data
+//! files byte for byte and never parses them), and a manifest and manifest list in Avro with the
+//! fields floe reads and rewrites (real clients' files are covered by the client tests).
+
+use apache_avro::types::{Record, Value};
+use apache_avro::{Schema, Writer};
+
+const MANIFEST_SCHEMA: &str = r#"{"type":"record","name":"manifest_entry","fields":[
+  {"name":"status","type":"int","field-id":0},
+  {"name":"snapshot_id","type":["null","long"],"default":null,"field-id":1},
+  {"name":"sequence_number","type":["null","long"],"default":null,"field-id":3},
+  {"name":"file_sequence_number","type":["null","long"],"default":null,"field-id":4},
+  {"name":"data_file","field-id":2,"type":{"type":"record","name":"r2","fields":[
+    {"name":"content","type":"int","field-id":134},
+    {"name":"file_path","type":"string","field-id":100},
+    {"name":"file_format","type":"string","field-id":101},
+    {"name":"record_count","type":"long","field-id":103},
+    {"name":"file_size_in_bytes","type":"long","field-id":104}]}}]}"#;
+
+const LIST_SCHEMA: &str = r#"{"type":"record","name":"manifest_file","fields":[
+  {"name":"manifest_path","type":"string","field-id":500},
+  {"name":"manifest_length","type":"long","field-id":501},
+  {"name":"partition_spec_id","type":"int","field-id":502},
+  {"name":"content","type":"int","field-id":517},
+  {"name":"sequence_number","type":"long","field-id":515},
+  {"name":"added_snapshot_id","type":"long","field-id":503}]}"#;
+
+/// The files of a table's snapshots, each snapshot's list holding every manifest so far.
+#[derive(Debug, Default)]
+pub struct SnapshotWriter {
+    manifests: Vec<(String, i64, i64, i64)>,
+}
+
+fn path_of(location: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = location
+        .strip_prefix("file://")
+        .ok_or_else(|| anyhow::anyhow!("not a file:// location: {location}"))?;
+    Ok(std::path::PathBuf::from(path))
+}
+
+fn write(location: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = path_of(location)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+impl SnapshotWriter {
+    /// Writes `files` data files of `size` bytes and the snapshot's manifest and manifest list
+    /// under `table_location`; returns the manifest list's location.
+    pub fn write_snapshot(
+        &mut self,
+        table_location: &str,
+        snapshot_id: i64,
+        sequence_number: i64,
+        files: usize,
+        size: usize,
+    ) -> anyhow::Result<String> {
+        let manifest_schema = Schema::parse_str(MANIFEST_SCHEMA)?;
+        let mut writer = Writer::new(&manifest_schema, Vec::new());
+        writer.add_user_metadata("format-version".to_string(), "2")?;
+        for i in 0..files {
+            let data = format!("{table_location}/data/{snapshot_id}-{i}.parquet");
+            let bytes: Vec<u8> = (0..size)
+                .map(|b| (b as u64 * 31 + i as u64) as u8)
+                .collect();
+            write(&data, &bytes)?;
+            let data_file = Value::Record(vec![
+                ("content".into(), Value::Int(0)),
+                ("file_path".into(), Value::String(data)),
+                ("file_format".into(), Value::String("PARQUET".into())),
+                ("record_count".into(), Value::Long(10)),
+                ("file_size_in_bytes".into(), Value::Long(size as i64)),
+            ]);
+            let mut entry = Record::new(&manifest_schema)
+                .ok_or_else(|| anyhow::anyhow!("not a record schema"))?;
+            entry.put("status", Value::Int(1));
+            entry.put(
+                "snapshot_id",
+                Value::Union(1, Box::new(Value::Long(snapshot_id))),
+            );
+            entry.put(
+                "sequence_number",
+                Value::Union(1, Box::new(Value::Long(sequence_number))),
+            );
+            entry.put(
+                "file_sequence_number",
+                Value::Union(1, Box::new(Value::Long(sequence_number))),
+            );
+            entry.put("data_file", data_file);
+            writer.append(entry)?;
+        }
+        let manifest_bytes = writer.into_inner()?;
+        let manifest = format!("{table_location}/metadata/{snapshot_id}-m0.avro");
+        write(&manifest, &manifest_bytes)?;
+        self.manifests.push((
+            manifest,
+            manifest_bytes.len() as i64,
+            sequence_number,
+            snapshot_id,
+        ));
+
+        let list_schema = Schema::parse_str(LIST_SCHEMA)?;
+        let mut writer = Writer::new(&list_schema, Vec::new());
+        for (path, length, seq, added) in &self.manifests {
+            let mut record =
+                Record::new(&list_schema).ok_or_else(|| anyhow::anyhow!("not a record schema"))?;
+            record.put("manifest_path", Value::String(path.clone()));
+            record.put("manifest_length", Value::Long(*length));
+            record.put("partition_spec_id", Value::Int(0));
+            record.put("content", Value::Int(0));
+            record.put("sequence_number", Value::Long(*seq));
+            record.put("added_snapshot_id", Value::Long(*added));
+            writer.append(record)?;
+        }
+        let list = format!("{table_location}/metadata/snap-{snapshot_id}.avro");
+        write(&list, &writer.into_inner()?)?;
+        Ok(list)
+    }
+}
