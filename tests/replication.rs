@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::iceberg_files::{SnapshotWriter, files_mentioning};
+use common::iceberg_files::files_mentioning;
 use common::{TestFloe, append_commit, snapshot_ids};
+use floe::bench::files::SnapshotWriter;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "primary-to-replica-token";

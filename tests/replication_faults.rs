@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::iceberg_files::SnapshotWriter;
 use common::{append_commit, snapshot_ids};
+use floe::bench::files::SnapshotWriter;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "source-to-replica-token";

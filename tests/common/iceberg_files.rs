@@ -1,6 +1,4 @@
-//! Test helpers for Iceberg files: the snapshot writer is floe's own (shared with `floe bench`).
-
-pub use floe::bench::files::SnapshotWriter;
+//! Test helpers for Iceberg files (the snapshot writer is floe's own `floe::bench::files`).
 
 /// Every file under a directory whose bytes mention `needle`.
 pub fn files_mentioning(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
