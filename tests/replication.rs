@@ -21,6 +21,20 @@ async fn two_regions() -> (TestFloe, TestFloe) {
     (primary, replica)
 }
 
+/// Two regions with `db.<table>` created at the primary and replicated (warehouse-wide rule).
+async fn replicated_table(table: &str) -> (TestFloe, TestFloe) {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", table).await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    wait_completed(&primary, table).await;
+    (primary, replica)
+}
+
 async fn register_peer(source: &TestFloe, destination: &TestFloe, region: &str) {
     register_peer_with(source, destination, region, TOKEN).await;
 }
@@ -225,15 +239,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn replicas_refuse_every_client_change() {
-    let (primary, replica) = two_regions().await;
-    primary.create_namespace(&["db"]).await;
-    primary.create_table("db", "t").await;
-    create_rule(
-        &primary,
-        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
-    )
-    .await;
-    wait_completed(&primary, "t").await;
+    let (primary, replica) = replicated_table("t").await;
     let before = replica
         .get("/v1/wh/namespaces/db/tables/t")
         .await
@@ -485,15 +491,7 @@ async fn management_api_refuses_bad_rules_and_peers() {
 
 #[tokio::test]
 async fn pause_resume_and_resync() {
-    let (primary, replica) = two_regions().await;
-    primary.create_namespace(&["db"]).await;
-    primary.create_table("db", "t").await;
-    create_rule(
-        &primary,
-        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
-    )
-    .await;
-    wait_completed(&primary, "t").await;
+    let (primary, replica) = replicated_table("t").await;
     let base = "/management/v1/tables/wh/db/t/replication";
     let paused = primary
         .post(&format!("{base}/pause"), json!({}))

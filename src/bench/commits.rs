@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::Faults;
 use crate::config::{Settings, WarehouseSettings};
-use crate::pgtemp::{PgCluster, PgOptions};
+use crate::pgtemp::PgCluster;
 use crate::server::{self, RunningServer};
 
 #[derive(Debug, Clone)]
@@ -89,14 +89,10 @@ fn ms(us: u64) -> f64 {
 }
 
 pub async fn run_commits(options: BenchOptions) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pg_dir = dir.path().join("postgres");
-    let cluster =
-        tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, &PgOptions::default()))
-            .await??;
-    let result = run_with_cluster(&cluster, dir.path(), &options).await;
-    tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    result
+    super::with_throwaway_cluster(async |cluster, dir| {
+        run_with_cluster(cluster, dir, &options).await
+    })
+    .await
 }
 
 async fn run_with_cluster(

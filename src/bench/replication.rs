@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::files::SnapshotWriter;
 use crate::catalog::Faults;
 use crate::config::{AcceptedPeer, Settings, WarehouseSettings};
-use crate::pgtemp::{PgCluster, PgOptions};
+use crate::pgtemp::PgCluster;
 use crate::replication::admin;
 use crate::replication::model::{Destination, PeerSpec, PeerWarehouse, RuleSpec};
 use crate::server::{self, RunningServer};
@@ -45,14 +45,10 @@ struct Regions {
 }
 
 pub async fn run_replication(options: ReplicationBenchOptions) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let pg_dir = dir.path().join("postgres");
-    let cluster =
-        tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, &PgOptions::default()))
-            .await??;
-    let result = run_with_cluster(&cluster, dir.path(), &options).await;
-    tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    result
+    super::with_throwaway_cluster(async |cluster, dir| {
+        run_with_cluster(cluster, dir, &options).await
+    })
+    .await
 }
 
 async fn run_with_cluster(

@@ -122,7 +122,8 @@ def test_duckdb_create_insert_delete_and_snapshots(floe):
     assert entries[0]["kind"] == "create-table"
 
 
-SPARK_JOB = textwrap.dedent("""
+# The start of every Spark job: a local session with floe (argv[1], warehouse argv[2]) as catalog `cat`.
+SPARK_SESSION = textwrap.dedent("""
     import os, sys, json
     from pyspark.sql import SparkSession
     uri, wh = sys.argv[1], sys.argv[2]
@@ -137,6 +138,23 @@ SPARK_JOB = textwrap.dedent("""
       .config("spark.sql.catalog.cat.warehouse", wh)
       .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
+""")
+
+
+def run_spark_job(env, body, state_dir, name, uri, warehouse):
+    """Runs SPARK_SESSION + body with Spark's Python; returns the JSON the job prints after `RESULT `."""
+    import json
+    job = os.path.join(state_dir, f"{name}.py")
+    with open(job, "w") as f:
+        f.write(SPARK_SESSION + body)
+    proc = subprocess.run([env["SPARK_PY"], job, uri, warehouse], env=env,
+                          capture_output=True, text=True, timeout=600)
+    result = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert proc.returncode == 0 and result, proc.stderr[-4000:]
+    return json.loads(result[-1][len("RESULT "):])
+
+
+SPARK_JOB = textwrap.dedent("""
     out = {}
     spark.sql("CREATE NAMESPACE IF NOT EXISTS cat.spark_ns")
     spark.sql("CREATE TABLE cat.spark_ns.t (id BIGINT, v STRING) USING iceberg PARTITIONED BY (bucket(4, id)) "
@@ -204,15 +222,7 @@ def test_spark_partitioned_table_deletes_alter_and_expire(floe):
     con.execute("CREATE TABLE IF NOT EXISTS cat.duck_ns.t (id BIGINT, s VARCHAR)")
     expected_duck = sorted(r[0] for r in con.execute("SELECT id FROM cat.duck_ns.t").fetchall())
 
-    job = os.path.join(floe.state_dir, "spark_job.py")
-    with open(job, "w") as f:
-        f.write(SPARK_JOB)
-    proc = subprocess.run([env["SPARK_PY"], job, floe.url, floe.warehouse], env=env,
-                          capture_output=True, text=True, timeout=600)
-    result_lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and result_lines, proc.stderr[-4000:]
-    import json
-    out = json.loads(result_lines[-1][len("RESULT "):])
+    out = run_spark_job(env, SPARK_JOB, floe.state_dir, "spark_job", floe.url, floe.warehouse)
     assert out["ids"] == [1, 3, 4, 5]
     assert out["snapshots"] == 4
     assert out["after_expire"] == 1

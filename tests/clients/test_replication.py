@@ -2,19 +2,16 @@
 and warehouse), written by real clients at the primary and read by real clients at the replica."""
 import json
 import os
+import textwrap
 import time
 import urllib.error
 import urllib.request
 
 import pyarrow as pa
-
-import subprocess
-import textwrap
-
 import pytest
 
 from conftest import Floe, http_json
-from test_clients import duck, pyiceberg_catalog, spark_env
+from test_clients import duck, pyiceberg_catalog, run_spark_job, spark_env
 
 
 def post_json(url, body):
@@ -115,20 +112,6 @@ def test_backfill_then_tail_read_by_duckdb(floe_no_rule):
 
 
 SPARK_READ_REPLICA = textwrap.dedent("""
-    import os, sys, json
-    from pyspark.sql import SparkSession
-    uri, wh = sys.argv[1], sys.argv[2]
-    spark = (SparkSession.builder.master("local[1]").appName("floe-replica-read")
-      .config("spark.ui.enabled", "false")
-      .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-      .config("spark.jars", os.environ["SPARK_JARS"])
-      .config("spark.sql.extensions", "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
-      .config("spark.sql.catalog.cat", "org.apache.iceberg.spark.SparkCatalog")
-      .config("spark.sql.catalog.cat.type", "rest")
-      .config("spark.sql.catalog.cat.uri", uri)
-      .config("spark.sql.catalog.cat.warehouse", wh)
-      .getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
     ids = lambda q: sorted(r[0] for r in spark.sql(q).collect())
     out = {
       "v3": ids("SELECT id FROM cat.spark_ns.v3"),
@@ -150,14 +133,7 @@ def test_spark_reads_replicas_of_v3_branches_tags_and_partition_evolution(floe):
         pytest.skip(f"Spark test skipped: {why}")
     for table in ("v3", "evo", "t"):
         wait_completed(floe, "spark_ns", table)
-    job = os.path.join(floe.state_dir, "spark_replica_job.py")
-    with open(job, "w") as f:
-        f.write(SPARK_READ_REPLICA)
-    proc = subprocess.run([env["SPARK_PY"], job, floe.replica_url, "demo"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    result = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and result, proc.stderr[-4000:]
-    out = json.loads(result[-1][len("RESULT "):])
+    out = run_spark_job(env, SPARK_READ_REPLICA, floe.state_dir, "spark_replica_job", floe.replica_url, "demo")
     assert out == {"v3": [1, 3], "evo": [1, 2, 3], "evo_audit": [1, 2, 3, 4], "evo_v1": [1, 2, 3],
                    "t": [1, 3, 4, 5]}, out
     assert_no_source_paths(floe, "spark_ns", "evo")
