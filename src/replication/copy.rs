@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use apache_avro::types::Value;
 use bytes::Bytes;
@@ -82,6 +82,8 @@ pub struct Copier {
     map: PathMap,
     /// Bounds the files copied at once (each holds one copy buffer).
     permits: Arc<Semaphore>,
+    /// Whether files were copied without syncing since the last `finish`.
+    needs_sync: Arc<AtomicBool>,
     pub stats: Arc<CopyStats>,
 }
 
@@ -97,12 +99,23 @@ impl Copier {
             destination,
             map,
             permits: Arc::new(Semaphore::new(parallel_files.max(1))),
+            needs_sync: Arc::default(),
             stats: Arc::default(),
         }
     }
 
     pub fn map(&self) -> &PathMap {
         &self.map
+    }
+
+    /// Makes every copied file durable: call before the destination commits a change naming them.
+    pub async fn finish(&self) -> Result<(), CopyError> {
+        if self.needs_sync.swap(false, Ordering::Relaxed) {
+            self.destination
+                .sync_all(self.map.destination_location())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Copies a snapshot's files; returns the replica's manifest list.
@@ -269,11 +282,17 @@ impl Copier {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let mut reader = self.source.open(source).await?;
-        let written = self
-            .destination
-            .write_stream(destination, &mut reader)
-            .await?;
+        // Data files are made durable together, by `finish`, before the change is applied.
+        self.needs_sync.store(true, Ordering::Relaxed);
+        let written = match (self.source.as_local(), self.destination.as_local()) {
+            (Some(_), Some(local)) => local.copy_file(source, destination).await?,
+            _ => {
+                let mut reader = self.source.open(source).await?;
+                self.destination
+                    .write_stream(destination, &mut reader, false)
+                    .await?
+            }
+        };
         if written != expected {
             return Err(CopyError::SizeMismatch {
                 file: source.to_string(),
@@ -299,8 +318,9 @@ impl Copier {
     async fn write_bytes(&self, destination: &str, bytes: Vec<u8>) -> Result<(), CopyError> {
         let len = bytes.len() as u64;
         let mut reader = Cursor::new(bytes);
+        // Rewritten files are durable one by one: their existence is what a resumed copy trusts.
         self.destination
-            .write_stream(destination, &mut reader)
+            .write_stream(destination, &mut reader, true)
             .await?;
         self.stats.files_copied.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);

@@ -429,6 +429,7 @@ impl Replicator {
                     Some(metadata.last_updated_ms()),
                 ),
             };
+            copier.finish().await?;
             let response = self.send(s, from, to, action, last_updated_ms).await?;
             if k == last {
                 self.record(
@@ -485,6 +486,7 @@ impl Replicator {
                 let metadata = self.catalog.load_metadata(&target.wh, &location).await?;
                 let copier = self.copier(s, target, metadata.parsed.location())?;
                 let updates = plan::translate_all(updates, &copier, s.retention).await?;
+                copier.finish().await?;
                 (
                     ApplyAction::Update { updates },
                     Some(metadata.parsed.last_updated_ms()),

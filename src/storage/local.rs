@@ -1,7 +1,8 @@
 //! Local filesystem warehouses (`file://` URIs).
 
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
@@ -15,6 +16,54 @@ pub struct LocalStorage;
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl LocalStorage {
+    /// A temporary name beside `path` (its directory created): files are written under it and
+    /// renamed, so a crash never leaves a partial file under the real name (a later copy would take
+    /// it for done if the size happened to match).
+    async fn temp_beside(location: &str, path: &Path) -> Result<PathBuf, StorageError> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| StorageError::UnsupportedScheme(location.to_string()))?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| io_err(location, e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(dir.join(format!(".{name}.{}.floe-tmp", uuid::Uuid::new_v4().simple())))
+    }
+
+    /// Renames a finished temporary file to its name; with `durable`, syncs the directory so the
+    /// rename survives a crash before anyone commits a pointer to the file.
+    async fn publish(temp: &Path, path: &Path, durable: bool) -> std::io::Result<()> {
+        tokio::fs::rename(temp, path).await?;
+        if durable && let Some(dir) = path.parent() {
+            tokio::fs::File::open(dir).await?.sync_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Copies a file within the local filesystem with the kernel's copy (no user-space buffer),
+    /// under a temporary name then renamed; durable only after [`Storage::sync_all`].
+    pub async fn copy_file(&self, from: &str, to: &str) -> Result<u64, StorageError> {
+        let source = Self::path_of(from)?;
+        let path = Self::path_of(to)?;
+        let temp = Self::temp_beside(to, &path).await?;
+        let result = async {
+            let copied = tokio::fs::copy(&source, &temp).await?;
+            Self::publish(&temp, &path, false).await?;
+            Ok::<u64, std::io::Error>(copied)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result.map_err(|e| match e.kind() {
+            ErrorKind::NotFound if !source.exists() => StorageError::NotFound(from.to_string()),
+            _ => io_err(to, e),
+        })
+    }
+
     /// The filesystem path of a `file:` URI (`file:///abs` or `file:/abs`).
     pub fn path_of(location: &str) -> Result<PathBuf, StorageError> {
         let path = location
@@ -94,32 +143,20 @@ impl Storage for LocalStorage {
         &self,
         location: &str,
         reader: &mut (dyn AsyncRead + Send + Unpin),
+        durable: bool,
     ) -> Result<u64, StorageError> {
         let path = Self::path_of(location)?;
-        let dir = path
-            .parent()
-            .ok_or_else(|| StorageError::UnsupportedScheme(location.to_string()))?;
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| io_err(location, e))?;
-        // Written under a temporary name and renamed, so a crash never leaves a partial file under
-        // the real name (a later copy would take it for done if the size happened to match).
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = dir.join(format!(
-            ".{file_name}.{}.floe-tmp",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let temp = Self::temp_beside(location, &path).await?;
         let result = async {
             let mut file = tokio::fs::File::create(&temp).await?;
             let mut buffered = BufReader::with_capacity(COPY_BUFFER_BYTES, reader);
             let written = tokio::io::copy_buf(&mut buffered, &mut file).await?;
-            file.sync_data().await?;
-            tokio::fs::rename(&temp, &path).await?;
-            // Make the rename itself durable before anyone commits a pointer to the file.
-            tokio::fs::File::open(dir).await?.sync_all().await?;
+            file.flush().await?;
+            if durable {
+                file.sync_data().await?;
+            }
+            drop(file);
+            Self::publish(&temp, &path, durable).await?;
             Ok::<u64, std::io::Error>(written)
         }
         .await;
@@ -127,6 +164,32 @@ impl Storage for LocalStorage {
             let _ = tokio::fs::remove_file(&temp).await;
         }
         result.map_err(|e| io_err(location, e))
+    }
+
+    async fn sync_all(&self, location: &str) -> Result<(), StorageError> {
+        let path = Self::path_of(location)?;
+        // The nearest existing directory: syncfs flushes its whole filesystem.
+        let dir = path
+            .ancestors()
+            .find(|p| p.is_dir())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        tokio::task::spawn_blocking(move || {
+            let handle = std::fs::File::open(&dir)?;
+            // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
+            if unsafe { nix::libc::syncfs(handle.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+        .await
+        .map_err(|e| io_err(location, std::io::Error::other(e)))?
+        .map_err(|e| io_err(location, e))
+    }
+
+    fn as_local(&self) -> Option<&LocalStorage> {
+        Some(self)
     }
 
     async fn delete(&self, location: &str) -> Result<(), StorageError> {

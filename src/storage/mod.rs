@@ -41,12 +41,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn open(&self, location: &str)
     -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError>;
     /// Writes a file from a stream with bounded memory, replacing any file of that name; the file
-    /// appears only whole and durable. Returns the bytes written. For copies, which may repeat.
+    /// appears only whole. With `durable` it is on disk when this returns; otherwise only after
+    /// [`Storage::sync_all`]. Returns the bytes written. For copies, which may repeat.
     async fn write_stream(
         &self,
         location: &str,
         reader: &mut (dyn AsyncRead + Send + Unpin),
+        durable: bool,
     ) -> Result<u64, StorageError>;
+    /// Makes every file written so far under `location`'s storage durable (one flush for many
+    /// non-durable writes).
+    async fn sync_all(&self, location: &str) -> Result<(), StorageError>;
+    /// The local filesystem implementation, for copies the kernel can do without a user buffer.
+    fn as_local(&self) -> Option<&LocalStorage> {
+        None
+    }
     /// Deletes one file; a missing file is not an error.
     async fn delete(&self, location: &str) -> Result<(), StorageError>;
     /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only
