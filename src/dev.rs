@@ -12,9 +12,9 @@ use anyhow::Context;
 
 use crate::catalog::Faults;
 use crate::config::{AcceptedPeer, Settings, WarehouseSettings};
+use crate::contract::replication_model::{Destination, PeerSpec, PeerWarehouse, RuleSpec};
 use crate::pgtemp::{PgCluster, PgOptions};
 use crate::replication::admin;
-use crate::replication::model::{Destination, PeerSpec, PeerWarehouse, RuleSpec};
 use crate::server;
 
 pub const DEV_DATABASE: &str = "floe";

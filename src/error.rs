@@ -28,7 +28,7 @@ pub enum CatalogError {
     #[error("{message}")]
     ReplicaPosition {
         message: String,
-        position: Option<crate::replication::protocol::ReplicaPosition>,
+        position: Option<crate::contract::peer_protocol::ReplicaPosition>,
     },
     /// The request is well formed but contradicts itself (422).
     #[error("{0}")]

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod catalog;
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod dev;
 pub mod error;

@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 use super::files::SnapshotWriter;
 use crate::catalog::Faults;
 use crate::config::{AcceptedPeer, Settings, WarehouseSettings};
+use crate::contract::replication_model::{Destination, PeerSpec, PeerWarehouse, RuleSpec};
 use crate::pgtemp::PgCluster;
 use crate::replication::admin;
-use crate::replication::model::{Destination, PeerSpec, PeerWarehouse, RuleSpec};
 use crate::server::{self, RunningServer};
 
 #[derive(Debug, Clone)]

@@ -13,13 +13,13 @@ use iceberg::spec::{TableMetadata, TableMetadataBuildResult};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::contract::peer_protocol::{
+    ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, Retention,
+};
 use crate::db::catalog::{self as db, NewTable, ReplicaMark, TableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::names::{NamespaceName, TableName};
-use crate::replication::protocol::{
-    ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, Retention,
-};
 
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;

@@ -6,8 +6,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::replication::model::{Destination, Peer, PeerSpec, PeerWarehouse, Rule, RuleSpec};
-use crate::replication::protocol::Retention;
+use crate::contract::peer_protocol::Retention;
+use crate::contract::replication_model::{
+    Destination, Peer, PeerSpec, PeerWarehouse, Rule, RuleSpec,
+};
 
 /// Serialises stream reconciliation across instances (it inserts and deletes many rows).
 const RECONCILE_LOCK_KEY: i64 = 7_380_396_369_697_861_480;

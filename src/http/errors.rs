@@ -100,7 +100,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::ReplicaPosition { position, .. } => {
                 let mut error = Self::new(S::CONFLICT, "ReplicaPositionMismatchException", message);
                 error.extra = Some((
-                    crate::replication::protocol::POSITION_MEMBER,
+                    crate::contract::peer_protocol::POSITION_MEMBER,
                     serde_json::to_value(position).unwrap_or_default(),
                 ));
                 error

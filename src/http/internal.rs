@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::{PeerIdentity, Principal};
 use super::errors::{ApiError, ApiResult};
 use super::extract::IcebergJson;
-use crate::replication::protocol::{APPLY_PATH, ApplyRequest, ApplyResponse};
+use crate::contract::peer_protocol::{APPLY_PATH, ApplyRequest, ApplyResponse};
 use axum::http::StatusCode;
 
 pub fn router() -> Router<Arc<AppState>> {

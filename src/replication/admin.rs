@@ -11,11 +11,11 @@ use crate::db::replication::{self as db, StreamAction};
 use crate::error::{CatalogError, CatalogResult};
 use crate::names::{self, NamespaceName, TableName};
 
-use super::model::{
+use crate::contract::peer_protocol::Retention;
+use crate::contract::replication_model::{
     DestinationStatus, Peer, PeerSpec, Rule, RuleSpec, StreamSelector, StreamState,
     TableReplicationStatus,
 };
-use super::protocol::Retention;
 
 fn bad(message: impl Into<String>) -> CatalogError {
     CatalogError::BadRequest(message.into())

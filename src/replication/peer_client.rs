@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::protocol::{APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, ReplicaPosition};
+use crate::contract::peer_protocol::{
+    APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, ReplicaPosition,
+};
 
 /// Why a peer did not apply a change.
 #[derive(Debug, thiserror::Error)]

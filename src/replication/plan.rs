@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::copy::{Copier, CopyError};
 use super::paths::PathMap;
-use super::protocol::Retention;
 use crate::catalog::metadata;
+use crate::contract::peer_protocol::Retention;
 
 /// Snapshots added per backfill step: each step is one metadata file at the destination, so this
 /// bounds both the number of files and the size of each apply request.

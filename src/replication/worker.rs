@@ -29,7 +29,7 @@ use super::copy::{Copier, CopyError};
 use super::paths::PathMap;
 use super::peer_client::{PeerClient, PeerError};
 use super::plan::{self, BackfillStep};
-use super::protocol::{ApplyAction, ApplyRequest, Position};
+use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position};
 
 /// Log entries read per round of a stream's tail.
 const TAIL_BATCH: i64 = 64;

@@ -30,7 +30,10 @@ impl LocalStorage {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(dir.join(format!(".{name}.{}.floe-tmp", uuid::Uuid::new_v4().simple())))
+        Ok(dir.join(format!(
+            ".{name}.{}.floe-tmp",
+            uuid::Uuid::new_v4().simple()
+        )))
     }
 
     /// Renames a finished temporary file to its name; with `durable`, syncs the directory so the

@@ -9,15 +9,15 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::contract::replication_model::{
+    Peer, PeerSpec, Rule, RuleSpec, StreamSelector, TableReplicationStatus,
+};
 use crate::db::replication::StreamAction;
 use crate::http::AppState;
 use crate::http::errors::{ApiError, ApiResult, IcebergErrorResponse};
 use crate::http::extract::{IcebergJson, IcebergPath};
 use crate::names::{NamespaceName, TableName};
 use crate::replication::admin;
-use crate::replication::model::{
-    Peer, PeerSpec, Rule, RuleSpec, StreamSelector, TableReplicationStatus,
-};
 
 #[derive(Debug, Deserialize)]
 pub struct RegionPath {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::protocol::Retention;
+use crate::contract::peer_protocol::Retention;
 
 /// Another region's floe, as this floe pushes to it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
