@@ -804,3 +804,124 @@ async fn drops_replicate_when_the_rule_says_so() {
     primary.server.stop().await;
     replica.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_that_cannot_progress_stops_alone() {
+    let (primary, replica) = two_regions().await;
+    // The destination already has a table of its own named db.clash: the replica cannot be made.
+    replica.create_namespace(&["db"]).await;
+    replica.create_table("db", "clash").await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "clash").await;
+    primary.create_table("db", "fine").await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    wait_completed(&primary, "fine").await;
+    let path = "/management/v1/tables/wh/db/clash/replication";
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = primary.get(path).await.expect(200);
+        if status["destinations"][0]["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let destination = &status["destinations"][0];
+    assert_eq!(destination["state"], "failed", "{status}");
+    assert!(
+        destination["failure"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already exists"),
+        "{status}"
+    );
+    // The other stream goes on, and commits at the source are not held back.
+    primary
+        .commit(
+            "db",
+            "fine",
+            json!({ "requirements": [], "updates": [
+                { "action": "set-properties", "updates": { "still": "flowing" } }] }),
+        )
+        .await
+        .expect(200);
+    wait_completed(&primary, "fine").await;
+    primary
+        .commit(
+            "db",
+            "clash",
+            json!({ "requirements": [], "updates": [
+                { "action": "set-properties", "updates": { "k": "v" } }] }),
+        )
+        .await
+        .expect(200);
+    // The destination's own table is untouched.
+    let theirs = replica
+        .get("/v1/wh/namespaces/db/tables/clash")
+        .await
+        .expect(200);
+    assert_eq!(theirs["metadata"]["properties"].get("k"), None);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+/// Calls the replica's apply endpoint as the primary would.
+async fn apply(replica: &TestFloe, body: Value) -> (u16, Value) {
+    let response = replica
+        .http
+        .post(replica.url("/internal/v1/replication/apply"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
+    let (primary, replica) = replicated_table("t").await;
+    let status = wait_completed(&primary, "t").await;
+    let applied = status["destinations"][0]["applied-version"]
+        .as_i64()
+        .unwrap();
+    let log = primary.log().await;
+    let source_id = log
+        .iter()
+        .find(|e| e["table-name"] == "t")
+        .map(|e| e["table-id"].clone())
+        .unwrap();
+    let before = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    let change = |from: i64, to: i64| {
+        json!({ "source-region": "primary", "origin-region": "primary",
+            "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
+            "generation": 1, "from": { "version": from, "step": 0 },
+            "to": { "version": to, "step": 0 },
+            "action": { "type": "update", "updates": [
+                { "action": "set-properties", "updates": { "sneaky": "yes" } }] } })
+    };
+    // A repeat of the applied version: acknowledged, nothing changes.
+    let (code, body) = apply(&replica, change(applied - 1, applied)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"], false);
+    // A gap: refused with the position the replica is at.
+    let (code, body) = apply(&replica, change(applied + 1, applied + 2)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["type"], "ReplicaPositionMismatchException");
+    assert_eq!(body["replica-position"]["position"]["version"], applied);
+    let after = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(after["metadata-location"], before["metadata-location"]);
+    assert_eq!(after["metadata"]["properties"].get("sneaky"), None);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
