@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod iceberg_files;
+pub mod region;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,225 @@
+//! Regions as real `floe serve` processes (each its own database, warehouse and port on 127.0.0.1),
+//! for tests that kill a region or want one process per region.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use floe::bench::files::SnapshotWriter;
+use serde_json::{Value, json};
+
+use super::append_commit;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One region's `floe serve` process and what it needs to restart.
+pub struct Region {
+    child: Option<Child>,
+    config: PathBuf,
+    pub base: String,
+    pub warehouse: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Region {
+    /// A region on a fresh database, or on `database` (to share one with another instance).
+    pub async fn start(region: &str, accept: &[(&str, &str)], database: Option<String>) -> Self {
+        let url = match database {
+            Some(url) => url,
+            None => super::new_database().await,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = dir.path().join("wh");
+        std::fs::create_dir_all(&warehouse).unwrap();
+        let port = free_port();
+        let mut text = format!(
+            "region = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"{url}\"\n\n\
+             [[warehouses]]\nname = \"wh\"\nroot = \"file://{}\"\n\n[replication]\n\
+             poll_interval_ms = 200\nretry_base_ms = 50\nretry_max_ms = 500\nlease_seconds = 2\n",
+            warehouse.display()
+        );
+        for (source, token) in accept {
+            text.push_str(&format!(
+                "\n[[replication.accept]]\nregion = \"{source}\"\ntoken = \"{token}\"\n"
+            ));
+        }
+        let config = dir.path().join("floe.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut region = Self {
+            child: None,
+            config,
+            base: format!("http://127.0.0.1:{port}"),
+            warehouse,
+            _dir: dir,
+        };
+        region.spawn().await;
+        region
+    }
+
+    pub fn database_url(&self) -> String {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("database_url = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    }
+
+    pub async fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_floe"))
+            .args(["--config", self.config.to_str().unwrap(), "serve"])
+            .env("FLOE_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn floe");
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/v1/config", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("floe did not start at {}", self.base);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn root(&self) -> String {
+        format!("file://{}", self.warehouse.display())
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub async fn post(url: String, body: Value) -> (u16, Value) {
+    call(reqwest::Method::POST, url, Some(body)).await
+}
+
+pub async fn get(url: String) -> Value {
+    let (status, body) = call(reqwest::Method::GET, url, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Registers `destination` as peer `region` of `source` (its warehouse `wh`) with `token`.
+pub async fn register_peer(source: &Region, destination: &Region, region: &str, token: &str) {
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{}/management/v1/peers/{region}", source.base),
+        Some(
+            json!({ "region": region, "base-url": destination.base, "credential": token,
+            "warehouses": [{ "warehouse": "wh", "storage-root": destination.root() }] }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Creates a rule of the source's warehouse `wh` to these destinations.
+pub async fn create_rule(source: &Region, destinations: Value) {
+    let (status, body) = post(
+        format!("{}/management/v1/replication-rules", source.base),
+        json!({ "warehouse": "wh", "destinations": destinations }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Creates `db.<table>` (and `db` if missing) at the source.
+pub async fn create_table_named(source: &Region, table: &str) {
+    post(
+        format!("{}/v1/wh/namespaces", source.base),
+        json!({ "namespace": ["db"] }),
+    )
+    .await;
+    let (status, body) = post(
+        format!("{}/v1/wh/namespaces/db/tables", source.base),
+        json!({ "name": table, "schema": super::simple_schema() }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Appends a snapshot with `files` real data files to `db.<table>`; returns its id.
+pub async fn append_to(
+    source: &Region,
+    table: &str,
+    writer: &mut SnapshotWriter,
+    files: usize,
+    size: usize,
+) -> i64 {
+    let url = format!("{}/v1/wh/namespaces/db/tables/{table}", source.base);
+    let loaded = get(url.clone()).await;
+    let uuid = loaded["metadata"]["table-uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
+    let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
+    let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
+    let id = 5000 + seq;
+    let list = writer
+        .write_snapshot(&location, id, seq, files, size)
+        .unwrap();
+    let mut body = append_commit(&uuid, parent, id, seq);
+    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
+    let (status, reply) = post(url, body).await;
+    assert_eq!(status, 200, "{reply}");
+    id
+}
+
+/// Waits until every destination of `db.<table>` is completed at the source's version.
+pub async fn wait_completed_for(source: &Region, table: &str, seconds: u64) -> Value {
+    let url = format!(
+        "{}/management/v1/tables/wh/db/{table}/replication",
+        source.base
+    );
+    let mut last = Value::Null;
+    for _ in 0..seconds * 10 {
+        last = get(url.clone()).await;
+        let destinations = last["destinations"].as_array().cloned().unwrap_or_default();
+        assert!(
+            destinations.iter().all(|d| d["state"] != "failed"),
+            "{last}"
+        );
+        if !destinations.is_empty()
+            && destinations
+                .iter()
+                .all(|d| d["state"] == "completed" && d["applied-version"] == d["source-version"])
+        {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("replication did not complete: {last}");
+}
