@@ -47,6 +47,17 @@ pub fn connect_lazy(url: &str, settings: &DatabaseSettings) -> Result<PgPool, Db
         .connect_lazy_with(options))
 }
 
+/// A second, small pool on the same database, for background work (the replicator): it cannot
+/// take the connections client requests wait for, so replication never slows commits down.
+pub fn background_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        .acquire_timeout(Duration::from_secs(30))
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(true)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
 /// Applies pending migrations. sqlx's migrator holds a PostgreSQL advisory lock while it runs, so
 /// several floe instances starting at once apply each migration exactly once.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {

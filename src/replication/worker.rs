@@ -109,6 +109,8 @@ impl ReplicatorHandle {
 
 pub struct Replicator {
     catalog: Arc<Catalog>,
+    /// The replicator's own connections (`db::background_pool`), apart from the requests' pool.
+    pool: sqlx::PgPool,
     settings: ReplicationSettings,
     /// This instance's lease identity.
     owner: Uuid,
@@ -120,8 +122,11 @@ pub struct Replicator {
 impl Replicator {
     pub fn spawn(catalog: Arc<Catalog>, settings: ReplicationSettings) -> ReplicatorHandle {
         let client = PeerClient::new(Duration::from_millis(settings.peer_timeout_ms));
+        // A connection per stream at work, plus the lease and heartbeat queries.
+        let pool = crate::db::background_pool(catalog.pool(), settings.workers as u32 + 2);
         let replicator = Arc::new(Self {
             catalog,
+            pool,
             settings,
             owner: Uuid::new_v4(),
             client,
@@ -133,7 +138,7 @@ impl Replicator {
     }
 
     fn pool(&self) -> &sqlx::PgPool {
-        self.catalog.pool()
+        &self.pool
     }
 
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -181,6 +186,7 @@ impl Replicator {
             let _ =
                 db::update_stream(self.pool(), self.owner, stream, &StreamUpdate::Release).await;
         }
+        self.pool.close().await;
         tracing::info!(owner = %self.owner, "replicator stopped");
     }
 
