@@ -71,12 +71,7 @@ async fn wait_completed_in(source: &TestFloe, namespace: &str, table: &str) -> V
     let mut last = Value::Null;
     for _ in 0..300 {
         last = source.get(&path).await.expect(200);
-        let destinations = last["destinations"].as_array().unwrap();
-        if !destinations.is_empty()
-            && destinations
-                .iter()
-                .all(|d| d["state"] == "completed" && d["applied-version"] == d["source-version"])
-        {
+        if common::replication_completed(&last) {
             return last;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

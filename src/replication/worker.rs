@@ -326,10 +326,22 @@ impl Replicator {
         })?;
         let dest_storage = storage::for_location(&dest_root)
             .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
+        // Where clients must write this table: here, or this replica's own origin (chains).
+        let origin = match catalog_db::get_table_by_id(self.pool(), s.table_id)
+            .await?
+            .and_then(|(row, _)| row.replica)
+        {
+            Some(mark) => (mark.origin_region, mark.origin_url),
+            None => (
+                self.catalog.region().to_string(),
+                self.settings.public_url.clone(),
+            ),
+        };
         let target = Target {
             wh,
             dest_root: dest_root.trim_end_matches('/').to_string(),
             dest_storage,
+            origin,
         };
         loop {
             if s.applied_version == 0 && s.backfill_version.is_none() {
@@ -436,7 +448,9 @@ impl Replicator {
                 ),
             };
             copier.finish().await?;
-            let response = self.send(s, from, to, action, last_updated_ms).await?;
+            let response = self
+                .send(s, target, from, to, action, last_updated_ms)
+                .await?;
             if k == last {
                 self.record(
                     s,
@@ -535,6 +549,7 @@ impl Replicator {
         let location = self
             .send(
                 s,
+                target,
                 Some(Position::at(version - 1)),
                 Position::at(version),
                 action,
@@ -579,21 +594,13 @@ impl Replicator {
     async fn send(
         &self,
         s: &StreamRow,
+        target: &Target,
         from: Option<Position>,
         to: Position,
         action: ApplyAction,
         last_updated_ms: Option<i64>,
     ) -> Result<Option<String>, Failure> {
-        let (origin_region, origin_url) = match catalog_db::get_table_by_id(self.pool(), s.table_id)
-            .await?
-            .and_then(|(row, _)| row.replica)
-        {
-            Some(mark) => (mark.origin_region, mark.origin_url),
-            None => (
-                self.catalog.region().to_string(),
-                self.settings.public_url.clone(),
-            ),
-        };
+        let (origin_region, origin_url) = target.origin.clone();
         let request = ApplyRequest {
             source_region: self.catalog.region().to_string(),
             origin_region,
@@ -654,6 +661,8 @@ struct Target {
     wh: Warehouse,
     dest_root: String,
     dest_storage: Arc<dyn crate::storage::Storage>,
+    /// (origin region, its URL), sent with every change.
+    origin: (String, Option<String>),
 }
 
 /// Waits for a notification; false when the listener is gone (or there is none).

@@ -282,6 +282,19 @@ impl TestFloe {
     }
 }
 
+/// Whether a table's replication status shows every destination `completed` at the source's version
+/// (and there is at least one).
+pub fn replication_completed(status: &Value) -> bool {
+    let destinations = status["destinations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    !destinations.is_empty()
+        && destinations
+            .iter()
+            .all(|d| d["state"] == "completed" && d["applied-version"] == d["source-version"])
+}
+
 /// The snapshot ids in a LoadTableResult's metadata, in the order it lists them.
 pub fn snapshot_ids(load_result: &Value) -> Vec<i64> {
     load_result["metadata"]["snapshots"]

@@ -212,11 +212,7 @@ pub async fn wait_completed_for(source: &Region, table: &str, seconds: u64) -> V
             destinations.iter().all(|d| d["state"] != "failed"),
             "{last}"
         );
-        if !destinations.is_empty()
-            && destinations
-                .iter()
-                .all(|d| d["state"] == "completed" && d["applied-version"] == d["source-version"])
-        {
+        if super::replication_completed(&last) {
             return last;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
