@@ -505,6 +505,28 @@ async fn pause_resume_and_resync() {
     let status = primary.get(base).await.expect(200);
     assert_eq!(status["destinations"][0]["state"], "paused");
     assert_eq!(status["destinations"][0]["lag-versions"], 1);
+    // The same figures for Prometheus.
+    let metrics = primary
+        .http
+        .get(primary.url("/management/v1/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels =
+        r#"warehouse="wh",namespace="db",table="t",peer="replica",destination_warehouse="wh""#;
+    assert!(
+        metrics.contains(&format!("floe_replication_lag_versions{{{labels}}} 1\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "floe_replication_stream_state{{{labels},state=\"paused\"}} 1"
+        )),
+        "{metrics}"
+    );
     primary
         .post(&format!("{base}/resume"), json!({}))
         .await

@@ -536,43 +536,79 @@ pub struct StreamStatusRow {
 }
 
 pub async fn stream_status(pool: &PgPool, table_id: Uuid) -> sqlx::Result<Vec<StreamStatusRow>> {
+    Ok(streams_with_status(pool, Some(table_id))
+        .await?
+        .into_iter()
+        .map(|(row, _)| row)
+        .collect())
+}
+
+/// The source table of a stream, for labelling: (warehouse, namespace, table); the namespace and
+/// table are the stream's last known names at the destination once the source table is dropped.
+pub type StreamSource = (String, Vec<String>, String);
+
+/// Every stream (or a table's) with its status facts and its source table's names.
+pub async fn streams_with_status(
+    pool: &PgPool,
+    table_id: Option<Uuid>,
+) -> sqlx::Result<Vec<(StreamStatusRow, StreamSource)>> {
     let rows = sqlx::query(
         "SELECT s.stream_id, s.rule_id, s.peer_region, s.dest_warehouse, s.namespace_prefix,
                 s.dest_namespace, s.dest_table, s.generation, s.applied_version,
                 s.backfill_version, s.paused, s.failed_reason, s.attempts, s.last_error,
                 s.last_applied_at, s.last_applied_location,
-                coalesce((SELECT max(l.table_version) FROM commit_log l
-                          WHERE l.table_id = s.table_id), 0) AS source_version,
-                (SELECT min(l.committed_at) FROM commit_log l
-                 WHERE l.table_id = s.table_id AND l.table_version > s.applied_version)
-                    AS oldest_pending_at
-         FROM replication_stream s WHERE s.table_id = $1
-         ORDER BY s.peer_region, s.dest_warehouse",
+                coalesce(lg.source_version, 0) AS source_version, lg.oldest_pending_at,
+                w.name AS warehouse, n.levels AS source_namespace, t.name AS source_table
+         FROM replication_stream s
+         JOIN warehouse w USING (warehouse_id)
+         LEFT JOIN iceberg_table t ON t.table_id = s.table_id
+         LEFT JOIN namespace n ON n.namespace_id = t.namespace_id
+         LEFT JOIN LATERAL (
+             SELECT max(l.table_version) AS source_version,
+                    min(l.committed_at) FILTER (WHERE l.table_version > s.applied_version)
+                        AS oldest_pending_at
+             FROM commit_log l WHERE l.table_id = s.table_id) lg ON true
+         WHERE $1::uuid IS NULL OR s.table_id = $1
+         ORDER BY w.name, n.levels, t.name, s.peer_region, s.dest_warehouse",
     )
     .bind(table_id)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| StreamStatusRow {
-            stream_id: r.get("stream_id"),
-            rule_id: r.get("rule_id"),
-            peer_region: r.get("peer_region"),
-            dest_warehouse: r.get("dest_warehouse"),
-            namespace_prefix: r.get("namespace_prefix"),
-            dest_namespace: r.get("dest_namespace"),
-            dest_table: r.get("dest_table"),
-            generation: r.get("generation"),
-            applied_version: r.get("applied_version"),
-            backfill_version: r.get("backfill_version"),
-            paused: r.get("paused"),
-            failed_reason: r.get("failed_reason"),
-            attempts: r.get("attempts"),
-            last_error: r.get("last_error"),
-            last_applied_at: r.get("last_applied_at"),
-            last_applied_location: r.get("last_applied_location"),
-            source_version: r.get("source_version"),
-            oldest_pending_at: r.get("oldest_pending_at"),
+        .map(|r| {
+            let status = StreamStatusRow {
+                stream_id: r.get("stream_id"),
+                rule_id: r.get("rule_id"),
+                peer_region: r.get("peer_region"),
+                dest_warehouse: r.get("dest_warehouse"),
+                namespace_prefix: r.get("namespace_prefix"),
+                dest_namespace: r.get("dest_namespace"),
+                dest_table: r.get("dest_table"),
+                generation: r.get("generation"),
+                applied_version: r.get("applied_version"),
+                backfill_version: r.get("backfill_version"),
+                paused: r.get("paused"),
+                failed_reason: r.get("failed_reason"),
+                attempts: r.get("attempts"),
+                last_error: r.get("last_error"),
+                last_applied_at: r.get("last_applied_at"),
+                last_applied_location: r.get("last_applied_location"),
+                source_version: r.get("source_version"),
+                oldest_pending_at: r.get("oldest_pending_at"),
+            };
+            let namespace: Option<Vec<String>> = r.get("source_namespace");
+            let table: Option<String> = r.get("source_table");
+            let source = (
+                r.get("warehouse"),
+                namespace
+                    .or_else(|| status.dest_namespace.clone())
+                    .unwrap_or_default(),
+                table
+                    .or_else(|| status.dest_table.clone())
+                    .unwrap_or_default(),
+            );
+            (status, source)
         })
         .collect())
 }

@@ -2,12 +2,12 @@
 //! replication status, pause, resume and resync its streams. Inputs are checked here, so a
 //! mistake gets a 4xx that names it and changes nothing.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
 use crate::db::catalog as catalog_db;
-use crate::db::replication::{self as db, StreamAction};
+use crate::db::replication::{self as db, StreamAction, StreamStatusRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::names::{self, NamespaceName, TableName};
 
@@ -218,41 +218,7 @@ pub async fn table_status(
     let destinations = db::stream_status(catalog.pool(), table_id)
         .await?
         .into_iter()
-        .map(|s| {
-            let state = if s.paused {
-                StreamState::Paused
-            } else if s.failed_reason.is_some() {
-                StreamState::Failed
-            } else if s.backfill_version.is_some() || s.applied_version == 0 {
-                StreamState::Backfilling
-            } else if s.applied_version < s.source_version {
-                StreamState::Replicating
-            } else {
-                StreamState::Completed
-            };
-            let mut namespace = s.namespace_prefix.clone();
-            namespace.extend(table.namespace.levels().iter().cloned());
-            DestinationStatus {
-                peer: s.peer_region,
-                warehouse: s.dest_warehouse,
-                namespace: s.dest_namespace.unwrap_or(namespace),
-                table: s.dest_table.unwrap_or_else(|| table.name.clone()),
-                state,
-                source_version: s.source_version,
-                applied_version: s.applied_version,
-                lag_versions: (s.source_version - s.applied_version).max(0),
-                lag_seconds: s
-                    .oldest_pending_at
-                    .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
-                    .unwrap_or(0.0),
-                last_replicated_metadata_location: s.last_applied_location,
-                last_replicated_at: s.last_applied_at,
-                generation: s.generation,
-                attempts: s.attempts,
-                failure: s.failed_reason.or(s.last_error),
-                rule_id: s.rule_id,
-            }
-        })
+        .map(|s| destination_status(s, table.namespace.levels(), &table.name, now))
         .collect();
     Ok(TableReplicationStatus {
         warehouse: warehouse.to_string(),
@@ -261,6 +227,133 @@ pub async fn table_status(
         source_region: catalog.region().to_string(),
         destinations,
     })
+}
+
+/// One destination's status; the replica's names default to the source's (with the prefix) until
+/// the stream has recorded them.
+fn destination_status(
+    s: StreamStatusRow,
+    namespace: &[String],
+    table: &str,
+    now: DateTime<Utc>,
+) -> DestinationStatus {
+    let state = if s.paused {
+        StreamState::Paused
+    } else if s.failed_reason.is_some() {
+        StreamState::Failed
+    } else if s.backfill_version.is_some() || s.applied_version == 0 {
+        StreamState::Backfilling
+    } else if s.applied_version < s.source_version {
+        StreamState::Replicating
+    } else {
+        StreamState::Completed
+    };
+    let mut prefixed = s.namespace_prefix.clone();
+    prefixed.extend(namespace.iter().cloned());
+    DestinationStatus {
+        peer: s.peer_region,
+        warehouse: s.dest_warehouse,
+        namespace: s.dest_namespace.unwrap_or(prefixed),
+        table: s.dest_table.unwrap_or_else(|| table.to_string()),
+        state,
+        source_version: s.source_version,
+        applied_version: s.applied_version,
+        lag_versions: (s.source_version - s.applied_version).max(0),
+        lag_seconds: s
+            .oldest_pending_at
+            .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0),
+        last_replicated_metadata_location: s.last_applied_location,
+        last_replicated_at: s.last_applied_at,
+        generation: s.generation,
+        attempts: s.attempts,
+        failure: s.failed_reason.or(s.last_error),
+        rule_id: s.rule_id,
+    }
+}
+
+/// A gauge of every stream: its name, help text, and value.
+type MetricFamily = (&'static str, &'static str, fn(&DestinationStatus) -> f64);
+
+/// Every stream's lag and state in the Prometheus text format. Computed from the database at each
+/// scrape, so every instance reports the same figures (the lag is a property of the shared streams,
+/// not of the instance that happens to work on them).
+pub async fn metrics_text(catalog: &Catalog) -> CatalogResult<String> {
+    use std::fmt::Write;
+    let now = Utc::now();
+    let streams = db::streams_with_status(catalog.pool(), None).await?;
+    let statuses: Vec<(DestinationStatus, String, String, String)> = streams
+        .into_iter()
+        .map(|(row, (warehouse, namespace, table))| {
+            let status = destination_status(row, &namespace, &table, now);
+            (status, warehouse, namespace.join("."), table)
+        })
+        .collect();
+    let mut out = String::new();
+    let families: [MetricFamily; 3] = [
+        (
+            "floe_replication_lag_versions",
+            "Source table versions not yet applied at the destination.",
+            |d| d.lag_versions as f64,
+        ),
+        (
+            "floe_replication_lag_seconds",
+            "Age of the oldest source change not yet applied at the destination (0 when caught up).",
+            |d| d.lag_seconds,
+        ),
+        (
+            "floe_replication_attempts",
+            "Failed attempts since the stream last progressed.",
+            |d| f64::from(d.attempts),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (d, warehouse, namespace, table) in &statuses {
+            let _ = writeln!(
+                out,
+                "{name}{{{}}} {}",
+                labels(warehouse, namespace, table, d),
+                value(d)
+            );
+        }
+    }
+    let name = "floe_replication_stream_state";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 for the state each stream is in.\n# TYPE {name} gauge"
+    );
+    for (d, warehouse, namespace, table) in &statuses {
+        let state = serde_json::to_value(d.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{name}{{{},state=\"{state}\"}} 1",
+            labels(warehouse, namespace, table, d)
+        );
+    }
+    Ok(out)
+}
+
+fn labels(warehouse: &str, namespace: &str, table: &str, d: &DestinationStatus) -> String {
+    format!(
+        "warehouse=\"{}\",namespace=\"{}\",table=\"{}\",peer=\"{}\",destination_warehouse=\"{}\"",
+        escape(warehouse),
+        escape(namespace),
+        escape(table),
+        escape(&d.peer),
+        escape(&d.warehouse)
+    )
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Pause, resume or resync the table's streams (all, or those the selector names).

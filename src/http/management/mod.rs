@@ -1,6 +1,7 @@
 //! The management API (`/management/v1`), described by the utoipa document in openapi/.
 
 mod log;
+mod metrics;
 mod replication;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use super::AppState;
     ),
     paths(
         log::read_log,
+        metrics::metrics,
         replication::list_peers,
         replication::put_peer,
         replication::get_peer,
@@ -65,6 +67,7 @@ pub fn openapi_json() -> String {
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/management/v1/log", get(log::read_log))
+        .route("/management/v1/metrics", get(metrics::metrics))
         .route("/management/v1/peers", get(replication::list_peers))
         .route(
             "/management/v1/peers/{region}",
