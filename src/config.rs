@@ -166,8 +166,11 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct WarehouseSettings {
     pub name: String,
-    /// Storage root, e.g. `file:///var/lib/floe/wh`.
+    /// Storage root, e.g. `file:///var/lib/floe/wh` or `s3://bucket/prefix`.
     pub root: String,
+    /// How to reach the bucket of an `s3://` root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::storage::S3Settings>,
 }
 
 impl Default for Settings {
@@ -206,6 +209,8 @@ const RESERVED_ENV: &[&str] = &[
     "BIN",
     "SPARK_HOME",
     "CLIENTS_VENV",
+    "S3S_FS",
+    "REQUIRE_S3",
 ];
 
 #[derive(Debug, thiserror::Error)]

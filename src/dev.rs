@@ -82,6 +82,7 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
         settings.warehouses.push(WarehouseSettings {
             name: DEV_WAREHOUSE.to_string(),
             root: format!("file://{}", root.display()),
+            s3: None,
         });
     }
     settings.listen.set_port(options.port);
@@ -124,6 +125,7 @@ fn replica_settings(
     replica.warehouses = vec![WarehouseSettings {
         name: DEV_WAREHOUSE.to_string(),
         root: format!("file://{}", root.display()),
+        s3: None,
     }];
     replica.default_warehouse = None;
     let port = options
@@ -162,6 +164,7 @@ async fn connect_regions(
                 .map(|wh| PeerWarehouse {
                     warehouse: wh.name.clone(),
                     storage_root: wh.root.clone(),
+                    s3: wh.s3.clone(),
                 })
                 .collect(),
         },

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite. Needs Rust, PostgreSQL's binaries and Python 3 (and Java 17 plus ../shared for
 # the Spark test, which is skipped with a message without them); starts everything it uses itself:
-#   1. Rust unit and integration tests, each binary against its own throwaway PostgreSQL;
+#   1. Rust unit and integration tests, each binary against its own throwaway PostgreSQL (and the S3
+#      tests against s3s-fs, an S3-compatible server checking signatures, installed once with cargo);
 #   2. the real clients (PyIceberg, DuckDB, Spark), installed into a venv, against `floe dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+s3s_fs=${FLOE_S3S_FS:-$HOME/.cargo/bin/s3s-fs}
+[ -x "$s3s_fs" ] || cargo install s3s-fs@0.14.1 --locked --features binary --root "$(dirname "$(dirname "$s3s_fs")")"
+export FLOE_S3S_FS=$s3s_fs FLOE_REQUIRE_S3=1
 
 cargo build --locked --bins
 cargo test --locked --no-fail-fast

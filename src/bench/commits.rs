@@ -172,6 +172,7 @@ async fn start_server(
         warehouses: vec![WarehouseSettings {
             name: "bench".to_string(),
             root: format!("file://{}", root.display()),
+            s3: None,
         }],
         ..Settings::default()
     };

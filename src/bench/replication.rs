@@ -108,6 +108,7 @@ async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Region
             warehouses: vec![WarehouseSettings {
                 name: "bench".to_string(),
                 root: format!("file://{}", root.display()),
+                s3: None,
             }],
             ..Settings::default()
         };
@@ -149,6 +150,7 @@ async fn register_peer(regions: &Regions) -> anyhow::Result<()> {
             warehouses: vec![PeerWarehouse {
                 warehouse: "bench".to_string(),
                 storage_root: format!("file://{}", regions.replica_root.display()),
+                s3: None,
             }],
         },
     )

@@ -72,7 +72,7 @@ impl Catalog {
         let mut warehouses = BTreeMap::new();
         for wh in &settings.warehouses {
             let row = db::catalog::upsert_warehouse(&pool, &wh.name, &wh.root).await?;
-            let storage = storage::for_location(&row.storage_root)?;
+            let storage = storage::open(&row.storage_root, wh.s3.as_ref()).await?;
             warehouses.insert(
                 row.name.clone(),
                 Warehouse {

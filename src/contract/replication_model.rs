@@ -26,8 +26,13 @@ pub struct PeerSpec {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PeerWarehouse {
     pub warehouse: String,
-    /// The warehouse's storage root as the peer configures it, e.g. `file:///srv/replica-wh`.
+    /// The warehouse's storage root as the peer configures it, e.g. `file:///srv/replica-wh` or
+    /// `s3://replica-bucket/wh`.
     pub storage_root: String,
+    /// For an `s3://` root: how floe reaches that bucket, with the destination's own keys (the
+    /// secret is write-only: never returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::storage::S3Settings>,
 }
 
 /// A peer as read back.

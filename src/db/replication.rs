@@ -34,11 +34,13 @@ pub async fn upsert_peer(conn: &mut PgConnection, spec: &PeerSpec) -> sqlx::Resu
         .await?;
     for wh in &spec.warehouses {
         sqlx::query(
-            "INSERT INTO peer_warehouse (region, warehouse, storage_root) VALUES ($1, $2, $3)",
+            "INSERT INTO peer_warehouse (region, warehouse, storage_root, s3)
+             VALUES ($1, $2, $3, $4)",
         )
         .bind(&spec.region)
         .bind(&wh.warehouse)
         .bind(&wh.storage_root)
+        .bind(wh.s3.as_ref().map(|s3| sqlx::types::Json(s3.clone())))
         .execute(&mut *conn)
         .await?;
     }
@@ -51,7 +53,9 @@ pub async fn list_peers(pool: &PgPool, region: Option<&str>) -> sqlx::Result<Vec
                 coalesce(array_agg(w.warehouse ORDER BY w.warehouse)
                          FILTER (WHERE w.warehouse IS NOT NULL), '{}') AS warehouses,
                 coalesce(array_agg(w.storage_root ORDER BY w.warehouse)
-                         FILTER (WHERE w.warehouse IS NOT NULL), '{}') AS roots
+                         FILTER (WHERE w.warehouse IS NOT NULL), '{}') AS roots,
+                coalesce(array_agg(w.s3 ORDER BY w.warehouse)
+                         FILTER (WHERE w.warehouse IS NOT NULL), '{}') AS s3
          FROM peer p LEFT JOIN peer_warehouse w USING (region)
          WHERE $1::text IS NULL OR p.region = $1
          GROUP BY p.region ORDER BY p.region",
@@ -64,6 +68,7 @@ pub async fn list_peers(pool: &PgPool, region: Option<&str>) -> sqlx::Result<Vec
         .map(|r| {
             let names: Vec<String> = r.get("warehouses");
             let roots: Vec<String> = r.get("roots");
+            let s3: Vec<Option<sqlx::types::Json<crate::storage::S3Settings>>> = r.get("s3");
             Peer {
                 region: r.get("region"),
                 base_url: r.get("base_url"),
@@ -71,9 +76,12 @@ pub async fn list_peers(pool: &PgPool, region: Option<&str>) -> sqlx::Result<Vec
                 warehouses: names
                     .into_iter()
                     .zip(roots)
-                    .map(|(warehouse, storage_root)| PeerWarehouse {
+                    .zip(s3)
+                    .map(|((warehouse, storage_root), s3)| PeerWarehouse {
                         warehouse,
                         storage_root,
+                        // Answers never carry the secret.
+                        s3: s3.map(|s3| s3.0.without_secret()),
                     })
                     .collect(),
             }
@@ -287,6 +295,8 @@ pub struct StreamRow {
     pub peer_credential: Option<String>,
     /// The destination warehouse's storage root, if the peer maps that warehouse.
     pub dest_root: Option<String>,
+    /// How to reach it, when it is S3 (with the secret).
+    pub dest_s3: Option<crate::storage::S3Settings>,
 }
 
 const STREAM_COLUMNS: &str = "s.stream_id, s.table_id, s.warehouse_id, s.peer_region, \
@@ -294,7 +304,7 @@ const STREAM_COLUMNS: &str = "s.stream_id, s.table_id, s.warehouse_id, s.peer_re
      s.backfill_location, s.backfill_step, s.dest_location, s.dest_namespace, s.dest_table, \
      s.attempts, r.retention_mode, r.retention_value, \
      coalesce(r.replicate_drops, false) AS replicate_drops, p.base_url, p.credential, \
-     pw.storage_root";
+     pw.storage_root, pw.s3";
 
 const STREAM_JOINS: &str = "FROM replication_stream s
      JOIN peer p ON p.region = s.peer_region
@@ -323,6 +333,9 @@ fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
         peer_base_url: r.get("base_url"),
         peer_credential: r.get("credential"),
         dest_root: r.get("storage_root"),
+        dest_s3: r
+            .get::<Option<sqlx::types::Json<crate::storage::S3Settings>>, _>("s3")
+            .map(|s3| s3.0),
     }
 }
 

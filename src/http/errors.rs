@@ -130,6 +130,14 @@ impl From<CatalogError> for ApiError {
             | CatalogError::Storage(StorageError::OutsideRoot { .. }) => {
                 Self::new(S::BAD_REQUEST, "BadRequestException", message)
             }
+            CatalogError::Storage(StorageError::Denied { .. }) => {
+                tracing::error!(%message, "storage refused access");
+                Self::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    message,
+                )
+            }
             CatalogError::Storage(_) => {
                 tracing::error!(%message, "storage failure");
                 Self::new(

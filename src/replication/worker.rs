@@ -324,7 +324,8 @@ impl Replicator {
                 s.peer_region, s.dest_warehouse, s.peer_region
             ))
         })?;
-        let dest_storage = storage::for_location(&dest_root)
+        let dest_storage = storage::open(&dest_root, s.dest_s3.as_ref())
+            .await
             .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
         // Where clients must write this table: here, or this replica's own origin (chains).
         let origin = match catalog_db::get_table_by_id(self.pool(), s.table_id)
@@ -360,6 +361,13 @@ impl Replicator {
                     row.name,
                     row.table_uuid.simple()
                 );
+                // Before the replica exists: a destination that refuses floe's credentials fails
+                // the stream here, leaving nothing half-made there.
+                target
+                    .dest_storage
+                    .size(&format!("{dest_location}/metadata/.floe-access-check"))
+                    .await
+                    .map_err(|e| Failure::from(CopyError::Storage(e)))?;
                 self.record(
                     s,
                     StreamUpdate::BackfillStarted {

@@ -1,7 +1,8 @@
-//! Warehouse file IO behind one interface. Locations are URIs (`file:///...`); each warehouse's root
-//! picks the implementation. A later S3 implementation plugs in beside [`local::LocalStorage`].
+//! Warehouse file IO behind one interface. Locations are URIs (`file:///...`, `s3://bucket/...`);
+//! each warehouse's root picks the implementation: [`local::LocalStorage`] or [`s3::S3Storage`].
 
 pub mod local;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -9,11 +10,17 @@ use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
 pub use local::LocalStorage;
+pub use s3::{S3Settings, S3Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("unsupported storage location `{0}`: floe serves file:// warehouses")]
+    #[error(
+        "unsupported storage location `{0}`: floe serves file:///path and s3://bucket/prefix locations"
+    )]
     UnsupportedScheme(String),
+    /// The storage refused the credentials (wrong keys, no permission).
+    #[error("storage refused access to {location}: {message}")]
+    Denied { location: String, message: String },
     #[error("file already exists: {0}")]
     AlreadyExists(String),
     #[error("file not found: {0}")]
@@ -64,17 +71,23 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn remove_empty_dirs(&self, prefix: &str) -> Result<(), StorageError>;
 }
 
-/// Checks a warehouse root from the settings: a supported scheme and an absolute path.
+/// Checks a warehouse root: a supported scheme with an absolute path or a bucket.
 pub fn validate_root(root: &str) -> Result<(), StorageError> {
+    if root.starts_with("s3://") || root.starts_with("s3a://") {
+        return s3::split(&format!("{}/", root.trim_end_matches('/'))).map(|_| ());
+    }
     LocalStorage::path_of(root).map(|_| ())
 }
 
-/// The storage that serves a location.
-pub fn for_location(location: &str) -> Result<Arc<dyn Storage>, StorageError> {
-    if location.starts_with("file:/") {
+/// The storage that serves locations under `root`; `s3` says how to reach an S3 bucket.
+pub async fn open(root: &str, s3: Option<&S3Settings>) -> Result<Arc<dyn Storage>, StorageError> {
+    validate_root(root)?;
+    if root.starts_with("file:") {
         Ok(Arc::new(LocalStorage))
     } else {
-        Err(StorageError::UnsupportedScheme(location.to_string()))
+        Ok(Arc::new(
+            S3Storage::new(&s3.cloned().unwrap_or_default()).await,
+        ))
     }
 }
 

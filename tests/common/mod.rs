@@ -60,6 +60,7 @@ pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Setting
         warehouses: vec![WarehouseSettings {
             name: "wh".to_string(),
             root: format!("file://{}", warehouse_root.display()),
+            s3: None,
         }],
         ..Settings::default()
     }

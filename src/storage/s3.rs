@@ -1,0 +1,357 @@
+//! S3 (and S3-compatible) storage through aws-sdk-s3: `s3://bucket/key` locations, an endpoint
+//! override and path-style access for S3-compatible servers, static keys or the default AWS
+//! credential chain (environment, profile, web identity, instance metadata).
+
+use std::io::ErrorKind;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use utoipa::ToSchema;
+
+use super::{Storage, StorageError};
+
+/// Files larger than this are uploaded in parts of this size (S3 allows 5 MiB to 5 GiB per part).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// How to reach one S3 bucket: for a warehouse in the settings, or a peer's destination warehouse.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// An S3-compatible server's URL; AWS's own endpoints when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `http://endpoint/bucket/key` rather than `http://bucket.endpoint/key`.
+    #[serde(default, alias = "path-style")]
+    pub path_style: bool,
+    /// Static keys; without them the default AWS credential chain is used.
+    #[serde(
+        default,
+        alias = "access-key-id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub access_key_id: Option<String>,
+    /// Never logged, never returned by the management API.
+    #[serde(
+        default,
+        alias = "secret-access-key",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl S3Settings {
+    /// The same settings without the secret, for answers and logs.
+    pub fn without_secret(&self) -> Self {
+        Self {
+            secret_access_key: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// One S3 client (its endpoint and credentials), serving `s3://` locations.
+#[derive(Clone)]
+pub struct S3Storage {
+    client: Client,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage").finish_non_exhaustive()
+    }
+}
+
+/// `s3://bucket/key` (also `s3a://`, as Hadoop-based writers spell it).
+pub fn split(location: &str) -> Result<(&str, &str), StorageError> {
+    let rest = location
+        .strip_prefix("s3://")
+        .or_else(|| location.strip_prefix("s3a://"))
+        .ok_or_else(|| StorageError::UnsupportedScheme(location.to_string()))?;
+    match rest.split_once('/') {
+        Some((bucket, key)) if !bucket.is_empty() => Ok((bucket, key)),
+        _ => Err(StorageError::UnsupportedScheme(location.to_string())),
+    }
+}
+
+impl S3Storage {
+    pub async fn new(settings: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let (Some(key), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(key, secret, None, None, "floe"));
+        }
+        let shared = loader.load().await;
+        let mut config =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        if settings.region.is_none() && shared.region().is_none() {
+            // S3-compatible servers ignore the region, but signing needs one.
+            config = config.region(Region::new("us-east-1"));
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+        }
+    }
+}
+
+/// Maps an SDK error to a storage error that names the location and says what S3 answered.
+fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    location: &str,
+    err: SdkError<E, R>,
+) -> StorageError {
+    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
+    let status = match &err {
+        SdkError::ServiceError(service) => format!("{:?}", service.raw()),
+        _ => String::new(),
+    };
+    let message = DisplayErrorContext(&err).to_string();
+    if matches!(code, "NoSuchKey" | "NotFound" | "NoSuchBucket") || status.contains("404") {
+        return StorageError::NotFound(location.to_string());
+    }
+    if matches!(
+        code,
+        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "Forbidden"
+    ) || status.contains("403")
+    {
+        return StorageError::Denied {
+            location: location.to_string(),
+            message,
+        };
+    }
+    StorageError::Io {
+        location: location.to_string(),
+        source: std::io::Error::other(message),
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn write_new(&self, location: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        // Metadata files have unique names; the check keeps the "never overwrite" promise on
+        // servers without conditional writes.
+        if self.size(location).await?.is_some() {
+            return Err(StorageError::AlreadyExists(location.to_string()));
+        }
+        let (bucket, key) = split(location)?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .map_err(|e| s3_err(location, e))?;
+        Ok(())
+    }
+
+    async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError> {
+        let (bucket, key) = split(location)?;
+        let object = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(location, e))?;
+        let bytes = object.body.collect().await.map_err(|e| StorageError::Io {
+            location: location.to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    async fn size(&self, location: &str) -> Result<Option<u64>, StorageError> {
+        let (bucket, key) = split(location)?;
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(err) => match s3_err(location, err) {
+                StorageError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn open(
+        &self,
+        location: &str,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError> {
+        let (bucket, key) = split(location)?;
+        let object = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(location, e))?;
+        Ok(Box::new(object.body.into_async_read()))
+    }
+
+    async fn write_stream(
+        &self,
+        location: &str,
+        reader: &mut (dyn AsyncRead + Send + Unpin),
+        _durable: bool,
+    ) -> Result<u64, StorageError> {
+        let (bucket, key) = split(location)?;
+        let io = |e: std::io::Error| StorageError::Io {
+            location: location.to_string(),
+            source: e,
+        };
+        let first = read_part(reader).await.map_err(io)?;
+        if first.len() < PART_BYTES {
+            // One request; S3 makes an object visible only whole, and durably.
+            let written = first.len() as u64;
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(first))
+                .send()
+                .await
+                .map_err(|e| s3_err(location, e))?;
+            return Ok(written);
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(location, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut written = 0u64;
+            let mut part = first;
+            while !part.is_empty() {
+                let number = parts.len() as i32 + 1;
+                written += part.len() as u64;
+                let uploaded = self
+                    .client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(part))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err(location, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .set_e_tag(uploaded.e_tag().map(str::to_string))
+                        .part_number(number)
+                        .build(),
+                );
+                part = read_part(reader).await.map_err(io)?;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| s3_err(location, e))?;
+            Ok(written)
+        }
+        .await;
+        if result.is_err() {
+            // Nothing half-written stays behind: the parts go with the upload.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn sync_all(&self, _location: &str) -> Result<(), StorageError> {
+        // An S3 PUT is durable when it is acknowledged.
+        Ok(())
+    }
+
+    async fn delete(&self, location: &str) -> Result<(), StorageError> {
+        let (bucket, key) = split(location)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match s3_err(location, err) {
+                StorageError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn remove_empty_dirs(&self, _prefix: &str) -> Result<(), StorageError> {
+        // Object stores have no directories.
+        Ok(())
+    }
+}
+
+/// Reads up to one part from a stream (less only at its end).
+async fn read_part(reader: &mut (dyn AsyncRead + Send + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut part = Vec::with_capacity(PART_BYTES);
+    let mut limited = (&mut *reader).take(PART_BYTES as u64);
+    loop {
+        match limited.read_buf(&mut part).await {
+            Ok(0) => return Ok(part),
+            Ok(_) if part.len() >= PART_BYTES => return Ok(part),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

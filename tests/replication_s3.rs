@@ -1,0 +1,266 @@
+//! Replication into an S3 warehouse served by a real S3-compatible server (s3s-fs, which checks
+//! SigV4 signatures): the replica region's own warehouse is on S3, and the source writes replica
+//! files there with the destination's own keys. s3s-fs keeps objects as files under its root, so the
+//! test can read what landed.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::iceberg_files::files_mentioning;
+use common::{TestFloe, append_commit, replication_completed, snapshot_ids};
+use floe::bench::files::SnapshotWriter;
+use floe::storage::S3Settings;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "primary-to-replica-token";
+const ACCESS_KEY: &str = "floe-test-key";
+const SECRET_KEY: &str = "floe-test-secret-0123456789";
+const BUCKET: &str = "lake";
+
+/// s3s-fs on 127.0.0.1, stopped when dropped.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+    root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("FLOE_S3S_FS") {
+        return Some(PathBuf::from(path));
+    }
+    let home = std::env::var("HOME").ok()?;
+    let installed = PathBuf::from(home).join(".cargo/bin/s3s-fs");
+    installed.exists().then_some(installed)
+}
+
+/// The server, or `None` (with a message) where s3s-fs is not installed and not required.
+async fn start_s3() -> Option<S3Server> {
+    let Some(binary) = s3s_fs() else {
+        assert!(
+            std::env::var("FLOE_REQUIRE_S3").is_err(),
+            "s3s-fs is required: cargo install s3s-fs@0.14.1 --locked --features binary"
+        );
+        eprintln!("S3 tests skipped: s3s-fs is not installed (tests/run.sh installs it)");
+        return None;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
+    let port = common::region::free_port();
+    let server = S3Server {
+        child: Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs"),
+        endpoint: format!("http://127.0.0.1:{port}"),
+        root,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(server);
+    panic!("s3s-fs did not start");
+}
+
+fn s3_settings(server: &S3Server, secret: &str) -> S3Settings {
+    S3Settings {
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".to_string()),
+        path_style: true,
+        access_key_id: Some(ACCESS_KEY.to_string()),
+        secret_access_key: Some(secret.to_string()),
+    }
+}
+
+/// A primary on the local filesystem and a replica region whose warehouse is `s3://lake/replica`.
+async fn regions(server: &S3Server, peer_secret: &str) -> (TestFloe, TestFloe) {
+    let primary = TestFloe::start_region("primary", &[]).await;
+    let url = common::new_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, dir.path());
+    settings.region = "replica".to_string();
+    settings.warehouses[0].root = format!("s3://{BUCKET}/replica");
+    settings.warehouses[0].s3 = Some(s3_settings(server, SECRET_KEY));
+    settings.replication.accept = vec![floe::config::AcceptedPeer {
+        region: "primary".to_string(),
+        token: TOKEN.to_string(),
+    }];
+    let replica = TestFloe::start_with(settings, dir).await;
+    let s3 = serde_json::to_value(s3_settings(server, peer_secret)).unwrap();
+    primary
+        .put(
+            "/management/v1/peers/replica",
+            json!({ "region": "replica", "base-url": replica.server.base_url(), "credential": TOKEN,
+                "warehouses": [{ "warehouse": "wh", "storage-root": format!("s3://{BUCKET}/replica"),
+                                 "s3": s3 }] }),
+        )
+        .await
+        .expect(200);
+    (primary, replica)
+}
+
+async fn append(floe: &TestFloe, files: &mut SnapshotWriter, size: usize) -> i64 {
+    let loaded = floe.get("/v1/wh/namespaces/db/tables/t").await.expect(200);
+    let uuid = loaded["metadata"]["table-uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
+    let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
+    let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
+    let id = 7000 + seq;
+    let list = files.write_snapshot(&location, id, seq, 2, size).unwrap();
+    let mut body = append_commit(&uuid, parent, id, seq);
+    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
+    floe.commit("db", "t", body).await.expect(200);
+    id
+}
+
+async fn status_until(floe: &TestFloe, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = floe
+            .get("/management/v1/tables/wh/db/t/replication")
+            .await
+            .expect(200);
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replication did not reach the expected state: {last}");
+}
+
+fn objects(server: &S3Server) -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&server.root.path().join(BUCKET), &mut out);
+    out
+}
+
+#[tokio::test]
+async fn replicates_from_a_local_warehouse_into_s3_with_paths_rewritten() {
+    let Some(server) = start_s3().await else {
+        return;
+    };
+    let (primary, replica) = regions(&server, SECRET_KEY).await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    let mut files = SnapshotWriter::default();
+    append(&primary, &mut files, 4096).await;
+    // Larger than one multipart part (8 MiB): uploaded in parts.
+    append(&primary, &mut files, 9 * 1024 * 1024).await;
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+        )
+        .await
+        .expect(201);
+    status_until(&primary, replication_completed).await;
+    let last = append(&primary, &mut files, 1024).await;
+    status_until(&primary, replication_completed).await;
+
+    let source = primary
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    let copy = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(copy["metadata"]["current-snapshot-id"], last);
+    let (mut a, mut b) = (snapshot_ids(&source), snapshot_ids(&copy));
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+    assert!(
+        copy["metadata-location"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("s3://{BUCKET}/replica/db/t-")),
+        "{}",
+        copy["metadata-location"]
+    );
+    // Every data file landed in the bucket at its full size, and no object names the source.
+    let landed = objects(&server);
+    let data: Vec<&PathBuf> = landed
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(data.len(), 6, "{landed:?}");
+    assert!(
+        data.iter()
+            .any(|p| std::fs::metadata(p).unwrap().len() == 9 * 1024 * 1024)
+    );
+    let source_root = primary.warehouse_dir.path().display().to_string();
+    let leaks = files_mentioning(&server.root.path().join(BUCKET), &source_root);
+    assert!(leaks.is_empty(), "{leaks:?}");
+    // The secret is never returned.
+    let peers = primary.get("/management/v1/peers").await.expect(200);
+    assert!(!peers.to_string().contains(SECRET_KEY), "{peers}");
+    assert_eq!(peers[0]["warehouses"][0]["s3"]["access_key_id"], ACCESS_KEY);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_destination_credentials_fail_the_stream_clearly_and_write_nothing() {
+    let Some(server) = start_s3().await else {
+        return;
+    };
+    let (primary, replica) = regions(&server, "not-the-secret-at-all").await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    let mut files = SnapshotWriter::default();
+    append(&primary, &mut files, 4096).await;
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+        )
+        .await
+        .expect(201);
+    let status = status_until(&primary, |s| s["destinations"][0]["state"] == "failed").await;
+    let failure = status["destinations"][0]["failure"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(failure.contains("refused access"), "{failure}");
+    assert!(
+        failure.contains(&format!("s3://{BUCKET}/replica")),
+        "{failure}"
+    );
+    // Nothing of the table reached the bucket.
+    assert!(objects(&server).is_empty(), "{:?}", objects(&server));
+    replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(404);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
