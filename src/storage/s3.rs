@@ -6,6 +6,7 @@ use std::io::ErrorKind;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -122,23 +123,20 @@ impl S3Storage {
 }
 
 /// Maps an SDK error to a storage error that names the location and says what S3 answered.
-fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
     location: &str,
-    err: SdkError<E, R>,
+    err: SdkError<E, HttpResponse>,
 ) -> StorageError {
     let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
-    let status = match &err {
-        SdkError::ServiceError(service) => format!("{:?}", service.raw()),
-        _ => String::new(),
-    };
+    let status = err.raw_response().map(|r| r.status().as_u16());
     let message = DisplayErrorContext(&err).to_string();
-    if matches!(code, "NoSuchKey" | "NotFound" | "NoSuchBucket") || status.contains("404") {
+    if matches!(code, "NoSuchKey" | "NotFound" | "NoSuchBucket") || status == Some(404) {
         return StorageError::NotFound(location.to_string());
     }
     if matches!(
         code,
         "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "Forbidden"
-    ) || status.contains("403")
+    ) || status == Some(403)
     {
         return StorageError::Denied {
             location: location.to_string(),
