@@ -171,6 +171,10 @@ pub struct WarehouseSettings {
     /// How to reach the bucket of an `s3://` root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<crate::storage::S3Settings>,
+    /// Give clients that ask for it (`X-Iceberg-Access-Delegation: vended-credentials`) the S3 keys
+    /// in loadTable's `config`. Off by default: clients then bring their own credentials.
+    #[serde(default)]
+    pub vend_credentials: bool,
 }
 
 impl Default for Settings {

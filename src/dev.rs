@@ -83,6 +83,7 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
             name: DEV_WAREHOUSE.to_string(),
             root: format!("file://{}", root.display()),
             s3: None,
+            vend_credentials: false,
         });
     }
     settings.listen.set_port(options.port);
@@ -126,6 +127,7 @@ fn replica_settings(
         name: DEV_WAREHOUSE.to_string(),
         root: format!("file://{}", root.display()),
         s3: None,
+        vend_credentials: false,
     }];
     replica.default_warehouse = None;
     let port = options

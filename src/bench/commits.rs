@@ -173,6 +173,7 @@ async fn start_server(
             name: "bench".to_string(),
             root: format!("file://{}", root.display()),
             s3: None,
+            vend_credentials: false,
         }],
         ..Settings::default()
     };

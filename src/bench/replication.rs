@@ -109,6 +109,7 @@ async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Region
                 name: "bench".to_string(),
                 root: format!("file://{}", root.display()),
                 s3: None,
+                vend_credentials: false,
             }],
             ..Settings::default()
         };

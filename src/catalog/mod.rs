@@ -32,6 +32,47 @@ pub struct Warehouse {
     pub name: String,
     pub root: String,
     pub storage: Arc<dyn Storage>,
+    /// What loadTable's `config` tells clients so they can read the files (S3 endpoint, region,
+    /// path style), and the keys added for clients that ask for vended credentials.
+    pub client_config: BTreeMap<String, String>,
+    pub vended_credentials: BTreeMap<String, String>,
+}
+
+impl Warehouse {
+    /// loadTable's `config` for this warehouse; keys only when vending is on and asked for.
+    pub fn table_config(&self, delegation_requested: bool) -> BTreeMap<String, String> {
+        let mut config = self.client_config.clone();
+        if delegation_requested {
+            config.extend(self.vended_credentials.clone());
+        }
+        config
+    }
+}
+
+/// The `config` clients need for a warehouse's storage (Iceberg's `s3.*` property names, which
+/// PyIceberg, DuckDB, Spark and Trino read).
+fn client_config(wh: &crate::config::WarehouseSettings) -> [BTreeMap<String, String>; 2] {
+    let (mut config, mut vended) = (BTreeMap::new(), BTreeMap::new());
+    if let Some(s3) = wh.s3.as_ref().filter(|_| wh.root.starts_with("s3")) {
+        if let Some(endpoint) = &s3.endpoint {
+            config.insert("s3.endpoint".to_string(), endpoint.clone());
+        }
+        if let Some(region) = &s3.region {
+            config.insert("s3.region".to_string(), region.clone());
+            config.insert("client.region".to_string(), region.clone());
+        }
+        config.insert(
+            "s3.path-style-access".to_string(),
+            s3.path_style.to_string(),
+        );
+        if wh.vend_credentials
+            && let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key)
+        {
+            vended.insert("s3.access-key-id".to_string(), key.clone());
+            vended.insert("s3.secret-access-key".to_string(), secret.clone());
+        }
+    }
+    [config, vended]
 }
 
 /// Failures a test can inject between two steps of a commit, to prove the crash paths.
@@ -73,6 +114,7 @@ impl Catalog {
         for wh in &settings.warehouses {
             let row = db::catalog::upsert_warehouse(&pool, &wh.name, &wh.root).await?;
             let storage = storage::open(&row.storage_root, wh.s3.as_ref()).await?;
+            let [client_config, vended_credentials] = client_config(wh);
             warehouses.insert(
                 row.name.clone(),
                 Warehouse {
@@ -80,6 +122,8 @@ impl Catalog {
                     name: row.name,
                     root: row.storage_root.trim_end_matches('/').to_string(),
                     storage,
+                    client_config,
+                    vended_credentials,
                 },
             );
         }

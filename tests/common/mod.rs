@@ -4,6 +4,7 @@
 
 pub mod iceberg_files;
 pub mod region;
+pub mod s3;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -61,6 +62,7 @@ pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Setting
             name: "wh".to_string(),
             root: format!("file://{}", warehouse_root.display()),
             s3: None,
+            vend_credentials: false,
         }],
         ..Settings::default()
     }

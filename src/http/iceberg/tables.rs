@@ -1,5 +1,6 @@
 //! Table endpoints, commits and transactions.
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{NamespacePath, PrefixPath, TablePath};
+use crate::catalog::Warehouse;
 use crate::catalog::commit::CommitOutcome;
 use crate::catalog::metadata::SnapshotsMode;
 use crate::catalog::namespaces::PageRequest;
@@ -61,7 +63,11 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// The body of LoadTableResult / CommitTableResponse.
-fn table_body(metadata_location: Option<&str>, metadata_json: &str, with_config: bool) -> String {
+fn table_body(
+    metadata_location: Option<&str>,
+    metadata_json: &str,
+    config: Option<&BTreeMap<String, String>>,
+) -> String {
     let mut body = String::with_capacity(metadata_json.len() + 160);
     body.push('{');
     if let Some(location) = metadata_location {
@@ -71,18 +77,36 @@ fn table_body(metadata_location: Option<&str>, metadata_json: &str, with_config:
     }
     body.push_str("\"metadata\":");
     body.push_str(metadata_json);
-    if with_config {
-        body.push_str(",\"config\":{}");
+    if let Some(config) = config {
+        body.push_str(",\"config\":");
+        body.push_str(&serde_json::to_string(config).unwrap_or_else(|_| "{}".to_string()));
     }
     body.push('}');
     body
 }
 
-fn load_result(table: &LoadedTable) -> Response {
+/// A LoadTableResult, with the `config` clients need to read the warehouse's files.
+fn load_result(wh: &Warehouse, headers: &HeaderMap, table: &LoadedTable) -> Response {
+    let config = wh.table_config(delegation_requested(headers));
     json_response(
         StatusCode::OK,
-        table_body(table.metadata_location.as_deref(), table.json(), true),
+        table_body(
+            table.metadata_location.as_deref(),
+            table.json(),
+            Some(&config),
+        ),
     )
+}
+
+/// Whether the client asked for vended credentials (`X-Iceberg-Access-Delegation`, a
+/// comma-separated list that may name `vended-credentials` and `remote-signing`).
+fn delegation_requested(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("x-iceberg-access-delegation")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|mode| mode.trim().eq_ignore_ascii_case("vended-credentials"))
 }
 
 /// ETags name the metadata file and the snapshot selection: equal tags mean equal responses.
@@ -134,6 +158,7 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     IcebergPath(path): IcebergPath<NamespacePath>,
+    headers: HeaderMap,
     IcebergJson(req): IcebergJson<CreateTableRequest>,
 ) -> ApiResult<Response> {
     let (wh, ns) = path.resolve(&state)?;
@@ -141,7 +166,7 @@ pub async fn create(
         .catalog
         .create_table(wh, &ns, req, &principal.0)
         .await?;
-    Ok(load_result(&table))
+    Ok(load_result(wh, &headers, &table))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +196,7 @@ pub async fn load(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     let loaded = state.catalog.load_metadata_at(wh, location, mode).await?;
-    let mut response = load_result(&loaded);
+    let mut response = load_result(wh, &headers, &loaded);
     if let Ok(tag) = HeaderValue::from_str(&tag) {
         response.headers_mut().insert(header::ETAG, tag);
     }
@@ -203,7 +228,7 @@ pub async fn commit(
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        table_body(Some(&metadata_location), &metadata.json, false),
+        table_body(Some(&metadata_location), &metadata.json, None),
     ))
 }
 
@@ -244,6 +269,7 @@ pub async fn register(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     IcebergPath(path): IcebergPath<NamespacePath>,
+    headers: HeaderMap,
     IcebergJson(req): IcebergJson<RegisterTableRequest>,
 ) -> ApiResult<Response> {
     let (wh, ns) = path.resolve(&state)?;
@@ -251,7 +277,7 @@ pub async fn register(
         .catalog
         .register_table(wh, &ns, req, &principal.0)
         .await?;
-    Ok(load_result(&table))
+    Ok(load_result(wh, &headers, &table))
 }
 
 pub async fn rename(

@@ -1,0 +1,103 @@
+//! A warehouse on S3 (s3s-fs, which checks SigV4 signatures): the catalog writes and reads its
+//! metadata there, loadTable's `config` tells clients how to reach the files (with the keys only
+//! when vending is on and the client asks), and wrong keys give a clear error and leave nothing.
+
+mod common;
+
+use common::TestFloe;
+use common::s3::{BUCKET, S3Server, SECRET_KEY, objects, s3_settings, start_s3};
+use serde_json::{Value, json};
+
+async fn floe_on_s3(server: &S3Server, secret: &str, vend: bool) -> TestFloe {
+    let url = common::new_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, dir.path());
+    settings.warehouses[0].root = format!("s3://{BUCKET}/wh");
+    settings.warehouses[0].s3 = Some(s3_settings(server, secret));
+    settings.warehouses[0].vend_credentials = vend;
+    TestFloe::start_with(settings, dir).await
+}
+
+async fn load(floe: &TestFloe, delegation: Option<&str>) -> Value {
+    let mut request = floe.http.get(floe.url("/v1/wh/namespaces/db/tables/t"));
+    if let Some(mode) = delegation {
+        request = request.header("X-Iceberg-Access-Delegation", mode);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn tables_live_in_s3_and_clients_get_the_config_to_read_them() {
+    let Some(server) = start_s3().await else {
+        return;
+    };
+    let floe = floe_on_s3(&server, SECRET_KEY, true).await;
+    floe.create_namespace(&["db"]).await;
+    let created = floe.create_table("db", "t").await;
+    assert!(
+        created["metadata-location"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("s3://{BUCKET}/wh/db/t-")),
+        "{created}"
+    );
+    floe.commit(
+        "db",
+        "t",
+        json!({ "requirements": [], "updates": [
+            { "action": "set-properties", "updates": { "owner": "ops" } }] }),
+    )
+    .await
+    .expect(200);
+    // Both metadata files are objects in the bucket.
+    let metadata_files = objects(&server)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".metadata.json"))
+        .count();
+    assert_eq!(metadata_files, 2);
+
+    let plain = load(&floe, None).await;
+    assert_eq!(plain["metadata"]["properties"]["owner"], "ops");
+    let config = &plain["config"];
+    assert_eq!(config["s3.endpoint"], server.endpoint.as_str());
+    assert_eq!(config["s3.path-style-access"], "true");
+    assert_eq!(config["s3.region"], "us-east-1");
+    assert!(config.get("s3.secret-access-key").is_none(), "{config}");
+    let vended = load(&floe, Some("vended-credentials")).await;
+    assert_eq!(vended["config"]["s3.access-key-id"], common::s3::ACCESS_KEY);
+    assert_eq!(vended["config"]["s3.secret-access-key"], SECRET_KEY);
+    floe.server.stop().await;
+
+    // Without vending, no keys even when asked.
+    let floe = floe_on_s3(&server, SECRET_KEY, false).await;
+    floe.create_namespace(&["db"]).await;
+    floe.create_table("db", "t").await;
+    let asked = load(&floe, Some("vended-credentials")).await;
+    assert!(asked["config"].get("s3.secret-access-key").is_none());
+    floe.server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_keys_give_a_clear_error_and_write_nothing() {
+    let Some(server) = start_s3().await else {
+        return;
+    };
+    let floe = floe_on_s3(&server, "definitely-not-the-secret", false).await;
+    floe.create_namespace(&["db"]).await;
+    let reply = floe.create_table_reply("db", "t").await;
+    let message = reply.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    reply.expect(503);
+    assert!(message.contains("refused access"), "{message}");
+    assert!(
+        message.contains(&format!("s3://{BUCKET}/wh/db/t-")),
+        "{message}"
+    );
+    floe.get("/v1/wh/namespaces/db/tables/t").await.expect(404);
+    assert!(objects(&server).is_empty());
+    floe.server.stop().await;
+}
