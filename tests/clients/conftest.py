@@ -44,27 +44,28 @@ class Floe:
             after = page["next-after"]
 
 
-def start_dev(*extra_args):
+def start_dev(*extra_args, config=None, warehouse="demo"):
     """Starts `floe dev` (two regions) in a fresh state directory; returns (process, Floe)."""
     binary = os.environ.get("FLOE_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/floe"))
     state = tempfile.mkdtemp(prefix="floe-clients-")
     port, replica_port = free_port(), free_port()
     log = open(os.path.join(state, "floe.log"), "w")
-    proc = subprocess.Popen([binary, "dev", "--state-dir", state, "--port", str(port),
+    global_args = ["--config", config] if config else []
+    proc = subprocess.Popen([binary, *global_args, "dev", "--state-dir", state, "--port", str(port),
                              "--replica-port", str(replica_port), *extra_args],
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
         try:
-            http_json(f"{url}/v1/config?warehouse=demo")
+            http_json(f"{url}/v1/config?warehouse={warehouse}")
             break
         except Exception:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 raise RuntimeError("floe dev did not start: " + open(os.path.join(state, "floe.log")).read())
             time.sleep(0.2)
-    return proc, Floe(url, "demo", state, f"http://127.0.0.1:{replica_port}")
+    return proc, Floe(url, warehouse, state, f"http://127.0.0.1:{replica_port}")
 
 
 def stop_dev(proc):
@@ -85,3 +86,47 @@ def floe_no_rule():
     proc, floe = start_dev("--no-rule")
     yield floe
     stop_dev(proc)
+
+
+S3_KEY, S3_SECRET, S3_BUCKET = "floe-client-key", "floe-client-secret-0123456789", "lake"
+
+
+@pytest.fixture(scope="module")
+def floe_s3():
+    """`floe dev` whose primary warehouse `s3wh` is on s3s-fs (an S3-compatible server that checks
+    signatures), vending its keys to clients that ask."""
+    binary = os.environ.get("FLOE_S3S_FS", os.path.expanduser("~/.cargo/bin/s3s-fs"))
+    if not os.path.exists(binary):
+        if os.environ.get("FLOE_REQUIRE_S3"):
+            raise RuntimeError(f"s3s-fs is required at {binary} (tests/run.sh installs it)")
+        pytest.skip("S3 client tests skipped: s3s-fs is not installed (tests/run.sh installs it)")
+    root = tempfile.mkdtemp(prefix="floe-s3-")
+    os.makedirs(os.path.join(root, S3_BUCKET))
+    port = free_port()
+    s3 = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", S3_KEY,
+                           "--secret-key", S3_SECRET, root],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = os.path.join(root, "floe.toml")
+    with open(config, "w") as f:
+        f.write(f"""
+[[warehouses]]
+name = "s3wh"
+root = "s3://{S3_BUCKET}/wh"
+vend_credentials = true
+[warehouses.s3]
+endpoint = "http://127.0.0.1:{port}"
+region = "us-east-1"
+path_style = true
+access_key_id = "{S3_KEY}"
+secret_access_key = "{S3_SECRET}"
+""")
+    try:
+        proc, floe = start_dev("--no-rule", config=config, warehouse="s3wh")
+    except Exception:
+        s3.kill()
+        raise
+    floe.s3_root = os.path.join(root, S3_BUCKET)
+    yield floe
+    stop_dev(proc)
+    s3.kill()
+    s3.wait()
