@@ -175,6 +175,10 @@ pub struct WarehouseSettings {
     /// in loadTable's `config`. Off by default: clients then bring their own credentials.
     #[serde(default)]
     pub vend_credentials: bool,
+    /// The S3 endpoint clients should use, when it differs from floe's own (floe inside a container
+    /// network, clients outside it); `s3.endpoint` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_s3_endpoint: Option<String>,
 }
 
 impl Default for Settings {

@@ -84,6 +84,7 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
             root: format!("file://{}", root.display()),
             s3: None,
             vend_credentials: false,
+            client_s3_endpoint: None,
         });
     }
     settings.listen.set_port(options.port);
@@ -128,6 +129,7 @@ fn replica_settings(
         root: format!("file://{}", root.display()),
         s3: None,
         vend_credentials: false,
+        client_s3_endpoint: None,
     }];
     replica.default_warehouse = None;
     let port = options

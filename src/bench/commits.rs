@@ -174,6 +174,7 @@ async fn start_server(
             root: format!("file://{}", root.display()),
             s3: None,
             vend_credentials: false,
+            client_s3_endpoint: None,
         }],
         ..Settings::default()
     };

@@ -110,6 +110,7 @@ async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Region
                 root: format!("file://{}", root.display()),
                 s3: None,
                 vend_credentials: false,
+                client_s3_endpoint: None,
             }],
             ..Settings::default()
         };

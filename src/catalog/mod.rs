@@ -54,7 +54,7 @@ impl Warehouse {
 fn client_config(wh: &crate::config::WarehouseSettings) -> [BTreeMap<String, String>; 2] {
     let (mut config, mut vended) = (BTreeMap::new(), BTreeMap::new());
     if let Some(s3) = wh.s3.as_ref().filter(|_| wh.root.starts_with("s3")) {
-        if let Some(endpoint) = &s3.endpoint {
+        if let Some(endpoint) = wh.client_s3_endpoint.as_ref().or(s3.endpoint.as_ref()) {
             config.insert("s3.endpoint".to_string(), endpoint.clone());
         }
         if let Some(region) = &s3.region {

@@ -63,6 +63,7 @@ pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Setting
             root: format!("file://{}", warehouse_root.display()),
             s3: None,
             vend_credentials: false,
+            client_s3_endpoint: None,
         }],
         ..Settings::default()
     }
