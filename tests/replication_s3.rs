@@ -176,3 +176,146 @@ async fn wrong_destination_credentials_fail_the_stream_clearly_and_write_nothing
     primary.server.stop().await;
     replica.server.stop().await;
 }
+
+/// A region whose warehouse `wh` is on S3 at `root`.
+async fn s3_region(server: &S3Server, region: &str, root: &str, accept: bool) -> TestFloe {
+    let url = common::new_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, dir.path());
+    settings.region = region.to_string();
+    settings.warehouses[0].root = root.to_string();
+    settings.warehouses[0].s3 = Some(s3_settings(server, SECRET_KEY));
+    settings.replication.poll_interval_ms = 200;
+    if accept {
+        settings.replication.accept = vec![floe::config::AcceptedPeer {
+            region: "primary".to_string(),
+            token: TOKEN.to_string(),
+        }];
+    }
+    TestFloe::start_with(settings, dir).await
+}
+
+#[tokio::test]
+async fn replicates_from_s3_to_another_bucket_and_to_a_local_warehouse() {
+    let Some(server) = start_s3().await else {
+        return;
+    };
+    std::fs::create_dir_all(server.root.path().join("lake2")).unwrap();
+    let primary = s3_region(&server, "primary", &format!("s3://{BUCKET}/src"), false).await;
+    let in_bucket = s3_region(&server, "bucket-replica", "s3://lake2/replica", true).await;
+    let on_disk = TestFloe::start_region("disk-replica", &[("primary", TOKEN)]).await;
+    let s3 = serde_json::to_value(s3_settings(&server, SECRET_KEY)).unwrap();
+    for (region, floe, warehouse) in [
+        (
+            "bucket-replica",
+            &in_bucket,
+            json!({ "warehouse": "wh",
+            "storage-root": "s3://lake2/replica", "s3": s3 }),
+        ),
+        (
+            "disk-replica",
+            &on_disk,
+            json!({ "warehouse": "wh",
+            "storage-root": on_disk.warehouse_root() }),
+        ),
+    ] {
+        primary
+            .put(
+                &format!("/management/v1/peers/{region}"),
+                json!({ "region": region, "base-url": floe.server.base_url(),
+                        "credential": TOKEN, "warehouses": [warehouse] }),
+            )
+            .await
+            .expect(200);
+    }
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    // The source's files are objects in the source bucket, uploaded as a writer would.
+    let storage = floe::storage::S3Storage::new(&s3_settings(&server, SECRET_KEY)).await;
+    let mut files = SnapshotWriter::default();
+    let mut last = 0;
+    for _ in 0..2 {
+        let loaded = primary
+            .get("/v1/wh/namespaces/db/tables/t")
+            .await
+            .expect(200);
+        let uuid = loaded["metadata"]["table-uuid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
+        let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
+        let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
+        last = 9000 + seq;
+        let mut objects = Vec::new();
+        let list = files
+            .write_snapshot_to(&location, last, seq, 2, 4096, |location, bytes| {
+                objects.push((location.to_string(), bytes.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        for (location, bytes) in objects {
+            use floe::storage::Storage;
+            let mut reader = std::io::Cursor::new(bytes);
+            storage
+                .write_stream(&location, &mut reader, true)
+                .await
+                .unwrap();
+        }
+        let mut body = append_commit(&uuid, parent, last, seq);
+        body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
+        primary.commit("db", "t", body).await.expect(200);
+    }
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({ "warehouse": "wh", "destinations": [
+                { "peer": "bucket-replica", "warehouse": "wh" },
+                { "peer": "disk-replica", "warehouse": "wh" }] }),
+        )
+        .await
+        .expect(201);
+    let status = status_until(&primary, replication_completed).await;
+    assert_eq!(status["destinations"].as_array().unwrap().len(), 2);
+
+    for replica in [&in_bucket, &on_disk] {
+        let copy = replica
+            .get("/v1/wh/namespaces/db/tables/t")
+            .await
+            .expect(200);
+        assert_eq!(copy["metadata"]["current-snapshot-id"], last);
+        assert_eq!(snapshot_ids(&copy).len(), 2);
+    }
+    let count_data = |dir: &std::path::Path| {
+        files_in(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    // S3 to S3 (copied on the server's side) and S3 to a local directory (streamed).
+    assert_eq!(count_data(&server.root.path().join("lake2")), 4);
+    assert_eq!(count_data(on_disk.warehouse_dir.path()), 4);
+    for dir in [
+        server.root.path().join("lake2"),
+        on_disk.warehouse_dir.path().to_path_buf(),
+    ] {
+        let leaks = files_mentioning(&dir, &format!("{BUCKET}/src"));
+        assert!(leaks.is_empty(), "{leaks:?}");
+    }
+    for floe in [primary, in_bucket, on_disk] {
+        floe.server.stop().await;
+    }
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_in(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

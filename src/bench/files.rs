@@ -49,7 +49,7 @@ fn write(location: &str, bytes: &[u8]) -> anyhow::Result<()> {
 
 impl SnapshotWriter {
     /// Writes `files` data files of `size` bytes and the snapshot's manifest and manifest list
-    /// under `table_location`; returns the manifest list's location.
+    /// under a `file://` `table_location`; returns the manifest list's location.
     pub fn write_snapshot(
         &mut self,
         table_location: &str,
@@ -57,6 +57,27 @@ impl SnapshotWriter {
         sequence_number: i64,
         files: usize,
         size: usize,
+    ) -> anyhow::Result<String> {
+        self.write_snapshot_to(
+            table_location,
+            snapshot_id,
+            sequence_number,
+            files,
+            size,
+            write,
+        )
+    }
+
+    /// The same, handing each file (location, bytes) to `sink`, for storages other than local
+    /// directories; files come in the order they must be written (data, manifest, list).
+    pub fn write_snapshot_to(
+        &mut self,
+        table_location: &str,
+        snapshot_id: i64,
+        sequence_number: i64,
+        files: usize,
+        size: usize,
+        mut write: impl FnMut(&str, &[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<String> {
         let manifest_schema = Schema::parse_str(MANIFEST_SCHEMA)?;
         let mut writer = Writer::new(&manifest_schema, Vec::new());

@@ -284,9 +284,9 @@ impl Copier {
         }
         // Data files are made durable together, by `finish`, before the change is applied.
         self.needs_sync.store(true, Ordering::Relaxed);
-        let written = match (self.source.as_local(), self.destination.as_local()) {
-            (Some(_), Some(local)) => local.copy_file(source, destination).await?,
-            _ => {
+        let written = match self.server_side_copy(source, destination, expected).await? {
+            Some(written) => written,
+            None => {
                 let mut reader = self.source.open(source).await?;
                 self.destination
                     .write_stream(destination, &mut reader, false)
@@ -305,6 +305,34 @@ impl Copier {
             .bytes_copied
             .fetch_add(written, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A copy no byte of which passes through floe, where the two storages can do one: the kernel's
+    /// between local directories, CopyObject between S3 buckets the destination's keys can read
+    /// (up to 5 GiB). `None` when the file must be streamed instead.
+    async fn server_side_copy(
+        &self,
+        source: &str,
+        destination: &str,
+        expected: u64,
+    ) -> Result<Option<u64>, CopyError> {
+        if let (Some(_), Some(local)) = (self.source.as_local(), self.destination.as_local()) {
+            return Ok(Some(local.copy_file(source, destination).await?));
+        }
+        if let (Some(_), Some(s3)) = (self.source.as_s3(), self.destination.as_s3())
+            && expected <= crate::storage::s3::COPY_OBJECT_MAX_BYTES
+        {
+            match s3.copy_object(source, destination).await {
+                Ok(()) => {
+                    let written = self.destination.size(destination).await?.unwrap_or(0);
+                    return Ok(Some(written));
+                }
+                // The destination's keys cannot read the source (another account): stream it.
+                Err(StorageError::Denied { .. }) => return Ok(None),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(None)
     }
 
     /// Copies a statistics or partition-statistics file (Puffin or Parquet) byte for byte.

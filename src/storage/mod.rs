@@ -63,6 +63,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn as_local(&self) -> Option<&LocalStorage> {
         None
     }
+    /// The S3 implementation, for copies S3 can do on its side.
+    fn as_s3(&self) -> Option<&S3Storage> {
+        None
+    }
     /// Deletes one file; a missing file is not an error.
     async fn delete(&self, location: &str) -> Result<(), StorageError>;
     /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only

@@ -337,6 +337,40 @@ impl Storage for S3Storage {
         // Object stores have no directories.
         Ok(())
     }
+
+    fn as_s3(&self) -> Option<&S3Storage> {
+        Some(self)
+    }
+}
+
+/// The largest object one CopyObject request may copy.
+pub const COPY_OBJECT_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+impl S3Storage {
+    /// Copies an object on the S3 side (CopyObject): no byte passes through floe. This client's
+    /// credentials must be able to read the source; [`StorageError::Denied`] says they cannot.
+    pub async fn copy_object(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let (source_bucket, source_key) = split(from)?;
+        let (bucket, key) = split(to)?;
+        // The copy source is `bucket/key`, URL-encoded except for the key's slashes.
+        let encoded: String = source_key
+            .split('/')
+            .map(|segment| {
+                percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        self.client
+            .copy_object()
+            .copy_source(format!("{source_bucket}/{encoded}"))
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(to, e))?;
+        Ok(())
+    }
 }
 
 /// Reads up to one part from a stream (less only at its end).
