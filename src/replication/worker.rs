@@ -186,6 +186,8 @@ impl Replicator {
             let _ =
                 db::update_stream(self.pool(), self.owner, stream, &StreamUpdate::Release).await;
         }
+        // The listener holds one of the pool's connections: closing the pool waits for it.
+        drop(listener);
         self.pool.close().await;
         tracing::info!(owner = %self.owner, "replicator stopped");
     }
