@@ -101,3 +101,47 @@ async fn wrong_keys_give_a_clear_error_and_write_nothing() {
     assert!(objects(&server).is_empty());
     floe.server.stop().await;
 }
+
+#[tokio::test]
+async fn large_objects_are_copied_on_the_server_in_parts() {
+    let Some(server) = start_s3().await else {
+        return;
+    };
+    use floe::storage::Storage;
+    let storage = floe::storage::S3Storage::new(&s3_settings(&server, SECRET_KEY)).await;
+    let size = 12 * 1024 * 1024;
+    let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let source = format!("s3://{BUCKET}/big/source.bin");
+    let target = format!("s3://{BUCKET}/big/copy.bin");
+    let mut reader = std::io::Cursor::new(bytes.clone());
+    // 12 MiB goes up in two 8 MiB-or-less parts.
+    let written = storage
+        .write_stream(&source, &mut reader, true)
+        .await
+        .unwrap();
+    assert_eq!(written, size as u64);
+    // Copied by S3 in 5 MiB ranges (UploadPartCopy): 5 + 5 + 2.
+    storage
+        .copy_object(&source, &target, size as u64, 5 * 1024 * 1024)
+        .await
+        .unwrap();
+    assert_eq!(storage.size(&target).await.unwrap(), Some(size as u64));
+    assert!(storage.read(&target).await.unwrap() == bytes);
+    // A missing source is reported as such, and nothing is left at the target.
+    let missing = storage
+        .copy_object(
+            &format!("s3://{BUCKET}/big/none.bin"),
+            &format!("s3://{BUCKET}/big/none-copy.bin"),
+            size as u64,
+            5 * 1024 * 1024,
+        )
+        .await;
+    assert!(missing.is_err());
+    assert_eq!(
+        storage
+            .size(&format!("s3://{BUCKET}/big/none-copy.bin"))
+            .await
+            .unwrap(),
+        None
+    );
+}

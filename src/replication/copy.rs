@@ -308,8 +308,8 @@ impl Copier {
     }
 
     /// A copy no byte of which passes through floe, where the two storages can do one: the kernel's
-    /// between local directories, CopyObject between S3 buckets the destination's keys can read
-    /// (up to 5 GiB). `None` when the file must be streamed instead.
+    /// between local directories; CopyObject (UploadPartCopy above 1 GiB) between S3 buckets the
+    /// destination's keys can read. `None` when the file must be streamed instead.
     async fn server_side_copy(
         &self,
         source: &str,
@@ -319,10 +319,9 @@ impl Copier {
         if let (Some(_), Some(local)) = (self.source.as_local(), self.destination.as_local()) {
             return Ok(Some(local.copy_file(source, destination).await?));
         }
-        if let (Some(_), Some(s3)) = (self.source.as_s3(), self.destination.as_s3())
-            && expected <= crate::storage::s3::COPY_OBJECT_MAX_BYTES
-        {
-            match s3.copy_object(source, destination).await {
+        if let (Some(_), Some(s3)) = (self.source.as_s3(), self.destination.as_s3()) {
+            let part = crate::storage::s3::COPY_PART_BYTES;
+            match s3.copy_object(source, destination, expected, part).await {
                 Ok(()) => {
                     let written = self.destination.size(destination).await?.unwrap_or(0);
                     return Ok(Some(written));

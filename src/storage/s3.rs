@@ -343,34 +343,116 @@ impl Storage for S3Storage {
     }
 }
 
-/// The largest object one CopyObject request may copy.
+/// The largest object one CopyObject request may copy; larger ones are copied in parts.
 pub const COPY_OBJECT_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// The part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
+pub const COPY_PART_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl S3Storage {
-    /// Copies an object on the S3 side (CopyObject): no byte passes through floe. This client's
-    /// credentials must be able to read the source; [`StorageError::Denied`] says they cannot.
-    pub async fn copy_object(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        let (source_bucket, source_key) = split(from)?;
+    /// Copies an object on the S3 side: no byte passes through floe. One CopyObject up to 5 GiB,
+    /// UploadPartCopy in `part_bytes` ranges above. This client's credentials must be able to
+    /// read the source; [`StorageError::Denied`] says they cannot.
+    pub async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        part_bytes: u64,
+    ) -> Result<(), StorageError> {
         let (bucket, key) = split(to)?;
-        // The copy source is `bucket/key`, URL-encoded except for the key's slashes.
-        let encoded: String = source_key
-            .split('/')
-            .map(|segment| {
-                percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            })
-            .collect::<Vec<_>>()
-            .join("/");
-        self.client
-            .copy_object()
-            .copy_source(format!("{source_bucket}/{encoded}"))
+        let source = copy_source(from)?;
+        if size <= COPY_OBJECT_MAX_BYTES && size <= part_bytes {
+            self.client
+                .copy_object()
+                .copy_source(source)
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| s3_err(to, e))?;
+            return Ok(());
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
             .bucket(bucket)
             .key(key)
             .send()
             .await
             .map_err(|e| s3_err(to, e))?;
-        Ok(())
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut start = 0u64;
+            while start < size {
+                let end = (start + part_bytes).min(size) - 1;
+                let number = parts.len() as i32 + 1;
+                let copied = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err(to, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .set_e_tag(
+                            copied
+                                .copy_part_result()
+                                .and_then(|r| r.e_tag())
+                                .map(str::to_string),
+                        )
+                        .part_number(number)
+                        .build(),
+                );
+                start = end + 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| s3_err(to, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
     }
+}
+
+/// A copy source: `bucket/key`, URL-encoded except for the key's slashes.
+fn copy_source(location: &str) -> Result<String, StorageError> {
+    let (bucket, key) = split(location)?;
+    let encoded: Vec<String> = key
+        .split('/')
+        .map(|segment| {
+            percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        })
+        .collect();
+    Ok(format!("{bucket}/{}", encoded.join("/")))
 }
 
 /// Reads up to one part from a stream (less only at its end).
