@@ -76,6 +76,18 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         backfill_files: usize,
     },
+    /// Replication's file copies against an S3-compatible server (s3s-fs), against `aws s3 cp`.
+    S3Copy {
+        /// The s3s-fs binary (default: ~/.cargo/bin/s3s-fs).
+        #[arg(long)]
+        s3s_fs: Option<PathBuf>,
+        /// Total size of the objects, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        total_mb: u64,
+        /// Number of objects.
+        #[arg(long, default_value_t = 256)]
+        files: usize,
+    },
 }
 
 #[tokio::main]
@@ -137,6 +149,21 @@ async fn main() -> anyhow::Result<()> {
                 backfill_files,
             };
             floe::bench::replication::run_replication(options).await?;
+        }
+        Command::Bench(Bench::S3Copy {
+            s3s_fs,
+            total_mb,
+            files,
+        }) => {
+            let s3s_fs = s3s_fs.unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/s3s-fs")
+            });
+            let options = floe::bench::s3::S3BenchOptions {
+                s3s_fs,
+                total_mb,
+                files,
+            };
+            floe::bench::s3::run_s3(options).await?;
         }
     }
     Ok(())

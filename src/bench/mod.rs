@@ -4,6 +4,7 @@
 pub mod commits;
 pub mod files;
 pub mod replication;
+pub mod s3;
 
 pub use commits::{BenchOptions, run_commits};
 
@@ -24,4 +25,16 @@ async fn with_throwaway_cluster(
     let result = run(&cluster, dir.path()).await;
     tokio::task::spawn_blocking(move || cluster.stop()).await??;
     result
+}
+
+/// The process's peak resident memory (VmHWM), in KiB.
+pub(crate) fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -360,7 +360,7 @@ async fn backfill(regions: &Regions, options: &ReplicationBenchOptions) -> anyho
     let cp_sync = started.elapsed();
     std::fs::remove_dir_all(&target)?;
 
-    let hwm_before = peak_rss_kib();
+    let hwm_before = super::peak_rss_kib();
     let started = Instant::now();
     replicate(regions, "big").await?;
     let want = head["current-snapshot-id"].clone();
@@ -372,7 +372,7 @@ async fn backfill(regions: &Regions, options: &ReplicationBenchOptions) -> anyho
     )
     .await?;
     let floe_time = started.elapsed();
-    let hwm_after = peak_rss_kib();
+    let hwm_after = super::peak_rss_kib();
     println!(
         "\n| backfill | files | GiB | floe s | floe MiB/s | cp -r s | cp -r + sync s | ratio to cp -r | ratio to cp -r + sync | peak RSS MiB (before → after) |"
     );
@@ -404,16 +404,4 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
         };
     }
     Ok(total)
-}
-
-/// The process's peak resident memory (VmHWM), in KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
