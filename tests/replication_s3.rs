@@ -164,6 +164,10 @@ async fn wrong_destination_credentials_fail_the_stream_clearly_and_write_nothing
         .unwrap_or_default();
     assert!(failure.contains("refused access"), "{failure}");
     assert!(
+        failure.contains("peer `replica` warehouse `wh`"),
+        "{failure}"
+    );
+    assert!(
         failure.contains(&format!("s3://{BUCKET}/replica")),
         "{failure}"
     );

@@ -93,6 +93,7 @@ async fn wrong_keys_give_a_clear_error_and_write_nothing() {
         .to_string();
     reply.expect(503);
     assert!(message.contains("refused access"), "{message}");
+    assert!(message.contains("warehouse `wh`"), "{message}");
     assert!(
         message.contains(&format!("s3://{BUCKET}/wh/db/t-")),
         "{message}"

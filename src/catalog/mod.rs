@@ -113,7 +113,8 @@ impl Catalog {
         let mut warehouses = BTreeMap::new();
         for wh in &settings.warehouses {
             let row = db::catalog::upsert_warehouse(&pool, &wh.name, &wh.root).await?;
-            let storage = storage::open(&row.storage_root, wh.s3.as_ref()).await?;
+            let owner = format!("warehouse `{}`", wh.name);
+            let storage = storage::open(&row.storage_root, wh.s3.as_ref(), &owner).await?;
             let [client_config, vended_credentials] = client_config(wh);
             warehouses.insert(
                 row.name.clone(),

@@ -326,7 +326,8 @@ impl Replicator {
                 s.peer_region, s.dest_warehouse, s.peer_region
             ))
         })?;
-        let dest_storage = storage::open(&dest_root, s.dest_s3.as_ref())
+        let owner = format!("peer `{}` warehouse `{}`", s.peer_region, s.dest_warehouse);
+        let dest_storage = storage::open(&dest_root, s.dest_s3.as_ref(), &owner)
             .await
             .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
         // Where clients must write this table: here, or this replica's own origin (chains).

@@ -19,8 +19,13 @@ pub enum StorageError {
     )]
     UnsupportedScheme(String),
     /// The storage refused the credentials (wrong keys, no permission).
-    #[error("storage refused access to {location}: {message}")]
-    Denied { location: String, message: String },
+    #[error("the storage of {owner} refused access to {location}: {message}")]
+    Denied {
+        /// Whose storage: a warehouse, or a peer's destination warehouse.
+        owner: String,
+        location: String,
+        message: String,
+    },
     #[error("file already exists: {0}")]
     AlreadyExists(String),
     #[error("file not found: {0}")]
@@ -83,15 +88,19 @@ pub fn validate_root(root: &str) -> Result<(), StorageError> {
     LocalStorage::path_of(root).map(|_| ())
 }
 
-/// The storage that serves locations under `root`; `s3` says how to reach an S3 bucket.
-pub async fn open(root: &str, s3: Option<&S3Settings>) -> Result<Arc<dyn Storage>, StorageError> {
+/// The storage that serves locations under `root`; `s3` says how to reach an S3 bucket, `owner`
+/// whose storage it is (named in errors, e.g. "warehouse `lake`").
+pub async fn open(
+    root: &str,
+    s3: Option<&S3Settings>,
+    owner: &str,
+) -> Result<Arc<dyn Storage>, StorageError> {
     validate_root(root)?;
     if root.starts_with("file:") {
         Ok(Arc::new(LocalStorage))
     } else {
-        Ok(Arc::new(
-            S3Storage::new(&s3.cloned().unwrap_or_default()).await,
-        ))
+        let storage = S3Storage::new(&s3.cloned().unwrap_or_default()).await;
+        Ok(Arc::new(storage.owned_by(owner)))
     }
 }
 

@@ -77,6 +77,8 @@ impl S3Settings {
 #[derive(Clone)]
 pub struct S3Storage {
     client: Client,
+    /// Whose storage this is, for error messages.
+    owner: String,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -118,12 +120,28 @@ impl S3Storage {
         }
         Self {
             client: Client::from_conf(config.build()),
+            owner: "this S3 storage".to_string(),
         }
+    }
+
+    /// Names whose storage this is in its errors (e.g. "warehouse `lake`").
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.owner = owner.to_string();
+        self
+    }
+
+    fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        location: &str,
+        err: SdkError<E, HttpResponse>,
+    ) -> StorageError {
+        s3_err(&self.owner, location, err)
     }
 }
 
 /// Maps an SDK error to a storage error that names the location and says what S3 answered.
 fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    owner: &str,
     location: &str,
     err: SdkError<E, HttpResponse>,
 ) -> StorageError {
@@ -139,6 +157,7 @@ fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
     ) || status == Some(403)
     {
         return StorageError::Denied {
+            owner: owner.to_string(),
             location: location.to_string(),
             message,
         };
@@ -165,7 +184,7 @@ impl Storage for S3Storage {
             .body(ByteStream::from(bytes.to_vec()))
             .send()
             .await
-            .map_err(|e| s3_err(location, e))?;
+            .map_err(|e| self.err(location, e))?;
         Ok(())
     }
 
@@ -178,7 +197,7 @@ impl Storage for S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_err(location, e))?;
+            .map_err(|e| self.err(location, e))?;
         let bytes = object.body.collect().await.map_err(|e| StorageError::Io {
             location: location.to_string(),
             source: std::io::Error::other(e),
@@ -197,7 +216,7 @@ impl Storage for S3Storage {
             .await
         {
             Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-            Err(err) => match s3_err(location, err) {
+            Err(err) => match self.err(location, err) {
                 StorageError::NotFound(_) => Ok(None),
                 other => Err(other),
             },
@@ -216,7 +235,7 @@ impl Storage for S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_err(location, e))?;
+            .map_err(|e| self.err(location, e))?;
         Ok(Box::new(object.body.into_async_read()))
     }
 
@@ -242,7 +261,7 @@ impl Storage for S3Storage {
                 .body(ByteStream::from(first))
                 .send()
                 .await
-                .map_err(|e| s3_err(location, e))?;
+                .map_err(|e| self.err(location, e))?;
             return Ok(written);
         }
         let upload = self
@@ -252,7 +271,7 @@ impl Storage for S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_err(location, e))?;
+            .map_err(|e| self.err(location, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
@@ -271,7 +290,7 @@ impl Storage for S3Storage {
                     .body(ByteStream::from(part))
                     .send()
                     .await
-                    .map_err(|e| s3_err(location, e))?;
+                    .map_err(|e| self.err(location, e))?;
                 parts.push(
                     CompletedPart::builder()
                         .set_e_tag(uploaded.e_tag().map(str::to_string))
@@ -292,7 +311,7 @@ impl Storage for S3Storage {
                 )
                 .send()
                 .await
-                .map_err(|e| s3_err(location, e))?;
+                .map_err(|e| self.err(location, e))?;
             Ok(written)
         }
         .await;
@@ -326,7 +345,7 @@ impl Storage for S3Storage {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) => match s3_err(location, err) {
+            Err(err) => match self.err(location, err) {
                 StorageError::NotFound(_) => Ok(()),
                 other => Err(other),
             },
@@ -369,7 +388,7 @@ impl S3Storage {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| s3_err(to, e))?;
+                .map_err(|e| self.err(to, e))?;
             return Ok(());
         }
         let upload = self
@@ -379,7 +398,7 @@ impl S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_err(to, e))?;
+            .map_err(|e| self.err(to, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
@@ -398,7 +417,7 @@ impl S3Storage {
                     .copy_source_range(format!("bytes={start}-{end}"))
                     .send()
                     .await
-                    .map_err(|e| s3_err(to, e))?;
+                    .map_err(|e| self.err(to, e))?;
                 parts.push(
                     CompletedPart::builder()
                         .set_e_tag(
@@ -424,7 +443,7 @@ impl S3Storage {
                 )
                 .send()
                 .await
-                .map_err(|e| s3_err(to, e))?;
+                .map_err(|e| self.err(to, e))?;
             Ok(())
         }
         .await;
