@@ -264,18 +264,9 @@ impl Storage for S3Storage {
                 .map_err(|e| self.err(location, e))?;
             return Ok(written);
         }
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err(location, e))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_string();
-        let result = async {
+        let mut written = 0u64;
+        self.multipart(location, async |upload_id| {
             let mut parts = Vec::new();
-            let mut written = 0u64;
             let mut part = first;
             while !part.is_empty() {
                 let number = parts.len() as i32 + 1;
@@ -285,48 +276,19 @@ impl Storage for S3Storage {
                     .upload_part()
                     .bucket(bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .part_number(number)
                     .body(ByteStream::from(part))
                     .send()
                     .await
                     .map_err(|e| self.err(location, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .set_e_tag(uploaded.e_tag().map(str::to_string))
-                        .part_number(number)
-                        .build(),
-                );
+                parts.push(completed(number, uploaded.e_tag()));
                 part = read_part(reader).await.map_err(io)?;
             }
-            self.client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| self.err(location, e))?;
-            Ok(written)
-        }
-        .await;
-        if result.is_err() {
-            // Nothing half-written stays behind: the parts go with the upload.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-        }
-        result
+            Ok(parts)
+        })
+        .await?;
+        Ok(written)
     }
 
     async fn sync_all(&self, _location: &str) -> Result<(), StorageError> {
@@ -391,16 +353,7 @@ impl S3Storage {
                 .map_err(|e| self.err(to, e))?;
             return Ok(());
         }
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err(to, e))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_string();
-        let result = async {
+        self.multipart(to, async |upload_id| {
             let mut parts = Vec::new();
             let mut start = 0u64;
             while start < size {
@@ -411,26 +364,42 @@ impl S3Storage {
                     .upload_part_copy()
                     .bucket(bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .part_number(number)
                     .copy_source(&source)
                     .copy_source_range(format!("bytes={start}-{end}"))
                     .send()
                     .await
                     .map_err(|e| self.err(to, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .set_e_tag(
-                            copied
-                                .copy_part_result()
-                                .and_then(|r| r.e_tag())
-                                .map(str::to_string),
-                        )
-                        .part_number(number)
-                        .build(),
-                );
+                let e_tag = copied.copy_part_result().and_then(|r| r.e_tag());
+                parts.push(completed(number, e_tag));
                 start = end + 1;
             }
+            Ok(parts)
+        })
+        .await
+    }
+
+    /// One multipart upload to `location`: `upload_parts` sends the parts (uploaded or copied) and
+    /// returns them; then the upload is completed, or aborted if anything failed, so no
+    /// half-written object and no orphaned parts stay behind.
+    async fn multipart(
+        &self,
+        location: &str,
+        upload_parts: impl AsyncFnOnce(&str) -> Result<Vec<CompletedPart>, StorageError>,
+    ) -> Result<(), StorageError> {
+        let (bucket, key) = split(location)?;
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err(location, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let parts = upload_parts(&upload_id).await?;
             self.client
                 .complete_multipart_upload()
                 .bucket(bucket)
@@ -443,7 +412,7 @@ impl S3Storage {
                 )
                 .send()
                 .await
-                .map_err(|e| self.err(to, e))?;
+                .map_err(|e| self.err(location, e))?;
             Ok(())
         }
         .await;
@@ -459,6 +428,13 @@ impl S3Storage {
         }
         result
     }
+}
+
+fn completed(number: i32, e_tag: Option<&str>) -> CompletedPart {
+    CompletedPart::builder()
+        .set_e_tag(e_tag.map(str::to_string))
+        .part_number(number)
+        .build()
 }
 
 /// A copy source: `bucket/key`, URL-encoded except for the key's slashes.
