@@ -167,7 +167,7 @@ async fn backfill_then_tail_with_paths_rewritten() {
     assert!(leaks.is_empty(), "replica files name the source: {leaks:?}");
     // 3 snapshots x 2 data files were copied.
     let data_files = |dir: &std::path::Path| {
-        walk(dir)
+        common::files_under(dir)
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
             .count()
@@ -217,19 +217,6 @@ fn by_id(load_result: &Value) -> Vec<Value> {
         .clone();
     snapshots.sort_by_key(|s| s["snapshot-id"].as_i64());
     snapshots
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[tokio::test]

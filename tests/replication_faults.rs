@@ -71,16 +71,10 @@ async fn assert_applied_once_in_order(replica: &Region) -> Vec<Value> {
 }
 
 fn data_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(data_files(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out
+    common::files_under(dir)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+        .collect()
 }
 
 async fn assert_same_snapshots(source: &Region, replica: &Region) {

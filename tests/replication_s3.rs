@@ -291,7 +291,7 @@ async fn replicates_from_s3_to_another_bucket_and_to_a_local_warehouse() {
         assert_eq!(snapshot_ids(&copy).len(), 2);
     }
     let count_data = |dir: &std::path::Path| {
-        files_in(dir)
+        common::files_under(dir)
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
             .count()
@@ -309,17 +309,4 @@ async fn replicates_from_s3_to_another_bucket_and_to_a_local_warehouse() {
     for floe in [primary, in_bucket, on_disk] {
         floe.server.stop().await;
     }
-}
-
-fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_in(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

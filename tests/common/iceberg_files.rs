@@ -2,23 +2,11 @@
 
 /// Every file under a directory whose bytes mention `needle`.
 pub fn files_mentioning(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                // Avro blocks are deflated: check the decoded records too.
-                let text = decoded_text(&bytes);
-                if text.contains(needle) {
-                    found.push(path);
-                }
-            }
-        }
-    }
-    found
+    super::files_under(dir)
+        .into_iter()
+        // Avro blocks are deflated: check the decoded records too.
+        .filter(|path| std::fs::read(path).is_ok_and(|bytes| decoded_text(&bytes).contains(needle)))
+        .collect()
 }
 
 fn decoded_text(bytes: &[u8]) -> String {

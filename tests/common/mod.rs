@@ -286,6 +286,23 @@ impl TestFloe {
     }
 }
 
+/// Every file under a directory, at any depth.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 /// Whether a table's replication status shows every destination `completed` at the source's version
 /// (and there is at least one).
 pub fn replication_completed(status: &Value) -> bool {

@@ -81,17 +81,5 @@ pub fn s3_settings(server: &S3Server, secret: &str) -> S3Settings {
 
 /// Every object in the bucket, as the files s3s-fs keeps.
 pub fn objects(server: &S3Server) -> Vec<PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&server.root.path().join(BUCKET), &mut out);
-    out
+    super::files_under(&server.root.path().join(BUCKET))
 }
