@@ -10,6 +10,7 @@ pub mod dev;
 pub mod error;
 pub mod http;
 pub mod log;
+pub mod manifest_avro;
 pub mod names;
 pub mod pgtemp;
 pub mod replication;

@@ -14,7 +14,7 @@ use serde_json::json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::db::catalog::{self as db, NewTable, TableRow};
+use crate::db::catalog::{self as db, NewTable, TablePointer, TableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::storage::Storage;
@@ -234,8 +234,11 @@ impl Catalog {
                         db::update_table_pointer(
                             &mut tx,
                             row.table_id,
-                            built.metadata.parsed.uuid(),
-                            &built.metadata_location,
+                            &TablePointer {
+                                table_uuid: built.metadata.parsed.uuid(),
+                                metadata_location: &built.metadata_location,
+                                location: built.metadata.parsed.location(),
+                            },
                             version,
                         )
                         .await?;
@@ -271,6 +274,7 @@ impl Catalog {
                                 namespace_id: ns.namespace_id,
                                 name: &built.table.name,
                                 metadata_location: &built.metadata_location,
+                                location: built.metadata.parsed.location(),
                             },
                         )
                         .await

@@ -1,17 +1,32 @@
-//! Purging a dropped table: delete exactly the files its metadata references, as Apache Iceberg's own
-//! catalogs do, never "everything under the location". A client may choose a table location that
-//! holds other tables' files too (e.g. a namespace directory); those must survive.
+//! Purging a dropped table. Every file its metadata references goes, as in Apache Iceberg's own
+//! catalogs. Beyond that, the table's location is listed and everything left there goes too (data
+//! files of commits that failed, metadata files trimmed from the log, interrupted copies), but
+//! only when the location is provably the table's alone: one floe assigned (it ends in the
+//! table's UUID) and no other table's location at or under it. A client may choose a location
+//! that holds other tables' files (e.g. a namespace directory); those must survive.
 
 use std::collections::BTreeSet;
 
-use iceberg::spec::{Manifest, ManifestList, TableMetadata};
+use iceberg::spec::TableMetadata;
+use sqlx::PgPool;
 
+use crate::db::catalog as db;
+use crate::manifest_avro::{self, AvroRewriteError};
 use crate::storage::{self, Storage, StorageError};
+
+/// The table property that, set to `false`, keeps a purge from deleting data files.
+const GC_ENABLED: &str = "gc.enabled";
 
 /// What a purge did.
 #[derive(Debug, Default)]
 pub struct PurgeReport {
     pub deleted: usize,
+    /// Whether the table's location was listed (see [`location_is_exclusive`]).
+    pub listed: bool,
+    /// Of `deleted`, the files found by listing that the metadata did not reference.
+    pub unreferenced: usize,
+    /// Whether data files were left because the table has `gc.enabled=false`.
+    pub data_files_kept: bool,
     /// Referenced files that lie outside the warehouse root: left alone.
     pub outside_root: usize,
     /// Manifest lists or manifests that could not be read (missing or corrupt): their entries stay.
@@ -19,11 +34,12 @@ pub struct PurgeReport {
 }
 
 /// Every file `metadata` references: metadata files (current and logged), manifest lists, manifests,
-/// data and delete files (live or not), statistics and partition statistics.
+/// statistics and partition statistics, and with `data_files` the data and delete files (live or not).
 async fn referenced_files(
     storage: &dyn Storage,
     metadata: &TableMetadata,
     metadata_location: &str,
+    data_files: bool,
     report: &mut PurgeReport,
 ) -> BTreeSet<String> {
     let mut files = BTreeSet::from([metadata_location.to_string()]);
@@ -47,60 +63,104 @@ async fn referenced_files(
     for snapshot in metadata.snapshots() {
         let list_location = snapshot.manifest_list();
         files.insert(list_location.to_string());
-        let list = match storage.read(list_location).await {
-            Ok(bytes) => ManifestList::parse_with_version(&bytes, metadata.format_version()),
-            Err(err) => {
-                report.unreadable.push(format!("{list_location}: {err}"));
-                continue;
-            }
-        };
-        match list {
-            Ok(list) => manifests.extend(list.entries().iter().map(|m| m.manifest_path.clone())),
-            Err(err) => report.unreadable.push(format!("{list_location}: {err}")),
+        match read_paths(storage, list_location, manifest_avro::manifest_paths).await {
+            Ok(paths) => manifests.extend(paths),
+            Err(err) => report.unreadable.push(err),
         }
     }
     // Snapshots share manifests; each is read once.
-    for manifest_location in manifests {
-        let parsed = match storage.read(&manifest_location).await {
-            Ok(bytes) => Manifest::parse_avro(&bytes),
-            Err(err) => {
-                report
-                    .unreadable
-                    .push(format!("{manifest_location}: {err}"));
-                files.insert(manifest_location);
-                continue;
+    if data_files {
+        for manifest in &manifests {
+            match read_paths(storage, manifest, manifest_avro::entry_file_paths).await {
+                Ok(paths) => files.extend(paths),
+                Err(err) => report.unreadable.push(err),
             }
-        };
-        match parsed {
-            Ok(manifest) => {
-                files.extend(manifest.entries().iter().map(|e| e.file_path().to_string()))
-            }
-            Err(err) => report
-                .unreadable
-                .push(format!("{manifest_location}: {err}")),
         }
-        files.insert(manifest_location);
     }
+    files.extend(manifests);
     files
 }
 
-/// Deletes the files of a dropped table that lie inside the warehouse root, then any directories
-/// under its location that are left empty.
+/// Whether everything under the table's location belongs to this table: the location is under
+/// the warehouse root, is one floe assigned (`<name>-<table uuid>`, see
+/// `metadata::default_table_location`), and no table in the catalog (any warehouse) has its
+/// location there or below. Call it after the dropped table's row is gone.
+pub async fn location_is_exclusive(
+    pool: &PgPool,
+    warehouse_root: &str,
+    metadata: &TableMetadata,
+) -> sqlx::Result<bool> {
+    let location = metadata.location().trim_end_matches('/');
+    let assigned_suffix = format!("-{}", metadata.uuid().simple());
+    let assigned = location
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.ends_with(&assigned_suffix));
+    if !assigned || !storage::is_under(location, warehouse_root) {
+        return Ok(false);
+    }
+    Ok(!db::location_may_hold_tables(pool, location).await?)
+}
+
+/// Reads a manifest list or manifest and the paths `parse` finds in it; the error names the file.
+async fn read_paths(
+    storage: &dyn Storage,
+    location: &str,
+    parse: fn(&[u8]) -> Result<Vec<String>, AvroRewriteError>,
+) -> Result<Vec<String>, String> {
+    let bytes = storage
+        .read(location)
+        .await
+        .map_err(|err| format!("{location}: {err}"))?;
+    parse(&bytes).map_err(|err| format!("{location}: {err}"))
+}
+
+/// Deletes the files of a dropped table that lie inside the warehouse root (with `list_location`,
+/// everything under its location as well), then any directories under its location left empty.
 pub async fn purge_table(
     storage: &dyn Storage,
     warehouse_root: &str,
     metadata: &TableMetadata,
     metadata_location: &str,
+    list_location: bool,
 ) -> Result<PurgeReport, StorageError> {
     let mut report = PurgeReport::default();
-    for file in referenced_files(storage, metadata, metadata_location, &mut report).await {
-        if storage::is_under(&file, warehouse_root) {
-            storage.delete(&file).await?;
-            report.deleted += 1;
-        } else {
+    // `gc.enabled=false` says the data files may be shared with other tables (e.g. a snapshot of
+    // another table): only the table's own metadata goes, as in Apache Iceberg's catalogs.
+    let gc_enabled = metadata
+        .properties()
+        .get(GC_ENABLED)
+        .is_none_or(|value| !value.eq_ignore_ascii_case("false"));
+    report.data_files_kept = !gc_enabled;
+    let list_location = list_location && gc_enabled;
+    let referenced = referenced_files(
+        storage,
+        metadata,
+        metadata_location,
+        gc_enabled,
+        &mut report,
+    )
+    .await;
+    let mut doomed = Vec::new();
+    let mut seen = BTreeSet::new();
+    for file in &referenced {
+        if !storage::is_under(file, warehouse_root) {
             report.outside_root += 1;
+        } else if seen.insert(storage::canonical(file).into_owned()) {
+            doomed.push(file.clone());
         }
     }
+    if list_location {
+        report.listed = true;
+        for file in storage.list(metadata.location()).await? {
+            if seen.insert(storage::canonical(&file).into_owned()) {
+                report.unreferenced += 1;
+                doomed.push(file);
+            }
+        }
+    }
+    storage.delete_many(&doomed).await?;
+    report.deleted = doomed.len();
     if storage::is_under(metadata.location(), warehouse_root) {
         storage.remove_empty_dirs(metadata.location()).await?;
     }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::contract::peer_protocol::{
     ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, Retention,
 };
-use crate::db::catalog::{self as db, NewTable, ReplicaMark, TableRow};
+use crate::db::catalog::{self as db, NewTable, ReplicaMark, TablePointer, TableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::names::{NamespaceName, TableName};
@@ -155,6 +155,7 @@ impl Catalog {
                                 namespace_id,
                                 name: &table.name,
                                 metadata_location: &location,
+                                location: built.parsed.location(),
                             },
                         )
                         .await?;
@@ -168,7 +169,12 @@ impl Catalog {
                             )));
                         }
                     } else {
-                        db::update_table_pointer(&mut tx, table_id, uuid, &location, version).await?;
+                        let pointer = TablePointer {
+                            table_uuid: uuid,
+                            metadata_location: &location,
+                            location: built.parsed.location(),
+                        };
+                        db::update_table_pointer(&mut tx, table_id, &pointer, version).await?;
                     }
                     db::set_replica_mark(&mut tx, table_id, &mark).await?;
                     let mut entry = entry_base(EntryKind::CreateTable, &table, table_id, uuid, version);
@@ -199,8 +205,12 @@ impl Catalog {
                         let location =
                             metadata::metadata_file_location(built.parsed.location(), version);
                         files.write(&wh.storage, &location, built.json.as_bytes()).await?;
-                        db::update_table_pointer(&mut tx, row.table_id, row.table_uuid, &location, version)
-                            .await?;
+                        let pointer = TablePointer {
+                            table_uuid: row.table_uuid,
+                            metadata_location: &location,
+                            location: built.parsed.location(),
+                        };
+                        db::update_table_pointer(&mut tx, row.table_id, &pointer, version).await?;
                         db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
                         let mut entry =
                             entry_base(EntryKind::CommitTable, &table, row.table_id, row.table_uuid, version);
@@ -255,8 +265,7 @@ impl Catalog {
                     let orphaned = ReplicaMark { orphaned: true, ..mark.clone() };
                     db::set_replica_mark(&mut tx, row.table_id, &orphaned).await?;
                     let version = row.version + 1;
-                    db::update_table_pointer(&mut tx, row.table_id, row.table_uuid, &row.metadata_location, version)
-                        .await?;
+                    db::bump_table_version(&mut tx, row.table_id, version).await?;
                     let mut entry =
                         entry_base(EntryKind::OrphanTable, &table, row.table_id, row.table_uuid, version);
                     entry.previous_metadata_location = Some(row.metadata_location.clone());

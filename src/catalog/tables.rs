@@ -6,7 +6,7 @@ use iceberg::spec::TableMetadata;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::db::catalog::{self as db, NewTable};
+use crate::db::catalog::{self as db, NewTable, TablePointer};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 
@@ -138,6 +138,7 @@ impl Catalog {
                     namespace_id: namespace.namespace_id,
                     name: &table.name,
                     metadata_location: &metadata_location,
+                    location: created.parsed.location(),
                 },
             )
             .await
@@ -257,16 +258,31 @@ impl Catalog {
                 return;
             }
         };
-        match super::purge::purge_table(&*wh.storage, &wh.root, &metadata.parsed, metadata_location)
+        let exclusive = super::purge::location_is_exclusive(&self.pool, &wh.root, &metadata.parsed)
             .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(%table, %err, "purge: cannot tell whether other tables share the \
+                    location; deleting only the files the metadata references");
+                false
+            });
+        match super::purge::purge_table(
+            &*wh.storage,
+            &wh.root,
+            &metadata.parsed,
+            metadata_location,
+            exclusive,
+        )
+        .await
         {
             Ok(report) => {
                 if !report.unreadable.is_empty() {
                     tracing::warn!(%table, unreadable = ?report.unreadable,
                         "purge could not read some manifests; their files remain");
                 }
-                tracing::info!(%table, deleted = report.deleted,
-                    outside_root = report.outside_root, "purged dropped table");
+                tracing::info!(%table, deleted = report.deleted, listed = report.listed,
+                    unreferenced = report.unreferenced, outside_root = report.outside_root,
+                    data_files_kept = report.data_files_kept,
+                    "purged dropped table");
             }
             Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
         }
@@ -383,8 +399,11 @@ impl Catalog {
                 db::update_table_pointer(
                     &mut tx,
                     row.table_id,
-                    table_uuid,
-                    &req.metadata_location,
+                    &TablePointer {
+                        table_uuid,
+                        metadata_location: &req.metadata_location,
+                        location: registered.parsed.location(),
+                    },
                     version,
                 )
                 .await
@@ -402,6 +421,7 @@ impl Catalog {
                         namespace_id: namespace.namespace_id,
                         name: &table.name,
                         metadata_location: &req.metadata_location,
+                        location: registered.parsed.location(),
                     },
                 )
                 .await?;

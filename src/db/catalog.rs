@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::names::NamespaceName;
+use crate::storage;
 
 #[derive(Debug, Clone)]
 pub struct WarehouseRow {
@@ -278,14 +279,17 @@ pub struct NewTable<'a> {
     pub namespace_id: Uuid,
     pub name: &'a str,
     pub metadata_location: &'a str,
+    /// The table location from the metadata.
+    pub location: &'a str,
 }
 
 /// Inserts a table row at version 1. Returns false when the name (or the table UUID) is taken.
 pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO iceberg_table
-             (table_id, table_uuid, warehouse_id, namespace_id, name, metadata_location, version)
-         VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT DO NOTHING",
+             (table_id, table_uuid, warehouse_id, namespace_id, name, metadata_location, version,
+              location)
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT DO NOTHING",
     )
     .bind(table.table_id)
     .bind(table.table_uuid)
@@ -293,31 +297,68 @@ pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx
     .bind(table.namespace_id)
     .bind(table.name)
     .bind(table.metadata_location)
+    .bind(storage::canonical(table.location).trim_end_matches('/'))
     .execute(conn)
     .await?
     .rows_affected();
     Ok(inserted == 1)
 }
 
+/// Where a table row points: its metadata file and that metadata's table location.
+pub struct TablePointer<'a> {
+    pub table_uuid: Uuid,
+    pub metadata_location: &'a str,
+    pub location: &'a str,
+}
+
 /// Swaps the pointer of a locked table row to a new metadata file and version.
 pub async fn update_table_pointer(
     conn: &mut PgConnection,
     table_id: Uuid,
-    table_uuid: Uuid,
-    metadata_location: &str,
+    pointer: &TablePointer<'_>,
     version: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE iceberg_table SET table_uuid = $2, metadata_location = $3, version = $4,
-             updated_at = now() WHERE table_id = $1",
+             location = $5, updated_at = now() WHERE table_id = $1",
     )
     .bind(table_id)
-    .bind(table_uuid)
-    .bind(metadata_location)
+    .bind(pointer.table_uuid)
+    .bind(pointer.metadata_location)
     .bind(version)
+    .bind(storage::canonical(pointer.location).trim_end_matches('/'))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Moves a locked table row to `version` without changing what it points to.
+pub async fn bump_table_version(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    version: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE iceberg_table SET version = $2, updated_at = now() WHERE table_id = $1")
+        .bind(table_id)
+        .bind(version)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether any table (in any warehouse) has its location at `location` or under it, or has no
+/// recorded location (rows from before migration 0004), so might.
+pub async fn location_may_hold_tables(pool: &PgPool, location: &str) -> sqlx::Result<bool> {
+    let location = storage::canonical(location);
+    let location = location.trim_end_matches('/');
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM iceberg_table
+             WHERE location IS NULL OR location = $1 OR starts_with(location, $2))",
+    )
+    .bind(location)
+    .bind(format!("{location}/"))
+    .fetch_one(pool)
+    .await
 }
 
 pub async fn rename_table(

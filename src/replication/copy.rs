@@ -16,9 +16,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
-use super::avro::{self, AvroRewriteError};
 use super::delete_files::{self, DeleteFileError};
 use super::paths::{OutsideLocation, PathMap};
+use crate::manifest_avro::{self as avro, AvroRewriteError};
 use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,18 +130,7 @@ impl Copier {
             file: manifest_list.to_string(),
             source,
         };
-        let records = avro::read_records(&bytes).map_err(avro_err)?;
-        let manifests: Vec<String> = records
-            .iter()
-            .map(|r| {
-                avro::field(r, "manifest_path")
-                    .and_then(avro::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        avro_err(AvroRewriteError::Shape("no manifest_path".to_string()))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let manifests = avro::manifest_paths(&bytes).map_err(avro_err)?;
         // A few manifests at once; their files share the copier's permits.
         let lengths: HashMap<String, u64> = futures::stream::iter(manifests)
             .map(|manifest| async move {

@@ -3,7 +3,6 @@
 //! `catalog::replica`; the protocol between them is `contract::peer_protocol`.
 
 pub mod admin;
-pub mod avro;
 pub mod copy;
 pub mod delete_files;
 pub mod paths;

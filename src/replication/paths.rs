@@ -2,7 +2,7 @@
 //! replica's, and every path must lie under the source location (a path elsewhere would leave the
 //! replica reading the source's storage).
 
-use crate::storage::is_under;
+use crate::storage::{canonical, is_under};
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -12,6 +12,12 @@ use crate::storage::is_under;
 pub struct OutsideLocation {
     pub path: String,
     pub location: String,
+}
+
+impl From<OutsideLocation> for crate::manifest_avro::AvroRewriteError {
+    fn from(err: OutsideLocation) -> Self {
+        Self::Edit(Box::new(err))
+    }
 }
 
 /// The source table location and the replica's.
@@ -35,7 +41,7 @@ impl PathMap {
 
     /// The destination path of a source path.
     pub fn rewrite(&self, path: &str) -> Result<String, OutsideLocation> {
-        let (source, normalized) = (normalize(&self.source), normalize(path));
+        let (source, normalized) = (canonical(&self.source), canonical(path));
         if normalized == source {
             return Ok(self.destination.clone());
         }
@@ -56,15 +62,6 @@ impl PathMap {
     /// strings are returned unchanged.
     pub fn rewrite_if_path(&self, value: &str) -> String {
         self.rewrite(value).unwrap_or_else(|_| value.to_string())
-    }
-}
-
-/// One spelling per file: Hadoop-based writers (Spark) write `file:/p` where others write
-/// `file:///p`; both name the same file.
-fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
-    match path.strip_prefix("file:///") {
-        Some(rest) => format!("file:/{rest}").into(),
-        None => path.into(),
     }
 }
 

@@ -203,28 +203,59 @@ impl Storage for LocalStorage {
         }
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let root = Self::path_of(prefix)?;
+        let tree = walk(&root).await.map_err(|e| io_err(prefix, e))?;
+        let base = prefix.trim_end_matches('/');
+        Ok(tree
+            .files
+            .iter()
+            .filter_map(|file| file.strip_prefix(&root).ok())
+            .map(|relative| format!("{base}/{}", relative.to_string_lossy()))
+            .collect())
+    }
+
     async fn remove_empty_dirs(&self, prefix: &str) -> Result<(), StorageError> {
         let root = Self::path_of(prefix)?;
-        let mut stack = vec![root];
-        let mut dirs = Vec::new();
-        while let Some(dir) = stack.pop() {
-            let mut entries = match tokio::fs::read_dir(&dir).await {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(prefix, e)),
-            };
-            while let Some(entry) = entries.next_entry().await.map_err(|e| io_err(prefix, e))? {
-                if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
-                }
-            }
-            dirs.push(dir);
-        }
+        let tree = walk(&root).await.map_err(|e| io_err(prefix, e))?;
         // Children come after their parents in `dirs`: removing in reverse empties each parent
         // before it is tried. A directory that still holds anything stays (remove_dir refuses).
-        for dir in dirs.into_iter().rev() {
+        for dir in tree.dirs.into_iter().rev() {
             let _ = tokio::fs::remove_dir(&dir).await;
         }
         Ok(())
     }
+}
+
+/// The files and directories under a directory (itself included among the directories, parents
+/// before their children); a missing directory holds nothing.
+struct Tree {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+async fn walk(root: &Path) -> std::io::Result<Tree> {
+    let mut tree = Tree {
+        files: Vec::new(),
+        dirs: Vec::new(),
+    };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            // Symlinks are not followed: a purge must not reach outside the table's directory.
+            let kind = entry.file_type().await?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else {
+                tree.files.push(entry.path());
+            }
+        }
+        tree.dirs.push(dir);
+    }
+    Ok(tree)
 }

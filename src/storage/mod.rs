@@ -74,6 +74,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
     /// Deletes one file; a missing file is not an error.
     async fn delete(&self, location: &str) -> Result<(), StorageError>;
+    /// Deletes many files (S3 batches them); missing files are not an error.
+    async fn delete_many(&self, locations: &[String]) -> Result<(), StorageError> {
+        for location in locations {
+            self.delete(location).await?;
+        }
+        Ok(())
+    }
+    /// Every file under the directory `prefix`, at any depth, as locations spelled like `prefix`.
+    /// For purge: what a dropped table's location still holds beyond what its metadata names.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
     /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only
     /// empty directories go, so it cannot touch another table's files. Object stores have no
     /// directories: nothing to do there.
@@ -104,10 +114,36 @@ pub async fn open(
     }
 }
 
-/// Whether `location` lies under `root` (as directories, not as string prefixes: `/wh2` is not under `/wh`).
+/// Whether `location` lies under `root` (as directories, not as string prefixes: `/wh2` is not
+/// under `/wh`), whichever way each spells a local file.
 pub fn is_under(location: &str, root: &str) -> bool {
+    let (location, root) = (canonical(location), canonical(root));
     let root = root.trim_end_matches('/');
     location
         .strip_prefix(root)
         .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// One spelling per file: Hadoop-based writers (Spark) write `file:/p` where others write
+/// `file:///p`; both name the same file. Compare locations in this form.
+pub fn canonical(location: &str) -> std::borrow::Cow<'_, str> {
+    match location.strip_prefix("file:///") {
+        Some(rest) => format!("file:/{rest}").into(),
+        None => location.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_under_compares_directories_whichever_way_a_local_file_is_spelled() {
+        assert!(is_under("file:/wh/ns/t/data/a.parquet", "file:///wh"));
+        assert!(is_under("file:///wh/ns/t", "file:/wh/"));
+        assert!(!is_under("file:///wh2/t", "file:///wh"));
+        assert!(!is_under("file:///wh", "file:///wh"));
+        assert!(is_under("s3://lake/wh/t/x", "s3://lake/wh"));
+        assert!(!is_under("s3://lake/wh-other/x", "s3://lake/wh"));
+    }
 }

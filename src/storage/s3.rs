@@ -2,6 +2,7 @@
 //! override and path-style access for S3-compatible servers, static keys or the default AWS
 //! credential chain (environment, profile, web identity, instance metadata).
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use utoipa::ToSchema;
@@ -314,6 +315,45 @@ impl Storage for S3Storage {
         }
     }
 
+    async fn delete_many(&self, locations: &[String]) -> Result<(), StorageError> {
+        let mut by_bucket: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for location in locations {
+            let (bucket, key) = split(location)?;
+            by_bucket.entry(bucket).or_default().push(key);
+        }
+        for (bucket, keys) in by_bucket {
+            for batch in keys.chunks(DELETE_BATCH) {
+                self.delete_batch(bucket, batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let (bucket, key) = split(prefix)?;
+        let scheme = &prefix[..prefix.find("://").unwrap_or(0)];
+        // The directory's keys, not its siblings': `t-1/` must not match `t-10/...`.
+        let key_prefix = format!("{}/", key.trim_end_matches('/'));
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&key_prefix)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(prefix, e))?;
+            found.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|object| object.key())
+                    .map(|key| format!("{scheme}://{bucket}/{key}")),
+            );
+        }
+        Ok(found)
+    }
+
     async fn remove_empty_dirs(&self, _prefix: &str) -> Result<(), StorageError> {
         // Object stores have no directories.
         Ok(())
@@ -321,6 +361,66 @@ impl Storage for S3Storage {
 
     fn as_s3(&self) -> Option<&S3Storage> {
         Some(self)
+    }
+}
+
+/// The most keys one DeleteObjects request may name.
+const DELETE_BATCH: usize = 1000;
+
+impl S3Storage {
+    /// One DeleteObjects request; S3 reports each key's failure in the answer, not as an error.
+    async fn delete_batch(&self, bucket: &str, keys: &[&str]) -> Result<(), StorageError> {
+        let location = |key: &str| format!("s3://{bucket}/{key}");
+        let objects = keys
+            .iter()
+            .map(|key| ObjectIdentifier::builder().key(*key).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StorageError::Io {
+                location: location(keys.first().copied().unwrap_or_default()),
+                source: std::io::Error::other(e),
+            })?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| StorageError::Io {
+                location: location(keys.first().copied().unwrap_or_default()),
+                source: std::io::Error::other(e),
+            })?;
+        let answer = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| self.err(&location(keys[0]), e))?;
+        match answer
+            .errors()
+            .iter()
+            .find(|e| e.code() != Some("NoSuchKey"))
+        {
+            None => Ok(()),
+            Some(failed) => {
+                let key = failed.key().unwrap_or_default();
+                let message = format!(
+                    "{}: {}",
+                    failed.code().unwrap_or("error"),
+                    failed.message().unwrap_or_default()
+                );
+                Err(match failed.code() {
+                    Some("AccessDenied") => StorageError::Denied {
+                        owner: self.owner.clone(),
+                        location: location(key),
+                        message,
+                    },
+                    _ => StorageError::Io {
+                        location: location(key),
+                        source: std::io::Error::other(message),
+                    },
+                })
+            }
+        }
     }
 }
 

@@ -31,6 +31,14 @@ class Floe:
         self.replica_url = replica_url
         self.replica_root = os.path.join(state_dir, "replica-warehouse")
         self.primary_root = os.path.join(state_dir, "warehouse")
+        # Where an S3 server keeps its buckets as directories (s3s-fs), for warehouses on S3.
+        self.bucket_dirs = None
+
+    def local_path(self, uri):
+        """The file behind a table file's URI: the file itself, or the S3 server's copy of the object."""
+        if uri.startswith("s3://"):
+            return os.path.join(self.bucket_dirs, uri.removeprefix("s3://"))
+        return uri.removeprefix("file://").removeprefix("file:")
 
     def log(self, **params):
         """All log entries (paging through `after`)."""
@@ -80,6 +88,12 @@ def floe():
     stop_dev(proc)
 
 
+@pytest.fixture(params=["file", "s3"])
+def any_floe(request):
+    """The catalog-core client tests run on a local warehouse and on an s3:// one."""
+    return request.getfixturevalue("floe" if request.param == "file" else "floe_s3")
+
+
 @pytest.fixture(scope="module")
 def floe_no_rule():
     """Two regions, the replica registered as a peer, and no rule: tests add their own."""
@@ -91,7 +105,7 @@ def floe_no_rule():
 S3_KEY, S3_SECRET, S3_BUCKET = "floe-client-key", "floe-client-secret-0123456789", "lake"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def floe_s3():
     """`floe dev` whose primary warehouse `s3wh` is on s3s-fs (an S3-compatible server that checks
     signatures), vending its keys to clients that ask."""
@@ -125,7 +139,7 @@ secret_access_key = "{S3_SECRET}"
     except Exception:
         s3.kill()
         raise
-    floe.s3_root = os.path.join(root, S3_BUCKET)
+    floe.bucket_dirs = root
     yield floe
     stop_dev(proc)
     s3.kill()

@@ -52,7 +52,8 @@ def assert_log_matches_history(floe, namespace, table):
     return entries
 
 
-def test_pyiceberg_appends_schema_change_and_conflict_retry(floe):
+def test_pyiceberg_appends_schema_change_and_conflict_retry(any_floe):
+    floe = any_floe
     cat = pyiceberg_catalog(floe)
     cat.create_namespace("py_ns")
     schema = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
@@ -83,7 +84,12 @@ def test_pyiceberg_appends_schema_change_and_conflict_retry(floe):
     assert [e["kind"] for e in entries] == ["create-table"] + ["commit-table"] * 6
 
 
-def test_pyiceberg_purge_deletes_the_tables_files(floe):
+def files_under(directory):
+    return [os.path.join(d, f) for d, _, files in os.walk(directory) for f in files]
+
+
+def test_pyiceberg_purge_deletes_the_tables_files(any_floe):
+    floe = any_floe
     cat = pyiceberg_catalog(floe)
     cat.create_namespace_if_not_exists("purge_ns")
     schema = pa.schema([pa.field("id", pa.int64())])
@@ -93,16 +99,28 @@ def test_pyiceberg_purge_deletes_the_tables_files(floe):
     tbl = cat.load_table(("purge_ns", "gone"))
     data_files = [t.file.file_path for t in tbl.scan().plan_files()]
     manifest_lists = [s.manifest_list for s in tbl.metadata.snapshots]
-    local = lambda uri: uri.removeprefix("file://")
-    assert len(data_files) == 2 and all(os.path.exists(local(f)) for f in data_files + manifest_lists)
+    # A data file no snapshot references, as a writer whose commit failed leaves behind.
+    orphan = f"{tbl.metadata.location}/data/orphan-of-a-failed-commit.parquet"
+    with tbl.io.new_output(orphan).create() as out:
+        out.write(b"never committed")
+    # Another table in the namespace, which must survive.
+    kept = cat.create_table(("purge_ns", "kept"), schema=schema)
+    kept.append(pa.table({"id": [9]}, schema=schema))
+    files = data_files + manifest_lists + [orphan]
+    assert len(data_files) == 2 and all(os.path.exists(floe.local_path(f)) for f in files)
+
     cat.purge_table(("purge_ns", "gone"))
     assert not cat.table_exists(("purge_ns", "gone"))
-    left = [f for f in data_files + manifest_lists + [tbl.metadata_location] if os.path.exists(local(f))]
+    left = [f for f in files + [tbl.metadata_location] if os.path.exists(floe.local_path(f))]
     assert left == [], left
-    assert not os.path.exists(local(tbl.metadata.location)), "empty table directories remain"
+    assert files_under(floe.local_path(tbl.metadata.location)) == [], "files remain at the location"
+    if not tbl.metadata.location.startswith("s3://"):
+        assert not os.path.exists(floe.local_path(tbl.metadata.location)), "empty directories remain"
+    assert cat.load_table(("purge_ns", "kept")).scan().to_arrow().column("id").to_pylist() == [9]
 
 
-def test_duckdb_create_insert_delete_and_snapshots(floe):
+def test_duckdb_create_insert_delete_and_snapshots(any_floe):
+    floe = any_floe
     con = duck(floe)
     con.execute("CREATE SCHEMA cat.duck_ns")
     con.execute("CREATE TABLE cat.duck_ns.t (id BIGINT, s VARCHAR)")

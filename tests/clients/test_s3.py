@@ -25,6 +25,6 @@ def test_pyiceberg_and_duckdb_write_and_read_through_vended_config(floe_s3):
     assert sorted(cat.load_table(("s3ns", "d")).scan().to_arrow().column("id").to_pylist()) == [1, 2]
 
     # Every file is an object in the bucket; none went to the local disk.
-    objects = [os.path.join(d, f) for d, _, files in os.walk(floe_s3.s3_root) for f in files]
+    objects = [os.path.join(d, f) for d, _, files in os.walk(floe_s3.local_path("s3://lake")) for f in files]
     assert sum(1 for o in objects if o.endswith(".parquet")) >= 3, objects
     assert sum(1 for o in objects if o.endswith(".metadata.json")) >= 4, objects

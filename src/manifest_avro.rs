@@ -1,8 +1,11 @@
-//! Rewriting manifest lists and manifests at the Avro level: every record is read with the file's
-//! own writer schema, only path fields (and the sizes that follow from rewritten files) change, and
-//! the records are written back with the same schema and the same file metadata (Iceberg's schema,
-//! partition spec, format version, content). iceberg's `ManifestWriter` would restamp entries
-//! (status, snapshot ids, sequence numbers), which a replica must keep exactly.
+//! Manifest lists and manifests at the Avro level, read with each file's own writer schema so that
+//! every writer's files (Spark, PyIceberg, DuckDB, ...) read alike.
+//!
+//! Replication rewrites them: only path fields (and the sizes that follow from rewritten files)
+//! change, and the records are written back with the same schema and the same file metadata
+//! (Iceberg's schema, partition spec, format version, content). iceberg's `ManifestWriter` would
+//! restamp entries (status, snapshot ids, sequence numbers), which a replica must keep exactly.
+//! Purge only reads the paths they name.
 
 use std::collections::HashMap;
 
@@ -17,8 +20,9 @@ pub enum AvroRewriteError {
     Write(#[source] Box<apache_avro::Error>),
     #[error("unexpected Avro record shape: {0}")]
     Shape(String),
+    /// The caller's edit refused a record (e.g. a path outside the table location).
     #[error(transparent)]
-    Path(#[from] super::paths::OutsideLocation),
+    Edit(Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn read_err(e: apache_avro::Error) -> AvroRewriteError {
@@ -60,6 +64,33 @@ pub fn read_records(bytes: &[u8]) -> Result<Vec<Value>, AvroRewriteError> {
         .map_err(read_err)?
         .map(|r| r.map_err(read_err))
         .collect()
+}
+
+/// The manifests a manifest list names, in its order.
+pub fn manifest_paths(manifest_list: &[u8]) -> Result<Vec<String>, AvroRewriteError> {
+    read_records(manifest_list)?
+        .iter()
+        .map(|record| string_field(record, "manifest_path"))
+        .collect()
+}
+
+/// The data and delete files a manifest's entries name, whatever each entry's status.
+pub fn entry_file_paths(manifest: &[u8]) -> Result<Vec<String>, AvroRewriteError> {
+    read_records(manifest)?
+        .iter()
+        .map(|entry| {
+            let data_file = field(entry, "data_file")
+                .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
+            string_field(unwrap_union(data_file), "file_path")
+        })
+        .collect()
+}
+
+fn string_field(record: &Value, name: &str) -> Result<String, AvroRewriteError> {
+    field(record, name)
+        .and_then(as_str)
+        .map(str::to_string)
+        .ok_or_else(|| AvroRewriteError::Shape(format!("record has no string `{name}`")))
 }
 
 /// The named field of a record.

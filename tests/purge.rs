@@ -1,0 +1,283 @@
+//! Purge (`DELETE ...?purgeRequested=true`) on a local warehouse and on S3 (s3s-fs, which checks
+//! signatures): every file the metadata references goes; the table's location is listed and what
+//! is left there goes too when the location is the table's alone; a location shared with another
+//! table, or one the client chose, loses only the referenced files; `gc.enabled=false` keeps data.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::TestFloe;
+use common::s3::{BUCKET, S3Server, SECRET_KEY, s3_settings, start_s3};
+use floe::bench::files::SnapshotWriter;
+use floe::storage::{self, Storage};
+use serde_json::{Value, json};
+
+/// A floe whose warehouse `wh` is on local disk or in an S3 bucket, and a handle on that storage.
+struct Lake {
+    floe: TestFloe,
+    storage: Arc<dyn Storage>,
+    root: String,
+    _s3: Option<S3Server>,
+}
+
+async fn local_lake() -> Lake {
+    let floe = TestFloe::start().await;
+    let root = floe.warehouse_root();
+    let storage = storage::open(&root, None, "test").await.unwrap();
+    Lake {
+        floe,
+        storage,
+        root,
+        _s3: None,
+    }
+}
+
+async fn s3_lake() -> Option<Lake> {
+    let server = start_s3().await?;
+    let url = common::new_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, dir.path());
+    let root = format!("s3://{BUCKET}/wh");
+    settings.warehouses[0].root = root.clone();
+    settings.warehouses[0].s3 = Some(s3_settings(&server, SECRET_KEY));
+    let storage = storage::open(&root, settings.warehouses[0].s3.as_ref(), "test")
+        .await
+        .unwrap();
+    Some(Lake {
+        floe: TestFloe::start_with(settings, dir).await,
+        storage,
+        root,
+        _s3: Some(server),
+    })
+}
+
+impl Lake {
+    async fn put(&self, location: &str, bytes: &[u8]) {
+        let mut reader = std::io::Cursor::new(bytes.to_vec());
+        self.storage
+            .write_stream(location, &mut reader, true)
+            .await
+            .unwrap();
+    }
+
+    async fn exists(&self, location: &str) -> bool {
+        self.storage.size(location).await.unwrap().is_some()
+    }
+
+    async fn create(&self, name: &str, body: Value) -> Value {
+        let mut body = body;
+        body["name"] = json!(name);
+        body["schema"] = common::simple_schema();
+        self.floe
+            .post("/v1/wh/namespaces/db/tables", body)
+            .await
+            .expect(200)
+    }
+
+    /// Appends a snapshot of two data files written to the table's location; returns every file
+    /// the snapshot added (data files, manifest, manifest list).
+    async fn append(&self, table: &str, files: &mut SnapshotWriter) -> Vec<String> {
+        let loaded = self
+            .floe
+            .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
+            .await
+            .expect(200);
+        let metadata = &loaded["metadata"];
+        let location = metadata["location"].as_str().unwrap().to_string();
+        let parent = metadata["current-snapshot-id"].as_i64();
+        let seq = metadata["last-sequence-number"].as_i64().unwrap() + 1;
+        let snapshot_id = 7000 + seq;
+        let mut written = Vec::new();
+        let list = files
+            .write_snapshot_to(&location, snapshot_id, seq, 2, 1024, |location, bytes| {
+                written.push((location.to_string(), bytes.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        for (location, bytes) in &written {
+            self.put(location, bytes).await;
+        }
+        let uuid = metadata["table-uuid"].as_str().unwrap();
+        let mut body = common::append_commit(uuid, parent, snapshot_id, seq);
+        body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
+        self.floe.commit("db", table, body).await.expect(200);
+        written.into_iter().map(|(location, _)| location).collect()
+    }
+
+    async fn purge(&self, table: &str) {
+        self.floe
+            .delete(&format!(
+                "/v1/wh/namespaces/db/tables/{table}?purgeRequested=true"
+            ))
+            .await
+            .expect(204);
+        self.floe
+            .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
+            .await
+            .expect(404);
+    }
+}
+
+fn location_of(table: &Value) -> String {
+    table["metadata"]["location"].as_str().unwrap().to_string()
+}
+
+/// A table at the location floe assigned: its files, referenced or not, all go; a neighbour whose
+/// name merely starts with the same characters stays, and so does the namespace's other table.
+async fn purge_lists_the_tables_own_location(lake: Lake) {
+    lake.floe.create_namespace(&["db"]).await;
+    let table = lake.create("t", json!({})).await;
+    let location = location_of(&table);
+    let mut files = SnapshotWriter::default();
+    let mut referenced = lake.append("t", &mut files).await;
+    referenced.extend(lake.append("t", &mut files).await);
+    // What a failed commit, a trimmed metadata log and an interrupted copy leave behind.
+    let unreferenced = [
+        format!("{location}/data/00000-failed-commit.parquet"),
+        format!("{location}/metadata/00042-trimmed.metadata.json"),
+        format!("{location}/data/.x.parquet.0123.floe-tmp"),
+    ];
+    for file in &unreferenced {
+        lake.put(file, b"left behind").await;
+    }
+    // Same string prefix, different directory; and another table of the namespace.
+    let lookalike = format!("{location}0/data/keep.parquet");
+    lake.put(&lookalike, b"not the table's").await;
+    lake.create("other", json!({})).await;
+    let other_files = lake.append("other", &mut SnapshotWriter::default()).await;
+
+    lake.purge("t").await;
+
+    let left = lake.storage.list(&location).await.unwrap();
+    assert!(left.is_empty(), "purge left {left:?}");
+    for file in referenced.iter().chain(&unreferenced) {
+        assert!(!lake.exists(file).await, "purge left {file}");
+    }
+    assert!(lake.exists(&lookalike).await, "purge deleted {lookalike}");
+    for file in &other_files {
+        assert!(
+            lake.exists(file).await,
+            "purge deleted the other table's {file}"
+        );
+    }
+    lake.floe
+        .get("/v1/wh/namespaces/db/tables/other")
+        .await
+        .expect(200);
+    if let Some(path) = location.strip_prefix("file://") {
+        assert!(
+            !std::path::Path::new(path).exists(),
+            "empty directories remain"
+        );
+    }
+}
+
+/// A table with another table inside its location, and a table at a location the client chose:
+/// only what their metadata references goes. With `gc.enabled=false`, only the metadata goes.
+async fn purge_deletes_only_referenced_files_where_others_may_live(lake: Lake) {
+    lake.floe.create_namespace(&["db"]).await;
+    let outer = lake.create("outer", json!({})).await;
+    let outer_location = location_of(&outer);
+    let outer_files = lake.append("outer", &mut SnapshotWriter::default()).await;
+    let outer_stray = format!("{outer_location}/data/stray.parquet");
+    lake.put(&outer_stray, b"unreferenced").await;
+    let inner = lake
+        .create(
+            "inner",
+            json!({ "location": format!("{outer_location}/inner") }),
+        )
+        .await;
+    let inner_files = lake.append("inner", &mut SnapshotWriter::default()).await;
+
+    lake.purge("outer").await;
+    for file in &outer_files {
+        assert!(!lake.exists(file).await, "purge left {file}");
+    }
+    assert!(
+        lake.exists(&outer_stray).await,
+        "a location holding another table was listed and emptied"
+    );
+    for file in &inner_files {
+        assert!(
+            lake.exists(file).await,
+            "purge deleted the inner table's {file}"
+        );
+    }
+    let inner_metadata = inner["metadata-location"].as_str().unwrap();
+    assert!(lake.exists(inner_metadata).await);
+
+    // A location the client chose (no table UUID in it) may hold anything: not listed.
+    let chosen = format!("{}/db/shared", lake.root);
+    lake.create("chosen", json!({ "location": chosen })).await;
+    let chosen_files = lake.append("chosen", &mut SnapshotWriter::default()).await;
+    let foreign = format!("{chosen}/exports/report.csv");
+    lake.put(&foreign, b"someone else's").await;
+    lake.purge("chosen").await;
+    for file in &chosen_files {
+        assert!(!lake.exists(file).await, "purge left {file}");
+    }
+    assert!(lake.exists(&foreign).await, "purge deleted {foreign}");
+
+    // gc.enabled=false: the data files may belong to another table too.
+    let kept = lake
+        .create("no_gc", json!({ "properties": { "gc.enabled": "false" } }))
+        .await;
+    let kept_files = lake.append("no_gc", &mut SnapshotWriter::default()).await;
+    lake.purge("no_gc").await;
+    for file in &kept_files {
+        let is_data = file.ends_with(".parquet");
+        assert_eq!(lake.exists(file).await, is_data, "{file}");
+    }
+    let kept_metadata = kept["metadata-location"].as_str().unwrap();
+    assert!(
+        !lake.exists(kept_metadata).await,
+        "purge left {kept_metadata}"
+    );
+}
+
+#[tokio::test]
+async fn local_purge_lists_the_tables_own_location() {
+    purge_lists_the_tables_own_location(local_lake().await).await;
+}
+
+#[tokio::test]
+async fn s3_purge_lists_the_tables_own_location() {
+    if let Some(lake) = s3_lake().await {
+        purge_lists_the_tables_own_location(lake).await;
+    }
+}
+
+#[tokio::test]
+async fn local_purge_deletes_only_referenced_files_where_others_may_live() {
+    purge_deletes_only_referenced_files_where_others_may_live(local_lake().await).await;
+}
+
+#[tokio::test]
+async fn s3_purge_deletes_only_referenced_files_where_others_may_live() {
+    if let Some(lake) = s3_lake().await {
+        purge_deletes_only_referenced_files_where_others_may_live(lake).await;
+    }
+}
+
+/// S3 lists 1,000 keys a page and deletes 1,000 keys a request: a purge of more must page.
+#[tokio::test]
+async fn s3_listing_and_batch_deletes_go_past_one_page() {
+    let Some(lake) = s3_lake().await else {
+        return;
+    };
+    let prefix = format!("{}/db/big-0123", lake.root);
+    let objects: Vec<String> = (0..1_005)
+        .map(|i| format!("{prefix}/data/{:02}/{i}.parquet", i % 7))
+        .collect();
+    for object in &objects {
+        lake.put(object, b"x").await;
+    }
+    let mut listed = lake.storage.list(&prefix).await.unwrap();
+    listed.sort();
+    let mut expected = objects.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    lake.storage.delete_many(&objects).await.unwrap();
+    assert!(lake.storage.list(&prefix).await.unwrap().is_empty());
+}
