@@ -4,9 +4,8 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::region::free_port;
+use common::region::{free_port, wait_until_serving};
 use common::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY, objects, start_s3};
 use serde_json::json;
 
@@ -62,16 +61,8 @@ async fn serve(server: &S3Server, env: &[(&str, String)]) -> Serve {
         base: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{}/v1/config", serve.base)).send().await
-            && r.status().is_success()
-        {
-            return serve;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("floe did not start at {}", serve.base);
+    wait_until_serving(&serve.base).await;
+    serve
 }
 
 /// Creates `db.<table>`; returns the status and the body.

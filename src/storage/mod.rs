@@ -125,11 +125,15 @@ pub fn is_under(location: &str, root: &str) -> bool {
 }
 
 /// One spelling per file: Hadoop-based writers (Spark) write `file:/p` where others write
-/// `file:///p`; both name the same file. Compare locations in this form.
+/// `file:///p`, and `s3a://b/k` where others write `s3://b/k`; each pair names the same file.
+/// Compare locations in this form.
 pub fn canonical(location: &str) -> std::borrow::Cow<'_, str> {
-    match location.strip_prefix("file:///") {
-        Some(rest) => format!("file:/{rest}").into(),
-        None => location.into(),
+    if let Some(rest) = location.strip_prefix("file:///") {
+        format!("file:/{rest}").into()
+    } else if let Some(rest) = location.strip_prefix("s3a://") {
+        format!("s3://{rest}").into()
+    } else {
+        location.into()
     }
 }
 
@@ -145,5 +149,6 @@ mod tests {
         assert!(!is_under("file:///wh", "file:///wh"));
         assert!(is_under("s3://lake/wh/t/x", "s3://lake/wh"));
         assert!(!is_under("s3://lake/wh-other/x", "s3://lake/wh"));
+        assert!(is_under("s3a://lake/wh/t/x", "s3://lake/wh"));
     }
 }

@@ -18,6 +18,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (up to 10 s) until a `floe serve` at `base` answers `/v1/config`.
+pub async fn wait_until_serving(base: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{base}/v1/config")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("floe did not start at {base}");
+}
+
 /// One region's `floe serve` process and what it needs to restart.
 pub struct Region {
     child: Option<Child>,
@@ -80,16 +94,7 @@ impl Region {
             .spawn()
             .expect("spawn floe");
         self.child = Some(child);
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{}/v1/config", self.base)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("floe did not start at {}", self.base);
+        wait_until_serving(&self.base).await;
     }
 
     pub fn kill9(&mut self) {
