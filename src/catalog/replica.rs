@@ -450,3 +450,65 @@ fn with_last_updated(
     serde_json::from_value(value)
         .map_err(|e| CatalogError::BadRequest(format!("metadata does not parse: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    /// A table whose snapshots 1, 2, 3 are 10, 5 and 0 days old; `main` is at 3, tag `audit` at 1.
+    fn table_with_snapshots_aged(now_ms: i64) -> TableMetadata {
+        let snapshot = |id: i64, age_days: i64| {
+            serde_json::json!({
+                "snapshot-id": id, "sequence-number": id,
+                "timestamp-ms": now_ms - age_days * DAY_MS,
+                "manifest-list": format!("file:///wh/t/metadata/snap-{id}.avro"),
+                "summary": { "operation": "append" }, "schema-id": 0
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "format-version": 2,
+            "table-uuid": "9c12d441-03fe-4693-9a96-a0705ddf69c1",
+            "location": "file:///wh/t",
+            "last-sequence-number": 3,
+            "last-updated-ms": now_ms,
+            "last-column-id": 1,
+            "current-schema-id": 0,
+            "schemas": [{ "type": "struct", "schema-id": 0,
+                          "fields": [{ "id": 1, "name": "id", "type": "long", "required": false }] }],
+            "default-spec-id": 0,
+            "partition-specs": [{ "spec-id": 0, "fields": [] }],
+            "last-partition-id": 999,
+            "default-sort-order-id": 0,
+            "sort-orders": [{ "order-id": 0, "fields": [] }],
+            "properties": {},
+            "current-snapshot-id": 3,
+            "snapshots": [snapshot(1, 10), snapshot(2, 5), snapshot(3, 0)],
+            "refs": {
+                "main": { "snapshot-id": 3, "type": "branch" },
+                "audit": { "snapshot-id": 1, "type": "tag" }
+            },
+            "snapshot-log": [],
+            "metadata-log": []
+        }))
+        .expect("valid metadata")
+    }
+
+    #[test]
+    fn keep_days_expires_snapshots_older_than_the_window_except_ref_heads() {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let metadata = table_with_snapshots_aged(now_ms);
+        assert_eq!(
+            expired_by_retention(&metadata, Retention::KeepDays(3)),
+            vec![2],
+            "5 days old goes; 10 days old stays as the head of tag `audit`"
+        );
+        assert!(expired_by_retention(&metadata, Retention::KeepDays(7)).is_empty());
+        assert_eq!(
+            expired_by_retention(&metadata, Retention::KeepSnapshots(1)),
+            vec![2]
+        );
+        assert!(expired_by_retention(&metadata, Retention::KeepAll).is_empty());
+    }
+}
