@@ -4,92 +4,28 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::append_commit;
+use common::region::{Region, get, post};
 use serde_json::{Value, json};
-
-struct FloeProcess {
-    child: Child,
-    base: String,
-}
-
-fn spawn_floe(config: &std::path::Path) -> FloeProcess {
-    let text = std::fs::read_to_string(config).unwrap();
-    let listen = text
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_floe"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .env("FLOE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn floe");
-    FloeProcess {
-        child,
-        base: format!("http://{listen}"),
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{base}/v1/config")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("floe did not start at {base}");
-}
-
-async fn json_of(request: reqwest::RequestBuilder) -> Value {
-    request.send().await.unwrap().json().await.unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn kill_9_during_commits_loses_no_acknowledged_commit() {
-    let url = common::new_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let warehouse = dir.path().join("wh");
-    std::fs::create_dir_all(&warehouse).unwrap();
-    let config = dir.path().join("floe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{}\"\ndatabase_url = \"{url}\"\n\n[[warehouses]]\nname = \"wh\"\nroot = \"file://{}\"\n",
-            free_port(),
-            warehouse.display()
-        ),
-    )
-    .unwrap();
+    let mut floe = Region::start("local", &[], None).await;
     let http = reqwest::Client::new();
-    let mut floe = spawn_floe(&config);
-    wait_ready(&http, &floe.base).await;
     let base = floe.base.clone();
-    http.post(format!("{base}/v1/wh/namespaces"))
-        .json(&json!({"namespace": ["ns"]}))
-        .send()
-        .await
-        .unwrap();
-    let created = json_of(
-        http.post(format!("{base}/v1/wh/namespaces/ns/tables"))
-            .json(&json!({"name": "t", "schema": common::simple_schema()})),
+    post(
+        format!("{base}/v1/wh/namespaces"),
+        json!({"namespace": ["ns"]}),
     )
     .await;
+    let (status, created) = post(
+        format!("{base}/v1/wh/namespaces/ns/tables"),
+        json!({"name": "t", "schema": common::simple_schema()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
     let uuid = created["metadata"]["table-uuid"]
         .as_str()
         .unwrap()
@@ -131,8 +67,7 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    floe.child.kill().unwrap(); // SIGKILL
-    floe.child.wait().unwrap();
+    floe.kill9();
     let mut acknowledged = Vec::new();
     for w in writers {
         acknowledged.extend(w.await.unwrap());
@@ -143,24 +78,13 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
         acknowledged.len()
     );
 
-    let mut floe = spawn_floe(&config);
-    wait_ready(&http, &floe.base).await;
-    let table = json_of(http.get(format!("{}/v1/wh/namespaces/ns/tables/t", floe.base))).await;
+    floe.spawn().await;
+    let table = get(format!("{base}/v1/wh/namespaces/ns/tables/t")).await;
     let snapshot_ids = common::snapshot_ids(&table);
     for id in &acknowledged {
         assert!(snapshot_ids.contains(id), "acknowledged snapshot {id} lost");
     }
-    let log: Value = http
-        .get(format!(
-            "{}/management/v1/log?after=0&limit=1000",
-            floe.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = get(format!("{base}/management/v1/log?after=0&limit=1000")).await;
     let entries: Vec<&Value> = log["entries"]
         .as_array()
         .unwrap()
@@ -189,6 +113,5 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
         table["metadata-location"],
         "the pointer is the last logged metadata"
     );
-    floe.child.kill().unwrap();
-    floe.child.wait().unwrap();
+    floe.kill9();
 }
