@@ -83,26 +83,9 @@ impl Lake {
             .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
             .await
             .expect(200);
-        let metadata = &loaded["metadata"];
-        let location = metadata["location"].as_str().unwrap().to_string();
-        let parent = metadata["current-snapshot-id"].as_i64();
-        let seq = metadata["last-sequence-number"].as_i64().unwrap() + 1;
-        let snapshot_id = 7000 + seq;
-        let mut written = Vec::new();
-        let list = files
-            .write_snapshot_to(&location, snapshot_id, seq, 2, 1024, |location, bytes| {
-                written.push((location.to_string(), bytes.to_vec()));
-                Ok(())
-            })
-            .unwrap();
-        for (location, bytes) in &written {
-            self.put(location, bytes).await;
-        }
-        let uuid = metadata["table-uuid"].as_str().unwrap();
-        let mut body = common::append_commit(uuid, parent, snapshot_id, seq);
-        body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
-        self.floe.commit("db", table, body).await.expect(200);
-        written.into_iter().map(|(location, _)| location).collect()
+        let next = common::prepare_append(&loaded, files, &*self.storage, 2, 1024).await;
+        self.floe.commit("db", table, next.body).await.expect(200);
+        next.files
     }
 
     async fn purge(&self, table: &str) {

@@ -7,8 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::iceberg_files::files_mentioning;
-use common::{TestFloe, append_commit, snapshot_ids};
+use common::{TestFloe, snapshot_ids};
 use floe::bench::files::SnapshotWriter;
+use floe::storage::LocalStorage;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "primary-to-replica-token";
@@ -85,21 +86,9 @@ async fn append(floe: &TestFloe, files: &mut SnapshotWriter, table: &str, files_
         .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
         .await
         .expect(200);
-    let uuid = loaded["metadata"]["table-uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
-    let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
-    let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
-    let snapshot_id = 1000 + seq;
-    let list = files
-        .write_snapshot(&location, snapshot_id, seq, files_per, 4096)
-        .unwrap();
-    let mut body = append_commit(&uuid, parent, snapshot_id, seq);
-    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
-    floe.commit("db", table, body).await.expect(200);
-    snapshot_id
+    let next = common::prepare_append(&loaded, files, &LocalStorage, files_per, 4096).await;
+    floe.commit("db", table, next.body).await.expect(200);
+    next.snapshot_id
 }
 
 #[tokio::test]

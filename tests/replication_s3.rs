@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::iceberg_files::files_mentioning;
 use common::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY, objects, s3_settings, start_s3};
-use common::{TestFloe, append_commit, replication_completed, snapshot_ids};
+use common::{TestFloe, replication_completed, snapshot_ids};
 use floe::bench::files::SnapshotWriter;
+use floe::storage::LocalStorage;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "primary-to-replica-token";
@@ -45,19 +46,9 @@ async fn regions(server: &S3Server, peer_secret: &str) -> (TestFloe, TestFloe) {
 
 async fn append(floe: &TestFloe, files: &mut SnapshotWriter, size: usize) -> i64 {
     let loaded = floe.get("/v1/wh/namespaces/db/tables/t").await.expect(200);
-    let uuid = loaded["metadata"]["table-uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
-    let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
-    let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
-    let id = 7000 + seq;
-    let list = files.write_snapshot(&location, id, seq, 2, size).unwrap();
-    let mut body = append_commit(&uuid, parent, id, seq);
-    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
-    floe.commit("db", "t", body).await.expect(200);
-    id
+    let next = common::prepare_append(&loaded, files, &LocalStorage, 2, size).await;
+    floe.commit("db", "t", next.body).await.expect(200);
+    next.snapshot_id
 }
 
 async fn status_until(floe: &TestFloe, done: impl Fn(&Value) -> bool) -> Value {
@@ -243,32 +234,9 @@ async fn replicates_from_s3_to_another_bucket_and_to_a_local_warehouse() {
             .get("/v1/wh/namespaces/db/tables/t")
             .await
             .expect(200);
-        let uuid = loaded["metadata"]["table-uuid"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
-        let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
-        let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
-        last = 9000 + seq;
-        let mut objects = Vec::new();
-        let list = files
-            .write_snapshot_to(&location, last, seq, 2, 4096, |location, bytes| {
-                objects.push((location.to_string(), bytes.to_vec()));
-                Ok(())
-            })
-            .unwrap();
-        for (location, bytes) in objects {
-            use floe::storage::Storage;
-            let mut reader = std::io::Cursor::new(bytes);
-            storage
-                .write_stream(&location, &mut reader, true)
-                .await
-                .unwrap();
-        }
-        let mut body = append_commit(&uuid, parent, last, seq);
-        body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
-        primary.commit("db", "t", body).await.expect(200);
+        let next = common::prepare_append(&loaded, &mut files, &storage, 2, 4096).await;
+        last = next.snapshot_id;
+        primary.commit("db", "t", next.body).await.expect(200);
     }
     primary
         .post(

@@ -365,3 +365,51 @@ pub fn append_commit(table_uuid: &str, parent: Option<i64>, snapshot_id: i64, se
         ]
     })
 }
+
+/// The next append to a table, its files already written.
+pub struct Append {
+    pub snapshot_id: i64,
+    /// The commit request that adds the snapshot on top of the table's current one.
+    pub body: Value,
+    /// Every file written: data files, the manifest, the manifest list.
+    pub files: Vec<String>,
+}
+
+/// Writes the next snapshot of a table (`loaded` is its loadTable answer) into its location
+/// through `storage`: `files` data files of `size` bytes, a manifest and the manifest list; the
+/// commit is the caller's, over whichever harness serves the table.
+pub async fn prepare_append(
+    loaded: &Value,
+    writer: &mut floe::bench::files::SnapshotWriter,
+    storage: &dyn floe::storage::Storage,
+    files: usize,
+    size: usize,
+) -> Append {
+    let metadata = &loaded["metadata"];
+    let location = metadata["location"].as_str().unwrap();
+    let parent = metadata["current-snapshot-id"].as_i64();
+    let seq = metadata["last-sequence-number"].as_i64().unwrap() + 1;
+    let snapshot_id = 1000 + seq;
+    let mut written = Vec::new();
+    let list = writer
+        .write_snapshot_to(location, snapshot_id, seq, files, size, |file, bytes| {
+            written.push((file.to_string(), bytes.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    for (file, bytes) in &written {
+        let mut reader = bytes.as_slice();
+        storage
+            .write_stream(file, &mut reader, false)
+            .await
+            .unwrap();
+    }
+    let uuid = metadata["table-uuid"].as_str().unwrap();
+    let mut body = append_commit(uuid, parent, snapshot_id, seq);
+    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
+    Append {
+        snapshot_id,
+        body,
+        files: written.into_iter().map(|(file, _)| file).collect(),
+    }
+}

@@ -6,9 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use floe::bench::files::SnapshotWriter;
+use floe::storage::LocalStorage;
 use serde_json::{Value, json};
-
-use super::append_commit;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -185,22 +184,10 @@ pub async fn append_to(
 ) -> i64 {
     let url = format!("{}/v1/wh/namespaces/db/tables/{table}", source.base);
     let loaded = get(url.clone()).await;
-    let uuid = loaded["metadata"]["table-uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
-    let parent = loaded["metadata"]["current-snapshot-id"].as_i64();
-    let seq = loaded["metadata"]["last-sequence-number"].as_i64().unwrap() + 1;
-    let id = 5000 + seq;
-    let list = writer
-        .write_snapshot(&location, id, seq, files, size)
-        .unwrap();
-    let mut body = append_commit(&uuid, parent, id, seq);
-    body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
-    let (status, reply) = post(url, body).await;
+    let next = super::prepare_append(&loaded, writer, &LocalStorage, files, size).await;
+    let (status, reply) = post(url, next.body).await;
     assert_eq!(status, 200, "{reply}");
-    id
+    next.snapshot_id
 }
 
 /// Waits until every destination of `db.<table>` is completed at the source's version.
