@@ -138,6 +138,20 @@ impl S3Storage {
     ) -> StorageError {
         s3_err(&self.owner, location, err)
     }
+
+    /// The body of an object, as it streams in.
+    async fn get(&self, location: &str) -> Result<ByteStream, StorageError> {
+        let (bucket, key) = split(location)?;
+        let object = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err(location, e))?;
+        Ok(object.body)
+    }
 }
 
 /// Maps an SDK error to a storage error that names the location and says what S3 answered.
@@ -190,19 +204,15 @@ impl Storage for S3Storage {
     }
 
     async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError> {
-        let (bucket, key) = split(location)?;
-        let object = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
+        let bytes = self
+            .get(location)
+            .await?
+            .collect()
             .await
-            .map_err(|e| self.err(location, e))?;
-        let bytes = object.body.collect().await.map_err(|e| StorageError::Io {
-            location: location.to_string(),
-            source: std::io::Error::other(e),
-        })?;
+            .map_err(|e| StorageError::Io {
+                location: location.to_string(),
+                source: std::io::Error::other(e),
+            })?;
         Ok(bytes.into_bytes().to_vec())
     }
 
@@ -228,16 +238,7 @@ impl Storage for S3Storage {
         &self,
         location: &str,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError> {
-        let (bucket, key) = split(location)?;
-        let object = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.err(location, e))?;
-        Ok(Box::new(object.body.into_async_read()))
+        Ok(Box::new(self.get(location).await?.into_async_read()))
     }
 
     async fn write_stream(
