@@ -272,6 +272,14 @@ pub async fn list_tables(
     .await
 }
 
+/// A table location as `iceberg_table.location` holds it, so the stored and the queried forms
+/// cannot differ: one spelling per file (see [`storage::canonical`]), no trailing slash.
+fn location_key(location: &str) -> String {
+    storage::canonical(location)
+        .trim_end_matches('/')
+        .to_string()
+}
+
 pub struct NewTable<'a> {
     pub table_id: Uuid,
     pub table_uuid: Uuid,
@@ -297,7 +305,7 @@ pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx
     .bind(table.namespace_id)
     .bind(table.name)
     .bind(table.metadata_location)
-    .bind(storage::canonical(table.location).trim_end_matches('/'))
+    .bind(location_key(table.location))
     .execute(conn)
     .await?
     .rows_affected();
@@ -326,7 +334,7 @@ pub async fn update_table_pointer(
     .bind(pointer.table_uuid)
     .bind(pointer.metadata_location)
     .bind(version)
-    .bind(storage::canonical(pointer.location).trim_end_matches('/'))
+    .bind(location_key(pointer.location))
     .execute(conn)
     .await?;
     Ok(())
@@ -349,13 +357,12 @@ pub async fn bump_table_version(
 /// Whether any table (in any warehouse) has its location at `location` or under it, or has no
 /// recorded location (rows from before migration 0004), so might.
 pub async fn location_may_hold_tables(pool: &PgPool, location: &str) -> sqlx::Result<bool> {
-    let location = storage::canonical(location);
-    let location = location.trim_end_matches('/');
+    let location = location_key(location);
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM iceberg_table
              WHERE location IS NULL OR location = $1 OR starts_with(location, $2))",
     )
-    .bind(location)
+    .bind(&location)
     .bind(format!("{location}/"))
     .fetch_one(pool)
     .await

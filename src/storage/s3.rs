@@ -162,7 +162,24 @@ fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static>(
 ) -> StorageError {
     let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
     let status = err.raw_response().map(|r| r.status().as_u16());
-    let message = DisplayErrorContext(&err).to_string();
+    classify(
+        owner,
+        location,
+        code,
+        status,
+        DisplayErrorContext(&err).to_string(),
+    )
+}
+
+/// The storage error for what S3 answered about `location`: its error code and, for a whole
+/// request, the HTTP status.
+fn classify(
+    owner: &str,
+    location: &str,
+    code: &str,
+    status: Option<u16>,
+    message: String,
+) -> StorageError {
     if matches!(code, "NoSuchKey" | "NotFound" | "NoSuchBucket") || status == Some(404) {
         return StorageError::NotFound(location.to_string());
     }
@@ -372,22 +389,22 @@ impl S3Storage {
     /// One DeleteObjects request; S3 reports each key's failure in the answer, not as an error.
     async fn delete_batch(&self, bucket: &str, keys: &[&str]) -> Result<(), StorageError> {
         let location = |key: &str| format!("s3://{bucket}/{key}");
+        // The request as a whole is named by its first key.
+        let first = location(keys[0]);
+        let unbuildable = |e: aws_sdk_s3::error::BuildError| StorageError::Io {
+            location: first.clone(),
+            source: std::io::Error::other(e),
+        };
         let objects = keys
             .iter()
             .map(|key| ObjectIdentifier::builder().key(*key).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StorageError::Io {
-                location: location(keys.first().copied().unwrap_or_default()),
-                source: std::io::Error::other(e),
-            })?;
+            .map_err(unbuildable)?;
         let delete = Delete::builder()
             .set_objects(Some(objects))
             .quiet(true)
             .build()
-            .map_err(|e| StorageError::Io {
-                location: location(keys.first().copied().unwrap_or_default()),
-                source: std::io::Error::other(e),
-            })?;
+            .map_err(unbuildable)?;
         let answer = self
             .client
             .delete_objects()
@@ -395,7 +412,8 @@ impl S3Storage {
             .delete(delete)
             .send()
             .await
-            .map_err(|e| self.err(&location(keys[0]), e))?;
+            .map_err(|e| self.err(&first, e))?;
+        // A key already gone is what a delete wants.
         match answer
             .errors()
             .iter()
@@ -403,23 +421,10 @@ impl S3Storage {
         {
             None => Ok(()),
             Some(failed) => {
+                let code = failed.code().unwrap_or_default();
+                let message = format!("{code}: {}", failed.message().unwrap_or_default());
                 let key = failed.key().unwrap_or_default();
-                let message = format!(
-                    "{}: {}",
-                    failed.code().unwrap_or("error"),
-                    failed.message().unwrap_or_default()
-                );
-                Err(match failed.code() {
-                    Some("AccessDenied") => StorageError::Denied {
-                        owner: self.owner.clone(),
-                        location: location(key),
-                        message,
-                    },
-                    _ => StorageError::Io {
-                        location: location(key),
-                        source: std::io::Error::other(message),
-                    },
-                })
+                Err(classify(&self.owner, &location(key), code, None, message))
             }
         }
     }
