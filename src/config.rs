@@ -25,12 +25,17 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Memory for parsed table metadata, by metadata file (files are immutable: no invalidation).
     pub metadata_cache_bytes: u64,
+    /// Largest metadata file floe reads (to register, load or replicate); larger ones get 400.
+    pub max_metadata_bytes: u64,
     /// Warehouses served by this floe. Each is created in the database at start if missing.
     pub warehouses: Vec<WarehouseSettings>,
     /// The warehouse `/v1/config` answers for when a client names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_warehouse: Option<String>,
     pub auth: AuthSettings,
+    /// Serve callers without credentials on a non-loopback address. Without any `auth` configured,
+    /// floe refuses to listen beyond loopback unless this says so.
+    pub allow_anonymous: bool,
     pub replication: ReplicationSettings,
 }
 
@@ -59,6 +64,10 @@ pub struct ReplicationSettings {
     pub peer_timeout_ms: u64,
     /// Peers allowed to replicate into this floe, each with the token it presents.
     pub accept: Vec<AcceptedPeer>,
+    /// When set, the only hosts a peer's base URL may name (exact host names or IP addresses, or
+    /// `*.example.com` for any host under a domain): floe pushes nowhere else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_peer_hosts: Option<Vec<String>>,
 }
 
 /// A peer region allowed to push replicas here.
@@ -82,6 +91,7 @@ impl Default for ReplicationSettings {
             retry_max_ms: 60_000,
             peer_timeout_ms: 60_000,
             accept: Vec::new(),
+            allowed_peer_hosts: None,
         }
     }
 }
@@ -100,32 +110,142 @@ impl std::fmt::Debug for ReplicationSettings {
                 "accept",
                 &self.accept.iter().map(|p| &p.region).collect::<Vec<_>>(),
             )
+            .field("allowed_peer_hosts", &self.allowed_peer_hosts)
             .finish()
     }
 }
 
-/// Bearer-token authentication. With no tokens, every caller is `anonymous`.
+/// Who may call this floe. With nothing configured here, every caller is `anonymous` with every
+/// role (see [`Settings::allow_anonymous`] for when that is allowed).
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Static bearer tokens.
     pub tokens: Vec<TokenSettings>,
+    /// OpenID Connect issuers whose JWTs are accepted.
+    pub oidc: Vec<OidcSettings>,
+    /// floe's own token endpoint (`POST /v1/oauth/tokens`, client credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthSettings>,
 }
 
-/// One accepted token and the principal it stands for (recorded in the update log).
+impl AuthSettings {
+    /// Whether any way for clients to authenticate is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.tokens.is_empty()
+            || !self.oidc.is_empty()
+            || self.oauth.as_ref().is_some_and(|o| !o.clients.is_empty())
+    }
+}
+
+fn writer_role() -> Vec<crate::auth::Role> {
+    vec![crate::auth::Role::Writer]
+}
+
+/// One accepted token, the principal it stands for (recorded in the update log) and its roles.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     pub principal: String,
     pub token: String,
+    /// `reader`, `writer` (the default) or `admin`.
+    #[serde(default = "writer_role")]
+    pub roles: Vec<crate::auth::Role>,
+    /// Limits the roles to these warehouses; every warehouse when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouses: Option<Vec<String>>,
 }
 
-/// Tokens are secrets: their Debug output names only the principals.
+/// An OpenID Connect issuer: its JWTs are verified against its published keys (JWKS).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The `iss` of its tokens, e.g. `https://idp.example/realms/lake`.
+    pub issuer: String,
+    /// The `aud` its tokens must carry for this floe.
+    pub audience: String,
+    /// Where its keys are published; by default the `jwks_uri` of
+    /// `<issuer>/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The claim naming the principal.
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// The claim holding the roles (`reader`, `writer`, `admin`, each optionally `:<warehouse>`),
+    /// a list or a space-separated string; a dotted path reaches into objects
+    /// (`realm_access.roles`).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway_seconds")]
+    pub leeway_seconds: u64,
+    /// Limits every role of this issuer's tokens to these warehouses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouses: Option<Vec<String>>,
+}
+
+fn default_principal_claim() -> String {
+    "sub".to_string()
+}
+fn default_roles_claim() -> String {
+    "roles".to_string()
+}
+fn default_leeway_seconds() -> u64 {
+    30
+}
+fn default_token_lifetime_seconds() -> u64 {
+    3600
+}
+
+/// floe's own OAuth2 token endpoint: configured clients trade their credentials for short-lived
+/// tokens that floe signs (HS256 with `signing_key`) and validates.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// At least 32 bytes; the same for every instance of the region. Never logged.
+    pub signing_key: String,
+    #[serde(default = "default_token_lifetime_seconds")]
+    pub token_lifetime_seconds: u64,
+    #[serde(default)]
+    pub clients: Vec<OAuthClientSettings>,
+}
+
+/// A client of the token endpoint (`credential=<client_id>:<client_secret>` in Spark and PyIceberg).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientSettings {
+    pub client_id: String,
+    /// At least 16 characters. Never logged.
+    pub client_secret: String,
+    /// The principal its tokens name; the client id by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default = "writer_role")]
+    pub roles: Vec<crate::auth::Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouses: Option<Vec<String>>,
+}
+
+/// Secrets never reach Debug output: only principals, issuers and client ids are shown.
 impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSettings")
             .field(
                 "principals",
                 &self.tokens.iter().map(|t| &t.principal).collect::<Vec<_>>(),
+            )
+            .field(
+                "oidc_issuers",
+                &self.oidc.iter().map(|o| &o.issuer).collect::<Vec<_>>(),
+            )
+            .field(
+                "oauth_clients",
+                &self.oauth.as_ref().map(|o| {
+                    o.clients
+                        .iter()
+                        .map(|c| c.client_id.as_str())
+                        .collect::<Vec<_>>()
+                }),
             )
             .finish()
     }
@@ -144,9 +264,11 @@ impl std::fmt::Debug for Settings {
             .field("database", &self.database)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("metadata_cache_bytes", &self.metadata_cache_bytes)
+            .field("max_metadata_bytes", &self.max_metadata_bytes)
             .field("warehouses", &self.warehouses)
             .field("default_warehouse", &self.default_warehouse)
             .field("auth", &self.auth)
+            .field("allow_anonymous", &self.allow_anonymous)
             .field("replication", &self.replication)
             .finish()
     }
@@ -190,9 +312,11 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             max_body_bytes: 16 * 1024 * 1024,
             metadata_cache_bytes: 256 * 1024 * 1024,
+            max_metadata_bytes: 64 * 1024 * 1024,
             warehouses: Vec::new(),
             default_warehouse: None,
             auth: AuthSettings::default(),
+            allow_anonymous: false,
             replication: ReplicationSettings::default(),
         }
     }
@@ -251,16 +375,9 @@ impl Settings {
         for wh in &self.warehouses {
             crate::names::validate_warehouse_name(&wh.name)
                 .map_err(|e| SettingsError(e.to_string()))?;
-            crate::storage::validate_root(&wh.root).map_err(|e| SettingsError(e.to_string()))?;
+            crate::storage::parse_root(&wh.root).map_err(|e| SettingsError(e.to_string()))?;
         }
-        for token in &self.auth.tokens {
-            if token.principal.trim().is_empty() || token.token.len() < 16 {
-                return Err(SettingsError(
-                    "each auth token needs a principal and a token of at least 16 characters"
-                        .to_string(),
-                ));
-            }
-        }
+        self.validate_auth()?;
         for peer in &self.replication.accept {
             if peer.region.trim().is_empty() || peer.token.len() < 16 {
                 return Err(SettingsError(
@@ -281,6 +398,97 @@ impl Settings {
             return Err(SettingsError(format!(
                 "default_warehouse `{default}` is not among the configured warehouses"
             )));
+        }
+        Ok(())
+    }
+
+    /// The `auth` section: secrets long enough, roles named, warehouses that exist, and no
+    /// anonymous service beyond loopback unless `allow_anonymous` says so.
+    fn validate_auth(&self) -> Result<(), SettingsError> {
+        let bad = |message: String| Err(SettingsError(message));
+        let known = |warehouses: &Option<Vec<String>>, whose: &str| -> Result<(), SettingsError> {
+            for name in warehouses.iter().flatten() {
+                if !self.warehouses.iter().any(|w| &w.name == name) {
+                    return Err(SettingsError(format!(
+                        "{whose} is limited to warehouse `{name}`, which is not configured"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        for token in &self.auth.tokens {
+            if token.principal.trim().is_empty() || token.token.len() < 16 {
+                return bad(
+                    "each auth token needs a principal and a token of at least 16 characters"
+                        .to_string(),
+                );
+            }
+            if token.roles.is_empty() {
+                return bad(format!("auth token of `{}` names no role", token.principal));
+            }
+            known(
+                &token.warehouses,
+                &format!("auth token of `{}`", token.principal),
+            )?;
+        }
+        for issuer in &self.auth.oidc {
+            let url = url::Url::parse(&issuer.issuer).map_err(|e| {
+                SettingsError(format!(
+                    "auth.oidc issuer `{}` is not a URL: {e}",
+                    issuer.issuer
+                ))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return bad(format!(
+                    "auth.oidc issuer `{}` must be http(s)",
+                    issuer.issuer
+                ));
+            }
+            if issuer.audience.trim().is_empty() {
+                return bad(format!(
+                    "auth.oidc issuer `{}` needs an audience",
+                    issuer.issuer
+                ));
+            }
+            known(
+                &issuer.warehouses,
+                &format!("auth.oidc issuer `{}`", issuer.issuer),
+            )?;
+        }
+        if let Some(oauth) = &self.auth.oauth {
+            if oauth.signing_key.len() < 32 {
+                return bad("auth.oauth.signing_key must be at least 32 characters".to_string());
+            }
+            if oauth.token_lifetime_seconds == 0 {
+                return bad("auth.oauth.token_lifetime_seconds must be at least 1".to_string());
+            }
+            for client in &oauth.clients {
+                if client.client_id.trim().is_empty() || client.client_secret.len() < 16 {
+                    return bad(
+                        "each auth.oauth client needs a client_id and a client_secret of at least \
+                         16 characters"
+                            .to_string(),
+                    );
+                }
+                if client.roles.is_empty() {
+                    return bad(format!(
+                        "auth.oauth client `{}` names no role",
+                        client.client_id
+                    ));
+                }
+                known(
+                    &client.warehouses,
+                    &format!("auth.oauth client `{}`", client.client_id),
+                )?;
+            }
+        }
+        if !self.auth.is_configured() && !self.allow_anonymous && !self.listen.ip().is_loopback() {
+            return bad(format!(
+                "no auth is configured, so every caller would be anonymous with every role, and \
+                 `listen` is {}, beyond loopback: configure `auth` (tokens, oidc or oauth \
+                 clients), listen on 127.0.0.1, or set allow_anonymous = true",
+                self.listen
+            ));
         }
         Ok(())
     }
@@ -309,13 +517,31 @@ mod tests {
                 tokens: vec![TokenSettings {
                     principal: "etl".to_string(),
                     token: "s3cr3t-s3cr3t-s3cr3t".to_string(),
+                    roles: writer_role(),
+                    warehouses: None,
                 }],
+                oidc: Vec::new(),
+                oauth: Some(OAuthSettings {
+                    signing_key: "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y".to_string(),
+                    token_lifetime_seconds: 60,
+                    clients: vec![OAuthClientSettings {
+                        client_id: "spark".to_string(),
+                        client_secret: "cl13nt-cl13nt-cl13nt".to_string(),
+                        principal: None,
+                        roles: writer_role(),
+                        warehouses: None,
+                    }],
+                }),
             },
             ..Settings::default()
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("k3y") && !shown.contains("cl13nt"),
+            "{shown}"
+        );
         assert!(shown.contains("<redacted>") && shown.contains("etl"));
     }
 }

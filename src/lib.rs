@@ -1,6 +1,7 @@
 //! floe: an Apache Iceberg REST catalog that records every commit in a sequenced PostgreSQL update
 //! log, from which tables are replicated to read-only replicas in other regions.
 
+pub mod auth;
 pub mod bench;
 pub mod catalog;
 pub mod config;

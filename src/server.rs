@@ -75,12 +75,16 @@ pub async fn start_with_pool(
 ) -> Result<RunningServer, ServerError> {
     db::migrate(&pool).await?;
     let catalog = Arc::new(Catalog::start(pool, settings, faults).await?);
+    let authenticator = Arc::new(crate::auth::Authenticator::new(
+        &settings.auth,
+        &settings.replication.accept,
+        &settings.region,
+    ));
     let state = Arc::new(AppState {
         catalog: catalog.clone(),
+        authenticator,
     });
-    let authenticator =
-        http::auth::Authenticator::new(&settings.auth, &settings.replication.accept);
-    let app = http::router(state, authenticator, settings.max_body_bytes);
+    let app = http::router(state, settings.max_body_bytes);
     let listener =
         TcpListener::bind(settings.listen)
             .await

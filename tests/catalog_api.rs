@@ -13,7 +13,7 @@ async fn config_names_the_prefix_and_lists_served_endpoints() {
     assert_eq!(config["overrides"]["prefix"], "wh");
     assert_eq!(
         config["endpoints"].as_array().unwrap().len(),
-        floe::http::iceberg::ENDPOINTS.len()
+        floe::http::iceberg::endpoints().len()
     );
     // The only warehouse is the default one.
     assert_eq!(
@@ -53,7 +53,7 @@ async fn advertised_endpoints_exist_in_the_spec_and_are_routed() {
     );
 
     let floe = TestFloe::start().await;
-    for (method, path) in floe::http::iceberg::ENDPOINTS {
+    for (method, path) in floe::http::iceberg::endpoints() {
         let endpoint = format!("{method} {path}");
         assert!(
             spec_endpoints.contains(&endpoint),
@@ -248,14 +248,12 @@ async fn tables_create_list_load_etag_rename_register_metrics_and_drop() {
         .await
         .unwrap();
     assert_eq!(conditional.status(), 304);
-    let uuid = created["metadata"]["table-uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    floe.commit("ns", "t1", append_commit(&uuid, None, 11, 1))
+    let table = common::TableId::of(&created);
+    let uuid = table.uuid.clone();
+    floe.commit("ns", "t1", append_commit(&table, None, 11, 1))
         .await
         .expect(200);
-    floe.commit("ns", "t1", append_commit(&uuid, Some(11), 12, 2))
+    floe.commit("ns", "t1", append_commit(&table, Some(11), 12, 2))
         .await
         .expect(200);
     let conditional = floe
@@ -464,7 +462,7 @@ async fn staged_create_then_assert_create_commit() {
         "CommitFailedException"
     );
     // DuckDB inserts through transactions/commit.
-    let mut change = append_commit(uuid, None, 5, 1);
+    let mut change = append_commit(&common::TableId::of(&staged), None, 5, 1);
     change["identifier"] = json!({"namespace": ["dns"], "name": "t"});
     floe.post(
         "/v1/wh/transactions/commit",
@@ -505,6 +503,8 @@ async fn with_auth_configured_tokens_are_required_and_name_the_principal() {
     settings.auth.tokens = vec![floe::config::TokenSettings {
         principal: "etl-job".to_string(),
         token: "a-long-enough-test-token".to_string(),
+        roles: vec![floe::auth::Role::Admin],
+        warehouses: None,
     }];
     let floe = TestFloe::start_with(settings, warehouse_dir).await;
 

@@ -4,26 +4,26 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{TestFloe, append_commit};
+use common::{TableId, TestFloe, append_commit};
 use floe::pgtemp::{PgCluster, PgOptions};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-async fn table_uuid(floe: &TestFloe, table: &str) -> String {
-    floe.get(&format!("/v1/wh/namespaces/ns/tables/{table}"))
-        .await
-        .expect(200)["metadata"]["table-uuid"]
-        .as_str()
-        .unwrap()
-        .to_string()
+async fn table_id(floe: &TestFloe, table: &str) -> TableId {
+    TableId::of(
+        &floe
+            .get(&format!("/v1/wh/namespaces/ns/tables/{table}"))
+            .await
+            .expect(200),
+    )
 }
 
-/// floe with table `ns.t`, and the table's UUID.
-async fn floe_with_table() -> (TestFloe, String) {
+/// floe with table `ns.t`, and the table's UUID and location.
+async fn floe_with_table() -> (TestFloe, TableId) {
     let floe = TestFloe::start().await;
     floe.create_namespace(&["ns"]).await;
     floe.create_table("ns", "t").await;
-    let uuid = table_uuid(&floe, "t").await;
+    let uuid = table_id(&floe, "t").await;
     (floe, uuid)
 }
 
@@ -77,9 +77,13 @@ async fn stale_ref_requirement_conflicts() {
         .await;
     assert_eq!(stale.error_type(), "CommitFailedException");
     stale.expect(409);
-    let wrong_uuid = append_commit("00000000-0000-0000-0000-000000000001", Some(1), 3, 2);
+    let other = TableId {
+        uuid: "00000000-0000-0000-0000-000000000001".to_string(),
+        ..uuid.clone()
+    };
+    let wrong_uuid = append_commit(&other, Some(1), 3, 2);
     floe.commit("ns", "t", wrong_uuid).await.expect(409);
-    assert_eq!(versions_of(&floe.log().await, &uuid), [1, 2]);
+    assert_eq!(versions_of(&floe.log().await, &uuid.uuid), [1, 2]);
 }
 
 /// Two writers race on one table for many rounds: exactly one wins each round, and the log has
@@ -90,7 +94,7 @@ async fn concurrent_committers_to_one_table_serialise() {
     let floe = Arc::new(TestFloe::start().await);
     floe.create_namespace(&["ns"]).await;
     floe.create_table("ns", "t").await;
-    let uuid = table_uuid(&floe, "t").await;
+    let uuid = table_id(&floe, "t").await;
     let barrier = Arc::new(Barrier::new(2));
     let mut tasks = Vec::new();
     for writer in 0..2i64 {
@@ -127,7 +131,7 @@ async fn concurrent_committers_to_one_table_serialise() {
     );
     let log = floe.log().await;
     assert_eq!(
-        versions_of(&log, &uuid),
+        versions_of(&log, &uuid.uuid),
         (1..=ROUNDS + 1).collect::<Vec<_>>()
     );
     let seqs: Vec<i64> = log.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
@@ -145,8 +149,8 @@ async fn multi_table_transaction_is_all_or_nothing() {
     floe.create_namespace(&["ns"]).await;
     floe.create_table("ns", "a").await;
     floe.create_table("ns", "b").await;
-    let (ua, ub) = (table_uuid(&floe, "a").await, table_uuid(&floe, "b").await);
-    let change = |table: &str, uuid: &str, parent: Option<i64>, id: i64| {
+    let (ua, ub) = (table_id(&floe, "a").await, table_id(&floe, "b").await);
+    let change = |table: &str, uuid: &TableId, parent: Option<i64>, id: i64| {
         let mut c = append_commit(uuid, parent, id, 1);
         c["identifier"] = json!({"namespace": ["ns"], "name": table});
         c
@@ -183,8 +187,8 @@ async fn multi_table_transaction_is_all_or_nothing() {
     let log = floe.log().await;
     let tail = &log[log.len() - 2..];
     assert_eq!(tail[0]["txn-group"], tail[1]["txn-group"]);
-    assert_eq!(versions_of(&log, &ua), [1, 2]);
-    assert_eq!(versions_of(&log, &ub), [1, 2]);
+    assert_eq!(versions_of(&log, &ua.uuid), [1, 2]);
+    assert_eq!(versions_of(&log, &ub.uuid), [1, 2]);
     // The same table twice in one transaction is refused.
     floe.post(
         "/v1/wh/transactions/commit",
@@ -203,7 +207,7 @@ async fn injected_failure_before_commit_changes_nothing() {
     let floe = TestFloe::start().await;
     floe.create_namespace(&["ns"]).await;
     let created = floe.create_table("ns", "t").await;
-    let uuid = table_uuid(&floe, "t").await;
+    let uuid = table_id(&floe, "t").await;
     let files = floe.warehouse_files();
     let log_len = floe.log().await.len();
     floe.faults
@@ -249,7 +253,7 @@ async fn catalog_and_log_survive_a_restart() {
     floe.commit("ns", "t", append_commit(&uuid, Some(1), 2, 2))
         .await
         .expect(200);
-    assert_eq!(versions_of(&floe.log().await, &uuid), [1, 2, 3]);
+    assert_eq!(versions_of(&floe.log().await, &uuid.uuid), [1, 2, 3]);
 }
 
 #[tokio::test]
@@ -425,7 +429,7 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
     floe.create_namespace(&["ns"]).await;
     floe.create_table("ns", "a").await;
     floe.create_table("ns", "b").await;
-    let (ua, ub) = (table_uuid(&floe, "a").await, table_uuid(&floe, "b").await);
+    let (ua, ub) = (table_id(&floe, "a").await, table_id(&floe, "b").await);
 
     let pool = sqlx::PgPool::connect(floe.settings.database_url.as_deref().unwrap())
         .await

@@ -26,15 +26,13 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
     )
     .await;
     assert_eq!(status, 200, "{created}");
-    let uuid = created["metadata"]["table-uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let table = common::TableId::of(&created);
+    let uuid = table.uuid.clone();
 
     // Four writers append in a loop, each retrying conflicts on fresh metadata, until floe dies.
     let mut writers = Vec::new();
     for w in 0..4i64 {
-        let (http, base, uuid) = (http.clone(), base.clone(), uuid.clone());
+        let (http, base, table) = (http.clone(), base.clone(), table.clone());
         writers.push(tokio::spawn(async move {
             let url = format!("{base}/v1/wh/namespaces/ns/tables/t");
             let mut acknowledged = Vec::new();
@@ -53,7 +51,7 @@ async fn kill_9_during_commits_loses_no_acknowledged_commit() {
                 let id = 1_000_000 * (w + 1) + i;
                 match http
                     .post(&url)
-                    .json(&append_commit(&uuid, parent, id, seq))
+                    .json(&append_commit(&table, parent, id, seq))
                     .send()
                     .await
                 {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::TestFloe;
 use common::s3::{BUCKET, S3Server, SECRET_KEY, s3_settings, start_s3};
 use floe::bench::files::SnapshotWriter;
-use floe::storage::{self, Storage};
+use floe::storage::{self, Location, Storage};
 use serde_json::{Value, json};
 
 /// A floe whose warehouse `wh` is on local disk or in an S3 bucket, and a handle on that storage.
@@ -24,7 +24,7 @@ struct Lake {
 async fn local_lake() -> Lake {
     let floe = TestFloe::start().await;
     let root = floe.warehouse_root();
-    let storage = storage::open(&root, None, "test").await.unwrap();
+    let storage = storage::open(&loc(&root), None, "test").await.unwrap();
     Lake {
         floe,
         storage,
@@ -41,7 +41,7 @@ async fn s3_lake() -> Option<Lake> {
     let root = format!("s3://{BUCKET}/wh");
     settings.warehouses[0].root = root.clone();
     settings.warehouses[0].s3 = Some(s3_settings(&server, SECRET_KEY));
-    let storage = storage::open(&root, settings.warehouses[0].s3.as_ref(), "test")
+    let storage = storage::open(&loc(&root), settings.warehouses[0].s3.as_ref(), "test")
         .await
         .unwrap();
     Some(Lake {
@@ -52,17 +52,21 @@ async fn s3_lake() -> Option<Lake> {
     })
 }
 
+fn loc(location: &str) -> Location {
+    Location::parse(location).unwrap()
+}
+
 impl Lake {
     async fn put(&self, location: &str, bytes: &[u8]) {
         let mut reader = std::io::Cursor::new(bytes.to_vec());
         self.storage
-            .write_stream(location, &mut reader, true)
+            .write_stream(&loc(location), &mut reader, true)
             .await
             .unwrap();
     }
 
     async fn exists(&self, location: &str) -> bool {
-        self.storage.size(location).await.unwrap().is_some()
+        self.storage.size(&loc(location)).await.unwrap().is_some()
     }
 
     async fn create(&self, name: &str, body: Value) -> Value {
@@ -132,7 +136,7 @@ async fn purge_lists_the_tables_own_location(lake: Lake) {
 
     lake.purge("t").await;
 
-    let left = lake.storage.list(&location).await.unwrap();
+    let left = lake.storage.list(&loc(&location)).await.unwrap();
     assert!(left.is_empty(), "purge left {left:?}");
     for file in referenced.iter().chain(&unreferenced) {
         assert!(!lake.exists(file).await, "purge left {file}");
@@ -256,11 +260,11 @@ async fn s3_listing_and_batch_deletes_go_past_one_page() {
     for object in &objects {
         lake.put(object, b"x").await;
     }
-    let mut listed = lake.storage.list(&prefix).await.unwrap();
+    let mut listed = lake.storage.list(&loc(&prefix)).await.unwrap();
     listed.sort();
-    let mut expected = objects.clone();
+    let mut expected: Vec<Location> = objects.iter().map(|o| loc(o)).collect();
     expected.sort();
     assert_eq!(listed, expected);
-    lake.storage.delete_many(&objects).await.unwrap();
-    assert!(lake.storage.list(&prefix).await.unwrap().is_empty());
+    lake.storage.delete_many(&expected).await.unwrap();
+    assert!(lake.storage.list(&loc(&prefix)).await.unwrap().is_empty());
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::iceberg_files::files_mentioning;
 use common::{TestFloe, snapshot_ids};
 use floe::bench::files::SnapshotWriter;
-use floe::storage::LocalStorage;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "primary-to-replica-token";
@@ -86,7 +85,7 @@ async fn append(floe: &TestFloe, files: &mut SnapshotWriter, table: &str, files_
         .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
         .await
         .expect(200);
-    let next = common::prepare_append(&loaded, files, &LocalStorage, files_per, 4096).await;
+    let next = common::prepare_append(&loaded, files, &common::host_files(), files_per, 4096).await;
     floe.commit("db", table, next.body).await.expect(200);
     next.snapshot_id
 }

@@ -12,7 +12,6 @@ use common::iceberg_files::files_mentioning;
 use common::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY, objects, s3_settings, start_s3};
 use common::{TestFloe, replication_completed, snapshot_ids};
 use floe::bench::files::SnapshotWriter;
-use floe::storage::LocalStorage;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "primary-to-replica-token";
@@ -46,7 +45,7 @@ async fn regions(server: &S3Server, peer_secret: &str) -> (TestFloe, TestFloe) {
 
 async fn append(floe: &TestFloe, files: &mut SnapshotWriter, size: usize) -> i64 {
     let loaded = floe.get("/v1/wh/namespaces/db/tables/t").await.expect(200);
-    let next = common::prepare_append(&loaded, files, &LocalStorage, 2, size).await;
+    let next = common::prepare_append(&loaded, files, &common::host_files(), 2, size).await;
     floe.commit("db", "t", next.body).await.expect(200);
     next.snapshot_id
 }
@@ -226,7 +225,11 @@ async fn replicates_from_s3_to_another_bucket_and_to_a_local_warehouse() {
     primary.create_namespace(&["db"]).await;
     primary.create_table("db", "t").await;
     // The source's files are objects in the source bucket, uploaded as a writer would.
-    let storage = floe::storage::S3Storage::new(&s3_settings(&server, SECRET_KEY)).await;
+    let storage = floe::storage::S3Storage::new(
+        &s3_settings(&server, SECRET_KEY),
+        floe::storage::Location::parse(&format!("s3://{BUCKET}")).unwrap(),
+    )
+    .await;
     let mut files = SnapshotWriter::default();
     let mut last = 0;
     for _ in 0..2 {

@@ -108,12 +108,17 @@ async fn large_objects_are_copied_on_the_server_in_parts() {
     let Some(server) = start_s3().await else {
         return;
     };
+    use floe::storage::Location;
     use floe::storage::Storage;
-    let storage = floe::storage::S3Storage::new(&s3_settings(&server, SECRET_KEY)).await;
+    let storage = floe::storage::S3Storage::new(
+        &s3_settings(&server, SECRET_KEY),
+        Location::parse(&format!("s3://{BUCKET}")).unwrap(),
+    )
+    .await;
     let size = 12 * 1024 * 1024;
     let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let source = format!("s3://{BUCKET}/big/source.bin");
-    let target = format!("s3://{BUCKET}/big/copy.bin");
+    let source = Location::parse(&format!("s3://{BUCKET}/big/source.bin")).unwrap();
+    let target = Location::parse(&format!("s3://{BUCKET}/big/copy.bin")).unwrap();
     let mut reader = std::io::Cursor::new(bytes.clone());
     // 12 MiB goes up in two 8 MiB-or-less parts.
     let written = storage
@@ -127,12 +132,12 @@ async fn large_objects_are_copied_on_the_server_in_parts() {
         .await
         .unwrap();
     assert_eq!(storage.size(&target).await.unwrap(), Some(size as u64));
-    assert!(storage.read(&target).await.unwrap() == bytes);
+    assert!(storage.read(&target, size as u64).await.unwrap() == bytes);
     // A missing source is reported as such, and nothing is left at the target.
     let missing = storage
         .copy_object(
-            &format!("s3://{BUCKET}/big/none.bin"),
-            &format!("s3://{BUCKET}/big/none-copy.bin"),
+            &Location::parse(&format!("s3://{BUCKET}/big/none.bin")).unwrap(),
+            &Location::parse(&format!("s3://{BUCKET}/big/none-copy.bin")).unwrap(),
             size as u64,
             5 * 1024 * 1024,
         )
@@ -140,7 +145,7 @@ async fn large_objects_are_copied_on_the_server_in_parts() {
     assert!(missing.is_err());
     assert_eq!(
         storage
-            .size(&format!("s3://{BUCKET}/big/none-copy.bin"))
+            .size(&Location::parse(&format!("s3://{BUCKET}/big/none-copy.bin")).unwrap())
             .await
             .unwrap(),
         None

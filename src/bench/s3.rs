@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::replication::copy::Copier;
 use crate::replication::paths::PathMap;
-use crate::storage::{LocalStorage, S3Settings, S3Storage, Storage};
+use crate::storage::{LocalStorage, Location, S3Settings, S3Storage, Storage};
 
 #[derive(Debug, Clone)]
 pub struct S3BenchOptions {
@@ -68,7 +68,10 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
         access_key_id: Some(KEY.to_string()),
         secret_access_key: Some(SECRET.to_string()),
     };
-    let s3: Arc<dyn Storage> = Arc::new(S3Storage::new(&settings).await);
+    let s3: Arc<dyn Storage> =
+        Arc::new(S3Storage::new(&settings, Location::parse("s3://src")?).await);
+    let s3_destination: Arc<dyn Storage> =
+        Arc::new(S3Storage::new(&settings, Location::parse("s3://dst")?).await);
     let size = (options.total_mb * 1024 * 1024 / options.files.max(1) as u64).max(1) as usize;
     let names: Vec<String> = (0..options.files)
         .map(|i| format!("f{i:05}.parquet"))
@@ -87,8 +90,9 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
             async move {
                 let bytes: Vec<u8> = (0..size).map(|b| (b % 251) as u8).collect();
                 let mut reader = std::io::Cursor::new(bytes);
-                s3.write_stream(&format!("s3://src/t/{name}"), &mut reader, true)
-                    .await
+                let location = Location::parse(&format!("s3://src/t/{name}"))?;
+                s3.write_stream(&location, &mut reader, true).await?;
+                Ok::<_, anyhow::Error>(())
             }
         })
         .buffer_unordered(4)
@@ -103,13 +107,16 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
     let cases: [(&str, Arc<dyn Storage>, String, String); 2] = [
         (
             "S3 → S3 (CopyObject)",
-            s3.clone(),
+            s3_destination.clone(),
             "s3://dst/t".to_string(),
             "s3://dst/aws/".to_string(),
         ),
         (
             "S3 → local (streamed)",
-            Arc::new(LocalStorage),
+            Arc::new(LocalStorage::new(Location::parse(&format!(
+                "file://{}",
+                local_target.display()
+            ))?)?),
             format!("file://{}/floe", local_target.display()),
             format!("{}/aws/", local_target.display()),
         ),
@@ -119,7 +126,7 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
         let copier = Copier::new(
             s3.clone(),
             destination,
-            PathMap::new("s3://src/t", &target),
+            PathMap::new("s3://src/t", &target)?,
             16,
         );
         let started = Instant::now();
@@ -127,16 +134,12 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
             .map(|name| {
                 let copier = copier.clone();
                 async move {
+                    let source = Location::parse(&format!("s3://src/t/{name}"))?;
+                    let destination = copier.map().destination_location().join(name)?;
                     copier
-                        .copy_verbatim(
-                            &format!("s3://src/t/{name}"),
-                            &format!(
-                                "{target}/{name}",
-                                target = copier.map().destination_location()
-                            ),
-                            size as u64,
-                        )
-                        .await
+                        .copy_verbatim(&source, &destination, size as u64)
+                        .await?;
+                    Ok::<_, anyhow::Error>(())
                 }
             })
             .buffer_unordered(16)

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::db::catalog::{self as db, NewTable, TablePointer, TableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
-use crate::storage::Storage;
+use crate::storage::{Location, Storage};
 
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
@@ -34,17 +34,17 @@ pub struct CommitOutcome {
 
 /// Metadata files written for changes not yet committed.
 #[derive(Debug, Default)]
-pub(crate) struct PendingFiles(Vec<(Arc<dyn Storage>, String)>);
+pub(crate) struct PendingFiles(Vec<(Arc<dyn Storage>, Location)>);
 
 impl PendingFiles {
     pub(crate) async fn write(
         &mut self,
         storage: &Arc<dyn Storage>,
-        location: &str,
+        location: &Location,
         bytes: &[u8],
     ) -> CatalogResult<()> {
         storage.write_new(location, bytes).await?;
-        self.0.push((storage.clone(), location.to_string()));
+        self.0.push((storage.clone(), location.clone()));
         Ok(())
     }
 
@@ -79,7 +79,7 @@ struct Built {
     requirements: Vec<TableRequirement>,
     changes: Vec<TableUpdate>,
     metadata: Arc<CachedMetadata>,
-    metadata_location: String,
+    metadata_location: Location,
 }
 
 fn requirement_failed(table: &TableName, err: iceberg::Error) -> CatalogError {
@@ -236,7 +236,7 @@ impl Catalog {
                             row.table_id,
                             &TablePointer {
                                 table_uuid: built.metadata.parsed.uuid(),
-                                metadata_location: &built.metadata_location,
+                                metadata_location: &built.metadata_location.to_string(),
                                 location: built.metadata.parsed.location(),
                             },
                             version,
@@ -273,7 +273,7 @@ impl Catalog {
                                 warehouse_id: wh.id,
                                 namespace_id: ns.namespace_id,
                                 name: &built.table.name,
-                                metadata_location: &built.metadata_location,
+                                metadata_location: &built.metadata_location.to_string(),
                                 location: built.metadata.parsed.location(),
                             },
                         )
@@ -312,10 +312,11 @@ impl Catalog {
                         metadata: current,
                     },
                     Plan::Update { built, .. } | Plan::Create { built } => {
+                        let metadata_location = built.metadata_location.to_string();
                         self.metadata
-                            .insert(&built.metadata_location, built.metadata.clone());
+                            .insert(&metadata_location, built.metadata.clone());
                         CommitOutcome {
-                            metadata_location: built.metadata_location,
+                            metadata_location,
                             metadata: built.metadata,
                         }
                     }
@@ -358,7 +359,6 @@ impl Catalog {
                 .map_err(|e| requirement_failed(&table, e))?;
         }
         let current_uuid = current.parsed.uuid();
-        let current_location = current.parsed.location().to_string();
         let mut builder = current
             .parsed
             .clone()
@@ -375,9 +375,7 @@ impl Catalog {
                 "assign-uuid cannot change the UUID of existing table {table} ({current_uuid})"
             )));
         }
-        if result.metadata.location() != current_location {
-            metadata::require_inside_warehouse(wh, result.metadata.location())?;
-        }
+        super::paths::check_changes(wh, &result.changes)?;
         let built = Self::built(table, requirements, result, row.version + 1)?;
         Ok(Plan::Update { row, built })
     }
@@ -389,7 +387,7 @@ impl Catalog {
         version: i64,
     ) -> CatalogResult<Built> {
         let metadata_location =
-            metadata::metadata_file_location(result.metadata.location(), version);
+            metadata::metadata_file_location(result.metadata.location(), version)?;
         Ok(Built {
             table,
             requirements,
@@ -430,7 +428,7 @@ impl Catalog {
             principal: principal.to_string(),
             origin_region: self.region.clone(),
             previous_metadata_location,
-            new_metadata_location: Some(built.metadata_location.clone()),
+            new_metadata_location: Some(built.metadata_location.to_string()),
         }
     }
 }

@@ -11,10 +11,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{CatalogError, CatalogResult};
-use crate::storage;
+use crate::storage::{Location, StorageError};
 
-use super::Warehouse;
 use super::requests::CreateTableRequest;
+use super::{Warehouse, paths};
 use crate::names::TableName;
 
 /// Maps an iceberg error from building or applying metadata to a 400 with its message.
@@ -24,36 +24,27 @@ pub fn invalid(err: iceberg::Error) -> CatalogError {
 
 /// `<root>/<namespace levels>/<table>-<uuid>`: unique, so a dropped table's files never collide
 /// with its successor's.
-pub fn default_table_location(wh: &Warehouse, table: &TableName, table_uuid: Uuid) -> String {
-    format!(
-        "{}/{}/{}-{}",
-        wh.root,
-        table.namespace.levels().join("/"),
-        table.name,
-        table_uuid.simple()
-    )
+pub fn default_table_location(
+    wh: &Warehouse,
+    table: &TableName,
+    table_uuid: Uuid,
+) -> CatalogResult<Location> {
+    let name = format!("{}-{}", table.name, table_uuid.simple());
+    Ok(wh
+        .root
+        .join_all(table.namespace.levels())
+        .and_then(|namespace| namespace.join(&name))
+        .map_err(StorageError::from)?)
 }
 
-/// `<location>/metadata/NNNNN-<uuid>.metadata.json`, numbered from the table version (00000 at creation).
-pub fn metadata_file_location(table_location: &str, version: i64) -> String {
-    format!(
-        "{}/metadata/{:05}-{}.metadata.json",
-        table_location.trim_end_matches('/'),
-        version - 1,
-        Uuid::new_v4()
-    )
-}
-
-/// Table files stay inside their warehouse: it bounds what purge deletes and what register reads.
-pub fn require_inside_warehouse(wh: &Warehouse, location: &str) -> CatalogResult<()> {
-    if storage::is_under(location, &wh.root) {
-        Ok(())
-    } else {
-        Err(CatalogError::BadRequest(format!(
-            "location `{location}` is outside warehouse `{}` (root `{}`); table files must live under the root",
-            wh.name, wh.root
-        )))
-    }
+/// `<location>/metadata/NNNNN-<uuid>.metadata.json`, numbered from the table version (00000 at
+/// creation).
+pub fn metadata_file_location(table_location: &str, version: i64) -> CatalogResult<Location> {
+    let name = format!("{:05}-{}.metadata.json", version - 1, Uuid::new_v4());
+    Ok(paths::parse("table location", table_location)?
+        .join("metadata")
+        .and_then(|dir| dir.join(&name))
+        .map_err(StorageError::from)?)
 }
 
 /// The metadata of a table created by createTable.
@@ -64,10 +55,9 @@ pub fn build_from_request(
 ) -> CatalogResult<TableMetadataBuildResult> {
     let table_uuid = Uuid::now_v7();
     let location = match &req.location {
-        Some(location) => location.trim_end_matches('/').to_string(),
-        None => default_table_location(wh, table, table_uuid),
+        Some(location) => paths::under_root(wh, "table location", location)?.to_string(),
+        None => default_table_location(wh, table, table_uuid)?.to_string(),
     };
-    require_inside_warehouse(wh, &location)?;
     // `format-version` among the properties chooses the format version (DuckDB sends it so), as in
     // Apache Iceberg's own catalogs; it is not stored as a property.
     let mut properties = req.properties.clone();
@@ -93,7 +83,9 @@ pub fn build_from_request(
     let builder = TableMetadataBuilder::from_table_creation(creation)
         .map_err(invalid)?
         .assign_uuid(table_uuid);
-    builder.build().map_err(invalid)
+    let built = builder.build().map_err(invalid)?;
+    paths::check_metadata(wh, &built.metadata)?;
+    Ok(built)
 }
 
 /// The metadata of a table created by a commit with `assert-create` (a staged create): the updates
@@ -129,10 +121,10 @@ pub fn build_from_updates(
         )
     })?;
     let uuid = uuid.unwrap_or_else(Uuid::now_v7);
-    let location = location
-        .map(|l| l.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| default_table_location(wh, table, uuid));
-    require_inside_warehouse(wh, &location)?;
+    let location = match location {
+        Some(location) => paths::under_root(wh, "table location", &location)?.to_string(),
+        None => default_table_location(wh, table, uuid)?.to_string(),
+    };
     let mut builder = TableMetadataBuilder::new(
         schema,
         spec.unwrap_or_else(|| UnboundPartitionSpec::builder().build()),
@@ -146,7 +138,9 @@ pub fn build_from_updates(
     for update in updates {
         builder = update.apply(builder).map_err(invalid)?;
     }
-    builder.build().map_err(invalid)
+    let built = builder.build().map_err(invalid)?;
+    paths::check_metadata(wh, &built.metadata)?;
+    Ok(built)
 }
 
 /// Which snapshots loadTable returns (`snapshots=all|refs`).

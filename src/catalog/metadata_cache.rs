@@ -9,7 +9,7 @@ use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use crate::error::{CatalogError, CatalogResult};
-use crate::storage::Storage;
+use crate::storage::{Location, Storage, StorageError};
 
 /// One metadata file: its JSON as served and its parsed form for commits.
 #[derive(Debug)]
@@ -38,6 +38,8 @@ impl Weighter<String, Arc<CachedMetadata>> for ByJsonSize {
 
 pub struct MetadataCache {
     entries: Cache<String, Arc<CachedMetadata>, ByJsonSize>,
+    /// The largest metadata file read (`max_metadata_bytes`): a client may name the file.
+    max_file_bytes: u64,
 }
 
 impl std::fmt::Debug for MetadataCache {
@@ -50,12 +52,18 @@ impl std::fmt::Debug for MetadataCache {
 }
 
 impl MetadataCache {
-    pub fn new(max_bytes: u64) -> Self {
+    pub fn new(max_bytes: u64, max_file_bytes: u64) -> Self {
         // quick_cache sizes its tables from an item estimate; 64 KiB is a typical metadata file.
         let estimated_items = (max_bytes / (64 * 1024)).clamp(16, 1 << 20) as usize;
         Self {
             entries: Cache::with_weighter(estimated_items, max_bytes.max(1), ByJsonSize),
+            max_file_bytes,
         }
+    }
+
+    /// The largest metadata file this cache reads.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
     }
 
     pub fn insert(&self, location: &str, metadata: Arc<CachedMetadata>) {
@@ -71,7 +79,8 @@ impl MetadataCache {
         if let Some(hit) = self.entries.get(location) {
             return Ok(hit);
         }
-        let bytes = storage.read(location).await?;
+        let parsed_location = Location::parse(location).map_err(StorageError::from)?;
+        let bytes = storage.read(&parsed_location, self.max_file_bytes).await?;
         let parsed: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
             CatalogError::Database(sqlx::Error::Decode(
                 format!("metadata file {location} does not parse: {e}").into(),

@@ -5,6 +5,7 @@ pub mod commit;
 pub mod metadata;
 pub mod metadata_cache;
 pub mod namespaces;
+pub mod paths;
 pub mod purge;
 pub mod replica;
 pub mod requests;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::db;
 use crate::error::{CatalogError, CatalogResult};
-use crate::storage::{self, Storage};
+use crate::storage::{self, Location, Storage};
 use metadata_cache::MetadataCache;
 use table_locks::TableLocks;
 
@@ -30,7 +31,8 @@ use table_locks::TableLocks;
 pub struct Warehouse {
     pub id: Uuid,
     pub name: String,
-    pub root: String,
+    /// Where the warehouse's files live; every table path must lie under it (see `paths`).
+    pub root: Location,
     pub storage: Arc<dyn Storage>,
     /// What loadTable's `config` tells clients so they can read the files (S3 endpoint, region,
     /// path style), and the keys added for clients that ask for vended credentials.
@@ -53,7 +55,8 @@ impl Warehouse {
 /// PyIceberg, DuckDB, Spark and Trino read).
 fn client_config(wh: &crate::config::WarehouseSettings) -> [BTreeMap<String, String>; 2] {
     let (mut config, mut vended) = (BTreeMap::new(), BTreeMap::new());
-    if let Some(s3) = wh.s3.as_ref().filter(|_| wh.root.starts_with("s3")) {
+    let is_s3 = Location::parse(&wh.root).is_ok_and(|root| root.is_s3());
+    if let Some(s3) = wh.s3.as_ref().filter(|_| is_s3) {
         if let Some(endpoint) = wh.client_s3_endpoint.as_ref().or(s3.endpoint.as_ref()) {
             config.insert("s3.endpoint".to_string(), endpoint.clone());
         }
@@ -112,16 +115,17 @@ impl Catalog {
     ) -> CatalogResult<Self> {
         let mut warehouses = BTreeMap::new();
         for wh in &settings.warehouses {
-            let row = db::catalog::upsert_warehouse(&pool, &wh.name, &wh.root).await?;
+            let root = storage::parse_root(&wh.root)?;
+            let row = db::catalog::upsert_warehouse(&pool, &wh.name, &root.to_string()).await?;
             let owner = format!("warehouse `{}`", wh.name);
-            let storage = storage::open(&row.storage_root, wh.s3.as_ref(), &owner).await?;
+            let storage = storage::open(&root, wh.s3.as_ref(), &owner).await?;
             let [client_config, vended_credentials] = client_config(wh);
             warehouses.insert(
                 row.name.clone(),
                 Warehouse {
                     id: row.warehouse_id,
                     name: row.name,
-                    root: row.storage_root.trim_end_matches('/').to_string(),
+                    root,
                     storage,
                     client_config,
                     vended_credentials,
@@ -138,7 +142,10 @@ impl Catalog {
             warehouses,
             default_warehouse,
             faults,
-            metadata: MetadataCache::new(settings.metadata_cache_bytes),
+            metadata: MetadataCache::new(
+                settings.metadata_cache_bytes,
+                settings.max_metadata_bytes,
+            ),
             table_locks: TableLocks::default(),
         })
     }

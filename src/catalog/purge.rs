@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use crate::db::catalog as db;
 use crate::manifest_avro::{self, AvroRewriteError};
-use crate::storage::{self, Storage, StorageError};
+use crate::storage::{Location, Storage, StorageError};
 
 /// The table property that, set to `false`, keeps a purge from deleting data files.
 const GC_ENABLED: &str = "gc.enabled";
@@ -34,45 +34,59 @@ pub struct PurgeReport {
 }
 
 /// Every file `metadata` references: metadata files (current and logged), manifest lists, manifests,
-/// statistics and partition statistics, and with `data_files` the data and delete files (live or not).
+/// statistics and partition statistics, and with `data_files` the data and delete files (live or
+/// not). Paths that do not parse, or lie outside the storage's root, are counted and left alone.
 async fn referenced_files(
     storage: &dyn Storage,
     metadata: &TableMetadata,
     metadata_location: &str,
     data_files: bool,
     report: &mut PurgeReport,
-) -> BTreeSet<String> {
-    let mut files = BTreeSet::from([metadata_location.to_string()]);
-    files.extend(
-        metadata
-            .metadata_log()
-            .iter()
-            .map(|m| m.metadata_file.clone()),
-    );
-    files.extend(
-        metadata
-            .statistics_iter()
-            .map(|s| s.statistics_path.clone()),
-    );
-    files.extend(
-        metadata
-            .partition_statistics_iter()
-            .map(|s| s.statistics_path.clone()),
-    );
+) -> BTreeSet<Location> {
+    let mut files = BTreeSet::new();
+    let keep = |path: &str, files: &mut BTreeSet<Location>, report: &mut PurgeReport| {
+        match Location::parse(path) {
+            Ok(location) if storage.check(&location).is_ok() => {
+                files.insert(location);
+            }
+            _ => report.outside_root += 1,
+        }
+    };
+    keep(metadata_location, &mut files, report);
+    for entry in metadata.metadata_log() {
+        keep(&entry.metadata_file, &mut files, report);
+    }
+    for statistics in metadata.statistics_iter() {
+        keep(&statistics.statistics_path, &mut files, report);
+    }
+    for statistics in metadata.partition_statistics_iter() {
+        keep(&statistics.statistics_path, &mut files, report);
+    }
     let mut manifests = BTreeSet::new();
     for snapshot in metadata.snapshots() {
-        let list_location = snapshot.manifest_list();
-        files.insert(list_location.to_string());
-        match read_paths(storage, list_location, manifest_avro::manifest_paths).await {
-            Ok(paths) => manifests.extend(paths),
-            Err(err) => report.unreadable.push(err),
+        let mut list = BTreeSet::new();
+        keep(snapshot.manifest_list(), &mut list, report);
+        for list_location in list {
+            match read_paths(storage, &list_location, manifest_avro::manifest_paths).await {
+                Ok(paths) => {
+                    for path in paths {
+                        keep(&path, &mut manifests, report);
+                    }
+                }
+                Err(err) => report.unreadable.push(err),
+            }
+            files.insert(list_location);
         }
     }
     // Snapshots share manifests; each is read once.
     if data_files {
         for manifest in &manifests {
             match read_paths(storage, manifest, manifest_avro::entry_file_paths).await {
-                Ok(paths) => files.extend(paths),
+                Ok(paths) => {
+                    for path in paths {
+                        keep(&path, &mut files, report);
+                    }
+                }
                 Err(err) => report.unreadable.push(err),
             }
         }
@@ -87,39 +101,39 @@ async fn referenced_files(
 /// location there or below. Call it after the dropped table's row is gone.
 pub async fn location_is_exclusive(
     pool: &PgPool,
-    warehouse_root: &str,
+    warehouse_root: &Location,
     metadata: &TableMetadata,
 ) -> sqlx::Result<bool> {
-    let location = metadata.location().trim_end_matches('/');
+    let Ok(location) = Location::parse(metadata.location()) else {
+        return Ok(false);
+    };
     let assigned_suffix = format!("-{}", metadata.uuid().simple());
     let assigned = location
-        .rsplit('/')
-        .next()
+        .file_name()
         .is_some_and(|last| last.ends_with(&assigned_suffix));
-    if !assigned || !storage::is_under(location, warehouse_root) {
+    if !assigned || !location.is_under(warehouse_root) {
         return Ok(false);
     }
-    Ok(!db::location_may_hold_tables(pool, location).await?)
+    Ok(!db::location_may_hold_tables(pool, &location).await?)
 }
 
 /// Reads a manifest list or manifest and the paths `parse` finds in it; the error names the file.
 async fn read_paths(
     storage: &dyn Storage,
-    location: &str,
+    location: &Location,
     parse: fn(&[u8]) -> Result<Vec<String>, AvroRewriteError>,
 ) -> Result<Vec<String>, String> {
     let bytes = storage
-        .read(location)
+        .read(location, manifest_avro::MAX_MANIFEST_BYTES)
         .await
         .map_err(|err| format!("{location}: {err}"))?;
     parse(&bytes).map_err(|err| format!("{location}: {err}"))
 }
 
-/// Deletes the files of a dropped table that lie inside the warehouse root (with `list_location`,
+/// Deletes the files of a dropped table that lie inside the storage's root (with `list_location`,
 /// everything under its location as well), then any directories under its location left empty.
 pub async fn purge_table(
     storage: &dyn Storage,
-    warehouse_root: &str,
     metadata: &TableMetadata,
     metadata_location: &str,
     list_location: bool,
@@ -132,8 +146,7 @@ pub async fn purge_table(
         .get(GC_ENABLED)
         .is_none_or(|value| !value.eq_ignore_ascii_case("false"));
     report.data_files_kept = !gc_enabled;
-    let list_location = list_location && gc_enabled;
-    let referenced = referenced_files(
+    let mut doomed = referenced_files(
         storage,
         metadata,
         metadata_location,
@@ -141,28 +154,25 @@ pub async fn purge_table(
         &mut report,
     )
     .await;
-    let mut doomed = Vec::new();
-    let mut seen = BTreeSet::new();
-    for file in &referenced {
-        if !storage::is_under(file, warehouse_root) {
-            report.outside_root += 1;
-        } else if seen.insert(storage::canonical(file).into_owned()) {
-            doomed.push(file.clone());
-        }
-    }
-    if list_location {
+    let table_location = Location::parse(metadata.location())
+        .ok()
+        .filter(|location| location.is_under(storage.root()));
+    if let Some(location) = table_location
+        .as_ref()
+        .filter(|_| list_location && gc_enabled)
+    {
         report.listed = true;
-        for file in storage.list(metadata.location()).await? {
-            if seen.insert(storage::canonical(&file).into_owned()) {
+        for file in storage.list(location).await? {
+            if doomed.insert(file) {
                 report.unreferenced += 1;
-                doomed.push(file);
             }
         }
     }
+    let doomed: Vec<Location> = doomed.into_iter().collect();
     storage.delete_many(&doomed).await?;
     report.deleted = doomed.len();
-    if storage::is_under(metadata.location(), warehouse_root) {
-        storage.remove_empty_dirs(metadata.location()).await?;
+    if let Some(location) = &table_location {
+        storage.remove_empty_dirs(location).await?;
     }
     Ok(report)
 }

@@ -131,7 +131,8 @@ impl Catalog {
                                 "replicated metadata for {table} is not valid table metadata: {e}"
                             ))
                         })?;
-                    metadata::require_inside_warehouse(wh, parsed.location())?;
+                    // Every path a peer sends must lie in this warehouse, as a client's must.
+                    super::paths::check_metadata(wh, &parsed)?;
                     let built = Arc::new(CachedMetadata::from_parsed(parsed)?);
                     let uuid = built.parsed.uuid();
                     let (table_id, version, previous) = match current {
@@ -142,8 +143,9 @@ impl Catalog {
                         }
                         None => (Uuid::now_v7(), 1, None),
                     };
-                    let location = metadata::metadata_file_location(built.parsed.location(), version);
-                    files.write(&wh.storage, &location, built.json.as_bytes()).await?;
+                    let file = metadata::metadata_file_location(built.parsed.location(), version)?;
+                    files.write(&wh.storage, &file, built.json.as_bytes()).await?;
+                    let location = file.to_string();
                     if version == 1 {
                         let namespace_id = self.replica_namespace(&mut tx, wh, &table, &req).await?;
                         let inserted = db::insert_table(
@@ -195,16 +197,15 @@ impl Catalog {
                         db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
                         Some(row.metadata_location)
                     } else {
+                        super::paths::check_changes(wh, &result.changes)?;
                         let metadata =
                             with_last_updated(result.metadata, req.last_updated_ms)?;
-                        if metadata.location() != base.parsed.location() {
-                            metadata::require_inside_warehouse(wh, metadata.location())?;
-                        }
                         let built = Arc::new(CachedMetadata::from_parsed(metadata)?);
                         let version = row.version + 1;
-                        let location =
-                            metadata::metadata_file_location(built.parsed.location(), version);
-                        files.write(&wh.storage, &location, built.json.as_bytes()).await?;
+                        let file =
+                            metadata::metadata_file_location(built.parsed.location(), version)?;
+                        files.write(&wh.storage, &file, built.json.as_bytes()).await?;
+                        let location = file.to_string();
                         let pointer = TablePointer {
                             table_uuid: row.table_uuid,
                             metadata_location: &location,

@@ -121,11 +121,12 @@ impl Catalog {
             // Nothing is stored: the client commits the table later with `assert-create`.
             return Ok(LoadedTable::new(None, created));
         }
-        let metadata_location = metadata::metadata_file_location(created.parsed.location(), 1);
+        let metadata_file = metadata::metadata_file_location(created.parsed.location(), 1)?;
+        let metadata_location = metadata_file.to_string();
         let table_uuid = created.parsed.uuid();
         self.with_pending_files(async |files| {
             files
-                .write(&wh.storage, &metadata_location, created.json.as_bytes())
+                .write(&wh.storage, &metadata_file, created.json.as_bytes())
                 .await?;
             let mut tx = self.pool.begin().await?;
             let table_id = Uuid::now_v7();
@@ -267,7 +268,6 @@ impl Catalog {
             });
         match super::purge::purge_table(
             &*wh.storage,
-            &wh.root,
             &metadata.parsed,
             metadata_location,
             exclusive,
@@ -354,10 +354,11 @@ impl Catalog {
         principal: &str,
     ) -> CatalogResult<LoadedTable> {
         let table = TableName::new(ns.clone(), req.name.clone())?;
-        metadata::require_inside_warehouse(wh, &req.metadata_location)?;
+        let metadata_file =
+            super::paths::under_root(wh, "metadata-location", &req.metadata_location)?;
         let bytes = wh
             .storage
-            .read(&req.metadata_location)
+            .read(&metadata_file, self.metadata.max_file_bytes())
             .await
             .map_err(|e| match e {
                 crate::storage::StorageError::NotFound(_) => CatalogError::BadRequest(format!(
@@ -372,6 +373,8 @@ impl Catalog {
                 req.metadata_location
             ))
         })?;
+        super::paths::check_metadata(wh, &parsed)?;
+        let metadata_location = metadata_file.to_string();
         let metadata_value: Value = serde_json::to_value(&parsed)
             .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
         let table_uuid = parsed.uuid();
@@ -401,7 +404,7 @@ impl Catalog {
                     row.table_id,
                     &TablePointer {
                         table_uuid,
-                        metadata_location: &req.metadata_location,
+                        metadata_location: &metadata_location,
                         location: registered.parsed.location(),
                     },
                     version,
@@ -420,7 +423,7 @@ impl Catalog {
                         warehouse_id: wh.id,
                         namespace_id: namespace.namespace_id,
                         name: &table.name,
-                        metadata_location: &req.metadata_location,
+                        metadata_location: &metadata_location,
                         location: registered.parsed.location(),
                     },
                 )
@@ -449,12 +452,11 @@ impl Catalog {
         entry.metadata = Some(metadata_value);
         entry.details = json!({ "overwrite": req.overwrite });
         entry.previous_metadata_location = previous;
-        entry.new_metadata_location = Some(req.metadata_location.clone());
+        entry.new_metadata_location = Some(metadata_location.clone());
         log::append(&mut tx, &[entry]).await?;
         self.commit_transaction_or_unknown(tx).await?;
-        self.metadata
-            .insert(&req.metadata_location, registered.clone());
-        Ok(LoadedTable::new(Some(req.metadata_location), registered))
+        self.metadata.insert(&metadata_location, registered.clone());
+        Ok(LoadedTable::new(Some(metadata_location), registered))
     }
 }
 

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::names::NamespaceName;
-use crate::storage;
+use crate::storage::Location;
 
 #[derive(Debug, Clone)]
 pub struct WarehouseRow {
@@ -273,11 +273,11 @@ pub async fn list_tables(
 }
 
 /// A table location as `iceberg_table.location` holds it, so the stored and the queried forms
-/// cannot differ: one spelling per file (see [`storage::canonical`]), no trailing slash.
+/// cannot differ: one spelling per file ([`Location`]'s), no trailing slash.
 fn location_key(location: &str) -> String {
-    storage::canonical(location)
-        .trim_end_matches('/')
-        .to_string()
+    Location::parse(location)
+        .map(|location| location.to_string())
+        .unwrap_or_else(|_| location.to_string())
 }
 
 pub struct NewTable<'a> {
@@ -356,8 +356,8 @@ pub async fn bump_table_version(
 
 /// Whether any table (in any warehouse) has its location at `location` or under it, or has no
 /// recorded location (rows from before migration 0004), so might.
-pub async fn location_may_hold_tables(pool: &PgPool, location: &str) -> sqlx::Result<bool> {
-    let location = location_key(location);
+pub async fn location_may_hold_tables(pool: &PgPool, location: &Location) -> sqlx::Result<bool> {
+    let location = location.to_string();
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM iceberg_table
              WHERE location IS NULL OR location = $1 OR starts_with(location, $2))",

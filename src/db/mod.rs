@@ -1,7 +1,9 @@
 //! The PostgreSQL connection pool and migrations. SQL for each concern lives beside it:
 //! [`catalog`] for warehouses, namespaces and tables; [`replication`] for peers, rules and streams;
+//! [`audit`] for the audit trail;
 //! `crate::log` for the update log.
 
+pub mod audit;
 pub mod catalog;
 pub mod replication;
 

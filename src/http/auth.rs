@@ -1,21 +1,27 @@
-//! Who is calling. With tokens configured, every request needs `Authorization: Bearer <token>` and is
-//! refused with 401 otherwise; the token's principal is recorded with each log entry. With none
-//! configured, every caller is `anonymous` and `Authorization` headers are ignored (PyIceberg sends
-//! `Bearer None` when it has no credential). Tokens are never logged.
+//! The access guard: every request to a declared route is authenticated and authorised here,
+//! before its handler runs, and refused requests and management actions are recorded in the audit
+//! trail.
 //!
-//! Peer regions that replicate into this floe present their own tokens (`replication.accept`);
-//! such a request carries a [`PeerIdentity`], which only the internal replication endpoint accepts.
+//! The route's declaration ([`RouteTable`]) says what it needs; the caller's credential says who
+//! it is ([`Authenticator`]); [`Identity::check`] decides. A request without a valid credential
+//! gets 401 `NotAuthorizedException`, one without the role it needs 403 `ForbiddenException`
+//! naming the role. Handlers never look at credentials: they get the principal (recorded with log
+//! entries) and, on the peer endpoint, the peer's region.
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
 
 use super::errors::ApiError;
-use crate::config::{AcceptedPeer, AuthSettings};
+use super::routes::{RouteSpec, RouteTable};
+use crate::auth::{Access, AuthError, Authenticator, Identity};
+use crate::db::audit::{self, NewEvent, Outcome};
 
 /// The principal recorded with each log entry.
 #[derive(Debug, Clone)]
@@ -25,121 +31,190 @@ pub struct Principal(pub String);
 #[derive(Debug, Clone)]
 pub struct PeerIdentity(pub String);
 
-const ANONYMOUS: &str = "anonymous";
-
-/// The accepted tokens.
-#[derive(Clone, Default)]
-pub struct Authenticator {
-    tokens: Vec<(String, Vec<u8>)>,
-    /// (region, token) of peers allowed to replicate into this floe.
-    peers: Vec<(String, Vec<u8>)>,
+/// What the guard needs: who may call, what each route needs, where the audit trail is.
+pub struct Guard {
+    authenticator: Arc<Authenticator>,
+    routes: RouteTable,
+    pool: PgPool,
 }
 
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("tokens", &self.tokens.len())
-            .field("peers", &self.peers.len())
-            .finish()
-    }
-}
-
-/// Compares in time independent of where the inputs differ, so a token cannot be guessed byte by byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl Authenticator {
-    pub fn new(settings: &AuthSettings, peers: &[AcceptedPeer]) -> Self {
+impl Guard {
+    pub fn new(authenticator: Arc<Authenticator>, routes: RouteTable, pool: PgPool) -> Self {
         Self {
-            tokens: settings
-                .tokens
-                .iter()
-                .map(|t| (t.principal.clone(), t.token.as_bytes().to_vec()))
-                .collect(),
-            peers: peers
-                .iter()
-                .map(|p| (p.region.clone(), p.token.as_bytes().to_vec()))
-                .collect(),
+            authenticator,
+            routes,
+            pool,
         }
     }
 
-    fn find<'a>(list: &'a [(String, Vec<u8>)], presented: &str) -> Option<&'a String> {
-        let mut found = None;
-        for (name, token) in list {
-            if constant_time_eq(presented.trim().as_bytes(), token) {
-                found = Some(name);
+    /// Records one audit event; a failure to record is logged, and the answer still goes out.
+    async fn audit(&self, event: NewEvent) {
+        if let Err(err) = audit::record(&self.pool, &event).await {
+            tracing::warn!(%err, action = %event.action, "could not record an audit event");
+        }
+    }
+}
+
+/// The most of an error answer read back for the audit trail's `detail`.
+const MAX_DETAIL_BODY: usize = 64 * 1024;
+
+/// Middleware on every declared route (see the module docs).
+pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let target = format!("{method} {}", parts.uri.path());
+    let matched = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let Some(spec) = guard.routes.find(&method, &matched).cloned() else {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowedException",
+            "This endpoint does not accept that HTTP method",
+        )
+        .into_response();
+    };
+    let identity = match spec.access {
+        Access::Public => Identity::Anonymous,
+        _ => match guard
+            .authenticator
+            .authenticate(parts.headers.get(header::AUTHORIZATION))
+            .await
+        {
+            Ok(identity) => identity,
+            Err(AuthError::Invalid(message)) => {
+                let event = refusal("unauthenticated", &spec, &target, 401, &message);
+                guard.audit(event).await;
+                let mut response =
+                    ApiError::new(StatusCode::UNAUTHORIZED, "NotAuthorizedException", message)
+                        .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return response;
             }
-        }
-        found
+            Err(AuthError::Unavailable(message)) => {
+                tracing::warn!(%message, "cannot check a credential now");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    message,
+                )
+                .into_response();
+            }
+        },
+    };
+    if let Err(reason) = check(&spec, &identity, &mut parts).await {
+        let event = refusal(&identity.principal(), &spec, &target, 403, &reason);
+        guard.audit(event).await;
+        return ApiError::new(StatusCode::FORBIDDEN, "ForbiddenException", reason).into_response();
     }
-
-    /// A peer's region, when the request carries one of the peer tokens.
-    fn peer(&self, authorization: Option<&HeaderValue>) -> Option<PeerIdentity> {
-        let presented = bearer(authorization)?;
-        Self::find(&self.peers, presented).map(|region| PeerIdentity(region.clone()))
+    let principal = identity.principal();
+    parts.extensions.insert(Principal(principal.clone()));
+    if let Identity::Peer { region } = &identity {
+        parts.extensions.insert(PeerIdentity(region.clone()));
     }
+    let response = next.run(Request::from_parts(parts, body)).await;
 
-    /// The principal of a request, or the reason to refuse it.
-    fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Principal, ApiError> {
-        if self.tokens.is_empty() {
-            return Ok(Principal(ANONYMOUS.to_string()));
-        }
-        let unauthorized = |message: &str| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "NotAuthorizedException", message)
-        };
-        let presented = bearer(authorization).ok_or_else(|| {
-            unauthorized("Authentication required: send `Authorization: Bearer <token>`")
-        })?;
-        Self::find(&self.tokens, presented)
-            .map(|p| Principal(p.clone()))
-            .ok_or_else(|| unauthorized("The bearer token is not valid for this catalog"))
+    let status = response.status();
+    let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    let management_action =
+        spec.access == Access::Admin && !matches!(method, Method::GET | Method::HEAD);
+    if !refused && !management_action {
+        return response;
+    }
+    let (response, detail) = if status.is_success() {
+        (response, None)
+    } else {
+        read_message(response).await
+    };
+    let outcome = if refused {
+        Outcome::Refused
+    } else if status.is_success() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Failed
+    };
+    guard
+        .audit(NewEvent {
+            principal,
+            action: spec.action.to_string(),
+            target,
+            outcome,
+            status: status.as_u16(),
+            detail,
+        })
+        .await;
+    response
+}
+
+/// Whether `identity` may make this request, with the warehouse its path or query names.
+async fn check(spec: &RouteSpec, identity: &Identity, parts: &mut Parts) -> Result<(), String> {
+    let params = RawPathParams::from_request_parts(parts, &()).await.ok();
+    let param = |name: &str| {
+        params
+            .iter()
+            .flat_map(|p| p.iter())
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
+    let warehouse_query: Option<String> = parts.uri.query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "warehouse")
+            .map(|(_, value)| value.into_owned())
+    });
+    identity.check(spec.access, spec.scope(param, warehouse_query.as_deref()))
+}
+
+fn refusal(principal: &str, spec: &RouteSpec, target: &str, status: u16, reason: &str) -> NewEvent {
+    NewEvent {
+        principal: principal.to_string(),
+        action: spec.action.to_string(),
+        target: target.to_string(),
+        outcome: Outcome::Refused,
+        status,
+        detail: Some(reason.to_string()),
     }
 }
 
-fn bearer(authorization: Option<&HeaderValue>) -> Option<&str> {
-    authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    })
-}
-
-/// Middleware: authenticates every request and leaves its principal in the request's extensions.
-pub async fn require_auth(
-    State(authenticator): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if let Some(peer) = authenticator.peer(request.headers().get(header::AUTHORIZATION)) {
-        request
-            .extensions_mut()
-            .insert(Principal(format!("peer:{}", peer.0)));
-        request.extensions_mut().insert(peer);
-        return next.run(request).await;
+/// The message of an error answer (an ErrorModel's, or an OAuth error's description), and the
+/// answer rebuilt for the client.
+async fn read_message(response: Response) -> (Response, Option<String>) {
+    let small = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|len| len <= MAX_DETAIL_BODY);
+    if !small {
+        return (response, None);
     }
-    match authenticator.authenticate(request.headers().get(header::AUTHORIZATION)) {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Err(error) => {
-            let mut response = error.into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
-    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_DETAIL_BODY).await else {
+        return (Response::from_parts(parts, Body::empty()), None);
+    };
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|body| {
+            body["error"]["message"]
+                .as_str()
+                .or_else(|| body["error_description"].as_str())
+                .map(str::to_string)
+        });
+    (Response::from_parts(parts, Body::from(bytes)), message)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or_else(|| Principal(ANONYMOUS.to_string())))
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "the request reached its handler without passing the access guard",
+            )
+        })
     }
 }

@@ -126,8 +126,7 @@ impl From<CatalogError> for ApiError {
                     message,
                 )
             }
-            CatalogError::Storage(StorageError::UnsupportedScheme(_))
-            | CatalogError::Storage(StorageError::OutsideRoot { .. }) => {
+            CatalogError::Storage(err) if err.is_refusal() => {
                 Self::new(S::BAD_REQUEST, "BadRequestException", message)
             }
             CatalogError::Storage(StorageError::Denied { .. }) => {

@@ -4,18 +4,25 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::http::{Method, StatusCode};
+use axum::{Extension, Json};
 
 use super::AppState;
 use super::auth::{PeerIdentity, Principal};
 use super::errors::{ApiError, ApiResult};
 use super::extract::IcebergJson;
+use super::routes::{Route, route};
+use crate::auth::Access;
 use crate::contract::peer_protocol::{APPLY_PATH, ApplyRequest, ApplyResponse};
-use axum::http::StatusCode;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route(APPLY_PATH, post(apply))
+pub fn routes() -> Vec<Route> {
+    vec![route(
+        Method::POST,
+        APPLY_PATH,
+        Access::Peer,
+        "replication.apply",
+        apply,
+    )]
 }
 
 async fn apply(

@@ -6,6 +6,8 @@ pub mod extract;
 pub mod iceberg;
 pub mod internal;
 pub mod management;
+pub mod oauth;
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -15,26 +17,48 @@ use axum::http::StatusCode;
 use axum::middleware;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use errors::ApiError;
+use routes::{Route, RouteSpec, RouteTable};
 
 /// What every handler can reach.
 #[derive(Debug)]
 pub struct AppState {
     pub catalog: Arc<Catalog>,
+    pub authenticator: Arc<Authenticator>,
 }
 
-/// The whole HTTP surface: the Iceberg API, the management API, and ErrorModel answers for
-/// unknown routes and methods; every request is authenticated first.
-pub fn router(
-    state: Arc<AppState>,
-    authenticator: auth::Authenticator,
-    max_body_bytes: usize,
-) -> Router {
-    Router::new()
-        .merge(iceberg::router())
-        .merge(management::router())
-        .merge(internal::router())
+/// Every route floe serves: the Iceberg API, its token endpoint, the management API and the peer
+/// endpoint.
+pub fn routes() -> Vec<Route> {
+    let mut routes = iceberg::routes();
+    routes.extend(oauth::routes());
+    routes.extend(management::routes());
+    routes.extend(internal::routes());
+    routes
+}
+
+/// The declarations of [`routes`] (for tests and documents).
+pub fn route_specs() -> Vec<RouteSpec> {
+    routes().into_iter().map(|r| r.spec).collect()
+}
+
+/// The whole HTTP surface, built from [`routes`] alone, every route behind the access guard, and
+/// ErrorModel answers for unknown routes and methods.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let routes = routes();
+    let guard = Arc::new(auth::Guard::new(
+        state.authenticator.clone(),
+        RouteTable::new(routes.iter().map(|r| r.spec.clone())),
+        state.catalog.pool().clone(),
+    ));
+    let mut router = Router::new();
+    for route in routes {
+        router = router.route(route.spec.path, route.handler);
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(guard, auth::guard))
         .fallback(async || {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -50,10 +74,6 @@ pub fn router(
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(authenticator),
-            auth::require_auth,
-        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -48,7 +48,7 @@ pub async fn put_peer(catalog: &Catalog, region: &str, spec: PeerSpec) -> Catalo
     }
     for wh in &spec.warehouses {
         names::validate_warehouse_name(&wh.warehouse)?;
-        crate::storage::validate_root(&wh.storage_root)
+        crate::storage::parse_root(&wh.storage_root)
             .map_err(|e| bad(format!("storage-root of warehouse `{}`: {e}", wh.warehouse)))?;
     }
     let mut tx = catalog.pool().begin().await?;

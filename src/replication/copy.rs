@@ -17,9 +17,9 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::delete_files::{self, DeleteFileError};
-use super::paths::{OutsideLocation, PathMap};
+use super::paths::{PathError, PathMap};
 use crate::manifest_avro::{self as avro, AvroRewriteError};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Location, Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -38,7 +38,7 @@ pub enum CopyError {
         source: DeleteFileError,
     },
     #[error(transparent)]
-    Path(#[from] OutsideLocation),
+    Path(#[from] PathError),
     #[error("copy of {file} wrote {written} bytes, but the source manifest says {expected}")]
     SizeMismatch {
         file: String,
@@ -58,6 +58,10 @@ impl CopyError {
         )
     }
 }
+
+/// The largest position-delete or Puffin file rewritten in memory; a larger one is refused with
+/// its name.
+const MAX_REWRITE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Manifest entry status DELETED: the entry records a removal; its file is not live.
 const STATUS_DELETED: i32 = 2;
@@ -111,21 +115,20 @@ impl Copier {
     /// Makes every copied file durable: call before the destination commits a change naming them.
     pub async fn finish(&self) -> Result<(), CopyError> {
         if self.needs_sync.swap(false, Ordering::Relaxed) {
-            self.destination
-                .sync_all(self.map.destination_location())
-                .await?;
+            self.destination.sync_all().await?;
         }
         Ok(())
     }
 
     /// Copies a snapshot's files; returns the replica's manifest list.
     pub async fn copy_snapshot(&self, manifest_list: &str) -> Result<String, CopyError> {
+        let source = self.map.source_file(manifest_list)?;
         let destination = self.map.rewrite(manifest_list)?;
         if self.destination.size(&destination).await?.is_some() {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(destination);
+            return Ok(destination.to_string());
         }
-        let bytes = self.source.read(manifest_list).await?;
+        let bytes = self.source.read(&source, avro::MAX_MANIFEST_BYTES).await?;
         let avro_err = |source| CopyError::Avro {
             file: manifest_list.to_string(),
             source,
@@ -146,22 +149,25 @@ impl Copier {
                 .unwrap_or_default()
                 .to_string();
             let length = lengths[&path];
-            avro::map_string_field(record, "manifest_path", |p| Ok(self.map.rewrite(p)?))?;
+            avro::map_string_field(record, "manifest_path", |p| {
+                Ok(self.map.rewrite(p)?.to_string())
+            })?;
             avro::set_long_field(record, "manifest_length", length as i64)
         })
         .map_err(avro_err)?;
         self.write_bytes(&destination, rewritten).await?;
-        Ok(destination)
+        Ok(destination.to_string())
     }
 
     /// Copies a manifest's live files and writes the rewritten manifest; returns its length.
     async fn copy_manifest(&self, manifest: &str) -> Result<u64, CopyError> {
+        let source = self.map.source_file(manifest)?;
         let destination = self.map.rewrite(manifest)?;
         if let Some(length) = self.destination.size(&destination).await? {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(length);
         }
-        let bytes = self.source.read(manifest).await?;
+        let bytes = self.source.read(&source, avro::MAX_MANIFEST_BYTES).await?;
         let avro_err = |source| CopyError::Avro {
             file: manifest.to_string(),
             source,
@@ -199,16 +205,18 @@ impl Copier {
             if let Some(size) = new_sizes.get(&path) {
                 avro::set_long_field(data_file, "file_size_in_bytes", *size as i64)?;
             }
-            avro::map_string_field(data_file, "file_path", |p| Ok(self.map.rewrite(p)?))?;
+            avro::map_string_field(data_file, "file_path", |p| {
+                Ok(self.map.rewrite(p)?.to_string())
+            })?;
             // A position-delete file's bounds on `file_path` name data files: readers match
             // deletes to data files with them, so they must name the replica's files.
             for bounds in ["lower_bounds", "upper_bounds"] {
                 avro::map_bound(data_file, bounds, DELETE_FILE_PATH_FIELD_ID, |p| {
-                    self.map.rewrite(p).ok()
+                    self.map.rewrite(p).ok().map(|l| l.to_string())
                 });
             }
             avro::map_string_field(data_file, "referenced_data_file", |p| {
-                Ok(self.map.rewrite(p)?)
+                Ok(self.map.rewrite(p)?.to_string())
             })
         })
         .map_err(avro_err)?;
@@ -220,6 +228,7 @@ impl Copier {
     /// Copies (or rewrites) one live file; returns its size at the destination.
     async fn copy_live_file(&self, file: &LiveFile) -> Result<u64, CopyError> {
         let _permit = self.permits.acquire().await.expect("never closed");
+        let source = self.map.source_file(&file.path)?;
         let destination = self.map.rewrite(&file.path)?;
         if file.content == CONTENT_POSITION_DELETES && file.format.eq_ignore_ascii_case("puffin") {
             // A deletion vector: several may share one Puffin file, each naming its data file.
@@ -227,7 +236,7 @@ impl Copier {
                 self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(size);
             }
-            let bytes = self.source.read(&file.path).await?;
+            let bytes = self.source.read(&source, MAX_REWRITE_BYTES).await?;
             let rewritten = delete_files::rewrite_puffin_references(&bytes, &self.map)
                 .map_err(|e| CopyError::Unsupported(format!("{}: {e}", file.path)))?;
             let size = rewritten.len() as u64;
@@ -245,7 +254,7 @@ impl Copier {
                 self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(size);
             }
-            let bytes = Bytes::from(self.source.read(&file.path).await?);
+            let bytes = Bytes::from(self.source.read(&source, MAX_REWRITE_BYTES).await?);
             let rewritten = delete_files::rewrite_parquet_position_deletes(bytes, &self.map)
                 .map_err(|source| CopyError::DeleteFile {
                     file: file.path.clone(),
@@ -255,16 +264,15 @@ impl Copier {
             self.write_bytes(&destination, rewritten).await?;
             return Ok(size);
         }
-        self.copy_verbatim(&file.path, &destination, file.size)
-            .await?;
+        self.copy_verbatim(&source, &destination, file.size).await?;
         Ok(file.size)
     }
 
     /// Copies a file byte for byte, unless the destination already has it at the expected size.
     pub async fn copy_verbatim(
         &self,
-        source: &str,
-        destination: &str,
+        source: &Location,
+        destination: &Location,
         expected: u64,
     ) -> Result<(), CopyError> {
         if self.destination.size(destination).await? == Some(expected) {
@@ -301,12 +309,13 @@ impl Copier {
     /// destination's keys can read. `None` when the file must be streamed instead.
     async fn server_side_copy(
         &self,
-        source: &str,
-        destination: &str,
+        source: &Location,
+        destination: &Location,
         expected: u64,
     ) -> Result<Option<u64>, CopyError> {
-        if let (Some(_), Some(local)) = (self.source.as_local(), self.destination.as_local()) {
-            return Ok(Some(local.copy_file(source, destination).await?));
+        self.source.check(source)?;
+        if let (Some(from), Some(local)) = (self.source.as_local(), self.destination.as_local()) {
+            return Ok(Some(local.copy_from(from, source, destination).await?));
         }
         if let (Some(_), Some(s3)) = (self.source.as_s3(), self.destination.as_s3()) {
             let part = crate::storage::s3::COPY_PART_BYTES;
@@ -325,13 +334,14 @@ impl Copier {
 
     /// Copies a statistics or partition-statistics file (Puffin or Parquet) byte for byte.
     pub async fn copy_statistics(&self, path: &str, size: u64) -> Result<String, CopyError> {
+        let source = self.map.source_file(path)?;
         let destination = self.map.rewrite(path)?;
         let _permit = self.permits.acquire().await.expect("never closed");
-        self.copy_verbatim(path, &destination, size).await?;
-        Ok(destination)
+        self.copy_verbatim(&source, &destination, size).await?;
+        Ok(destination.to_string())
     }
 
-    async fn write_bytes(&self, destination: &str, bytes: Vec<u8>) -> Result<(), CopyError> {
+    async fn write_bytes(&self, destination: &Location, bytes: Vec<u8>) -> Result<(), CopyError> {
         let len = bytes.len() as u64;
         let mut reader = Cursor::new(bytes);
         // Rewritten files are durable one by one: their existence is what a resumed copy trusts.

@@ -11,7 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::paths::{OutsideLocation, PathMap};
+use super::paths::{PathError, PathMap};
 
 /// The column of a position-delete file that names the data file.
 const FILE_PATH_COLUMN: &str = "file_path";
@@ -25,7 +25,7 @@ pub enum DeleteFileError {
     #[error("position-delete file has no string column `file_path`")]
     NoFilePath,
     #[error(transparent)]
-    Path(#[from] OutsideLocation),
+    Path(#[from] PathError),
 }
 
 /// Rewrites the `file_path` column of a Parquet position-delete file.
@@ -53,7 +53,11 @@ pub fn rewrite_parquet_position_deletes(
 }
 
 fn rewrite_column(column: &ArrayRef, map: &PathMap) -> Result<ArrayRef, DeleteFileError> {
-    let rewrite = |value: Option<&str>| value.map(|path| map.rewrite(path)).transpose();
+    let rewrite = |value: Option<&str>| {
+        value
+            .map(|path| map.rewrite(path).map(|l| l.to_string()))
+            .transpose()
+    };
     if let Some(strings) = column.as_any().downcast_ref::<StringArray>() {
         let values = strings.iter().map(rewrite).collect::<Result<Vec<_>, _>>()?;
         return Ok(Arc::new(StringArray::from(values)));
@@ -79,7 +83,7 @@ pub enum PuffinError {
     #[error("the Puffin footer is compressed; floe rewrites uncompressed footers only")]
     Compressed,
     #[error(transparent)]
-    Path(#[from] OutsideLocation),
+    Path(#[from] PathError),
 }
 
 /// Rewrites the `referenced-data-file` property of each blob in a Puffin file's footer (deletion
@@ -110,7 +114,7 @@ pub fn rewrite_puffin_references(bytes: &[u8], map: &PathMap) -> Result<Vec<u8>,
     if let Some(blobs) = footer["blobs"].as_array_mut() {
         for blob in blobs {
             if let Some(path) = blob["properties"]["referenced-data-file"].as_str() {
-                let rewritten = map.rewrite(path)?;
+                let rewritten = map.rewrite(path)?.to_string();
                 blob["properties"]["referenced-data-file"] = serde_json::Value::from(rewritten);
             }
         }
@@ -144,7 +148,7 @@ mod tests {
 
     #[test]
     fn puffin_footer_references_are_rewritten_and_blobs_kept() {
-        let map = PathMap::new("file:///src/t", "file:///dst/t");
+        let map = PathMap::new("file:///src/t", "file:///dst/t").unwrap();
         let footer = serde_json::json!({ "blobs": [{ "type": "deletion-vector-v1", "offset": 4,
             "length": 3, "properties": { "referenced-data-file": "file:///src/t/data/a.parquet",
             "cardinality": "1" } }] });
@@ -155,7 +159,7 @@ mod tests {
         assert!(text.contains("file:///dst/t/data/a.parquet"));
         assert!(!text.contains("/src/"));
         // The rewritten file is itself valid Puffin.
-        let same = PathMap::new("file:///dst/t", "file:///dst/t");
+        let same = PathMap::new("file:///dst/t", "file:///dst/t").unwrap();
         let again = rewrite_puffin_references(&rewritten, &same).unwrap();
         assert_eq!(again, rewritten);
         assert!(rewrite_puffin_references(b"not puffin at all, no", &map).is_err());

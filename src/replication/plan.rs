@@ -80,7 +80,10 @@ pub fn create_metadata(metadata: &TableMetadata, map: &PathMap) -> Result<Value,
     let object = value
         .as_object_mut()
         .ok_or_else(|| CopyError::Unsupported("source metadata is not an object".to_string()))?;
-    object.insert("location".into(), json!(map.destination_location()));
+    object.insert(
+        "location".into(),
+        json!(map.destination_location().to_string()),
+    );
     for key in [
         "snapshots",
         "snapshot-log",

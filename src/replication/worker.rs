@@ -327,6 +327,8 @@ impl Replicator {
             ))
         })?;
         let owner = format!("peer `{}` warehouse `{}`", s.peer_region, s.dest_warehouse);
+        let dest_root = storage::parse_root(&dest_root)
+            .map_err(|e| Failure::Permanent(format!("destination storage root: {e}")))?;
         let dest_storage = storage::open(&dest_root, s.dest_s3.as_ref(), &owner)
             .await
             .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
@@ -343,7 +345,7 @@ impl Replicator {
         };
         let target = Target {
             wh,
-            dest_root: dest_root.trim_end_matches('/').to_string(),
+            dest_root,
             dest_storage,
             origin,
         };
@@ -357,20 +359,24 @@ impl Replicator {
                 };
                 let mut namespace = s.namespace_prefix.clone();
                 namespace.extend(levels);
-                let dest_location = format!(
-                    "{}/{}/{}-{}",
-                    target.dest_root,
-                    namespace.join("/"),
-                    row.name,
-                    row.table_uuid.simple()
-                );
+                let name = format!("{}-{}", row.name, row.table_uuid.simple());
+                let dest_location = target
+                    .dest_root
+                    .join_all(&namespace)
+                    .and_then(|dir| dir.join(&name))
+                    .map_err(|e| Failure::Permanent(format!("replica location: {e}")))?;
                 // Before the replica exists: a destination that refuses floe's credentials fails
                 // the stream here, leaving nothing half-made there.
+                let probe = dest_location
+                    .join("metadata")
+                    .and_then(|dir| dir.join(".floe-access-check"))
+                    .map_err(|e| Failure::Permanent(format!("replica location: {e}")))?;
                 target
                     .dest_storage
-                    .size(&format!("{dest_location}/metadata/.floe-access-check"))
+                    .size(&probe)
                     .await
                     .map_err(|e| Failure::from(CopyError::Storage(e)))?;
+                let dest_location = dest_location.to_string();
                 self.record(
                     s,
                     StreamUpdate::BackfillStarted {
@@ -593,10 +599,12 @@ impl Replicator {
             .dest_location
             .clone()
             .ok_or_else(|| Failure::Restart("the stream has no replica location".to_string()))?;
+        let map = PathMap::new(source_location, &dest_location)
+            .map_err(|e| Failure::from(CopyError::Path(e)))?;
         Ok(Copier::new(
             target.wh.storage.clone(),
             target.dest_storage.clone(),
-            PathMap::new(source_location, &dest_location),
+            map,
             self.settings.parallel_files,
         ))
     }
@@ -670,7 +678,7 @@ impl Replicator {
 /// A stream's source warehouse and destination storage.
 struct Target {
     wh: Warehouse,
-    dest_root: String,
+    dest_root: crate::storage::Location,
     dest_storage: Arc<dyn crate::storage::Storage>,
     /// (origin region, its URL), sent with every change.
     origin: (String, Option<String>),

@@ -1,261 +1,533 @@
-//! Local filesystem warehouses (`file://` URIs).
+//! Local filesystem storage (`file://` locations) confined to one root directory.
+//!
+//! Every path is resolved beneath the root with `openat2(RESOLVE_BENEATH)`: the kernel refuses any
+//! resolution that would leave the root, including through a symbolic link (absolute or relative)
+//! anywhere on the way, so a link planted inside a warehouse cannot make floe read, write, copy,
+//! rename or delete a file outside it. The final operations work on directory descriptors obtained
+//! that way: files are created with `O_EXCL | O_NOFOLLOW`, renamed with `renameat` and removed with
+//! `unlinkat` within one directory, so none of them follows a link either. On kernels without
+//! `openat2` (before 5.6), each component is opened with `O_NOFOLLOW` instead, which refuses every
+//! symbolic link below the root. The root itself is configured by the operator and may be a link.
 
-use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::ffi::OsStr;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
+use nix::sys::stat::{Mode, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 
-use super::{Storage, StorageError};
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalStorage;
+use super::{Location, Storage, StorageError};
 
 /// The buffer of a streamed copy: the memory one copy holds, whatever the file's size.
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// Files floe creates: readable by the group, like the files Iceberg clients write.
+const FILE_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o755;
+
+/// A local directory tree served as storage (see the module docs).
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: Location,
+    root_path: PathBuf,
+}
+
 impl LocalStorage {
-    /// A temporary name beside `path` (its directory created): files are written under it and
-    /// renamed, so a crash never leaves a partial file under the real name (a later copy would take
-    /// it for done if the size happened to match).
-    async fn temp_beside(location: &str, path: &Path) -> Result<PathBuf, StorageError> {
-        let dir = path
-            .parent()
-            .ok_or_else(|| StorageError::UnsupportedScheme(location.to_string()))?;
-        tokio::fs::create_dir_all(dir)
+    pub fn new(root: Location) -> Result<Self, StorageError> {
+        let root_path = root.local_path().ok_or_else(|| StorageError::OutsideRoot {
+            location: root.to_string(),
+            root: "a local directory".to_string(),
+        })?;
+        Ok(Self { root, root_path })
+    }
+
+    /// The path of `location` relative to the root (empty for the root itself).
+    fn relative(&self, location: &Location) -> Result<PathBuf, StorageError> {
+        self.check(location)?;
+        let segments = location.relative_to(&self.root).unwrap_or_default();
+        Ok(segments.iter().collect())
+    }
+
+    /// Runs blocking filesystem work off the async runtime's threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        location: &Location,
+        work: impl FnOnce(&Self) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let this = self.clone();
+        let shown = location.to_string();
+        tokio::task::spawn_blocking(move || work(&this))
             .await
-            .map_err(|e| io_err(location, e))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(dir.join(format!(
-            ".{name}.{}.floe-tmp",
+            .map_err(|e| StorageError::Io {
+                location: shown,
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// Maps an IO error on `location` to a storage error of its kind.
+    fn error(&self, location: &Location, source: std::io::Error) -> StorageError {
+        match (source.kind(), source.raw_os_error()) {
+            (ErrorKind::NotFound, _) => StorageError::NotFound(location.to_string()),
+            (ErrorKind::AlreadyExists, _) => StorageError::AlreadyExists(location.to_string()),
+            // EXDEV: openat2 refused to resolve out of the root; ELOOP: a link under O_NOFOLLOW.
+            (_, Some(code)) if code == Errno::EXDEV as i32 || code == Errno::ELOOP as i32 => {
+                StorageError::SymlinkEscape {
+                    location: location.to_string(),
+                    root: self.root.to_string(),
+                }
+            }
+            _ => StorageError::Io {
+                location: location.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// The root directory, created first when `create` says so.
+    fn open_root(&self, create: bool) -> std::io::Result<OwnedFd> {
+        if create {
+            std::fs::create_dir_all(&self.root_path)?;
+        }
+        let fd = nix::fcntl::open(
+            &self.root_path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: `open` just returned this descriptor, and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The directory at `relative` below the root (the root for an empty path), its missing
+    /// components created when `create` says so.
+    fn open_dir(&self, relative: &Path, create: bool) -> std::io::Result<OwnedFd> {
+        let root = self.open_root(create)?;
+        if relative.as_os_str().is_empty() {
+            return Ok(root);
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        match open_beneath(&root, relative, flags) {
+            Err(e) if create && e.kind() == ErrorKind::NotFound => {
+                let mut dir = root;
+                for component in relative.iter() {
+                    match mkdirat(
+                        Some(dir.as_raw_fd()),
+                        component,
+                        Mode::from_bits_truncate(DIR_MODE),
+                    ) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    dir = open_beneath(&dir, Path::new(component), flags)?;
+                }
+                Ok(dir)
+            }
+            other => other,
+        }
+    }
+
+    /// The directory holding `relative` and the file's name in it.
+    fn open_parent<'a>(
+        &self,
+        relative: &'a Path,
+        create: bool,
+    ) -> std::io::Result<(OwnedFd, &'a OsStr)> {
+        let name = relative.file_name().ok_or_else(|| {
+            std::io::Error::new(ErrorKind::InvalidInput, "the storage root is not a file")
+        })?;
+        let dir = self.open_dir(relative.parent().unwrap_or(Path::new("")), create)?;
+        Ok((dir, name))
+    }
+
+    /// Opens a regular file below the root for reading.
+    fn open_file(&self, location: &Location) -> Result<std::fs::File, StorageError> {
+        let relative = self.relative(location)?;
+        let root = self.open_root(false).map_err(|e| self.error(location, e))?;
+        let fd =
+            open_beneath(&root, &relative, OFlag::O_RDONLY).map_err(|e| self.error(location, e))?;
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata().map_err(|e| self.error(location, e))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotAFile(location.to_string()));
+        }
+        Ok(file)
+    }
+
+    /// A new file under a temporary name beside `relative` (its directory created), for a write
+    /// that appears only whole when [`publish`](Self::publish) renames it.
+    fn create_temp(&self, relative: &Path) -> std::io::Result<Temp> {
+        let (dir, name) = self.open_parent(relative, true)?;
+        let temp_name = format!(
+            ".{}.{}.floe-tmp",
+            name.to_string_lossy(),
             uuid::Uuid::new_v4().simple()
-        )))
-    }
-
-    /// Renames a finished temporary file to its name; with `durable`, syncs the directory so the
-    /// rename survives a crash before anyone commits a pointer to the file.
-    async fn publish(temp: &Path, path: &Path, durable: bool) -> std::io::Result<()> {
-        tokio::fs::rename(temp, path).await?;
-        if durable && let Some(dir) = path.parent() {
-            tokio::fs::File::open(dir).await?.sync_all().await?;
-        }
-        Ok(())
-    }
-
-    /// Copies a file within the local filesystem with the kernel's copy (no user-space buffer),
-    /// under a temporary name then renamed; durable only after [`Storage::sync_all`].
-    pub async fn copy_file(&self, from: &str, to: &str) -> Result<u64, StorageError> {
-        let source = Self::path_of(from)?;
-        let path = Self::path_of(to)?;
-        let temp = Self::temp_beside(to, &path).await?;
-        let result = async {
-            let copied = tokio::fs::copy(&source, &temp).await?;
-            Self::publish(&temp, &path, false).await?;
-            Ok::<u64, std::io::Error>(copied)
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
-        }
-        result.map_err(|e| match e.kind() {
-            ErrorKind::NotFound if !source.exists() => StorageError::NotFound(from.to_string()),
-            _ => io_err(to, e),
+        );
+        let file = create_exclusive(&dir, OsStr::new(&temp_name))?;
+        Ok(Temp {
+            dir,
+            temp_name,
+            name: name.to_os_string(),
+            file: Some(file),
         })
     }
 
-    /// The filesystem path of a `file:` URI (`file:///abs` or `file:/abs`).
-    pub fn path_of(location: &str) -> Result<PathBuf, StorageError> {
-        let path = location
-            .strip_prefix("file://")
-            .or_else(|| location.strip_prefix("file:"))
-            .ok_or_else(|| StorageError::UnsupportedScheme(location.to_string()))?;
-        if !path.starts_with('/') {
-            return Err(StorageError::UnsupportedScheme(location.to_string()));
-        }
-        Ok(PathBuf::from(path))
+    /// Copies a file of `source` (another local storage, or this one) to `to` with the kernel's
+    /// copy (no user-space buffer), under a temporary name then renamed; durable only after
+    /// [`Storage::sync_all`].
+    pub async fn copy_from(
+        &self,
+        source: &LocalStorage,
+        from: &Location,
+        to: &Location,
+    ) -> Result<u64, StorageError> {
+        let (source, from_owned, to_owned) = (source.clone(), from.clone(), to.clone());
+        self.blocking(to, move |this| {
+            let mut input = source.open_file(&from_owned)?;
+            let relative = this.relative(&to_owned)?;
+            let mut temp = this
+                .create_temp(&relative)
+                .map_err(|e| this.error(&to_owned, e))?;
+            let copied = std::io::copy(&mut input, temp.file())
+                .and_then(|copied| temp.publish(false).map(|()| copied))
+                .map_err(|e| this.error(&to_owned, e))?;
+            Ok(copied)
+        })
+        .await
     }
 }
 
-fn io_err(location: &str, source: std::io::Error) -> StorageError {
-    match source.kind() {
-        ErrorKind::NotFound => StorageError::NotFound(location.to_string()),
-        ErrorKind::AlreadyExists => StorageError::AlreadyExists(location.to_string()),
-        _ => StorageError::Io {
-            location: location.to_string(),
-            source,
-        },
+/// A file being written under a temporary name; removed unless published.
+struct Temp {
+    dir: OwnedFd,
+    temp_name: String,
+    name: std::ffi::OsString,
+    file: Option<std::fs::File>,
+}
+
+impl Temp {
+    fn file(&mut self) -> &mut std::fs::File {
+        self.file.as_mut().expect("open until published")
     }
+
+    /// Renames the finished file to its name (replacing a file, or a link, of that name, never
+    /// following it); with `durable`, syncs the directory so the rename survives a crash before
+    /// anyone commits a pointer to the file.
+    fn publish(mut self, durable: bool) -> std::io::Result<()> {
+        drop(self.file.take());
+        renameat(
+            Some(self.dir.as_raw_fd()),
+            self.temp_name.as_str(),
+            Some(self.dir.as_raw_fd()),
+            self.name.as_os_str(),
+        )?;
+        self.temp_name.clear();
+        if durable {
+            nix::unistd::fsync(self.dir.as_raw_fd())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.temp_name.is_empty() {
+            let _ = unlinkat(
+                Some(self.dir.as_raw_fd()),
+                self.temp_name.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+}
+
+/// Opens `relative` below `dir` without leaving it (see the module docs).
+fn open_beneath(dir: &OwnedFd, relative: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(dir.as_fd().as_raw_fd(), relative, how) {
+        // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::ENOSYS) => open_each_component(dir, relative, flags),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Without `openat2`: every component opened with `O_NOFOLLOW`, so no link is followed at all.
+fn open_each_component(dir: &OwnedFd, relative: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
+    let components: Vec<&OsStr> = relative.iter().collect();
+    let mut current: Option<OwnedFd> = None;
+    for (i, component) in components.iter().enumerate() {
+        let last = i + 1 == components.len();
+        let how = if last {
+            flags
+        } else {
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY
+        } | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let parent = current.as_ref().unwrap_or(dir).as_raw_fd();
+        let fd = openat(Some(parent), *component, how, Mode::empty())?;
+        // SAFETY: `openat` just returned this descriptor, and nothing else owns it.
+        current = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    current.ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "empty path"))
+}
+
+/// Creates a new file in `dir`, failing if anything (a file, a link) has that name.
+fn create_exclusive(dir: &OwnedFd, name: &OsStr) -> std::io::Result<std::fs::File> {
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(FILE_MODE),
+    )?;
+    // SAFETY: `openat` just returned this descriptor, and nothing else owns it.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 #[async_trait]
 impl Storage for LocalStorage {
-    async fn write_new(&self, location: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let path = Self::path_of(location)?;
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| io_err(location, e))?;
-        }
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|e| io_err(location, e))?;
-        file.write_all(bytes)
-            .await
-            .map_err(|e| io_err(location, e))?;
-        // The pointer to this file is committed right after: the bytes must be on disk first.
-        file.sync_data().await.map_err(|e| io_err(location, e))?;
-        Ok(())
+    fn root(&self) -> &Location {
+        &self.root
     }
 
-    async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError> {
-        let path = Self::path_of(location)?;
-        tokio::fs::read(&path)
-            .await
-            .map_err(|e| io_err(location, e))
+    async fn write_new(&self, location: &Location, bytes: &[u8]) -> Result<(), StorageError> {
+        let relative = self.relative(location)?;
+        let (owned, bytes) = (location.clone(), bytes.to_vec());
+        self.blocking(location, move |this| {
+            let (dir, name) = this
+                .open_parent(&relative, true)
+                .map_err(|e| this.error(&owned, e))?;
+            let mut file = create_exclusive(&dir, name).map_err(|e| this.error(&owned, e))?;
+            // The pointer to this file is committed right after: the bytes must be on disk first.
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| this.error(&owned, e))
+        })
+        .await
     }
 
-    async fn size(&self, location: &str) -> Result<Option<u64>, StorageError> {
-        let path = Self::path_of(location)?;
-        match tokio::fs::metadata(&path).await {
-            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(location, e)),
-        }
+    async fn read(&self, location: &Location, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
+        let owned = location.clone();
+        self.blocking(location, move |this| {
+            let file = this.open_file(&owned)?;
+            let too_large = || StorageError::TooLarge {
+                location: owned.to_string(),
+                limit: max_bytes,
+            };
+            let len = file.metadata().map_err(|e| this.error(&owned, e))?.len();
+            if len > max_bytes {
+                return Err(too_large());
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| this.error(&owned, e))?;
+            if bytes.len() as u64 > max_bytes {
+                return Err(too_large());
+            }
+            Ok(bytes)
+        })
+        .await
+    }
+
+    async fn size(&self, location: &Location) -> Result<Option<u64>, StorageError> {
+        let owned = location.clone();
+        self.blocking(location, move |this| match this.open_file(&owned) {
+            Ok(file) => Ok(Some(
+                file.metadata().map_err(|e| this.error(&owned, e))?.len(),
+            )),
+            Err(StorageError::NotFound(_) | StorageError::NotAFile(_)) => Ok(None),
+            Err(other) => Err(other),
+        })
+        .await
     }
 
     async fn open(
         &self,
-        location: &str,
+        location: &Location,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError> {
-        let path = Self::path_of(location)?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io_err(location, e))?;
-        Ok(Box::new(file))
+        let owned = location.clone();
+        let file = self
+            .blocking(location, move |this| this.open_file(&owned))
+            .await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn write_stream(
         &self,
-        location: &str,
+        location: &Location,
         reader: &mut (dyn AsyncRead + Send + Unpin),
         durable: bool,
     ) -> Result<u64, StorageError> {
-        let path = Self::path_of(location)?;
-        let temp = Self::temp_beside(location, &path).await?;
+        let relative = self.relative(location)?;
+        let owned = location.clone();
+        let mut temp = self
+            .blocking(location, move |this| {
+                this.create_temp(&relative)
+                    .map_err(|e| this.error(&owned, e))
+            })
+            .await?;
+        let file = temp.file.take().expect("just created");
         let result = async {
-            let mut file = tokio::fs::File::create(&temp).await?;
+            let mut file = tokio::fs::File::from_std(file);
             let mut buffered = BufReader::with_capacity(COPY_BUFFER_BYTES, reader);
             let written = tokio::io::copy_buf(&mut buffered, &mut file).await?;
             file.flush().await?;
             if durable {
                 file.sync_data().await?;
             }
-            drop(file);
-            Self::publish(&temp, &path, durable).await?;
-            Ok::<u64, std::io::Error>(written)
+            Ok::<_, std::io::Error>((written, file.into_std().await))
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
-        }
-        result.map_err(|e| io_err(location, e))
+        // On failure `temp` is dropped here, which removes the temporary file.
+        let (written, file) = result.map_err(|e| self.error(location, e))?;
+        temp.file = Some(file);
+        let owned = location.clone();
+        self.blocking(location, move |this| {
+            temp.publish(durable).map_err(|e| this.error(&owned, e))
+        })
+        .await?;
+        Ok(written)
     }
 
-    async fn sync_all(&self, location: &str) -> Result<(), StorageError> {
-        let path = Self::path_of(location)?;
-        // The nearest existing directory: syncfs flushes its whole filesystem.
-        let dir = path
-            .ancestors()
-            .find(|p| p.is_dir())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        tokio::task::spawn_blocking(move || {
-            let handle = std::fs::File::open(&dir)?;
-            // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
-            if unsafe { nix::libc::syncfs(handle.as_raw_fd()) } == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
+    async fn sync_all(&self) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        self.blocking(&root.clone(), move |this| {
+            let dir = this.open_root(true).map_err(|e| this.error(&root, e))?;
+            // syncfs flushes the whole filesystem holding the root.
+            nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| this.error(&root, e.into()))
         })
         .await
-        .map_err(|e| io_err(location, std::io::Error::other(e)))?
-        .map_err(|e| io_err(location, e))
     }
 
     fn as_local(&self) -> Option<&LocalStorage> {
         Some(self)
     }
 
-    async fn delete(&self, location: &str) -> Result<(), StorageError> {
-        let path = Self::path_of(location)?;
-        match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(io_err(location, e)),
-            _ => Ok(()),
-        }
+    async fn delete(&self, location: &Location) -> Result<(), StorageError> {
+        let relative = self.relative(location)?;
+        let owned = location.clone();
+        self.blocking(location, move |this| {
+            let (dir, name) = match this.open_parent(&relative, false) {
+                Ok(found) => found,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(this.error(&owned, e)),
+            };
+            // unlinkat removes a link itself, never what it points to.
+            match unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(this.error(&owned, e.into())),
+            }
+        })
+        .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let root = Self::path_of(prefix)?;
-        let tree = walk(&root).await.map_err(|e| io_err(prefix, e))?;
-        let base = prefix.trim_end_matches('/');
-        Ok(tree
-            .files
-            .iter()
-            .filter_map(|file| file.strip_prefix(&root).ok())
-            .map(|relative| format!("{base}/{}", relative.to_string_lossy()))
-            .collect())
+    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError> {
+        let owned = prefix.clone();
+        self.blocking(prefix, move |this| {
+            let tree = this.walk(&owned)?;
+            Ok(tree.files)
+        })
+        .await
     }
 
-    async fn remove_empty_dirs(&self, prefix: &str) -> Result<(), StorageError> {
-        let root = Self::path_of(prefix)?;
-        let tree = walk(&root).await.map_err(|e| io_err(prefix, e))?;
-        // Children come after their parents in `dirs`: removing in reverse empties each parent
-        // before it is tried. A directory that still holds anything stays (remove_dir refuses).
-        for dir in tree.dirs.into_iter().rev() {
-            let _ = tokio::fs::remove_dir(&dir).await;
-        }
-        Ok(())
+    async fn remove_empty_dirs(&self, prefix: &Location) -> Result<(), StorageError> {
+        let owned = prefix.clone();
+        self.blocking(prefix, move |this| {
+            let tree = this.walk(&owned)?;
+            // Children come after their parents in `dirs`: removing in reverse empties each
+            // parent before it is tried. A directory that still holds anything stays.
+            for dir in tree.dirs.iter().rev() {
+                let Ok(relative) = this.relative(dir) else {
+                    continue;
+                };
+                if let Ok((parent, name)) = this.open_parent(&relative, false) {
+                    let _ = unlinkat(Some(parent.as_raw_fd()), name, UnlinkatFlags::RemoveDir);
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
 /// The files and directories under a directory (itself included among the directories, parents
 /// before their children); a missing directory holds nothing.
 struct Tree {
-    files: Vec<PathBuf>,
-    dirs: Vec<PathBuf>,
+    files: Vec<Location>,
+    dirs: Vec<Location>,
 }
 
-async fn walk(root: &Path) -> std::io::Result<Tree> {
-    let mut tree = Tree {
-        files: Vec::new(),
-        dirs: Vec::new(),
-    };
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+impl LocalStorage {
+    /// Walks the tree under `prefix`; symbolic links are listed as files, never entered.
+    fn walk(&self, prefix: &Location) -> Result<Tree, StorageError> {
+        let mut tree = Tree {
+            files: Vec::new(),
+            dirs: Vec::new(),
         };
-        while let Some(entry) = entries.next_entry().await? {
-            // Symlinks are not followed: a purge must not reach outside the table's directory.
-            let kind = entry.file_type().await?;
-            if kind.is_dir() {
-                stack.push(entry.path());
+        let root = match self.open_root(false) {
+            Ok(root) => root,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(tree),
+            Err(e) => return Err(self.error(prefix, e)),
+        };
+        let mut stack = vec![prefix.clone()];
+        while let Some(dir) = stack.pop() {
+            let relative = self.relative(&dir)?;
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+            let fd = if relative.as_os_str().is_empty() {
+                root.try_clone().map_err(|e| self.error(&dir, e))?
             } else {
-                tree.files.push(entry.path());
+                match open_beneath(&root, &relative, flags) {
+                    Ok(fd) => fd,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    // A directory swapped for a link since it was listed: not entered.
+                    Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => continue,
+                    Err(e) => return Err(self.error(&dir, e)),
+                }
+            };
+            let dir_fd = fd.as_raw_fd();
+            // `Dir` owns (and closes) the descriptor from here on.
+            let mut entries = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd))
+                .map_err(|e| self.error(&dir, e.into()))?;
+            for entry in entries.iter() {
+                let entry = entry.map_err(|e| self.error(&dir, e.into()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let Ok(child) = dir.join(&name) else {
+                    tracing::warn!(directory = %dir, name, "a file whose name is not a valid \
+                        location segment is left alone");
+                    continue;
+                };
+                let is_dir = match entry.file_type() {
+                    Some(kind) => kind == nix::dir::Type::Directory,
+                    None => {
+                        // The filesystem does not say: ask without following a link.
+                        let stat = nix::sys::stat::fstatat(
+                            Some(dir_fd),
+                            entry.file_name(),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| self.error(&child, e.into()))?;
+                        stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR
+                    }
+                };
+                if is_dir {
+                    stack.push(child);
+                } else {
+                    tree.files.push(child);
+                }
             }
+            tree.dirs.push(dir);
         }
-        tree.dirs.push(dir);
+        // Parents before children, as the reverse removal in `remove_empty_dirs` needs.
+        tree.dirs.sort_by_key(|d| d.segments().len());
+        Ok(tree)
     }
-    Ok(tree)
 }

@@ -1,7 +1,13 @@
-//! Warehouse file IO behind one interface. Locations are URIs (`file:///...`, `s3://bucket/...`);
-//! each warehouse's root picks the implementation: [`local::LocalStorage`] or [`s3::S3Storage`].
+//! Warehouse file IO behind one interface. Every method takes a [`Location`], so every path has
+//! been parsed and checked before any storage sees it (see [`location`]). Each storage serves one
+//! root (a warehouse's, or a peer warehouse's) and refuses any location outside it
+//! ([`StorageError::OutsideRoot`]): whatever a caller names, no read, write, copy or delete
+//! reaches past the root, and local storage resolves every path beneath the root without
+//! following a symbolic link out of it ([`local`]). The root's scheme picks the implementation:
+//! [`local::LocalStorage`] or [`s3::S3Storage`].
 
 pub mod local;
+pub mod location;
 pub mod s3;
 
 use std::sync::Arc;
@@ -10,14 +16,13 @@ use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
 pub use local::LocalStorage;
+pub use location::{Location, LocationError};
 pub use s3::{S3Settings, S3Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error(
-        "unsupported storage location `{0}`: floe serves file:///path and s3://bucket/prefix locations"
-    )]
-    UnsupportedScheme(String),
+    #[error(transparent)]
+    InvalidLocation(#[from] LocationError),
     /// The storage refused the credentials (wrong keys, no permission).
     #[error("the storage of {owner} refused access to {location}: {message}")]
     Denied {
@@ -30,8 +35,17 @@ pub enum StorageError {
     AlreadyExists(String),
     #[error("file not found: {0}")]
     NotFound(String),
-    #[error("location `{location}` is outside the warehouse root `{root}`")]
+    #[error("location `{location}` is outside the storage root `{root}`")]
     OutsideRoot { location: String, root: String },
+    /// A symbolic link on the way to the file leads out of the storage root; it is not followed.
+    #[error(
+        "location `{location}` leads through a symbolic link out of the storage root `{root}`;          floe does not follow it"
+    )]
+    SymlinkEscape { location: String, root: String },
+    #[error("`{0}` is not a regular file")]
+    NotAFile(String),
+    #[error("file `{location}` is larger than the {limit} bytes floe reads for it")]
+    TooLarge { location: String, limit: u64 },
     #[error("storage IO on {location}: {source}")]
     Io {
         location: String,
@@ -40,30 +54,61 @@ pub enum StorageError {
     },
 }
 
-/// Reads and writes the files of one storage system.
+impl StorageError {
+    /// Whether the request itself named something floe will not touch (a bad or foreign
+    /// location, a file too large or not a file), rather than the storage failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StorageError::InvalidLocation(_)
+                | StorageError::OutsideRoot { .. }
+                | StorageError::SymlinkEscape { .. }
+                | StorageError::NotAFile(_)
+                | StorageError::TooLarge { .. }
+        )
+    }
+}
+
+/// Reads and writes the files under one root of one storage system.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The root this storage serves; every location it is given must be at or under it.
+    fn root(&self) -> &Location;
+    /// [`StorageError::OutsideRoot`] unless `location` is at or under [`Storage::root`].
+    fn check(&self, location: &Location) -> Result<(), StorageError> {
+        if location.is_at_or_under(self.root()) {
+            Ok(())
+        } else {
+            Err(StorageError::OutsideRoot {
+                location: location.to_string(),
+                root: self.root().to_string(),
+            })
+        }
+    }
     /// Writes a new file durably; fails with [`StorageError::AlreadyExists`] rather than overwrite.
-    async fn write_new(&self, location: &str, bytes: &[u8]) -> Result<(), StorageError>;
-    /// Reads a whole file.
-    async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError>;
+    async fn write_new(&self, location: &Location, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Reads a whole file of at most `max_bytes` (a larger one is [`StorageError::TooLarge`],
+    /// found without reading more than `max_bytes + 1` bytes of it).
+    async fn read(&self, location: &Location, max_bytes: u64) -> Result<Vec<u8>, StorageError>;
     /// The size of a file, or `None` when there is none.
-    async fn size(&self, location: &str) -> Result<Option<u64>, StorageError>;
+    async fn size(&self, location: &Location) -> Result<Option<u64>, StorageError>;
     /// Opens a file for streaming reads.
-    async fn open(&self, location: &str)
-    -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError>;
+    async fn open(
+        &self,
+        location: &Location,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError>;
     /// Writes a file from a stream with bounded memory, replacing any file of that name; the file
     /// appears only whole. With `durable` it is on disk when this returns; otherwise only after
     /// [`Storage::sync_all`]. Returns the bytes written. For copies, which may repeat.
     async fn write_stream(
         &self,
-        location: &str,
+        location: &Location,
         reader: &mut (dyn AsyncRead + Send + Unpin),
         durable: bool,
     ) -> Result<u64, StorageError>;
-    /// Makes every file written so far under `location`'s storage durable (one flush for many
-    /// non-durable writes).
-    async fn sync_all(&self, location: &str) -> Result<(), StorageError>;
+    /// Makes every file written so far under the root durable (one flush for many non-durable
+    /// writes).
+    async fn sync_all(&self) -> Result<(), StorageError>;
     /// The local filesystem implementation, for copies the kernel can do without a user buffer.
     fn as_local(&self) -> Option<&LocalStorage> {
         None
@@ -73,82 +118,49 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         None
     }
     /// Deletes one file; a missing file is not an error.
-    async fn delete(&self, location: &str) -> Result<(), StorageError>;
+    async fn delete(&self, location: &Location) -> Result<(), StorageError>;
     /// Deletes many files (S3 batches them); missing files are not an error.
-    async fn delete_many(&self, locations: &[String]) -> Result<(), StorageError> {
+    async fn delete_many(&self, locations: &[Location]) -> Result<(), StorageError> {
         for location in locations {
             self.delete(location).await?;
         }
         Ok(())
     }
-    /// Every file under the directory `prefix`, at any depth, as locations spelled like `prefix`.
-    /// For purge: what a dropped table's location still holds beyond what its metadata names.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Every file under the directory `prefix`, at any depth. For purge: what a dropped table's
+    /// location still holds beyond what its metadata names. Names that are not valid location
+    /// segments are left out (and so never deleted).
+    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError>;
     /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only
     /// empty directories go, so it cannot touch another table's files. Object stores have no
     /// directories: nothing to do there.
-    async fn remove_empty_dirs(&self, prefix: &str) -> Result<(), StorageError>;
+    async fn remove_empty_dirs(&self, prefix: &Location) -> Result<(), StorageError>;
 }
 
-/// Checks a warehouse root: a supported scheme with an absolute path or a bucket.
-pub fn validate_root(root: &str) -> Result<(), StorageError> {
-    if root.starts_with("s3://") || root.starts_with("s3a://") {
-        return s3::split(&format!("{}/", root.trim_end_matches('/'))).map(|_| ());
+/// Parses and checks a storage root: a supported scheme, and for a local root a directory below
+/// `/` (the whole filesystem is nobody's warehouse).
+pub fn parse_root(root: &str) -> Result<Location, StorageError> {
+    let location = Location::parse(root)?;
+    if !location.is_s3() && location.segments().is_empty() {
+        return Err(LocationError::Invalid {
+            location: root.to_string(),
+            reason: "a local storage root must be a directory below /".to_string(),
+        }
+        .into());
     }
-    LocalStorage::path_of(root).map(|_| ())
+    Ok(location)
 }
 
 /// The storage that serves locations under `root`; `s3` says how to reach an S3 bucket, `owner`
 /// whose storage it is (named in errors, e.g. "warehouse `lake`").
 pub async fn open(
-    root: &str,
+    root: &Location,
     s3: Option<&S3Settings>,
     owner: &str,
 ) -> Result<Arc<dyn Storage>, StorageError> {
-    validate_root(root)?;
-    if root.starts_with("file:") {
-        Ok(Arc::new(LocalStorage))
-    } else {
-        let storage = S3Storage::new(&s3.cloned().unwrap_or_default()).await;
+    if root.is_s3() {
+        let storage = S3Storage::new(&s3.cloned().unwrap_or_default(), root.clone()).await;
         Ok(Arc::new(storage.owned_by(owner)))
-    }
-}
-
-/// Whether `location` lies under `root` (as directories, not as string prefixes: `/wh2` is not
-/// under `/wh`), whichever way each spells a local file.
-pub fn is_under(location: &str, root: &str) -> bool {
-    let (location, root) = (canonical(location), canonical(root));
-    let root = root.trim_end_matches('/');
-    location
-        .strip_prefix(root)
-        .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// One spelling per file: Hadoop-based writers (Spark) write `file:/p` where others write
-/// `file:///p`, and `s3a://b/k` where others write `s3://b/k`; each pair names the same file.
-/// Compare locations in this form.
-pub fn canonical(location: &str) -> std::borrow::Cow<'_, str> {
-    if let Some(rest) = location.strip_prefix("file:///") {
-        format!("file:/{rest}").into()
-    } else if let Some(rest) = location.strip_prefix("s3a://") {
-        format!("s3://{rest}").into()
     } else {
-        location.into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn is_under_compares_directories_whichever_way_a_local_file_is_spelled() {
-        assert!(is_under("file:/wh/ns/t/data/a.parquet", "file:///wh"));
-        assert!(is_under("file:///wh/ns/t", "file:/wh/"));
-        assert!(!is_under("file:///wh2/t", "file:///wh"));
-        assert!(!is_under("file:///wh", "file:///wh"));
-        assert!(is_under("s3://lake/wh/t/x", "s3://lake/wh"));
-        assert!(!is_under("s3://lake/wh-other/x", "s3://lake/wh"));
-        assert!(is_under("s3a://lake/wh/t/x", "s3://lake/wh"));
+        Ok(Arc::new(LocalStorage::new(root.clone())?))
     }
 }

@@ -10,13 +10,14 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use utoipa::ToSchema;
 
-use super::{Storage, StorageError};
+use super::{Location, LocationError, Storage, StorageError};
 
 /// Files larger than this are uploaded in parts of this size (S3 allows 5 MiB to 5 GiB per part).
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -74,12 +75,27 @@ impl S3Settings {
     }
 }
 
-/// One S3 client (its endpoint and credentials), serving `s3://` locations.
+/// One S3 client (its endpoint and credentials), serving the `s3://` locations under one root.
 #[derive(Clone)]
 pub struct S3Storage {
     client: Client,
     /// Whose storage this is, for error messages.
     owner: String,
+    root: Location,
+}
+
+/// The bucket and key of a location this storage serves (checked against its root first).
+fn bucket_and_key<'a>(
+    storage: &S3Storage,
+    location: &'a Location,
+) -> Result<(&'a str, String), StorageError> {
+    storage.check(location)?;
+    location
+        .s3_bucket_and_key()
+        .ok_or_else(|| StorageError::OutsideRoot {
+            location: location.to_string(),
+            root: storage.root.to_string(),
+        })
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -88,20 +104,8 @@ impl std::fmt::Debug for S3Storage {
     }
 }
 
-/// `s3://bucket/key` (also `s3a://`, as Hadoop-based writers spell it).
-pub fn split(location: &str) -> Result<(&str, &str), StorageError> {
-    let rest = location
-        .strip_prefix("s3://")
-        .or_else(|| location.strip_prefix("s3a://"))
-        .ok_or_else(|| StorageError::UnsupportedScheme(location.to_string()))?;
-    match rest.split_once('/') {
-        Some((bucket, key)) if !bucket.is_empty() => Ok((bucket, key)),
-        _ => Err(StorageError::UnsupportedScheme(location.to_string())),
-    }
-}
-
 impl S3Storage {
-    pub async fn new(settings: &S3Settings) -> Self {
+    pub async fn new(settings: &S3Settings, root: Location) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
@@ -122,6 +126,7 @@ impl S3Storage {
         Self {
             client: Client::from_conf(config.build()),
             owner: "this S3 storage".to_string(),
+            root,
         }
     }
 
@@ -133,24 +138,22 @@ impl S3Storage {
 
     fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
-        location: &str,
+        location: &Location,
         err: SdkError<E, HttpResponse>,
     ) -> StorageError {
-        s3_err(&self.owner, location, err)
+        s3_err(&self.owner, &location.to_string(), err)
     }
 
-    /// The body of an object, as it streams in.
-    async fn get(&self, location: &str) -> Result<ByteStream, StorageError> {
-        let (bucket, key) = split(location)?;
-        let object = self
-            .client
+    /// An object, its body streaming in.
+    async fn get(&self, location: &Location) -> Result<GetObjectOutput, StorageError> {
+        let (bucket, key) = bucket_and_key(self, location)?;
+        self.client
             .get_object()
             .bucket(bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| self.err(location, e))?;
-        Ok(object.body)
+            .map_err(|e| self.err(location, e))
     }
 }
 
@@ -202,13 +205,17 @@ fn classify(
 
 #[async_trait]
 impl Storage for S3Storage {
-    async fn write_new(&self, location: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    fn root(&self) -> &Location {
+        &self.root
+    }
+
+    async fn write_new(&self, location: &Location, bytes: &[u8]) -> Result<(), StorageError> {
         // Metadata files have unique names; the check keeps the "never overwrite" promise on
         // servers without conditional writes.
         if self.size(location).await?.is_some() {
             return Err(StorageError::AlreadyExists(location.to_string()));
         }
-        let (bucket, key) = split(location)?;
+        let (bucket, key) = bucket_and_key(self, location)?;
         self.client
             .put_object()
             .bucket(bucket)
@@ -220,21 +227,39 @@ impl Storage for S3Storage {
         Ok(())
     }
 
-    async fn read(&self, location: &str) -> Result<Vec<u8>, StorageError> {
-        let bytes = self
-            .get(location)
-            .await?
-            .collect()
+    async fn read(&self, location: &Location, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
+        let io = |source| StorageError::Io {
+            location: location.to_string(),
+            source,
+        };
+        let too_large = || StorageError::TooLarge {
+            location: location.to_string(),
+            limit: max_bytes,
+        };
+        let object = self.get(location).await?;
+        if object
+            .content_length()
+            .is_some_and(|len| len.max(0) as u64 > max_bytes)
+        {
+            return Err(too_large());
+        }
+        // The length is the server's word; the read is bounded whatever it said.
+        let mut bytes = Vec::new();
+        object
+            .body
+            .into_async_read()
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
             .await
-            .map_err(|e| StorageError::Io {
-                location: location.to_string(),
-                source: std::io::Error::other(e),
-            })?;
-        Ok(bytes.into_bytes().to_vec())
+            .map_err(io)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large());
+        }
+        Ok(bytes)
     }
 
-    async fn size(&self, location: &str) -> Result<Option<u64>, StorageError> {
-        let (bucket, key) = split(location)?;
+    async fn size(&self, location: &Location) -> Result<Option<u64>, StorageError> {
+        let (bucket, key) = bucket_and_key(self, location)?;
         match self
             .client
             .head_object()
@@ -253,18 +278,19 @@ impl Storage for S3Storage {
 
     async fn open(
         &self,
-        location: &str,
+        location: &Location,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError> {
-        Ok(Box::new(self.get(location).await?.into_async_read()))
+        Ok(Box::new(self.get(location).await?.body.into_async_read()))
     }
 
     async fn write_stream(
         &self,
-        location: &str,
+        location: &Location,
         reader: &mut (dyn AsyncRead + Send + Unpin),
         _durable: bool,
     ) -> Result<u64, StorageError> {
-        let (bucket, key) = split(location)?;
+        let (bucket, key) = bucket_and_key(self, location)?;
+        let key = key.as_str();
         let io = |e: std::io::Error| StorageError::Io {
             location: location.to_string(),
             source: e,
@@ -310,13 +336,13 @@ impl Storage for S3Storage {
         Ok(written)
     }
 
-    async fn sync_all(&self, _location: &str) -> Result<(), StorageError> {
+    async fn sync_all(&self) -> Result<(), StorageError> {
         // An S3 PUT is durable when it is acknowledged.
         Ok(())
     }
 
-    async fn delete(&self, location: &str) -> Result<(), StorageError> {
-        let (bucket, key) = split(location)?;
+    async fn delete(&self, location: &Location) -> Result<(), StorageError> {
+        let (bucket, key) = bucket_and_key(self, location)?;
         match self
             .client
             .delete_object()
@@ -333,10 +359,10 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn delete_many(&self, locations: &[String]) -> Result<(), StorageError> {
-        let mut by_bucket: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    async fn delete_many(&self, locations: &[Location]) -> Result<(), StorageError> {
+        let mut by_bucket: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for location in locations {
-            let (bucket, key) = split(location)?;
+            let (bucket, key) = bucket_and_key(self, location)?;
             by_bucket.entry(bucket).or_default().push(key);
         }
         for (bucket, keys) in by_bucket {
@@ -347,11 +373,14 @@ impl Storage for S3Storage {
         Ok(())
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let (bucket, key) = split(prefix)?;
-        let scheme = &prefix[..prefix.find("://").unwrap_or(0)];
+    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError> {
+        let (bucket, key) = bucket_and_key(self, prefix)?;
         // The directory's keys, not its siblings': `t-1/` must not match `t-10/...`.
-        let key_prefix = format!("{}/", key.trim_end_matches('/'));
+        let key_prefix = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}/")
+        };
         let mut pages = self
             .client
             .list_objects_v2()
@@ -362,17 +391,19 @@ impl Storage for S3Storage {
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err(prefix, e))?;
-            found.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|object| object.key())
-                    .map(|key| format!("{scheme}://{bucket}/{key}")),
-            );
+            for key in page.contents().iter().filter_map(|object| object.key()) {
+                let relative: Vec<&str> = key[key_prefix.len()..].split('/').collect();
+                match prefix.join_all(&relative) {
+                    Ok(location) => found.push(location),
+                    Err(err) => tracing::warn!(%err, key, "an object whose key is not a valid \
+                        location is left alone"),
+                }
+            }
         }
         Ok(found)
     }
 
-    async fn remove_empty_dirs(&self, _prefix: &str) -> Result<(), StorageError> {
+    async fn remove_empty_dirs(&self, _prefix: &Location) -> Result<(), StorageError> {
         // Object stores have no directories.
         Ok(())
     }
@@ -387,17 +418,17 @@ const DELETE_BATCH: usize = 1000;
 
 impl S3Storage {
     /// One DeleteObjects request; S3 reports each key's failure in the answer, not as an error.
-    async fn delete_batch(&self, bucket: &str, keys: &[&str]) -> Result<(), StorageError> {
+    async fn delete_batch(&self, bucket: &str, keys: &[String]) -> Result<(), StorageError> {
         let location = |key: &str| format!("s3://{bucket}/{key}");
         // The request as a whole is named by its first key.
-        let first = location(keys[0]);
+        let first = location(&keys[0]);
         let unbuildable = |e: aws_sdk_s3::error::BuildError| StorageError::Io {
             location: first.clone(),
             source: std::io::Error::other(e),
         };
         let objects = keys
             .iter()
-            .map(|key| ObjectIdentifier::builder().key(*key).build())
+            .map(|key| ObjectIdentifier::builder().key(key).build())
             .collect::<Result<Vec<_>, _>>()
             .map_err(unbuildable)?;
         let delete = Delete::builder()
@@ -412,7 +443,7 @@ impl S3Storage {
             .delete(delete)
             .send()
             .await
-            .map_err(|e| self.err(&first, e))?;
+            .map_err(|e| s3_err(&self.owner, &first, e))?;
         // A key already gone is what a delete wants.
         match answer
             .errors()
@@ -441,12 +472,13 @@ impl S3Storage {
     /// read the source; [`StorageError::Denied`] says they cannot.
     pub async fn copy_object(
         &self,
-        from: &str,
-        to: &str,
+        from: &Location,
+        to: &Location,
         size: u64,
         part_bytes: u64,
     ) -> Result<(), StorageError> {
-        let (bucket, key) = split(to)?;
+        let (bucket, key) = bucket_and_key(self, to)?;
+        let key = key.as_str();
         let source = copy_source(from)?;
         if size <= COPY_OBJECT_MAX_BYTES && size <= part_bytes {
             self.client
@@ -491,10 +523,11 @@ impl S3Storage {
     /// half-written object and no orphaned parts stay behind.
     async fn multipart(
         &self,
-        location: &str,
+        location: &Location,
         upload_parts: impl AsyncFnOnce(&str) -> Result<Vec<CompletedPart>, StorageError>,
     ) -> Result<(), StorageError> {
-        let (bucket, key) = split(location)?;
+        let (bucket, key) = bucket_and_key(self, location)?;
+        let key = key.as_str();
         let upload = self
             .client
             .create_multipart_upload()
@@ -543,11 +576,15 @@ fn completed(number: i32, e_tag: Option<&str>) -> CompletedPart {
         .build()
 }
 
-/// A copy source: `bucket/key`, URL-encoded except for the key's slashes.
-fn copy_source(location: &str) -> Result<String, StorageError> {
-    let (bucket, key) = split(location)?;
-    let encoded: Vec<String> = key
-        .split('/')
+/// A copy source: `bucket/key`, URL-encoded except for the key's slashes. The source is another
+/// storage's location (the copier checked it against that storage's root).
+fn copy_source(location: &Location) -> Result<String, StorageError> {
+    let (bucket, _) = location.s3_bucket_and_key().ok_or_else(|| {
+        StorageError::InvalidLocation(LocationError::UnsupportedScheme(location.to_string()))
+    })?;
+    let encoded: Vec<String> = location
+        .segments()
+        .iter()
         .map(|segment| {
             percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC)
                 .to_string()

@@ -337,9 +337,32 @@ pub fn simple_schema() -> Value {
     })
 }
 
+/// A table as a commit names it: its UUID (for `assert-table-uuid`) and its location (which every
+/// path a commit adds must lie under).
+#[derive(Debug, Clone)]
+pub struct TableId {
+    pub uuid: String,
+    pub location: String,
+}
+
+impl TableId {
+    /// From a loadTable or createTable answer.
+    pub fn of(answer: &Value) -> Self {
+        Self {
+            uuid: answer["metadata"]["table-uuid"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            location: answer["metadata"]["location"].as_str().unwrap().to_string(),
+        }
+    }
+}
+
 /// A commit that adds a snapshot on top of `parent` and moves `main` to it, asserting `main` is at
-/// `parent` (metadata only: the manifest list is not read by the catalog).
-pub fn append_commit(table_uuid: &str, parent: Option<i64>, snapshot_id: i64, seq: i64) -> Value {
+/// `parent` (metadata only: the manifest list, named under the table's location, is not read by
+/// the catalog).
+pub fn append_commit(table: &TableId, parent: Option<i64>, snapshot_id: i64, seq: i64) -> Value {
+    let table_uuid = &table.uuid;
     let mut snapshot = json!({
         "snapshot-id": snapshot_id,
         "sequence-number": seq,
@@ -347,7 +370,7 @@ pub fn append_commit(table_uuid: &str, parent: Option<i64>, snapshot_id: i64, se
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64,
-        "manifest-list": format!("file:///nowhere/snap-{snapshot_id}.avro"),
+        "manifest-list": format!("{}/metadata/snap-{snapshot_id}.avro", table.location),
         "summary": { "operation": "append" },
         "schema-id": 0
     });
@@ -364,6 +387,12 @@ pub fn append_commit(table_uuid: &str, parent: Option<i64>, snapshot_id: i64, se
             { "action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": snapshot_id }
         ]
     })
+}
+
+/// This machine's files as a storage (root `/`), for tests that write table files the way a
+/// client would, beside floe.
+pub fn host_files() -> floe::storage::LocalStorage {
+    floe::storage::LocalStorage::new(floe::storage::Location::parse("file:///").unwrap()).unwrap()
 }
 
 /// The next append to a table, its files already written.
@@ -399,13 +428,13 @@ pub async fn prepare_append(
         .unwrap();
     for (file, bytes) in &written {
         let mut reader = bytes.as_slice();
+        let location = floe::storage::Location::parse(file).unwrap();
         storage
-            .write_stream(file, &mut reader, false)
+            .write_stream(&location, &mut reader, false)
             .await
             .unwrap();
     }
-    let uuid = metadata["table-uuid"].as_str().unwrap();
-    let mut body = append_commit(uuid, parent, snapshot_id, seq);
+    let mut body = append_commit(&TableId::of(loaded), parent, snapshot_id, seq);
     body["updates"][0]["snapshot"]["manifest-list"] = json!(list);
     Append {
         snapshot_id,

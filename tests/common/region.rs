@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use floe::bench::files::SnapshotWriter;
-use floe::storage::LocalStorage;
 use serde_json::{Value, json};
 
 pub fn free_port() -> u16 {
@@ -41,14 +40,18 @@ pub struct Region {
 }
 
 impl Region {
-    /// A region on a fresh database, or on `database` (to share one with another instance).
-    pub async fn start(region: &str, accept: &[(&str, &str)], database: Option<String>) -> Self {
-        let url = match database {
-            Some(url) => url,
+    /// A region on a fresh database and warehouse, or another instance beside `sibling` (its
+    /// database and warehouse, as instances behind one load balancer share them).
+    pub async fn start(region: &str, accept: &[(&str, &str)], sibling: Option<&Region>) -> Self {
+        let url = match sibling {
+            Some(sibling) => sibling.database_url(),
             None => super::new_database().await,
         };
         let dir = tempfile::tempdir().unwrap();
-        let warehouse = dir.path().join("wh");
+        let warehouse = match sibling {
+            Some(sibling) => sibling.warehouse.clone(),
+            None => dir.path().join("wh"),
+        };
         std::fs::create_dir_all(&warehouse).unwrap();
         let port = free_port();
         let mut text = format!(
@@ -184,7 +187,7 @@ pub async fn append_to(
 ) -> i64 {
     let url = format!("{}/v1/wh/namespaces/db/tables/{table}", source.base);
     let loaded = get(url.clone()).await;
-    let next = super::prepare_append(&loaded, writer, &LocalStorage, files, size).await;
+    let next = super::prepare_append(&loaded, writer, &super::host_files(), files, size).await;
     let (status, reply) = post(url, next.body).await;
     assert_eq!(status, 200, "{reply}");
     next.snapshot_id

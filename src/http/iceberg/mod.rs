@@ -4,60 +4,153 @@ mod config;
 mod namespaces;
 mod tables;
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::http::Method;
-use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::AppState;
 use super::errors::ApiResult;
+use super::routes::{Route, route};
+use crate::auth::{Access, Role};
 use crate::catalog::Warehouse;
 use crate::names::{NamespaceName, TableName};
 
-/// Every endpoint floe serves, as `/v1/config` advertises it ("<VERB> <spec path>"). The router below
-/// is built from the same paths, and a test checks each against the spec and against the router.
-pub const ENDPOINTS: &[(Method, &str)] = &[
-    (Method::GET, "/v1/{prefix}/namespaces"),
-    (Method::POST, "/v1/{prefix}/namespaces"),
-    (Method::GET, "/v1/{prefix}/namespaces/{namespace}"),
-    (Method::HEAD, "/v1/{prefix}/namespaces/{namespace}"),
-    (Method::DELETE, "/v1/{prefix}/namespaces/{namespace}"),
-    (
-        Method::POST,
-        "/v1/{prefix}/namespaces/{namespace}/properties",
-    ),
-    (Method::GET, "/v1/{prefix}/namespaces/{namespace}/tables"),
-    (Method::POST, "/v1/{prefix}/namespaces/{namespace}/tables"),
-    (
-        Method::GET,
-        "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
-    ),
-    (
-        Method::HEAD,
-        "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
-    ),
-    (
-        Method::POST,
-        "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
-    ),
-    (
-        Method::DELETE,
-        "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
-    ),
-    (Method::POST, "/v1/{prefix}/namespaces/{namespace}/register"),
-    (Method::POST, "/v1/{prefix}/tables/rename"),
-    (
-        Method::POST,
-        "/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
-    ),
-    (Method::POST, "/v1/{prefix}/transactions/commit"),
-];
+/// Every route of the Iceberg REST API floe serves, with the role each needs.
+pub fn routes() -> Vec<Route> {
+    use Method as M;
+    let read = Access::Catalog(Role::Reader);
+    let write = Access::Catalog(Role::Writer);
+    vec![
+        route(M::GET, "/v1/config", read, "config.get", config::get_config),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces",
+            read,
+            "namespace.list",
+            namespaces::list,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces",
+            write,
+            "namespace.create",
+            namespaces::create,
+        ),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces/{namespace}",
+            read,
+            "namespace.load",
+            namespaces::load,
+        ),
+        route(
+            M::HEAD,
+            "/v1/{prefix}/namespaces/{namespace}",
+            read,
+            "namespace.exists",
+            namespaces::exists,
+        ),
+        route(
+            M::DELETE,
+            "/v1/{prefix}/namespaces/{namespace}",
+            write,
+            "namespace.drop",
+            namespaces::drop,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/properties",
+            write,
+            "namespace.properties",
+            namespaces::update_properties,
+        ),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces/{namespace}/tables",
+            read,
+            "table.list",
+            tables::list,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/tables",
+            write,
+            "table.create",
+            tables::create,
+        ),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            read,
+            "table.load",
+            tables::load,
+        ),
+        route(
+            M::HEAD,
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            read,
+            "table.exists",
+            tables::exists,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            write,
+            "table.commit",
+            tables::commit,
+        ),
+        route(
+            M::DELETE,
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            write,
+            "table.drop",
+            tables::drop,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/register",
+            write,
+            "table.register",
+            tables::register,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/tables/rename",
+            write,
+            "table.rename",
+            tables::rename,
+        ),
+        // Metrics reports change nothing (floe discards them), so a reader may send them.
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+            read,
+            "table.metrics",
+            tables::report_metrics,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/transactions/commit",
+            write,
+            "transaction.commit",
+            tables::commit_transaction,
+        ),
+    ]
+}
 
-/// The endpoint strings of [`ENDPOINTS`], in the `/v1/config` format.
+/// The endpoints `/v1/config` advertises ("<VERB> <spec path>"): every route of the catalog under
+/// a prefix, from the same list the router is built from (a test checks each against the spec).
+pub fn endpoints() -> Vec<(Method, &'static str)> {
+    routes()
+        .into_iter()
+        .map(|r| r.spec)
+        .filter(|spec| spec.path.starts_with("/v1/{prefix}/"))
+        .map(|spec| (spec.method, spec.path))
+        .collect()
+}
+
+/// The endpoint strings of [`endpoints`], in the `/v1/config` format.
 pub fn endpoint_strings() -> Vec<String> {
-    ENDPOINTS
+    endpoints()
         .iter()
         .map(|(method, path)| format!("{method} {path}"))
         .collect()
@@ -65,54 +158,11 @@ pub fn endpoint_strings() -> Vec<String> {
 
 /// The endpoints that change nothing (GET and HEAD), for warehouses that hold only replicas.
 pub fn read_endpoint_strings() -> Vec<String> {
-    ENDPOINTS
+    endpoints()
         .iter()
         .filter(|(method, _)| matches!(*method, Method::GET | Method::HEAD))
         .map(|(method, path)| format!("{method} {path}"))
         .collect()
-}
-
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/config", get(config::get_config))
-        .route(
-            "/v1/{prefix}/namespaces",
-            get(namespaces::list).post(namespaces::create),
-        )
-        .route(
-            "/v1/{prefix}/namespaces/{namespace}",
-            get(namespaces::load)
-                .head(namespaces::exists)
-                .delete(namespaces::drop),
-        )
-        .route(
-            "/v1/{prefix}/namespaces/{namespace}/properties",
-            post(namespaces::update_properties),
-        )
-        .route(
-            "/v1/{prefix}/namespaces/{namespace}/tables",
-            get(tables::list).post(tables::create),
-        )
-        .route(
-            "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
-            get(tables::load)
-                .head(tables::exists)
-                .post(tables::commit)
-                .delete(tables::drop),
-        )
-        .route(
-            "/v1/{prefix}/namespaces/{namespace}/register",
-            post(tables::register),
-        )
-        .route("/v1/{prefix}/tables/rename", post(tables::rename))
-        .route(
-            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
-            post(tables::report_metrics),
-        )
-        .route(
-            "/v1/{prefix}/transactions/commit",
-            post(tables::commit_transaction),
-        )
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,27 +1,28 @@
 //! The management API (`/management/v1`), described by the utoipa document in openapi/.
 
+mod audit;
 mod log;
 mod metrics;
 mod replication;
 
-use std::sync::Arc;
-
-use axum::Router;
-use axum::routing::{get, post};
+use axum::http::Method;
 use utoipa::OpenApi;
 
-use super::AppState;
+use super::routes::{Route, route};
+use crate::auth::Access;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "floe management API",
-        description = "Operator endpoints of floe: the update log, and cross-region replication \
-                       (peers, rules, per-table status and actions).",
+        description = "Operator endpoints of floe: the update log, the audit trail, and \
+                       cross-region replication (peers, rules, per-table status and actions). \
+                       Every endpoint needs the admin role.",
         version = "1"
     ),
     paths(
         log::read_log,
+        audit::read_audit,
         metrics::metrics,
         replication::list_peers,
         replication::put_peer,
@@ -40,6 +41,8 @@ use super::AppState;
     components(schemas(
         crate::log::LogEntry,
         log::LogPage,
+        crate::db::audit::AuditEvent,
+        audit::AuditPage,
         crate::contract::replication_model::Peer,
         crate::contract::replication_model::PeerSpec,
         crate::contract::replication_model::PeerWarehouse,
@@ -64,41 +67,124 @@ pub fn openapi_json() -> String {
         .expect("the OpenAPI document serialises")
 }
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/management/v1/log", get(log::read_log))
-        .route("/management/v1/metrics", get(metrics::metrics))
-        .route("/management/v1/peers", get(replication::list_peers))
-        .route(
+/// Every route of the management API; all need the admin role (on the table's warehouse for the
+/// per-table routes, on every warehouse for the region-wide ones).
+pub fn routes() -> Vec<Route> {
+    use Method as M;
+    let admin = Access::Admin;
+    let table = "/management/v1/tables/{warehouse}/{namespace}/{table}/replication";
+    vec![
+        route(
+            M::GET,
+            "/management/v1/log",
+            admin,
+            "log.read",
+            log::read_log,
+        ),
+        route(
+            M::GET,
+            "/management/v1/audit",
+            admin,
+            "audit.read",
+            audit::read_audit,
+        ),
+        route(
+            M::GET,
+            "/management/v1/metrics",
+            admin,
+            "metrics.read",
+            metrics::metrics,
+        ),
+        route(
+            M::GET,
+            "/management/v1/peers",
+            admin,
+            "peer.list",
+            replication::list_peers,
+        ),
+        route(
+            M::GET,
             "/management/v1/peers/{region}",
-            get(replication::get_peer)
-                .put(replication::put_peer)
-                .delete(replication::delete_peer),
-        )
-        .route(
+            admin,
+            "peer.get",
+            replication::get_peer,
+        ),
+        route(
+            M::PUT,
+            "/management/v1/peers/{region}",
+            admin,
+            "peer.put",
+            replication::put_peer,
+        ),
+        route(
+            M::DELETE,
+            "/management/v1/peers/{region}",
+            admin,
+            "peer.delete",
+            replication::delete_peer,
+        ),
+        route(
+            M::GET,
             "/management/v1/replication-rules",
-            get(replication::list_rules).post(replication::create_rule),
-        )
-        .route(
+            admin,
+            "rule.list",
+            replication::list_rules,
+        ),
+        route(
+            M::POST,
+            "/management/v1/replication-rules",
+            admin,
+            "rule.create",
+            replication::create_rule,
+        ),
+        route(
+            M::GET,
             "/management/v1/replication-rules/{rule_id}",
-            get(replication::get_rule)
-                .put(replication::update_rule)
-                .delete(replication::delete_rule),
-        )
-        .route(
-            "/management/v1/tables/{warehouse}/{namespace}/{table}/replication",
-            get(replication::table_status),
-        )
-        .route(
+            admin,
+            "rule.get",
+            replication::get_rule,
+        ),
+        route(
+            M::PUT,
+            "/management/v1/replication-rules/{rule_id}",
+            admin,
+            "rule.update",
+            replication::update_rule,
+        ),
+        route(
+            M::DELETE,
+            "/management/v1/replication-rules/{rule_id}",
+            admin,
+            "rule.delete",
+            replication::delete_rule,
+        ),
+        route(
+            M::GET,
+            table,
+            admin,
+            "replication.status",
+            replication::table_status,
+        ),
+        route(
+            M::POST,
             "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/pause",
-            post(replication::pause),
-        )
-        .route(
+            admin,
+            "replication.pause",
+            replication::pause,
+        ),
+        route(
+            M::POST,
             "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/resume",
-            post(replication::resume),
-        )
-        .route(
+            admin,
+            "replication.resume",
+            replication::resume,
+        ),
+        route(
+            M::POST,
             "/management/v1/tables/{warehouse}/{namespace}/{table}/replication/resync",
-            post(replication::resync),
-        )
+            admin,
+            "replication.resync",
+            replication::resync,
+        ),
+    ]
 }
