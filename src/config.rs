@@ -9,8 +9,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// Everything floe needs to run one region.
-#[derive(Clone, Serialize, Deserialize)]
+use crate::secret::Secret;
+
+/// Everything floe needs to run one region. Its secrets are [`Secret`]s, so its `Debug` output
+/// (and any log line built from it) shows none of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The name of this floe's region, recorded with every log entry's origin.
@@ -19,7 +22,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// PostgreSQL connection URL. It carries credentials, so it is never logged.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     pub database: DatabaseSettings,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
@@ -41,7 +44,7 @@ pub struct Settings {
 
 /// Cross-region replication: this floe as a source (the replicator) and as a destination (which
 /// peers may push here).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationSettings {
     /// Run the replicator (push this region's changes to peers per the rules).
@@ -71,11 +74,11 @@ pub struct ReplicationSettings {
 }
 
 /// A peer region allowed to push replicas here.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptedPeer {
     pub region: String,
-    pub token: String,
+    pub token: Secret,
 }
 
 impl Default for ReplicationSettings {
@@ -96,28 +99,9 @@ impl Default for ReplicationSettings {
     }
 }
 
-/// Tokens are secrets: Debug names only the accepted regions.
-impl std::fmt::Debug for ReplicationSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationSettings")
-            .field("enabled", &self.enabled)
-            .field("public_url", &self.public_url)
-            .field("workers", &self.workers)
-            .field("parallel_files", &self.parallel_files)
-            .field("lease_seconds", &self.lease_seconds)
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .field(
-                "accept",
-                &self.accept.iter().map(|p| &p.region).collect::<Vec<_>>(),
-            )
-            .field("allowed_peer_hosts", &self.allowed_peer_hosts)
-            .finish()
-    }
-}
-
 /// Who may call this floe. With nothing configured here, every caller is `anonymous` with every
 /// role (see [`Settings::allow_anonymous`] for when that is allowed).
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// Static bearer tokens.
@@ -143,11 +127,11 @@ fn writer_role() -> Vec<crate::auth::Role> {
 }
 
 /// One accepted token, the principal it stands for (recorded in the update log) and its roles.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     pub principal: String,
-    pub token: String,
+    pub token: Secret,
     /// `reader`, `writer` (the default) or `admin`.
     #[serde(default = "writer_role")]
     pub roles: Vec<crate::auth::Role>,
@@ -199,11 +183,11 @@ fn default_token_lifetime_seconds() -> u64 {
 
 /// floe's own OAuth2 token endpoint: configured clients trade their credentials for short-lived
 /// tokens that floe signs (HS256 with `signing_key`) and validates.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthSettings {
     /// At least 32 bytes; the same for every instance of the region. Never logged.
-    pub signing_key: String,
+    pub signing_key: Secret,
     #[serde(default = "default_token_lifetime_seconds")]
     pub token_lifetime_seconds: u64,
     #[serde(default)]
@@ -211,12 +195,12 @@ pub struct OAuthSettings {
 }
 
 /// A client of the token endpoint (`credential=<client_id>:<client_secret>` in Spark and PyIceberg).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthClientSettings {
     pub client_id: String,
     /// At least 16 characters. Never logged.
-    pub client_secret: String,
+    pub client_secret: Secret,
     /// The principal its tokens name; the client id by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
@@ -224,54 +208,6 @@ pub struct OAuthClientSettings {
     pub roles: Vec<crate::auth::Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warehouses: Option<Vec<String>>,
-}
-
-/// Secrets never reach Debug output: only principals, issuers and client ids are shown.
-impl std::fmt::Debug for AuthSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthSettings")
-            .field(
-                "principals",
-                &self.tokens.iter().map(|t| &t.principal).collect::<Vec<_>>(),
-            )
-            .field(
-                "oidc_issuers",
-                &self.oidc.iter().map(|o| &o.issuer).collect::<Vec<_>>(),
-            )
-            .field(
-                "oauth_clients",
-                &self.oauth.as_ref().map(|o| {
-                    o.clients
-                        .iter()
-                        .map(|c| c.client_id.as_str())
-                        .collect::<Vec<_>>()
-                }),
-            )
-            .finish()
-    }
-}
-
-/// Written by hand so the database URL, which may carry a password, never reaches a log.
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("region", &self.region)
-            .field("listen", &self.listen)
-            .field(
-                "database_url",
-                &self.database_url.as_ref().map(|_| "<redacted>"),
-            )
-            .field("database", &self.database)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("metadata_cache_bytes", &self.metadata_cache_bytes)
-            .field("max_metadata_bytes", &self.max_metadata_bytes)
-            .field("warehouses", &self.warehouses)
-            .field("default_warehouse", &self.default_warehouse)
-            .field("auth", &self.auth)
-            .field("allow_anonymous", &self.allow_anonymous)
-            .field("replication", &self.replication)
-            .finish()
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -495,13 +431,16 @@ impl Settings {
 
     /// The database URL, or a clear error naming the setting to provide.
     pub fn require_database_url(&self) -> Result<&str, SettingsError> {
-        self.database_url.as_deref().ok_or_else(|| {
-            SettingsError(
-                "no database URL: set `database_url` in the config file or FLOE_DATABASE_URL \
+        self.database_url
+            .as_ref()
+            .map(Secret::expose)
+            .ok_or_else(|| {
+                SettingsError(
+                    "no database URL: set `database_url` in the config file or FLOE_DATABASE_URL \
                  (or use `floe dev`, which starts a throwaway PostgreSQL)"
-                    .to_string(),
-            )
-        })
+                        .to_string(),
+                )
+            })
     }
 }
 
@@ -512,21 +451,21 @@ mod tests {
     #[test]
     fn debug_output_hides_secrets() {
         let settings = Settings {
-            database_url: Some("postgres://floe:hunter2@db/floe".to_string()),
+            database_url: Some("postgres://floe:hunter2@db/floe".into()),
             auth: AuthSettings {
                 tokens: vec![TokenSettings {
                     principal: "etl".to_string(),
-                    token: "s3cr3t-s3cr3t-s3cr3t".to_string(),
+                    token: "s3cr3t-s3cr3t-s3cr3t".into(),
                     roles: writer_role(),
                     warehouses: None,
                 }],
                 oidc: Vec::new(),
                 oauth: Some(OAuthSettings {
-                    signing_key: "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y".to_string(),
+                    signing_key: "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y".into(),
                     token_lifetime_seconds: 60,
                     clients: vec![OAuthClientSettings {
                         client_id: "spark".to_string(),
-                        client_secret: "cl13nt-cl13nt-cl13nt".to_string(),
+                        client_secret: "cl13nt-cl13nt-cl13nt".into(),
                         principal: None,
                         roles: writer_role(),
                         warehouses: None,

@@ -68,7 +68,7 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
                     .await??;
             cluster.ensure_database(DEV_DATABASE).await?;
             cluster.ensure_database(DEV_REPLICA_DATABASE).await?;
-            settings.database_url = Some(cluster.url(DEV_DATABASE));
+            settings.database_url = Some(cluster.url(DEV_DATABASE).into());
             replica_database = Some(cluster.url(DEV_REPLICA_DATABASE));
             Some(cluster)
         }
@@ -123,7 +123,7 @@ fn replica_settings(
     let token = format!("dev-{}", uuid::Uuid::new_v4().simple());
     let mut replica = primary.clone();
     replica.region = REPLICA_REGION.to_string();
-    replica.database_url = Some(database_url);
+    replica.database_url = Some(database_url.into());
     replica.warehouses = vec![WarehouseSettings {
         name: DEV_WAREHOUSE.to_string(),
         root: format!("file://{}", root.display()),
@@ -139,7 +139,7 @@ fn replica_settings(
     replica.replication.public_url = Some(format!("http://{}", replica.listen));
     replica.replication.accept = vec![AcceptedPeer {
         region: primary.region.clone(),
-        token: token.clone(),
+        token: token.clone().into(),
     }];
     replica.validate()?;
     Ok((replica, token))
@@ -157,11 +157,12 @@ async fn connect_regions(
     let catalog = &primary.catalog;
     admin::put_peer(
         catalog,
+        None,
         &replica_settings.region,
         PeerSpec {
             region: replica_settings.region.clone(),
             base_url: replica.base_url(),
-            credential: Some(token),
+            credential: Some(token.into()),
             warehouses: replica_settings
                 .warehouses
                 .iter()

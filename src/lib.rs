@@ -15,5 +15,6 @@ pub mod manifest_avro;
 pub mod names;
 pub mod pgtemp;
 pub mod replication;
+pub mod secret;
 pub mod server;
 pub mod storage;

@@ -83,6 +83,7 @@ pub async fn start_with_pool(
     let state = Arc::new(AppState {
         catalog: catalog.clone(),
         authenticator,
+        allowed_peer_hosts: settings.replication.allowed_peer_hosts.clone(),
     });
     let app = http::router(state, settings.max_body_bytes);
     let listener =

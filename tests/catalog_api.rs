@@ -502,7 +502,7 @@ async fn with_auth_configured_tokens_are_required_and_name_the_principal() {
     let mut settings = common::settings(&url, warehouse_dir.path());
     settings.auth.tokens = vec![floe::config::TokenSettings {
         principal: "etl-job".to_string(),
-        token: "a-long-enough-test-token".to_string(),
+        token: "a-long-enough-test-token".into(),
         roles: vec![floe::auth::Role::Admin],
         warehouses: None,
     }];

@@ -431,7 +431,7 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
     floe.create_table("ns", "b").await;
     let (ua, ub) = (table_id(&floe, "a").await, table_id(&floe, "b").await);
 
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_deref().unwrap())
+    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
         .await
         .unwrap();
     let mut holder = pool.begin().await.unwrap();
@@ -471,7 +471,7 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
 async fn commits_notify_listeners_with_their_seq() {
     let (floe, uuid) = floe_with_table().await;
     let mut listener =
-        sqlx::postgres::PgListener::connect(floe.settings.database_url.as_deref().unwrap())
+        sqlx::postgres::PgListener::connect(floe.settings.database_url.as_ref().unwrap().expose())
             .await
             .unwrap();
     listener.listen(floe::log::NOTIFY_CHANNEL).await.unwrap();

@@ -126,7 +126,7 @@ fn compose_services_are_wired_to_each_other_and_to_floe_settings() {
             Value::from(mapping),
             "{name}"
         );
-        let db_host = host_of(settings.database_url.as_deref().unwrap());
+        let db_host = host_of(settings.database_url.as_ref().unwrap().expose());
         assert!(
             names.contains(db_host.as_str()),
             "{name}: no service {db_host}"
@@ -166,7 +166,7 @@ fn compose_services_are_wired_to_each_other_and_to_floe_settings() {
     let token = &replica.replication.accept[0];
     assert_eq!(token.region, "primary");
     assert!(
-        rule.contains(&format!("\"credential\": \"{}\"", token.token)),
+        rule.contains(&format!("\"credential\": \"{}\"", token.token.expose())),
         "{rule}"
     );
     assert!(rule.contains(&format!(

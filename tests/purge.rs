@@ -5,106 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::TestFloe;
-use common::s3::{BUCKET, S3Server, SECRET_KEY, s3_settings, start_s3};
+use common::lake::{Lake, loc, local_lake, s3_lake};
 use floe::bench::files::SnapshotWriter;
-use floe::storage::{self, Location, Storage};
+use floe::storage::Location;
 use serde_json::{Value, json};
-
-/// A floe whose warehouse `wh` is on local disk or in an S3 bucket, and a handle on that storage.
-struct Lake {
-    floe: TestFloe,
-    storage: Arc<dyn Storage>,
-    root: String,
-    _s3: Option<S3Server>,
-}
-
-async fn local_lake() -> Lake {
-    let floe = TestFloe::start().await;
-    let root = floe.warehouse_root();
-    let storage = storage::open(&loc(&root), None, "test").await.unwrap();
-    Lake {
-        floe,
-        storage,
-        root,
-        _s3: None,
-    }
-}
-
-async fn s3_lake() -> Option<Lake> {
-    let server = start_s3().await?;
-    let url = common::new_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = common::settings(&url, dir.path());
-    let root = format!("s3://{BUCKET}/wh");
-    settings.warehouses[0].root = root.clone();
-    settings.warehouses[0].s3 = Some(s3_settings(&server, SECRET_KEY));
-    let storage = storage::open(&loc(&root), settings.warehouses[0].s3.as_ref(), "test")
-        .await
-        .unwrap();
-    Some(Lake {
-        floe: TestFloe::start_with(settings, dir).await,
-        storage,
-        root,
-        _s3: Some(server),
-    })
-}
-
-fn loc(location: &str) -> Location {
-    Location::parse(location).unwrap()
-}
-
-impl Lake {
-    async fn put(&self, location: &str, bytes: &[u8]) {
-        let mut reader = std::io::Cursor::new(bytes.to_vec());
-        self.storage
-            .write_stream(&loc(location), &mut reader, true)
-            .await
-            .unwrap();
-    }
-
-    async fn exists(&self, location: &str) -> bool {
-        self.storage.size(&loc(location)).await.unwrap().is_some()
-    }
-
-    async fn create(&self, name: &str, body: Value) -> Value {
-        let mut body = body;
-        body["name"] = json!(name);
-        body["schema"] = common::simple_schema();
-        self.floe
-            .post("/v1/wh/namespaces/db/tables", body)
-            .await
-            .expect(200)
-    }
-
-    /// Appends a snapshot of two data files written to the table's location; returns every file
-    /// the snapshot added (data files, manifest, manifest list).
-    async fn append(&self, table: &str, files: &mut SnapshotWriter) -> Vec<String> {
-        let loaded = self
-            .floe
-            .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
-            .await
-            .expect(200);
-        let next = common::prepare_append(&loaded, files, &*self.storage, 2, 1024).await;
-        self.floe.commit("db", table, next.body).await.expect(200);
-        next.files
-    }
-
-    async fn purge(&self, table: &str) {
-        self.floe
-            .delete(&format!(
-                "/v1/wh/namespaces/db/tables/{table}?purgeRequested=true"
-            ))
-            .await
-            .expect(204);
-        self.floe
-            .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
-            .await
-            .expect(404);
-    }
-}
 
 fn location_of(table: &Value) -> String {
     table["metadata"]["location"].as_str().unwrap().to_string()

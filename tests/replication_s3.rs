@@ -27,7 +27,7 @@ async fn regions(server: &S3Server, peer_secret: &str) -> (TestFloe, TestFloe) {
     settings.warehouses[0].s3 = Some(s3_settings(server, SECRET_KEY));
     settings.replication.accept = vec![floe::config::AcceptedPeer {
         region: "primary".to_string(),
-        token: TOKEN.to_string(),
+        token: TOKEN.into(),
     }];
     let replica = TestFloe::start_with(settings, dir).await;
     let s3 = serde_json::to_value(s3_settings(server, peer_secret)).unwrap();
@@ -183,7 +183,7 @@ async fn s3_region(server: &S3Server, region: &str, root: &str, accept: bool) ->
     if accept {
         settings.replication.accept = vec![floe::config::AcceptedPeer {
             region: "primary".to_string(),
-            token: TOKEN.to_string(),
+            token: TOKEN.into(),
         }];
     }
     TestFloe::start_with(settings, dir).await

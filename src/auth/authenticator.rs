@@ -73,13 +73,13 @@ impl Authenticator {
                 .iter()
                 .map(|t| StaticToken {
                     principal: t.principal.clone(),
-                    token: t.token.as_bytes().to_vec(),
+                    token: t.token.expose().as_bytes().to_vec(),
                     grants: Grant::all(&t.roles, t.warehouses.as_deref()),
                 })
                 .collect(),
             peers: peers
                 .iter()
-                .map(|p| (p.region.clone(), p.token.as_bytes().to_vec()))
+                .map(|p| (p.region.clone(), p.token.expose().as_bytes().to_vec()))
                 .collect(),
             oidc: settings
                 .oidc

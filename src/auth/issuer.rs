@@ -101,15 +101,15 @@ impl TokenIssuer {
     pub fn new(settings: &OAuthSettings, region: &str) -> Self {
         Self {
             issuer: format!("floe:{region}"),
-            encoding: EncodingKey::from_secret(settings.signing_key.as_bytes()),
-            decoding: DecodingKey::from_secret(settings.signing_key.as_bytes()),
+            encoding: EncodingKey::from_secret(settings.signing_key.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(settings.signing_key.expose().as_bytes()),
             lifetime_seconds: settings.token_lifetime_seconds,
             clients: settings
                 .clients
                 .iter()
                 .map(|c| Client {
                     id: c.client_id.clone(),
-                    secret: c.client_secret.as_bytes().to_vec(),
+                    secret: c.client_secret.expose().as_bytes().to_vec(),
                     principal: c.principal.clone().unwrap_or_else(|| c.client_id.clone()),
                     grants: Grant::all(&c.roles, c.warehouses.as_deref()),
                 })

@@ -168,7 +168,7 @@ async fn start_server(
     std::fs::create_dir_all(&root)?;
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse()?,
-        database_url: Some(cluster.url(&database)),
+        database_url: Some(cluster.url(&database).into()),
         warehouses: vec![WarehouseSettings {
             name: "bench".to_string(),
             root: format!("file://{}", root.display()),

@@ -104,7 +104,7 @@ async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Region
         let mut settings = Settings {
             region: region.to_string(),
             listen: "127.0.0.1:0".parse()?,
-            database_url: Some(cluster.url(&format!("bench_{region}"))),
+            database_url: Some(cluster.url(&format!("bench_{region}")).into()),
             warehouses: vec![WarehouseSettings {
                 name: "bench".to_string(),
                 root: format!("file://{}", root.display()),
@@ -117,7 +117,7 @@ async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Region
         if region == "replica" {
             settings.replication.accept = vec![AcceptedPeer {
                 region: "primary".to_string(),
-                token: TOKEN.to_string(),
+                token: TOKEN.into(),
             }];
         }
         servers.push(server::start(&settings, Arc::new(Faults::default())).await?);
@@ -144,11 +144,12 @@ async fn register_peer(regions: &Regions) -> anyhow::Result<()> {
     let catalog = &regions.primary.catalog;
     admin::put_peer(
         catalog,
+        None,
         "replica",
         PeerSpec {
             region: "replica".to_string(),
             base_url: regions.replica.base_url(),
-            credential: Some(TOKEN.to_string()),
+            credential: Some(TOKEN.into()),
             warehouses: vec![PeerWarehouse {
                 warehouse: "bench".to_string(),
                 storage_root: format!("file://{}", regions.replica_root.display()),

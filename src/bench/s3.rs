@@ -66,7 +66,7 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
         region: Some("us-east-1".to_string()),
         path_style: true,
         access_key_id: Some(KEY.to_string()),
-        secret_access_key: Some(SECRET.to_string()),
+        secret_access_key: Some(SECRET.into()),
     };
     let s3: Arc<dyn Storage> =
         Arc::new(S3Storage::new(&settings, Location::parse("s3://src")?).await);

@@ -72,7 +72,10 @@ fn client_config(wh: &crate::config::WarehouseSettings) -> [BTreeMap<String, Str
             && let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key)
         {
             vended.insert("s3.access-key-id".to_string(), key.clone());
-            vended.insert("s3.secret-access-key".to_string(), secret.clone());
+            vended.insert(
+                "s3.secret-access-key".to_string(),
+                secret.expose().to_string(),
+            );
         }
     }
     [config, vended]

@@ -17,7 +17,8 @@ pub struct PeerSpec {
     pub base_url: String,
     /// The bearer token floe presents to the peer. Write-only: never returned.
     #[serde(default, skip_serializing)]
-    pub credential: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub credential: Option<crate::secret::Secret>,
     /// For each of the peer's warehouses this floe writes to: the storage root replica files go to.
     pub warehouses: Vec<PeerWarehouse>,
 }

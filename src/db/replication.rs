@@ -16,6 +16,22 @@ const RECONCILE_LOCK_KEY: i64 = 7_380_396_369_697_861_480;
 
 // ---- peers ----
 
+/// A peer's base URL and whether a credential is stored, its row locked until the transaction
+/// ends (so a concurrent change cannot slip between the check and the write).
+pub async fn peer_for_update(
+    conn: &mut PgConnection,
+    region: &str,
+) -> sqlx::Result<Option<(String, bool)>> {
+    let row = sqlx::query(
+        "SELECT base_url, credential IS NOT NULL AS has_credential FROM peer WHERE region = $1
+         FOR UPDATE",
+    )
+    .bind(region)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.get("base_url"), r.get("has_credential"))))
+}
+
 /// Creates or replaces a peer and its warehouse mapping. A `None` credential keeps the stored one.
 pub async fn upsert_peer(conn: &mut PgConnection, spec: &PeerSpec) -> sqlx::Result<()> {
     sqlx::query(
@@ -25,7 +41,7 @@ pub async fn upsert_peer(conn: &mut PgConnection, spec: &PeerSpec) -> sqlx::Resu
     )
     .bind(&spec.region)
     .bind(&spec.base_url)
-    .bind(&spec.credential)
+    .bind(spec.credential.as_ref().map(crate::secret::Secret::expose))
     .execute(&mut *conn)
     .await?;
     sqlx::query("DELETE FROM peer_warehouse WHERE region = $1")
@@ -292,7 +308,7 @@ pub struct StreamRow {
     pub retention: Retention,
     pub replicate_drops: bool,
     pub peer_base_url: String,
-    pub peer_credential: Option<String>,
+    pub peer_credential: Option<crate::secret::Secret>,
     /// The destination warehouse's storage root, if the peer maps that warehouse.
     pub dest_root: Option<String>,
     /// How to reach it, when it is S3 (with the secret).
@@ -331,7 +347,9 @@ fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
         retention: retention_of(r.get("retention_mode"), r.get("retention_value")),
         replicate_drops: r.get("replicate_drops"),
         peer_base_url: r.get("base_url"),
-        peer_credential: r.get("credential"),
+        peer_credential: r
+            .get::<Option<String>, _>("credential")
+            .map(crate::secret::Secret::from),
         dest_root: r.get("storage_root"),
         dest_s3: r
             .get::<Option<sqlx::types::Json<crate::storage::S3Settings>>, _>("s3")

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -182,15 +182,14 @@ fn refusal(principal: &str, spec: &RouteSpec, target: &str, status: u16, reason:
 /// The message of an error answer (an ErrorModel's, or an OAuth error's description), and the
 /// answer rebuilt for the client.
 async fn read_message(response: Response) -> (Response, Option<String>) {
-    let small = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|len| len <= MAX_DETAIL_BODY);
-    if !small {
-        return (response, None);
-    }
     let (parts, body) = response.into_parts();
+    // Only a body known to be small is read back (error answers are); any other passes untouched.
+    let small = HttpBody::size_hint(&body)
+        .upper()
+        .is_some_and(|len| len <= MAX_DETAIL_BODY as u64);
+    if !small {
+        return (Response::from_parts(parts, body), None);
+    }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_DETAIL_BODY).await else {
         return (Response::from_parts(parts, Body::empty()), None);
     };

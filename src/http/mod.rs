@@ -27,6 +27,8 @@ use routes::{Route, RouteSpec, RouteTable};
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub authenticator: Arc<Authenticator>,
+    /// `replication.allowed_peer_hosts`: where a registered peer may be.
+    pub allowed_peer_hosts: Option<Vec<String>>,
 }
 
 /// Every route floe serves: the Iceberg API, its token endpoint, the management API and the peer

@@ -25,7 +25,14 @@ fn is_violation(err: &sqlx::Error, code: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
-pub async fn put_peer(catalog: &Catalog, region: &str, spec: PeerSpec) -> CatalogResult<Peer> {
+/// Registers or replaces a peer (see the checks in the body: a URL floe may push to, a credential
+/// that never follows a new URL, storage roots apart from this region's own warehouses).
+pub async fn put_peer(
+    catalog: &Catalog,
+    allowed_hosts: Option<&[String]>,
+    region: &str,
+    spec: PeerSpec,
+) -> CatalogResult<Peer> {
     if spec.region != region {
         return Err(bad(format!(
             "the body names region `{}` but the path names `{region}`",
@@ -38,20 +45,40 @@ pub async fn put_peer(catalog: &Catalog, region: &str, spec: PeerSpec) -> Catalo
             "`{region}` is this floe's own region; a peer must be another region"
         )));
     }
-    let url = url::Url::parse(&spec.base_url)
-        .map_err(|e| bad(format!("base-url `{}` is not a URL: {e}", spec.base_url)))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(format!(
-            "base-url `{}` must be http:// or https://",
-            spec.base_url
-        )));
+    super::peer_url::check(&spec.base_url, allowed_hosts).map_err(bad)?;
+    if spec.credential.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(bad(
+            "credential must not be empty; omit it to keep the stored one",
+        ));
     }
     for wh in &spec.warehouses {
         names::validate_warehouse_name(&wh.warehouse)?;
-        crate::storage::parse_root(&wh.storage_root)
+        let root = crate::storage::parse_root(&wh.storage_root)
             .map_err(|e| bad(format!("storage-root of warehouse `{}`: {e}", wh.warehouse)))?;
+        // Replica files written there would land among this region's own tables (or contain them).
+        if let Some(own) = catalog
+            .warehouses()
+            .find(|own| root.is_at_or_under(&own.root) || own.root.is_at_or_under(&root))
+        {
+            return Err(bad(format!(
+                "storage-root `{}` of peer warehouse `{}` overlaps this region's warehouse `{}` \
+                 (root `{}`); replica files must go to the peer's own storage",
+                wh.storage_root, wh.warehouse, own.name, own.root
+            )));
+        }
     }
     let mut tx = catalog.pool().begin().await?;
+    if let Some((stored_url, has_credential)) = db::peer_for_update(&mut tx, region).await?
+        && has_credential
+        && spec.credential.is_none()
+        && !super::peer_url::same_endpoint(&stored_url, &spec.base_url)
+    {
+        return Err(bad(format!(
+            "base-url changes from `{stored_url}` to `{}`: send the peer's credential again; a \
+             stored credential never follows a new URL",
+            spec.base_url
+        )));
+    }
     db::upsert_peer(&mut tx, &spec).await?;
     tx.commit().await?;
     get_peer(catalog, region).await

@@ -7,6 +7,7 @@ pub mod copy;
 pub mod delete_files;
 pub mod paths;
 pub mod peer_client;
+pub mod peer_url;
 pub mod plan;
 pub mod worker;
 

@@ -619,6 +619,12 @@ impl Replicator {
         action: ApplyAction,
         last_updated_ms: Option<i64>,
     ) -> Result<Option<String>, Failure> {
+        // The peer may have been registered before `allowed_peer_hosts` narrowed.
+        super::peer_url::check(
+            &s.peer_base_url,
+            self.settings.allowed_peer_hosts.as_deref(),
+        )
+        .map_err(|reason| Failure::Permanent(format!("peer `{}`: {reason}", s.peer_region)))?;
         let (origin_region, origin_url) = target.origin.clone();
         let request = ApplyRequest {
             source_region: self.catalog.region().to_string(),
@@ -640,7 +646,9 @@ impl Replicator {
             .apply(
                 &s.peer_region,
                 &s.peer_base_url,
-                s.peer_credential.as_deref(),
+                s.peer_credential
+                    .as_ref()
+                    .map(crate::secret::Secret::expose),
                 &request,
             )
             .await

@@ -244,10 +244,11 @@ impl Drop for Temp {
     }
 }
 
-/// Opens `relative` below `dir` without leaving it (see the module docs).
+/// Opens `relative` below `dir` without leaving it (see the module docs). Links that stay below
+/// `dir` are followed unless `flags` has `O_NOFOLLOW` (for the last component).
 fn open_beneath(dir: &OwnedFd, relative: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
     let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     match openat2(dir.as_fd().as_raw_fd(), relative, how) {
         // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
@@ -478,15 +479,16 @@ impl LocalStorage {
         let mut stack = vec![prefix.clone()];
         while let Some(dir) = stack.pop() {
             let relative = self.relative(&dir)?;
-            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+            // A directory swapped for a link since it was listed is not entered.
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
             let fd = if relative.as_os_str().is_empty() {
                 root.try_clone().map_err(|e| self.error(&dir, e))?
             } else {
                 match open_beneath(&root, &relative, flags) {
                     Ok(fd) => fd,
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    // A directory swapped for a link since it was listed: not entered.
                     Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => continue,
+                    Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => continue,
                     Err(e) => return Err(self.error(&dir, e)),
                 }
             };

@@ -119,12 +119,16 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
     /// Deletes one file; a missing file is not an error.
     async fn delete(&self, location: &Location) -> Result<(), StorageError>;
-    /// Deletes many files (S3 batches them); missing files are not an error.
+    /// Deletes many files (S3 batches them); missing files are not an error. Every file is tried;
+    /// the first failure is returned after the rest are done.
     async fn delete_many(&self, locations: &[Location]) -> Result<(), StorageError> {
+        let mut first_error = None;
         for location in locations {
-            self.delete(location).await?;
+            if let Err(err) = self.delete(location).await {
+                first_error.get_or_insert(err);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
     /// Every file under the directory `prefix`, at any depth. For purge: what a dropped table's
     /// location still holds beyond what its metadata names. Names that are not valid location

@@ -23,7 +23,8 @@ use super::{Location, LocationError, Storage, StorageError};
 const PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// How to reach one S3 bucket: for a warehouse in the settings, or a peer's destination warehouse.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The secret key is a [`crate::secret::Secret`]: `Debug` shows the key id, never the secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
     /// An S3-compatible server's URL; AWS's own endpoints when absent.
@@ -47,22 +48,8 @@ pub struct S3Settings {
         alias = "secret-access-key",
         skip_serializing_if = "Option::is_none"
     )]
-    pub secret_access_key: Option<String>,
-}
-
-impl std::fmt::Debug for S3Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Settings")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("path_style", &self.path_style)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    #[schema(value_type = Option<String>)]
+    pub secret_access_key: Option<crate::secret::Secret>,
 }
 
 impl S3Settings {
@@ -111,7 +98,13 @@ impl S3Storage {
             loader = loader.region(Region::new(region.clone()));
         }
         if let (Some(key), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(key, secret, None, None, "floe"));
+            loader = loader.credentials_provider(Credentials::new(
+                key,
+                secret.expose(),
+                None,
+                None,
+                "floe",
+            ));
         }
         let shared = loader.load().await;
         let mut config =

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod iceberg_files;
+pub mod jwt;
+pub mod lake;
 pub mod region;
 pub mod s3;
 
@@ -56,7 +58,7 @@ pub async fn new_database() -> String {
 pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: Some(database_url.to_string()),
+        database_url: Some(database_url.into()),
         max_body_bytes: 1024 * 1024,
         warehouses: vec![WarehouseSettings {
             name: "wh".to_string(),
@@ -143,7 +145,7 @@ impl TestFloe {
             .iter()
             .map(|(region, token)| floe::config::AcceptedPeer {
                 region: region.to_string(),
-                token: token.to_string(),
+                token: (*token).into(),
             })
             .collect();
         Self::start_with(settings, warehouse_dir).await

@@ -75,7 +75,7 @@ pub fn s3_settings(server: &S3Server, secret: &str) -> S3Settings {
         region: Some("us-east-1".to_string()),
         path_style: true,
         access_key_id: Some(ACCESS_KEY.to_string()),
-        secret_access_key: Some(secret.to_string()),
+        secret_access_key: Some(secret.into()),
     }
 }
 

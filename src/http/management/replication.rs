@@ -71,7 +71,13 @@ pub async fn put_peer(
     IcebergJson(spec): IcebergJson<PeerSpec>,
 ) -> ApiResult<Json<Peer>> {
     Ok(Json(
-        admin::put_peer(&state.catalog, &path.region, spec).await?,
+        admin::put_peer(
+            &state.catalog,
+            state.allowed_peer_hosts.as_deref(),
+            &path.region,
+            spec,
+        )
+        .await?,
     ))
 }
 
