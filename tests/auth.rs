@@ -733,8 +733,10 @@ async fn peers_cannot_be_hijacked() {
 /// listen beyond loopback unless told to.
 #[test]
 fn anonymous_service_stays_on_loopback_unless_allowed() {
-    let mut settings = floe::config::Settings::default();
-    settings.listen = "0.0.0.0:8181".parse().unwrap();
+    let mut settings = floe::config::Settings {
+        listen: "0.0.0.0:8181".parse().unwrap(),
+        ..Default::default()
+    };
     let refused = settings.validate().unwrap_err().to_string();
     assert!(refused.contains("allow_anonymous"), "{refused}");
     settings.allow_anonymous = true;

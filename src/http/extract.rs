@@ -49,7 +49,6 @@ fn escapes_nul(json: &[u8]) -> bool {
     false
 }
 
-
 /// Query parameters.
 pub struct IcebergQuery<T>(pub T);
 
