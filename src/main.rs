@@ -76,6 +76,13 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         backfill_files: usize,
     },
+    /// What authentication adds: loadTable and commits without auth, with a static token, an OIDC
+    /// JWT and a floe-issued token, and each credential check alone.
+    Auth {
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Replication's file copies against an S3-compatible server (s3s-fs), against `aws s3 cp`.
     S3Copy {
         /// The s3s-fs binary (default: ~/.cargo/bin/s3s-fs).
@@ -149,6 +156,9 @@ async fn main() -> anyhow::Result<()> {
                 backfill_files,
             };
             floe::bench::replication::run_replication(options).await?;
+        }
+        Command::Bench(Bench::Auth { seconds }) => {
+            floe::bench::auth::run_auth(floe::bench::auth::AuthBenchOptions { seconds }).await?;
         }
         Command::Bench(Bench::S3Copy {
             s3s_fs,

@@ -344,6 +344,8 @@ async fn every_route_refuses_whoever_lacks_its_role() {
         );
     }
     let mut refusals: BTreeMap<(String, u16), usize> = BTreeMap::new();
+    // Management actions that passed the guard, by action and status: each must be in the trail.
+    let mut actions: BTreeMap<(String, u16), usize> = BTreeMap::new();
     for caller in &callers {
         for spec in &routes {
             let (path, body) = request_for(spec);
@@ -386,12 +388,18 @@ async fn every_route_refuses_whoever_lacks_its_role() {
                 *refusals
                     .entry((spec.action.to_string(), status))
                     .or_default() += 1;
+            } else if spec.access == Access::Admin && spec.method != Method::GET {
+                *actions
+                    .entry((spec.action.to_string(), status))
+                    .or_default() += 1;
             }
         }
     }
 
-    // Every refusal of the run is in the audit trail, with its route's action and status.
+    // Every refusal of the run is in the audit trail, with its route's action and status, and so
+    // is every management action.
     let mut recorded: BTreeMap<(String, u16), usize> = BTreeMap::new();
+    let mut recorded_actions: BTreeMap<(String, u16), usize> = BTreeMap::new();
     let mut after = 0;
     loop {
         let (status, page) = call(
@@ -424,11 +432,28 @@ async fn every_route_refuses_whoever_lacks_its_role() {
                         "the audit trail shows a secret: {event}"
                     );
                 }
+            } else {
+                assert!(
+                    ["carol-admin", "ivan"].contains(&event["principal"].as_str().unwrap()),
+                    "{event}"
+                );
+                let key = (
+                    event["action"].as_str().unwrap().to_string(),
+                    event["status"].as_u64().unwrap() as u16,
+                );
+                *recorded_actions.entry(key).or_default() += 1;
             }
         }
         after = page["next-after"].as_i64().unwrap();
     }
     assert_eq!(recorded, refusals);
+    assert_eq!(recorded_actions, actions);
+    assert!(
+        actions
+            .keys()
+            .any(|(action, _)| action == "replication.resync"),
+        "{actions:?}"
+    );
 }
 
 /// The token endpoint: client credentials for a configured client, a refresh by token exchange,

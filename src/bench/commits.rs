@@ -23,7 +23,7 @@ pub struct BenchOptions {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CommitKind {
+pub(crate) enum CommitKind {
     /// set-properties: no conflicts between writers, the commit path alone.
     MetadataOnly,
     /// add-snapshot + set-snapshot-ref guarded by assert-ref-snapshot-id, retried on 409 as clients do.
@@ -34,12 +34,12 @@ enum CommitKind {
 type TaskResult = anyhow::Result<(Histogram<u64>, u64, u64)>;
 
 /// What the tasks of one scenario did, added up.
-struct Outcome {
-    latency_us: Histogram<u64>,
+pub(crate) struct Outcome {
+    pub(crate) latency_us: Histogram<u64>,
     /// Successful commits (or loads).
-    committed: u64,
+    pub(crate) committed: u64,
     conflicts: u64,
-    elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl Outcome {
@@ -65,14 +65,16 @@ impl Outcome {
     }
 }
 
-/// The two fields of a table's metadata a writer needs for its next append. Parsing only these keeps
+/// The fields of a table's metadata a writer needs for its next append. Parsing only these keeps
 /// the client's share of the two cores small.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct Head {
+pub(crate) struct Head {
     current_snapshot_id: Option<i64>,
     #[serde(default)]
     last_sequence_number: i64,
+    /// Where the table's files go (a commit's paths must lie under its warehouse).
+    location: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,11 +82,16 @@ struct TableReply {
     metadata: Head,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
-fn ms(us: u64) -> f64 {
+/// Latencies in nanoseconds, up to a second.
+pub(crate) fn histogram_ns() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1_000_000_000, 3).expect("histogram bounds")
+}
+
+pub(crate) fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
@@ -162,6 +169,19 @@ async fn start_server(
     scenario: usize,
     writers: usize,
 ) -> anyhow::Result<(RunningServer, reqwest::Client)> {
+    start_server_with(cluster, dir, &format!("{scenario}"), writers, |_| {}, None).await
+}
+
+/// floe on its own database and warehouse (named by `scenario`), its settings changed by
+/// `configure`, with namespace `b` created; and a client that sends `bearer` with every request.
+pub(crate) async fn start_server_with(
+    cluster: &PgCluster,
+    dir: &std::path::Path,
+    scenario: &str,
+    writers: usize,
+    configure: impl FnOnce(&mut Settings),
+    bearer: Option<&str>,
+) -> anyhow::Result<(RunningServer, reqwest::Client)> {
     let database = format!("bench{scenario}");
     cluster.ensure_database(&database).await?;
     let root = dir.join(format!("warehouse{scenario}"));
@@ -179,10 +199,9 @@ async fn start_server(
         ..Settings::default()
     };
     settings.database.max_connections = settings.database.max_connections.max(writers as u32);
+    configure(&mut settings);
     let server = server::start(&settings, Arc::new(Faults::default())).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
+    let http = client(bearer)?;
     let reply = http
         .post(format!("{}/v1/bench/namespaces", server.base_url()))
         .json(&json!({"namespace": ["b"]}))
@@ -194,11 +213,25 @@ async fn start_server(
     Ok((server, http))
 }
 
+/// An HTTP client for many concurrent requests, sending `bearer` with each.
+pub(crate) fn client(bearer: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = bearer {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .default_headers(headers)
+        .build()?)
+}
+
 fn table_url(server: &RunningServer, table: &str) -> String {
     format!("{}/v1/bench/namespaces/b/tables/{table}", server.base_url())
 }
 
-async fn create_table(
+pub(crate) async fn create_table(
     http: &reqwest::Client,
     server: &RunningServer,
     name: &str,
@@ -246,7 +279,7 @@ fn append_body(current: &Head, salt: i64) -> Value {
     let now = chrono::Utc::now().timestamp_millis();
     let mut snapshot = json!({
         "snapshot-id": id, "sequence-number": sequence, "timestamp-ms": now,
-        "manifest-list": format!("file:///bench/snap-{id}.avro"),
+        "manifest-list": format!("{}/metadata/snap-{id}.avro", current.location),
         "summary": {"operation": "append", "added-data-files": "1", "added-records": "10"},
         "schema-id": 0
     });
@@ -262,7 +295,7 @@ fn append_body(current: &Head, salt: i64) -> Value {
     })
 }
 
-async fn commits(
+pub(crate) async fn commits(
     server: &RunningServer,
     http: &reqwest::Client,
     kind: CommitKind,
@@ -317,7 +350,7 @@ async fn commits(
     Outcome::gather(tasks, started).await
 }
 
-async fn loads(
+pub(crate) async fn loads(
     server: &RunningServer,
     http: &reqwest::Client,
     table: &str,

@@ -17,8 +17,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http_json(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
+def http_json(url, bearer=None):
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
         return json.loads(r.read())
 
 
@@ -40,20 +41,21 @@ class Floe:
             return os.path.join(self.bucket_dirs, uri.removeprefix("s3://"))
         return uri.removeprefix("file://").removeprefix("file:")
 
-    def log(self, **params):
-        """All log entries (paging through `after`)."""
+    def log(self, bearer=None, **params):
+        """All log entries (paging through `after`); `bearer` where floe has auth configured."""
         entries, after = [], 0
         while True:
             q = "&".join(f"{k}={v}" for k, v in {"after": after, "limit": 1000, **params}.items())
-            page = http_json(f"{self.url}/management/v1/log?{q}")
+            page = http_json(f"{self.url}/management/v1/log?{q}", bearer)
             if not page["entries"]:
                 return entries
             entries += page["entries"]
             after = page["next-after"]
 
 
-def start_dev(*extra_args, config=None, warehouse="demo"):
-    """Starts `floe dev` (two regions) in a fresh state directory; returns (process, Floe)."""
+def start_dev(*extra_args, config=None, warehouse="demo", bearer=None):
+    """Starts `floe dev` (two regions) in a fresh state directory; returns (process, Floe). With auth
+    configured, `bearer` is a token that may read `/v1/config`."""
     binary = os.environ.get("FLOE_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/floe"))
     state = tempfile.mkdtemp(prefix="floe-clients-")
     port, replica_port = free_port(), free_port()
@@ -66,7 +68,7 @@ def start_dev(*extra_args, config=None, warehouse="demo"):
     deadline = time.time() + 60
     while True:
         try:
-            http_json(f"{url}/v1/config?warehouse={warehouse}")
+            http_json(f"{url}/v1/config?warehouse={warehouse}", bearer)
             break
         except Exception:
             if proc.poll() is not None or time.time() > deadline:

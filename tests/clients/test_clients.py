@@ -18,7 +18,7 @@ def pyiceberg_catalog(floe, name="py"):
     return load_catalog(name, type="rest", uri=floe.url, warehouse=floe.warehouse)
 
 
-def duck(floe):
+def duck(floe, token=None):
     import duckdb_extension_avro
     import duckdb_extension_httpfs
     import duckdb_extension_iceberg
@@ -28,7 +28,8 @@ def duck(floe):
                       (duckdb_extension_iceberg, "iceberg")):
         path = glob.glob(os.path.join(os.path.dirname(mod.__file__), "extensions", "*", f"{name}.duckdb_extension"))[0]
         con.execute(f"LOAD '{path}'")
-    con.execute(f"ATTACH '{floe.warehouse}' AS cat (TYPE iceberg, ENDPOINT '{floe.url}', AUTHORIZATION_TYPE 'none')")
+    auth = f"TOKEN '{token}'" if token else "AUTHORIZATION_TYPE 'none'"
+    con.execute(f"ATTACH '{floe.warehouse}' AS cat (TYPE iceberg, ENDPOINT '{floe.url}', {auth})")
     return con
 
 
