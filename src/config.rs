@@ -99,6 +99,39 @@ impl Default for ReplicationSettings {
     }
 }
 
+/// A role, in increasing order of what it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Catalog reads.
+    Reader,
+    /// Catalog reads and writes.
+    Writer,
+    /// The management API, and everything a writer may.
+    Admin,
+}
+
+impl Role {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "reader" => Some(Self::Reader),
+            "writer" => Some(Self::Writer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Reader => "reader",
+            Self::Writer => "writer",
+            Self::Admin => "admin",
+        })
+    }
+}
+
 /// Who may call this floe. With nothing configured here, every caller is `anonymous` with every
 /// role (see [`Settings::allow_anonymous`] for when that is allowed).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -122,8 +155,8 @@ impl AuthSettings {
     }
 }
 
-fn writer_role() -> Vec<crate::auth::Role> {
-    vec![crate::auth::Role::Writer]
+fn writer_role() -> Vec<Role> {
+    vec![Role::Writer]
 }
 
 /// One accepted token, the principal it stands for (recorded in the update log) and its roles.
@@ -134,7 +167,7 @@ pub struct TokenSettings {
     pub token: Secret,
     /// `reader`, `writer` (the default) or `admin`.
     #[serde(default = "writer_role")]
-    pub roles: Vec<crate::auth::Role>,
+    pub roles: Vec<Role>,
     /// Limits the roles to these warehouses; every warehouse when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warehouses: Option<Vec<String>>,
@@ -205,7 +238,7 @@ pub struct OAuthClientSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
     #[serde(default = "writer_role")]
-    pub roles: Vec<crate::auth::Role>,
+    pub roles: Vec<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warehouses: Option<Vec<String>>,
 }
@@ -338,20 +371,20 @@ impl Settings {
         Ok(())
     }
 
-    /// The `auth` section: secrets long enough, roles named, warehouses that exist, and no
+    /// The `auth` section: secrets long enough, roles named, warehouse names valid, and no
     /// anonymous service beyond loopback unless `allow_anonymous` says so.
     fn validate_auth(&self) -> Result<(), SettingsError> {
         let bad = |message: String| Err(SettingsError(message));
-        let known = |warehouses: &Option<Vec<String>>, whose: &str| -> Result<(), SettingsError> {
-            for name in warehouses.iter().flatten() {
-                if !self.warehouses.iter().any(|w| &w.name == name) {
-                    return Err(SettingsError(format!(
-                        "{whose} is limited to warehouse `{name}`, which is not configured"
-                    )));
+        // Warehouses a role is limited to are names; they need not be configured yet (`floe dev`
+        // adds its warehouse after loading the settings).
+        let valid_names =
+            |warehouses: &Option<Vec<String>>, whose: &str| -> Result<(), SettingsError> {
+                for name in warehouses.iter().flatten() {
+                    crate::names::validate_warehouse_name(name)
+                        .map_err(|e| SettingsError(format!("{whose}: {e}")))?;
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         for token in &self.auth.tokens {
             if token.principal.trim().is_empty() || token.token.len() < 16 {
                 return bad(
@@ -362,7 +395,7 @@ impl Settings {
             if token.roles.is_empty() {
                 return bad(format!("auth token of `{}` names no role", token.principal));
             }
-            known(
+            valid_names(
                 &token.warehouses,
                 &format!("auth token of `{}`", token.principal),
             )?;
@@ -386,7 +419,7 @@ impl Settings {
                     issuer.issuer
                 ));
             }
-            known(
+            valid_names(
                 &issuer.warehouses,
                 &format!("auth.oidc issuer `{}`", issuer.issuer),
             )?;
@@ -412,7 +445,7 @@ impl Settings {
                         client.client_id
                     ));
                 }
-                known(
+                valid_names(
                     &client.warehouses,
                     &format!("auth.oauth client `{}`", client.client_id),
                 )?;

@@ -773,3 +773,39 @@ fn anonymous_service_stays_on_loopback_unless_allowed() {
     settings.auth.tokens.clear();
     settings.validate().unwrap();
 }
+
+/// A verified token is remembered, but only until it expires: then it is refused like any other.
+#[tokio::test]
+async fn remembered_tokens_still_expire() {
+    let url = common::new_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, dir.path());
+    settings.auth.oauth = Some(OAuthSettings {
+        signing_key: "signing-key-for-tests-0123456789abcdef".into(),
+        token_lifetime_seconds: 1,
+        clients: vec![OAuthClientSettings {
+            client_id: "spark-etl".to_string(),
+            client_secret: CLIENT_SECRET.into(),
+            principal: None,
+            roles: vec![Role::Reader],
+            warehouses: None,
+        }],
+    });
+    let floe = TestFloe::start_with(settings, dir).await;
+    let token = oauth_token(&floe).await;
+    for _ in 0..3 {
+        let (status, _) = call(&floe, Method::GET, "/v1/wh/namespaces", Some(&token), None).await;
+        assert_eq!(status, 200);
+    }
+    // Past its expiry and the 5 s leeway floe allows its own tokens.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let (status, body) = call(&floe, Method::GET, "/v1/wh/namespaces", Some(&token), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("xpired"),
+        "{body}"
+    );
+}

@@ -6,6 +6,11 @@
 //! otherwise the credential must be a static token, a JWT of a configured OpenID Connect issuer,
 //! or a token floe issued itself, and anything else is refused. Static tokens are compared in
 //! constant time; no credential is ever logged or put in an error message.
+//!
+//! A JWT whose signature and claims were verified is remembered until its `exp` (clients send the
+//! same token with every request, so each is verified once rather than at every call): a token
+//! stays valid until it expires, as JWTs do, even if its issuer drops the key meanwhile. Only the
+//! exact token is remembered, so an altered one is verified afresh and fails.
 
 use axum::http::HeaderValue;
 use base64::Engine;
@@ -13,24 +18,17 @@ use serde_json::Value;
 
 use super::issuer::TokenIssuer;
 use super::oidc::OidcIssuer;
-use super::{Grant, Identity};
+use super::{AuthError, Grant, Identity, constant_time_eq};
 use crate::config::{AcceptedPeer, AuthSettings};
 
-/// Why a credential was not accepted.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuthError {
-    /// No credential, or one that is not valid here (401).
-    #[error("{0}")]
-    Invalid(String),
-    /// The credential could not be checked now (an issuer's keys cannot be fetched: 503).
-    #[error("{0}")]
-    Unavailable(String),
-}
+/// How many verified JWTs are remembered (a client's token each; the oldest are let go).
+const VERIFIED_TOKENS: usize = 10_000;
 
-/// Compares in time independent of where the inputs differ, so a token cannot be guessed byte by
-/// byte.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A verified JWT's identity, and when the token expires (seconds since the epoch).
+#[derive(Clone)]
+struct Verified {
+    identity: Identity,
+    expires_at: i64,
 }
 
 struct StaticToken {
@@ -48,6 +46,7 @@ pub struct Authenticator {
     issuer: Option<TokenIssuer>,
     /// Whether client authentication is configured at all (else callers are anonymous).
     required: bool,
+    verified: quick_cache::sync::Cache<String, Verified>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -88,6 +87,7 @@ impl Authenticator {
                 .collect(),
             issuer: settings.oauth.as_ref().map(|o| TokenIssuer::new(o, region)),
             required: settings.is_configured(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         }
     }
 
@@ -136,23 +136,44 @@ impl Authenticator {
     }
 
     async fn verify_jwt(&self, token: &str) -> Result<Identity, AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(hit) = self.verified.get(token).filter(|v| v.expires_at > now) {
+            return Ok(hit.identity);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("the bearer token is not a valid JWT: {e}")))?;
-        let issuer = unverified_issuer(token).ok_or_else(|| {
+        let claims = unverified_claims(token).ok_or_else(|| {
+            AuthError::Invalid(
+                "the bearer token is not a valid JWT: its claims do not parse".into(),
+            )
+        })?;
+        let issuer = claims["iss"].as_str().ok_or_else(|| {
             AuthError::Invalid("the bearer token is a JWT without an `iss` claim".to_string())
         })?;
-        if let Some(own) = self.issuer.as_ref().filter(|own| own.issuer() == issuer) {
-            return own
-                .verify(token)
-                .map_err(|e| AuthError::Invalid(format!("the token is not valid: {e}")));
+        let identity = if let Some(own) = self.issuer.as_ref().filter(|own| own.issuer() == issuer)
+        {
+            own.verify(token)
+                .map_err(|e| AuthError::Invalid(format!("the token is not valid: {e}")))?
+        } else {
+            match self.oidc.iter().find(|o| o.issuer() == issuer) {
+                Some(oidc) => oidc.verify(token, &header).await?,
+                None => {
+                    return Err(AuthError::Invalid(format!(
+                        "tokens of issuer `{}` are not accepted here",
+                        issuer.chars().take(200).collect::<String>()
+                    )));
+                }
+            }
+        };
+        // Verification required `exp`; the claims are the ones just verified.
+        if let Some(expires_at) = claims["exp"].as_i64() {
+            let verified = Verified {
+                identity: identity.clone(),
+                expires_at,
+            };
+            self.verified.insert(token.to_string(), verified);
         }
-        match self.oidc.iter().find(|o| o.issuer() == issuer) {
-            Some(oidc) => oidc.verify(token, &header).await,
-            None => Err(AuthError::Invalid(format!(
-                "tokens of issuer `{}` are not accepted here",
-                issuer.chars().take(200).collect::<String>()
-            ))),
-        }
+        Ok(identity)
     }
 }
 
@@ -176,13 +197,12 @@ fn bearer(authorization: Option<&HeaderValue>) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The `iss` claim of a JWT before its signature is checked: only to pick the issuer whose keys
-/// then verify it.
-fn unverified_issuer(token: &str) -> Option<String> {
+/// The claims of a JWT before its signature is checked: only to pick the issuer whose keys then
+/// verify it (and, once verified, its expiry).
+fn unverified_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims["iss"].as_str().map(str::to_string)
+    serde_json::from_slice(&bytes).ok()
 }

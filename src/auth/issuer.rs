@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{Grant, Identity, authenticator::constant_time_eq};
+use super::{Grant, Identity, constant_time_eq};
 use crate::config::OAuthSettings;
 
 /// The audience of every token floe issues.

@@ -15,41 +15,24 @@ pub mod oidc;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+pub use crate::config::Role;
+pub use authenticator::Authenticator;
 
-pub use authenticator::{AuthError, Authenticator};
-
-/// A role, in increasing order of what it allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Catalog reads.
-    Reader,
-    /// Catalog reads and writes.
-    Writer,
-    /// The management API, and everything a writer may.
-    Admin,
+/// Why a credential was not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// No credential, or one that is not valid here (401).
+    #[error("{0}")]
+    Invalid(String),
+    /// The credential could not be checked now (an issuer's keys cannot be fetched: 503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-impl Role {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "reader" => Some(Self::Reader),
-            "writer" => Some(Self::Writer),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Reader => "reader",
-            Self::Writer => "writer",
-            Self::Admin => "admin",
-        })
-    }
+/// Compares in time independent of where the inputs differ, so a secret cannot be guessed byte
+/// by byte.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A role, on every warehouse or only on the named ones.

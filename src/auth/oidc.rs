@@ -17,8 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
-use super::authenticator::AuthError;
-use super::{Grant, Identity};
+use super::{AuthError, Grant, Identity};
 use crate::config::OidcSettings;
 
 /// The shortest time between two key fetches from one issuer.

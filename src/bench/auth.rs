@@ -2,9 +2,10 @@
 //! `floe bench commits` (loadTable of a small table, metadata-only commits over 100 tables) run
 //! against floe without auth, with a static bearer token, with an OpenID Connect JWT (RS256,
 //! verified against a JWKS served over HTTP by an issuer in this process) and with a token floe
-//! issued itself (HS256); then each credential's check alone, timed in-process.
+//! issued itself (HS256); then each credential's check alone, timed in-process: a token's first
+//! check (its signature verified) and the checks after it (the verified token remembered).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use axum::Json;
@@ -69,7 +70,8 @@ impl Issuer {
     fn token(&self) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = json!({ "iss": self.url, "aud": AUDIENCE, "sub": "bench-analyst",
-            "roles": ["writer"], "iat": now, "nbf": now, "exp": now + 3600 });
+            "roles": ["writer"], "iat": now, "nbf": now, "exp": now + 3600,
+            "jti": uuid::Uuid::new_v4().to_string() });
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(KEY_ID.to_string());
         Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
@@ -133,6 +135,16 @@ impl Mode {
             Mode::FloeIssued => "floe-issued token (HS256)",
         }
     }
+}
+
+/// One credential check that must pass.
+async fn check(authenticator: &Authenticator, token: &str) -> anyhow::Result<()> {
+    let header = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    authenticator
+        .authenticate(Some(&header))
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The token endpoint's answer to the benchmark's client.
@@ -212,25 +224,35 @@ pub async fn run_auth(options: AuthBenchOptions) -> anyhow::Result<()> {
         println!("|---|---:|---:|");
         let region = "bench";
         let authenticator = Authenticator::new(&settings, &[], region);
-        let floe_token = {
-            let issuer = crate::auth::issuer::TokenIssuer::new(settings.oauth.as_ref().unwrap(), region);
-            issuer.client_credentials("bench-client", CLIENT_SECRET)?.access_token
+        let token_issuer =
+            crate::auth::issuer::TokenIssuer::new(settings.oauth.as_ref().context("oauth")?, region);
+        let floe_token = || -> anyhow::Result<String> {
+            Ok(token_issuer
+                .client_credentials("bench-client", CLIENT_SECRET)?
+                .access_token)
         };
         let anonymous = Authenticator::new(&AuthSettings::default(), &[], region);
-        for (label, authenticator, token) in [
-            (Mode::None.label(), &anonymous, None),
-            (Mode::Static.label(), &authenticator, Some(STATIC_TOKEN.to_string())),
-            (Mode::Jwt.label(), &authenticator, Some(issuer.token()?)),
-            (Mode::FloeIssued.label(), &authenticator, Some(floe_token)),
-        ] {
-            let header = token
-                .map(|t| axum::http::HeaderValue::from_str(&format!("Bearer {t}")))
-                .transpose()?;
-            // The first check fetches the issuer's keys; the rest find them cached.
-            authenticator.authenticate(header.as_ref()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The first check of a token verifies it (the issuer's keys are fetched once, before);
+        // checks of the same token again find it remembered.
+        let first_jwt = issuer.token()?;
+        check(&authenticator, &first_jwt).await?;
+        let fresh_jwts = (0..2000).map(|_| issuer.token()).collect::<anyhow::Result<Vec<_>>>()?;
+        let fresh_floe = (0..2000).map(|_| floe_token()).collect::<anyhow::Result<Vec<_>>>()?;
+        let rows: [(&str, &Authenticator, Vec<Option<String>>); 6] = [
+            (Mode::None.label(), &anonymous, vec![None; 2000]),
+            (Mode::Static.label(), &authenticator, vec![Some(STATIC_TOKEN.to_string()); 2000]),
+            ("OIDC JWT, first use (verified)", &authenticator, fresh_jwts.into_iter().map(Some).collect()),
+            ("OIDC JWT, again (remembered)", &authenticator, vec![Some(first_jwt); 2000]),
+            ("floe-issued token, first use (verified)", &authenticator, fresh_floe.into_iter().map(Some).collect()),
+            ("floe-issued token, again (remembered)", &authenticator, vec![Some(floe_token()?); 2000]),
+        ];
+        for (label, authenticator, tokens) in rows {
             let mut latency = commits::histogram_ns();
-            let deadline = Instant::now() + Duration::from_secs(options.seconds.min(3));
-            while Instant::now() < deadline {
+            for token in &tokens {
+                let header = token
+                    .as_ref()
+                    .map(|t| axum::http::HeaderValue::from_str(&format!("Bearer {t}")))
+                    .transpose()?;
                 let start = Instant::now();
                 if authenticator.authenticate(header.as_ref()).await.is_err() {
                     bail!("{label} was refused");

@@ -9,10 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::db::audit::{self, AuditEvent};
 use crate::http::AppState;
-use crate::http::errors::{ApiError, ApiResult};
+use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
-
-const MAX_LIMIT: i64 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -47,16 +45,7 @@ pub async fn read_audit(
     State(state): State<Arc<AppState>>,
     IcebergQuery(query): IcebergQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is out of range: use 1 to {MAX_LIMIT}"
-        )));
-    }
-    let after = query.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request("after must not be negative"));
-    }
+    let (after, limit) = super::page_bounds(query.after, query.limit)?;
     let events = audit::read(state.catalog.pool(), after, limit)
         .await
         .map_err(crate::error::CatalogError::from)?;

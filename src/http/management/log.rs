@@ -9,11 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::http::AppState;
-use crate::http::errors::{ApiError, ApiResult};
+use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
 use crate::log::{self, LogEntry, ReadFilter};
-
-const MAX_LIMIT: i64 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -53,16 +51,7 @@ pub async fn read_log(
     State(state): State<Arc<AppState>>,
     IcebergQuery(query): IcebergQuery<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is out of range: use 1 to {MAX_LIMIT}"
-        )));
-    }
-    let after = query.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request("after must not be negative"));
-    }
+    let (after, limit) = super::page_bounds(query.after, query.limit)?;
     let warehouse_id = match &query.warehouse {
         Some(name) => Some(state.catalog.warehouse(Some(name))?.id),
         None => None,

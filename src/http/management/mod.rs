@@ -8,6 +8,7 @@ mod replication;
 use axum::http::Method;
 use utoipa::OpenApi;
 
+use super::errors::{ApiError, ApiResult};
 use super::routes::{Route, route};
 use crate::auth::Access;
 
@@ -59,6 +60,24 @@ use crate::auth::Access;
     ))
 )]
 pub struct ManagementApi;
+
+/// The most entries one page of the log or the audit trail holds.
+const MAX_PAGE: i64 = 1000;
+
+/// `after` and `limit` of a paged read (defaults 0 and 100), or the 400 that says what is wrong.
+fn page_bounds(after: Option<i64>, limit: Option<i64>) -> ApiResult<(i64, i64)> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range: use 1 to {MAX_PAGE}"
+        )));
+    }
+    let after = after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("after must not be negative"));
+    }
+    Ok((after, limit))
+}
 
 /// The management API's OpenAPI document, as checked in at openapi/management.json.
 pub fn openapi_json() -> String {
