@@ -766,3 +766,62 @@ async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
     primary.server.stop().await;
     replica.server.stop().await;
 }
+
+/// A panic in a stream's task stops that attempt only: the lease is released at once (not left to
+/// expire), the panic is the stream's recorded failure, and the next attempt goes on.
+#[tokio::test]
+async fn a_panicking_stream_task_releases_its_lease_and_retries() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    primary
+        .faults
+        .panic_in_stream_task
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    let path = "/management/v1/tables/wh/db/t/replication";
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = primary.get(path).await.expect(200);
+        if status["destinations"][0]["attempts"].as_i64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let failure = status["destinations"][0]["failure"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(failure.contains("panicked"), "{status}");
+    let pool = sqlx::PgPool::connect(primary.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let (owner, expires): (Option<uuid::Uuid>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT lease_owner, lease_expires_at FROM replication_stream")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (owner, expires),
+        (None, None),
+        "the panicked task kept its lease"
+    );
+    primary
+        .faults
+        .panic_in_stream_task
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let status = wait_completed(&primary, "t").await;
+    assert_eq!(
+        status["destinations"][0]["failure"],
+        Value::Null,
+        "{status}"
+    );
+    replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    pool.close().await;
+}

@@ -81,14 +81,24 @@ fn client_config(wh: &crate::config::WarehouseSettings) -> [BTreeMap<String, Str
     [config, vended]
 }
 
-/// Failures a test can inject between two steps of a commit, to prove the crash paths.
+/// Failures a test can inject between two steps of a commit, or into replication, to prove the
+/// crash paths.
 #[derive(Debug, Default)]
 pub struct Faults {
     /// Fail after the metadata files and log rows are written, just before COMMIT.
     pub fail_before_commit: AtomicBool,
+    /// Panic at the start of a replication stream's task.
+    pub panic_in_stream_task: AtomicBool,
 }
 
 impl Faults {
+    /// Panics when a test asked for a panic in a stream task.
+    pub fn check_in_stream_task(&self) {
+        if self.panic_in_stream_task.load(Ordering::SeqCst) {
+            panic!("injected panic in a replication stream task");
+        }
+    }
+
     fn check_before_commit(&self) -> CatalogResult<()> {
         if self.fail_before_commit.load(Ordering::SeqCst) {
             return Err(CatalogError::Injected("before COMMIT of a table change"));
@@ -155,6 +165,10 @@ impl Catalog {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     pub fn region(&self) -> &str {

@@ -1,6 +1,8 @@
 //! SQL for replication: peers, rules and their destinations, and the (table, destination) streams
-//! with their leases. Every progress update of a stream is fenced on the lease owner, so an
-//! instance that lost its lease (it stalled, another took over) cannot overwrite newer progress.
+//! with their leases. Every lease of a stream takes the next fencing token, and every progress
+//! update is fenced on the lease it was made under ([`Lease`]: owner and token), so a task that
+//! lost its lease (it stalled and the lease expired to another; an operator paused or resynced the
+//! stream) cannot overwrite newer progress, even on the same instance.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
@@ -287,10 +289,20 @@ pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
     Ok((created, removed))
 }
 
+/// One lease of one stream: the instance holding it and the fencing token it was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub stream_id: Uuid,
+    pub owner: Uuid,
+    pub token: i64,
+}
+
 /// A leased stream with what working on it needs.
 #[derive(Debug, Clone)]
 pub struct StreamRow {
     pub stream_id: Uuid,
+    /// The lease this row was read under.
+    pub lease: Lease,
     pub table_id: Uuid,
     pub warehouse_id: Uuid,
     pub peer_region: String,
@@ -315,7 +327,7 @@ pub struct StreamRow {
     pub dest_s3: Option<crate::storage::S3Settings>,
 }
 
-const STREAM_COLUMNS: &str = "s.stream_id, s.table_id, s.warehouse_id, s.peer_region, \
+const STREAM_COLUMNS: &str = "s.stream_id, s.lease_owner, s.lease_token, s.table_id, s.warehouse_id, s.peer_region, \
      s.dest_warehouse, s.namespace_prefix, s.generation, s.applied_version, s.backfill_version, \
      s.backfill_location, s.backfill_step, s.dest_location, s.dest_namespace, s.dest_table, \
      s.attempts, r.retention_mode, r.retention_value, \
@@ -330,6 +342,11 @@ const STREAM_JOINS: &str = "FROM replication_stream s
 fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
     StreamRow {
         stream_id: r.get("stream_id"),
+        lease: Lease {
+            stream_id: r.get("stream_id"),
+            owner: r.get::<Option<Uuid>, _>("lease_owner").unwrap_or_default(),
+            token: r.get("lease_token"),
+        },
         table_id: r.get("table_id"),
         warehouse_id: r.get("warehouse_id"),
         peer_region: r.get("peer_region"),
@@ -367,7 +384,8 @@ pub async fn lease_streams(
 ) -> sqlx::Result<Vec<StreamRow>> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE replication_stream s
-         SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2)
+         SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
+             lease_token = s.lease_token + 1
          FROM (SELECT c.stream_id FROM replication_stream c
                WHERE NOT c.paused AND c.failed_reason IS NULL AND c.next_attempt_at <= now()
                  AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now())
@@ -389,27 +407,34 @@ pub async fn lease_streams(
         return Ok(Vec::new());
     }
     let rows = sqlx::query(&format!(
-        "SELECT {STREAM_COLUMNS} {STREAM_JOINS} WHERE s.stream_id = ANY($1)"
+        "SELECT {STREAM_COLUMNS} {STREAM_JOINS} WHERE s.stream_id = ANY($1) AND s.lease_owner = $2"
     ))
     .bind(&ids)
+    .bind(owner)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(stream_row).collect())
 }
 
-/// Extends the leases this owner holds; returns the streams it still holds.
+/// Extends the leases still held; returns the streams whose lease was extended.
 pub async fn heartbeat(
     pool: &PgPool,
-    owner: Uuid,
-    streams: &[Uuid],
+    leases: &[Lease],
     lease_seconds: f64,
 ) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = leases.iter().map(|l| l.stream_id).collect();
+    let owners: Vec<Uuid> = leases.iter().map(|l| l.owner).collect();
+    let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
     sqlx::query_scalar(
-        "UPDATE replication_stream SET lease_expires_at = now() + make_interval(secs => $3)
-         WHERE stream_id = ANY($2) AND lease_owner = $1 RETURNING stream_id",
+        "UPDATE replication_stream s SET lease_expires_at = now() + make_interval(secs => $4)
+         FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS held(stream_id, owner, token)
+         WHERE s.stream_id = held.stream_id AND s.lease_owner = held.owner
+           AND s.lease_token = held.token
+         RETURNING s.stream_id",
     )
-    .bind(owner)
-    .bind(streams)
+    .bind(&ids)
+    .bind(&owners)
+    .bind(&tokens)
     .bind(lease_seconds)
     .fetch_all(pool)
     .await
@@ -444,13 +469,14 @@ pub enum StreamUpdate {
     Release,
 }
 
-/// Applies an update; false when the lease is no longer this owner's (stop working on it).
+/// Applies an update; false when the lease is no longer held (stop working on the stream).
 pub async fn update_stream(
     pool: &PgPool,
-    owner: Uuid,
-    stream_id: Uuid,
+    lease: &Lease,
     update: &StreamUpdate,
 ) -> sqlx::Result<bool> {
+    // The token names one lease of the stream: a newer lease, a pause or a resync replaced it.
+    let (stream_id, token) = (lease.stream_id, lease.token);
     let query = match update {
         StreamUpdate::BackfillStarted {
             version,
@@ -461,10 +487,10 @@ pub async fn update_stream(
         } => sqlx::query(
             "UPDATE replication_stream SET backfill_version = $3, backfill_location = $4,
                  backfill_step = 0, dest_location = $5, dest_namespace = $6, dest_table = $7
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner)
+        .bind(token)
         .bind(version)
         .bind(location)
         .bind(dest_location)
@@ -472,10 +498,10 @@ pub async fn update_stream(
         .bind(dest_table),
         StreamUpdate::BackfillStep(step) => sqlx::query(
             "UPDATE replication_stream SET backfill_step = $3, attempts = 0, last_error = NULL
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner)
+        .bind(token)
         .bind(step),
         StreamUpdate::Applied {
             version,
@@ -487,10 +513,10 @@ pub async fn update_stream(
                  backfill_location = NULL, backfill_step = 0, attempts = 0, last_error = NULL,
                  last_applied_at = now(), last_applied_location = coalesce($4, last_applied_location),
                  dest_namespace = $5, dest_table = $6
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner)
+        .bind(token)
         .bind(version)
         .bind(metadata_location)
         .bind(dest_namespace)
@@ -499,45 +525,45 @@ pub async fn update_stream(
             "UPDATE replication_stream SET attempts = attempts + 1, last_error = $3,
                  next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
                  lease_owner = NULL, lease_expires_at = NULL
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner)
+        .bind(token)
         .bind(error)
         .bind(*delay_ms as f64),
         StreamUpdate::Failed(reason) => sqlx::query(
             "UPDATE replication_stream SET failed_reason = $3, last_error = $3,
                  attempts = attempts + 1, lease_owner = NULL, lease_expires_at = NULL
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner)
+        .bind(token)
         .bind(reason),
         StreamUpdate::Restart(reason) => sqlx::query(
             "UPDATE replication_stream SET generation = generation + 1, applied_version = 0,
                  backfill_version = NULL, backfill_location = NULL, backfill_step = 0,
                  dest_location = NULL, last_error = $3, attempts = attempts + 1
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner)
+        .bind(token)
         .bind(reason),
         StreamUpdate::Release => sqlx::query(
             "UPDATE replication_stream SET lease_owner = NULL, lease_expires_at = NULL
-             WHERE stream_id = $1 AND lease_owner = $2",
+             WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
-        .bind(owner),
+        .bind(token),
     };
     let done = query.execute(pool).await?.rows_affected();
     Ok(done == 1)
 }
 
 /// Removes a finished stream (its table was dropped and the drop replicated).
-pub async fn delete_stream(pool: &PgPool, owner: Uuid, stream_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM replication_stream WHERE stream_id = $1 AND lease_owner = $2")
-        .bind(stream_id)
-        .bind(owner)
+pub async fn delete_stream(pool: &PgPool, lease: &Lease) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM replication_stream WHERE stream_id = $1 AND lease_token = $2")
+        .bind(lease.stream_id)
+        .bind(lease.token)
         .execute(pool)
         .await?;
     Ok(())
@@ -660,8 +686,13 @@ pub async fn act_on_streams(
     warehouse: Option<&str>,
     action: StreamAction,
 ) -> sqlx::Result<u64> {
+    // Pause and resync revoke the current lease (a new token, no owner): a task still working
+    // on the stream is refused at its next step and stops.
     let set = match action {
-        StreamAction::Pause => "paused = true",
+        StreamAction::Pause => {
+            "paused = true, lease_owner = NULL, lease_expires_at = NULL,
+             lease_token = lease_token + 1"
+        }
         // Resume also clears a failure: the operator has dealt with its cause.
         StreamAction::Resume => {
             "paused = false, failed_reason = NULL, attempts = 0, next_attempt_at = now()"
@@ -670,7 +701,7 @@ pub async fn act_on_streams(
             "generation = generation + 1, applied_version = 0, backfill_version = NULL,
              backfill_location = NULL, backfill_step = 0, dest_location = NULL,
              failed_reason = NULL, attempts = 0, next_attempt_at = now(),
-             lease_owner = NULL, lease_expires_at = NULL"
+             lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1"
         }
     };
     let done = sqlx::query(&format!(

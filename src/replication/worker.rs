@@ -6,10 +6,12 @@
 //! retried with exponential backoff and jitter, or stopped with its reason; the others go on, and
 //! nothing here ever touches the source's commit path.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use iceberg::TableUpdate;
 use rand::Rng;
 use sqlx::postgres::PgListener;
@@ -20,7 +22,7 @@ use uuid::Uuid;
 use crate::catalog::{Catalog, Warehouse};
 use crate::config::ReplicationSettings;
 use crate::db::catalog as catalog_db;
-use crate::db::replication::{self as db, StreamRow, StreamUpdate};
+use crate::db::replication::{self as db, Lease, StreamRow, StreamUpdate};
 use crate::error::CatalogError;
 use crate::log::{self, LogEntry, NOTIFY_CHANNEL};
 use crate::storage::{self, StorageError};
@@ -115,8 +117,8 @@ pub struct Replicator {
     /// This instance's lease identity.
     owner: Uuid,
     client: PeerClient,
-    /// Streams this instance is working on (heartbeats extend their leases).
-    running: Mutex<HashSet<Uuid>>,
+    /// The leases of the streams this instance is working on (heartbeats extend them).
+    running: Mutex<HashMap<Uuid, Lease>>,
 }
 
 impl Replicator {
@@ -144,8 +146,22 @@ impl Replicator {
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, "replicator started");
         let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
-        let heartbeat_every = Duration::from_secs_f64((self.settings.lease_seconds / 3.0).max(0.1));
-        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        // Heartbeats run on their own timer, so a slow reconcile or lease round cannot let the
+        // leases of running streams expire.
+        let heartbeats = tokio::spawn({
+            let this = self.clone();
+            let mut stop = stop.clone();
+            async move {
+                let every = Duration::from_secs_f64((this.settings.lease_seconds / 3.0).max(0.1));
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tick.tick() => this.heartbeat().await,
+                    }
+                }
+            }
+        });
         let mut listener: Option<PgListener> = None;
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut last_reconcile: Option<Instant> = None;
@@ -177,14 +193,19 @@ impl Replicator {
                 }
                 _ = tokio::time::sleep(poll) => {}
                 Some(_) = tasks.join_next() => {}
-                _ = heartbeat.tick() => self.heartbeat().await,
             }
         }
         tasks.shutdown().await;
-        let held: Vec<Uuid> = self.running.lock().expect("not poisoned").drain().collect();
-        for stream in held {
-            let _ =
-                db::update_stream(self.pool(), self.owner, stream, &StreamUpdate::Release).await;
+        let _ = heartbeats.await;
+        let held: Vec<Lease> = self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .drain()
+            .map(|(_, lease)| lease)
+            .collect();
+        for lease in held {
+            let _ = db::update_stream(self.pool(), &lease, &StreamUpdate::Release).await;
         }
         // The listener holds one of the pool's connections: closing the pool waits for it.
         drop(listener);
@@ -199,19 +220,17 @@ impl Replicator {
     }
 
     async fn heartbeat(&self) {
-        let held: Vec<Uuid> = self
+        let held: Vec<Lease> = self
             .running
             .lock()
             .expect("not poisoned")
-            .iter()
+            .values()
             .copied()
             .collect();
         if held.is_empty() {
             return;
         }
-        if let Err(err) =
-            db::heartbeat(self.pool(), self.owner, &held, self.settings.lease_seconds).await
-        {
+        if let Err(err) = db::heartbeat(self.pool(), &held, self.settings.lease_seconds).await {
             tracing::warn!(%err, "replication lease heartbeat failed");
         }
     }
@@ -236,15 +255,35 @@ impl Replicator {
             }
         };
         for stream in leased {
+            let lease = stream.lease;
             self.running
                 .lock()
                 .expect("not poisoned")
-                .insert(stream.stream_id);
+                .insert(lease.stream_id, lease);
             let this = self.clone();
             tasks.spawn(async move {
-                let id = stream.stream_id;
-                this.run_stream(stream).await;
-                this.running.lock().expect("not poisoned").remove(&id);
+                let attempts = stream.attempts;
+                // A panic in one stream's task stops that attempt only: the lease is released
+                // and the panic recorded as the failure, and the stream retries after a backoff.
+                if let Err(panic) = AssertUnwindSafe(this.run_stream(stream)).catch_unwind().await {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_string());
+                    tracing::error!(stream = %lease.stream_id, %message, "replication task panicked");
+                    let retry = StreamUpdate::Retry {
+                        error: format!("the replication task panicked: {message}"),
+                        delay_ms: this.backoff_ms(attempts),
+                    };
+                    if let Err(err) = db::update_stream(this.pool(), &lease, &retry).await {
+                        tracing::warn!(%err, "could not record a replication panic");
+                    }
+                }
+                this.running
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&lease.stream_id);
             });
         }
     }
@@ -252,11 +291,12 @@ impl Replicator {
     /// Drives one leased stream and records how it ended.
     async fn run_stream(&self, mut stream: StreamRow) {
         let id = stream.stream_id;
+        let lease = stream.lease;
         let outcome = self.drive(&mut stream).await;
         let update = match outcome {
             Ok(Done::CaughtUp) => StreamUpdate::Release,
             Ok(Done::Finished) => {
-                if let Err(err) = db::delete_stream(self.pool(), self.owner, id).await {
+                if let Err(err) = db::delete_stream(self.pool(), &lease).await {
                     tracing::warn!(%err, stream = %id, "could not remove a finished stream");
                 }
                 return;
@@ -278,8 +318,7 @@ impl Replicator {
             Err(Failure::Restart(reason)) => {
                 tracing::warn!(stream = %id, %reason, "replication stream restarts with a backfill");
                 let _ =
-                    db::update_stream(self.pool(), self.owner, id, &StreamUpdate::Restart(reason))
-                        .await;
+                    db::update_stream(self.pool(), &lease, &StreamUpdate::Restart(reason)).await;
                 StreamUpdate::Release
             }
             Err(Failure::Rewind(version)) => StreamUpdate::Applied {
@@ -290,11 +329,11 @@ impl Replicator {
             },
         };
         let rewound = matches!(update, StreamUpdate::Applied { .. });
-        if let Err(err) = db::update_stream(self.pool(), self.owner, id, &update).await {
+        if let Err(err) = db::update_stream(self.pool(), &lease, &update).await {
             tracing::warn!(%err, stream = %id, "could not record a replication outcome");
         }
         if rewound {
-            let _ = db::update_stream(self.pool(), self.owner, id, &StreamUpdate::Release).await;
+            let _ = db::update_stream(self.pool(), &lease, &StreamUpdate::Release).await;
         }
     }
 
@@ -312,6 +351,7 @@ impl Replicator {
     }
 
     async fn drive(&self, s: &mut StreamRow) -> Result<Done, Failure> {
+        self.catalog.faults().check_in_stream_task();
         let wh = self
             .catalog
             .warehouse_by_id(s.warehouse_id)
@@ -675,7 +715,7 @@ impl Replicator {
     }
 
     async fn record(&self, s: &StreamRow, update: StreamUpdate) -> Result<(), Failure> {
-        if db::update_stream(self.pool(), self.owner, s.stream_id, &update).await? {
+        if db::update_stream(self.pool(), &s.lease, &update).await? {
             Ok(())
         } else {
             Err(Failure::LeaseLost)
