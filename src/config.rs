@@ -30,6 +30,9 @@ pub struct Settings {
     pub metadata_cache_bytes: u64,
     /// Largest metadata file floe reads (to register, load or replicate); larger ones get 400.
     pub max_metadata_bytes: u64,
+    /// Largest manifest list, manifest, position-delete or Puffin file read into memory (purge,
+    /// replication); a larger one fails the replication stream naming the file.
+    pub max_manifest_bytes: u64,
     /// Warehouses served by this floe. Each is created in the database at start if missing.
     pub warehouses: Vec<WarehouseSettings>,
     /// The warehouse `/v1/config` answers for when a client names none.
@@ -282,6 +285,7 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024 * 1024,
             metadata_cache_bytes: 256 * 1024 * 1024,
             max_metadata_bytes: 64 * 1024 * 1024,
+            max_manifest_bytes: 64 * 1024 * 1024,
             warehouses: Vec::new(),
             default_warehouse: None,
             auth: AuthSettings::default(),

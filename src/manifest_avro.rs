@@ -12,10 +12,6 @@ use std::collections::HashMap;
 use apache_avro::types::Value;
 use apache_avro::{Codec, Reader, Writer};
 
-/// The largest manifest list or manifest read whole (purge, replication). Files are read under
-/// this bound, never whole first; a larger one is refused with its name.
-pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AvroRewriteError {
     #[error("reading Avro: {0}")]

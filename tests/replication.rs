@@ -173,10 +173,22 @@ async fn backfill_then_tail_with_paths_rewritten() {
     assert_eq!(snapshot_ids(&copy).len(), 4);
     assert_eq!(data_files(replica.warehouse_dir.path()), 7);
 
-    // The replica's own log records the replicated changes, marked with their origin.
+    // The replica's own log records the replicated changes, marked with their origin: the
+    // backfill as one entry (it was built beside and swapped in whole), then the tail's commit.
     let log = replica.log().await;
     let table_entries: Vec<&Value> = log.iter().filter(|e| e["table-name"] == "events").collect();
-    assert!(table_entries.len() >= 3, "{log:?}");
+    let kinds: Vec<&str> = table_entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["create-table", "commit-table"], "{log:?}");
+    assert_eq!(
+        table_entries[0]["metadata"]["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert!(
         table_entries
             .iter()

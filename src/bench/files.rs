@@ -29,6 +29,9 @@ const LIST_SCHEMA: &str = r#"{"type":"record","name":"manifest_file","fields":[
 #[derive(Debug, Default)]
 pub struct SnapshotWriter {
     manifests: Vec<(String, i64, i64, i64)>,
+    /// When set, the next snapshots' files are position-delete files in this format (e.g. to
+    /// test a format floe does not rewrite); data files otherwise.
+    pub position_deletes_as: Option<String>,
 }
 
 fn path_of(location: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -48,6 +51,12 @@ fn write(location: &str, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 impl SnapshotWriter {
+    /// Leaves the last snapshot's manifest out of the lists written next (a test that removed
+    /// that snapshot at the source).
+    pub fn forget_last_snapshot(&mut self) {
+        self.manifests.pop();
+    }
+
     /// Writes `files` data files of `size` bytes and the snapshot's manifest and manifest list
     /// under a `file://` `table_location`; returns the manifest list's location.
     pub fn write_snapshot(
@@ -88,10 +97,14 @@ impl SnapshotWriter {
                 .map(|b| (b as u64 * 31 + i as u64) as u8)
                 .collect();
             write(&data, &bytes)?;
+            let (content, format) = match &self.position_deletes_as {
+                Some(format) => (1, format.clone()),
+                None => (0, "PARQUET".to_string()),
+            };
             let data_file = Value::Record(vec![
-                ("content".into(), Value::Int(0)),
+                ("content".into(), Value::Int(content)),
                 ("file_path".into(), Value::String(data)),
-                ("file_format".into(), Value::String("PARQUET".into())),
+                ("file_format".into(), Value::String(format)),
                 ("record_count".into(), Value::Long(10)),
                 ("file_size_in_bytes".into(), Value::Long(size as i64)),
             ]);

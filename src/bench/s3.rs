@@ -128,6 +128,7 @@ pub async fn run_s3(options: S3BenchOptions) -> anyhow::Result<()> {
             destination,
             PathMap::new("s3://src/t", &target)?,
             16,
+            64 * 1024 * 1024,
         );
         let started = Instant::now();
         futures::stream::iter(names.iter())

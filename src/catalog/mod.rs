@@ -8,6 +8,7 @@ pub mod namespaces;
 pub mod paths;
 pub mod purge;
 pub mod replica;
+pub mod replica_build;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;
@@ -117,6 +118,8 @@ pub struct Catalog {
     faults: Arc<Faults>,
     metadata: MetadataCache,
     table_locks: TableLocks,
+    /// `max_manifest_bytes`: the most of a manifest-like file read into memory.
+    max_manifest_bytes: u64,
 }
 
 impl Catalog {
@@ -160,6 +163,7 @@ impl Catalog {
                 settings.max_metadata_bytes,
             ),
             table_locks: TableLocks::default(),
+            max_manifest_bytes: settings.max_manifest_bytes,
         })
     }
 
@@ -169,6 +173,11 @@ impl Catalog {
 
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// The most of a manifest list, manifest, position-delete or Puffin file read into memory.
+    pub fn max_manifest_bytes(&self) -> u64 {
+        self.max_manifest_bytes
     }
 
     pub fn region(&self) -> &str {

@@ -38,6 +38,7 @@ pub struct PurgeReport {
 /// not). Paths that do not parse, or lie outside the storage's root, are counted and left alone.
 async fn referenced_files(
     storage: &dyn Storage,
+    max_manifest_bytes: u64,
     metadata: &TableMetadata,
     metadata_location: &str,
     data_files: bool,
@@ -67,7 +68,13 @@ async fn referenced_files(
         let mut list = BTreeSet::new();
         keep(snapshot.manifest_list(), &mut list, report);
         for list_location in list {
-            match read_paths(storage, &list_location, manifest_avro::manifest_paths).await {
+            let read = read_paths(
+                storage,
+                max_manifest_bytes,
+                &list_location,
+                manifest_avro::manifest_paths,
+            );
+            match read.await {
                 Ok(paths) => {
                     for path in paths {
                         keep(&path, &mut manifests, report);
@@ -81,7 +88,13 @@ async fn referenced_files(
     // Snapshots share manifests; each is read once.
     if data_files {
         for manifest in &manifests {
-            match read_paths(storage, manifest, manifest_avro::entry_file_paths).await {
+            let read = read_paths(
+                storage,
+                max_manifest_bytes,
+                manifest,
+                manifest_avro::entry_file_paths,
+            );
+            match read.await {
                 Ok(paths) => {
                     for path in paths {
                         keep(&path, &mut files, report);
@@ -120,11 +133,12 @@ pub async fn location_is_exclusive(
 /// Reads a manifest list or manifest and the paths `parse` finds in it; the error names the file.
 async fn read_paths(
     storage: &dyn Storage,
+    max_bytes: u64,
     location: &Location,
     parse: fn(&[u8]) -> Result<Vec<String>, AvroRewriteError>,
 ) -> Result<Vec<String>, String> {
     let bytes = storage
-        .read(location, manifest_avro::MAX_MANIFEST_BYTES)
+        .read(location, max_bytes)
         .await
         .map_err(|err| format!("{location}: {err}"))?;
     parse(&bytes).map_err(|err| format!("{location}: {err}"))
@@ -134,6 +148,7 @@ async fn read_paths(
 /// everything under its location as well), then any directories under its location left empty.
 pub async fn purge_table(
     storage: &dyn Storage,
+    max_manifest_bytes: u64,
     metadata: &TableMetadata,
     metadata_location: &str,
     list_location: bool,
@@ -148,6 +163,7 @@ pub async fn purge_table(
     report.data_files_kept = !gc_enabled;
     let mut doomed = referenced_files(
         storage,
+        max_manifest_bytes,
         metadata,
         metadata_location,
         gc_enabled,

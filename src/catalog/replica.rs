@@ -1,11 +1,15 @@
-//! Replica tables at a destination: applying one replicated change, fenced on the replica's position,
-//! and the read-only rule that keeps every client change away from replicas.
+//! Replica tables at a destination: applying one replicated change, fenced on the replica's
+//! generation and position, and the read-only rule that keeps every client change away from
+//! replicas.
 //!
-//! A change applies in one PostgreSQL transaction, like a client commit: lock the replica's row,
-//! check the position, apply, write the metadata file, swap the pointer, append to this region's log
-//! (marked with the origin region, so the replica can feed further regions), COMMIT. A repeat of a
-//! change already applied is acknowledged without effect; a change that does not follow the replica's
-//! position is refused with the position, so the sender can resume from there.
+//! A change applies in one PostgreSQL transaction, like a client commit: lock the replica's row
+//! (and its build's), decide where the change goes ([`Route`]), apply, write the metadata file,
+//! swap the pointer, append to this region's log (marked with the origin region, so the replica
+//! can feed further regions), COMMIT. A backfill's steps build the next generation beside the
+//! serving replica (`replica_build`); the tail's changes go to the serving replica. A repeat of a
+//! change already applied is acknowledged without effect; a change of an older generation, or one
+//! that does not follow the position it targets, is refused with that position, so the sender can
+//! resume from there.
 
 use std::sync::Arc;
 
@@ -16,11 +20,12 @@ use uuid::Uuid;
 use crate::contract::peer_protocol::{
     ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, Retention,
 };
-use crate::db::catalog::{self as db, NewTable, ReplicaMark, TablePointer, TableRow};
+use crate::db::catalog::{self as db, ReplicaBuild, ReplicaMark, TablePointer, TableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::names::{NamespaceName, TableName};
 
+use super::commit::PendingFiles;
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
 use super::{Catalog, Warehouse};
@@ -51,13 +56,13 @@ fn mismatch(message: String, position: Option<ReplicaPosition>) -> CatalogError 
 }
 
 /// The state of a replica row before a change.
-struct Current {
-    row: TableRow,
+pub(super) struct Current {
+    pub(super) row: TableRow,
     mark: ReplicaMark,
 }
 
 impl Current {
-    fn position(&self) -> ReplicaPosition {
+    pub(super) fn position(&self) -> ReplicaPosition {
         ReplicaPosition {
             generation: self.mark.generation,
             position: Position {
@@ -66,6 +71,19 @@ impl Current {
             },
         }
     }
+}
+
+/// Where a replicated change goes, by the replica's generation and position (see the module docs).
+enum Route {
+    /// Applied before: acknowledged without effect.
+    Repeat(ApplyResponse),
+    /// A create of a newer generation: a build begins beside the serving replica.
+    StartBuild,
+    /// The next step of the build of the change's generation (and the serving replica, if any,
+    /// whose history the build's last step keeps).
+    Build(ReplicaBuild, Option<Current>),
+    /// The next change to the serving replica.
+    Serving(Current),
 }
 
 impl Catalog {
@@ -80,292 +98,278 @@ impl Catalog {
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
             let mut tx = self.pool.begin().await?;
-            let current =
-                db::get_replica(&mut tx, wh.id, &req.source_region, req.source_table_id)
-                    .await?
-                    .map(|row| {
-                        let mark = row.replica.clone().expect("get_replica reads replicas");
-                        Current { row, mark }
-                    });
-            if let Some(done) = Self::check_fence(&req, current.as_ref())? {
-                return Ok(done);
-            }
-            let mark = ReplicaMark {
-                source_region: req.source_region.clone(),
-                source_table_id: req.source_table_id,
-                origin_region: req.origin_region.clone(),
-                origin_url: req.origin_url.clone(),
-                generation: req.generation,
-                version: req.to.version,
-                step: req.to.step,
-                orphaned: false,
+            let current = db::get_replica(&mut tx, wh.id, &req.source_region, req.source_table_id)
+                .await?
+                .map(|row| {
+                    let mark = row.replica.clone().expect("get_replica reads replicas");
+                    Current { row, mark }
+                });
+            let build =
+                db::get_replica_build(&mut tx, wh.id, &req.source_region, req.source_table_id)
+                    .await?;
+            let change = ReplicatedChange {
+                wh,
+                req: &req,
+                table: &table,
+                principal,
             };
-            let entry_base = |kind: EntryKind, table: &TableName, table_id, uuid, version| NewEntry {
-                warehouse_id: wh.id,
-                txn_group: Uuid::now_v7(),
-                kind,
-                namespace: table.namespace.levels().to_vec(),
-                table: Some(TableVersionRef {
-                    table_id,
-                    table_uuid: uuid,
-                    name: table.name.clone(),
-                    version,
-                }),
-                changes: json!([]),
-                requirements: json!([]),
-                metadata: None,
-                details: json!({ "replicated-from": req.source_region, "position": req.to }),
-                principal: principal.to_string(),
-                origin_region: req.origin_region.clone(),
-                previous_metadata_location: None,
-                new_metadata_location: None,
-            };
-
-            let mut cached = None;
-            let mut purge_after = None;
-            let metadata_location = match (&req.action, current) {
-                (ApplyAction::Create { metadata }, current) => {
-                    let parsed: TableMetadata = serde_json::from_value(metadata.clone())
-                        .map_err(|e| {
-                            CatalogError::BadRequest(format!(
-                                "replicated metadata for {table} is not valid table metadata: {e}"
-                            ))
-                        })?;
-                    // Every path a peer sends must lie in this warehouse, as a client's must.
-                    super::paths::check_metadata(wh, &parsed)?;
-                    let built = Arc::new(CachedMetadata::from_parsed(parsed)?);
-                    let uuid = built.parsed.uuid();
-                    let (table_id, version, previous) = match current {
-                        Some(Current { row, .. }) => {
-                            // A resync replaces the replica of an older generation in place.
-                            let version = row.version + 1;
-                            (row.table_id, version, Some(row.metadata_location))
-                        }
-                        None => (Uuid::now_v7(), 1, None),
-                    };
-                    let file = metadata::metadata_file_location(built.parsed.location(), version)?;
-                    files.write(&wh.storage, &file, built.json.as_bytes()).await?;
-                    let location = file.to_string();
-                    if version == 1 {
-                        let namespace_id = self.replica_namespace(&mut tx, wh, &table, &req).await?;
-                        let inserted = db::insert_table(
-                            &mut tx,
-                            &NewTable {
-                                table_id,
-                                table_uuid: uuid,
-                                warehouse_id: wh.id,
-                                namespace_id,
-                                name: &table.name,
-                                metadata_location: &location,
-                                location: built.parsed.location(),
-                            },
-                        )
-                        .await?;
-                        if !inserted {
-                            return Err(CatalogError::AlreadyExists(format!(
-                                "cannot create the replica {table} in warehouse {}: a table of that \
-                                 name (or with table UUID {uuid}) already exists there and is not a \
-                                 replica of this source; rename one of them or give the rule a \
-                                 namespace prefix",
-                                wh.name
-                            )));
-                        }
-                    } else {
-                        let pointer = TablePointer {
-                            table_uuid: uuid,
-                            metadata_location: &location,
-                            location: built.parsed.location(),
-                        };
-                        db::update_table_pointer(&mut tx, table_id, &pointer, version).await?;
-                    }
-                    db::set_replica_mark(&mut tx, table_id, &mark).await?;
-                    let mut entry = entry_base(EntryKind::CreateTable, &table, table_id, uuid, version);
-                    entry.metadata = Some(metadata.clone());
-                    entry.previous_metadata_location = previous;
-                    entry.new_metadata_location = Some(location.clone());
-                    log::append(&mut tx, &[entry]).await?;
-                    cached = Some((location.clone(), built));
-                    Some(location)
+            let (response, after_commit) = match Self::route(&req, current, build)? {
+                Route::Repeat(done) => return Ok(done),
+                Route::StartBuild => (self.start_build(&mut tx, files, &change).await?, None),
+                Route::Build(build, serving) => {
+                    self.continue_build(&mut tx, files, &change, build, serving)
+                        .await?
                 }
-                (_, None) => unreachable!("check_fence refuses changes to a missing replica"),
-                (ApplyAction::Update { updates }, Some(Current { row, .. })) => {
-                    let base = self.metadata.load(&*wh.storage, &row.metadata_location).await?;
-                    let result = Self::apply_updates(&base, &row, updates, req.retention)?;
-                    if result.changes.is_empty() {
-                        // Nothing to change here (e.g. an expiry this replica does not follow): only
-                        // the position moves.
-                        db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
-                        Some(row.metadata_location)
-                    } else {
-                        super::paths::check_changes(wh, &result.changes)?;
-                        let metadata =
-                            with_last_updated(result.metadata, req.last_updated_ms)?;
-                        let built = Arc::new(CachedMetadata::from_parsed(metadata)?);
-                        let version = row.version + 1;
-                        let file =
-                            metadata::metadata_file_location(built.parsed.location(), version)?;
-                        files.write(&wh.storage, &file, built.json.as_bytes()).await?;
-                        let location = file.to_string();
-                        let pointer = TablePointer {
-                            table_uuid: row.table_uuid,
-                            metadata_location: &location,
-                            location: built.parsed.location(),
-                        };
-                        db::update_table_pointer(&mut tx, row.table_id, &pointer, version).await?;
-                        db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
-                        let mut entry =
-                            entry_base(EntryKind::CommitTable, &table, row.table_id, row.table_uuid, version);
-                        entry.changes =
-                            serde_json::to_value(&result.changes).unwrap_or_else(|_| json!([]));
-                        entry.previous_metadata_location = Some(row.metadata_location);
-                        entry.new_metadata_location = Some(location.clone());
-                        log::append(&mut tx, &[entry]).await?;
-                        cached = Some((location.clone(), built));
-                        Some(location)
-                    }
-                }
-                (ApplyAction::Rename { namespace, name }, Some(Current { row, .. })) => {
-                    let target = TableName::new(NamespaceName::new(namespace.clone())?, name.clone())?;
-                    let namespace_id = self.replica_namespace(&mut tx, wh, &target, &req).await?;
-                    let version = row.version + 1;
-                    if !db::rename_table(&mut tx, row.table_id, namespace_id, &target.name, version).await? {
-                        return Err(CatalogError::AlreadyExists(format!(
-                            "cannot rename the replica {table} to {target} in warehouse {}: a table \
-                             of that name already exists there",
-                            wh.name
-                        )));
-                    }
-                    db::set_replica_mark(&mut tx, row.table_id, &mark).await?;
-                    let mut entry =
-                        entry_base(EntryKind::RenameTable, &table, row.table_id, row.table_uuid, version);
-                    entry.details["destination"] =
-                        json!({ "namespace": target.namespace.levels(), "name": target.name });
-                    entry.previous_metadata_location = Some(row.metadata_location.clone());
-                    entry.new_metadata_location = Some(row.metadata_location.clone());
-                    log::append(&mut tx, &[entry]).await?;
-                    Some(row.metadata_location)
-                }
-                (ApplyAction::Drop { purge }, Some(Current { row, .. })) => {
-                    db::delete_table(&mut tx, row.table_id).await?;
-                    let mut entry = entry_base(
-                        EntryKind::DropTable,
-                        &table,
-                        row.table_id,
-                        row.table_uuid,
-                        row.version + 1,
-                    );
-                    entry.details["purge"] = json!(purge);
-                    entry.previous_metadata_location = Some(row.metadata_location.clone());
-                    log::append(&mut tx, &[entry]).await?;
-                    if *purge {
-                        purge_after = Some(row.metadata_location);
-                    }
-                    None
-                }
-                (ApplyAction::Orphan, Some(Current { row, .. })) => {
-                    let orphaned = ReplicaMark { orphaned: true, ..mark.clone() };
-                    db::set_replica_mark(&mut tx, row.table_id, &orphaned).await?;
-                    let version = row.version + 1;
-                    db::bump_table_version(&mut tx, row.table_id, version).await?;
-                    let mut entry =
-                        entry_base(EntryKind::OrphanTable, &table, row.table_id, row.table_uuid, version);
-                    entry.previous_metadata_location = Some(row.metadata_location.clone());
-                    entry.new_metadata_location = Some(row.metadata_location.clone());
-                    log::append(&mut tx, &[entry]).await?;
-                    Some(row.metadata_location)
+                Route::Serving(current) => {
+                    self.apply_to_serving(&mut tx, files, &change, current)
+                        .await?
                 }
             };
             self.commit_transaction_or_unknown(tx).await?;
-            if let Some((location, built)) = cached {
-                self.metadata.insert(&location, built);
+            match after_commit {
+                Some(AfterCommit::Cache(location, built)) => self.metadata.insert(&location, built),
+                Some(AfterCommit::Purge(location)) => {
+                    self.purge_after_drop(wh, &table, &location).await
+                }
+                None => {}
             }
-            if let Some(location) = purge_after {
-                self.purge_after_drop(wh, &table, &location).await;
-            }
-            Ok(ApplyResponse {
-                applied: true,
-                position: req.to,
-                metadata_location,
-            })
+            Ok(response)
         })
         .await
     }
 
-    /// `Some(answer)` for a repeat of an applied change; an error for a change that does not follow
-    /// the replica's position; `None` when the change applies.
-    fn check_fence(
+    /// Decides where a change goes: a repeat is acknowledged, a change of an older generation or
+    /// one that does not follow the position it targets is refused with that position.
+    fn route(
         req: &ApplyRequest,
-        current: Option<&Current>,
-    ) -> CatalogResult<Option<ApplyResponse>> {
-        let is_create = matches!(req.action, ApplyAction::Create { .. });
-        let Some(current) = current else {
-            if is_create {
-                return Ok(None);
-            }
-            if matches!(req.action, ApplyAction::Drop { .. }) {
-                // The replica is gone: a repeated drop.
-                return Ok(Some(ApplyResponse {
-                    applied: false,
-                    position: req.to,
-                    metadata_location: None,
-                }));
-            }
+        current: Option<Current>,
+        build: Option<ReplicaBuild>,
+    ) -> CatalogResult<Route> {
+        let serving_at = current.as_ref().map(Current::position);
+        let build_at = build.as_ref().map(|b| ReplicaPosition {
+            generation: b.generation,
+            position: Position {
+                version: b.version,
+                step: b.step,
+            },
+        });
+        if let Some(newer) = [serving_at, build_at]
+            .into_iter()
+            .flatten()
+            .find(|at| at.generation > req.generation)
+        {
             return Err(mismatch(
                 format!(
-                    "no replica of source table {} from region `{}` exists here; start with a backfill",
-                    req.source_table_id, req.source_region
+                    "the replica is of generation {}, newer than {}",
+                    newer.generation, req.generation
                 ),
-                None,
-            ));
-        };
-        let at = current.position();
-        if at.generation > req.generation {
-            return Err(mismatch(
-                format!(
-                    "the replica was made by generation {} of this stream, newer than {}",
-                    at.generation, req.generation
-                ),
-                Some(at),
+                Some(newer),
             ));
         }
-        if at.generation < req.generation {
-            return if is_create {
-                Ok(None)
+        let repeat = |at: ReplicaPosition, location: Option<String>| {
+            Route::Repeat(ApplyResponse {
+                applied: false,
+                position: at.position,
+                metadata_location: location,
+            })
+        };
+        let same_generation =
+            |at: &Option<ReplicaPosition>| at.filter(|at| at.generation == req.generation);
+        // A change already applied, to the build of its generation or (once swapped in) to the
+        // serving replica.
+        if let Some(at) = same_generation(&serving_at).filter(|at| at.position >= req.to) {
+            let location = current.map(|c| c.row.metadata_location);
+            return Ok(repeat(at, location));
+        }
+        if let Some(at) = same_generation(&build_at).filter(|at| at.position >= req.to) {
+            return Ok(repeat(at, build.map(|b| b.metadata_location)));
+        }
+        if matches!(req.action, ApplyAction::Create { .. }) {
+            return Ok(Route::StartBuild);
+        }
+        let follows = |at: ReplicaPosition| {
+            if req.from == Some(at.position) {
+                Ok(())
             } else {
+                let expected = req
+                    .from
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "no replica".to_string());
                 Err(mismatch(
                     format!(
-                        "the replica is of generation {}; generation {} must begin with a backfill",
-                        at.generation, req.generation
+                        "the change expects the replica at {expected}, but it is at {}",
+                        at.position
                     ),
                     Some(at),
                 ))
+            }
+        };
+        if let (Some(at), Some(build)) = (same_generation(&build_at), build) {
+            follows(at)?;
+            return match req.action {
+                ApplyAction::Update { .. } => Ok(Route::Build(build, current)),
+                _ => Err(CatalogError::BadRequest(
+                    "only updates continue a replica's build; renames and drops follow it"
+                        .to_string(),
+                )),
             };
         }
-        if at.position >= req.to {
-            return Ok(Some(ApplyResponse {
-                applied: false,
-                position: at.position,
-                metadata_location: Some(current.row.metadata_location.clone()),
-            }));
+        let serving_gone = current.is_none();
+        if let (Some(at), Some(current)) = (same_generation(&serving_at), current) {
+            follows(at)?;
+            return Ok(Route::Serving(current));
         }
-        if req.from != Some(at.position) {
-            let expected = req
-                .from
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "no replica".to_string());
-            return Err(mismatch(
-                format!(
-                    "the change expects the replica at {expected}, but it is at {}",
-                    at.position
-                ),
-                Some(at),
+        if serving_gone && matches!(req.action, ApplyAction::Drop { .. }) {
+            // The replica is gone: a repeated drop.
+            return Ok(repeat(
+                ReplicaPosition {
+                    generation: req.generation,
+                    position: req.to,
+                },
+                None,
             ));
         }
-        Ok(None)
+        Err(match serving_at {
+            Some(at) => mismatch(
+                format!(
+                    "the replica is of generation {}; generation {} must begin with a backfill",
+                    at.generation, req.generation
+                ),
+                Some(at),
+            ),
+            None => mismatch(
+                format!(
+                    "no replica of source table {} from region `{}` exists here; start with a \
+                     backfill",
+                    req.source_table_id, req.source_region
+                ),
+                None,
+            ),
+        })
+    }
+
+    /// A change to the serving replica: updates, renames, drops and orphan marks of the tail.
+    async fn apply_to_serving(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        files: &mut PendingFiles,
+        change: &ReplicatedChange<'_>,
+        Current { row, .. }: Current,
+    ) -> CatalogResult<(ApplyResponse, Option<AfterCommit>)> {
+        let (wh, req, table) = (change.wh, change.req, change.table);
+        let mark = change.mark(false);
+        let mut after = None;
+        let metadata_location = match &req.action {
+            ApplyAction::Create { .. } => unreachable!("creates begin a build"),
+            ApplyAction::Update { updates } => {
+                let base = self
+                    .metadata
+                    .load(&*wh.storage, &row.metadata_location)
+                    .await?;
+                let result = Self::apply_updates(&base, &row, updates, req.retention)?;
+                if result.changes.is_empty() {
+                    // Nothing to change here (e.g. an expiry this replica does not follow): only
+                    // the position moves.
+                    db::set_replica_mark(tx, row.table_id, &mark).await?;
+                    Some(row.metadata_location)
+                } else {
+                    super::paths::check_changes(wh, &result.changes)?;
+                    let metadata = with_last_updated(result.metadata, req.last_updated_ms)?;
+                    let built = Arc::new(CachedMetadata::from_parsed(metadata)?);
+                    let version = row.version + 1;
+                    let file = metadata::metadata_file_location(built.parsed.location(), version)?;
+                    files
+                        .write(&wh.storage, &file, built.json.as_bytes())
+                        .await?;
+                    let location = file.to_string();
+                    let pointer = TablePointer {
+                        table_uuid: row.table_uuid,
+                        metadata_location: &location,
+                        location: built.parsed.location(),
+                    };
+                    db::update_table_pointer(tx, row.table_id, &pointer, version).await?;
+                    db::set_replica_mark(tx, row.table_id, &mark).await?;
+                    let mut entry = change.entry(
+                        EntryKind::CommitTable,
+                        table,
+                        (row.table_id, row.table_uuid, version),
+                    );
+                    entry.changes = serde_json::to_value(&result.changes).map_err(|e| {
+                        CatalogError::BadRequest(format!("the changes do not serialise: {e}"))
+                    })?;
+                    entry.previous_metadata_location = Some(row.metadata_location);
+                    entry.new_metadata_location = Some(location.clone());
+                    log::append(tx, &[entry]).await?;
+                    after = Some(AfterCommit::Cache(location.clone(), built));
+                    Some(location)
+                }
+            }
+            ApplyAction::Rename { namespace, name } => {
+                let target = TableName::new(NamespaceName::new(namespace.clone())?, name.clone())?;
+                let namespace_id = self.replica_namespace(tx, wh, &target, req).await?;
+                let version = row.version + 1;
+                if !db::rename_table(tx, row.table_id, namespace_id, &target.name, version).await? {
+                    return Err(CatalogError::AlreadyExists(format!(
+                        "cannot rename the replica {table} to {target} in warehouse {}: a table \
+                         of that name already exists there",
+                        wh.name
+                    )));
+                }
+                db::set_replica_mark(tx, row.table_id, &mark).await?;
+                let mut entry = change.entry(
+                    EntryKind::RenameTable,
+                    table,
+                    (row.table_id, row.table_uuid, version),
+                );
+                entry.details["destination"] =
+                    json!({ "namespace": target.namespace.levels(), "name": target.name });
+                entry.previous_metadata_location = Some(row.metadata_location.clone());
+                entry.new_metadata_location = Some(row.metadata_location.clone());
+                log::append(tx, &[entry]).await?;
+                Some(row.metadata_location)
+            }
+            ApplyAction::Drop { purge } => {
+                db::delete_table(tx, row.table_id).await?;
+                let mut entry = change.entry(
+                    EntryKind::DropTable,
+                    table,
+                    (row.table_id, row.table_uuid, row.version + 1),
+                );
+                entry.details["purge"] = json!(purge);
+                entry.previous_metadata_location = Some(row.metadata_location.clone());
+                log::append(tx, &[entry]).await?;
+                if *purge {
+                    after = Some(AfterCommit::Purge(row.metadata_location));
+                }
+                None
+            }
+            ApplyAction::Orphan => {
+                db::set_replica_mark(tx, row.table_id, &change.mark(true)).await?;
+                let version = row.version + 1;
+                db::bump_table_version(tx, row.table_id, version).await?;
+                let mut entry = change.entry(
+                    EntryKind::OrphanTable,
+                    table,
+                    (row.table_id, row.table_uuid, version),
+                );
+                entry.previous_metadata_location = Some(row.metadata_location.clone());
+                entry.new_metadata_location = Some(row.metadata_location.clone());
+                log::append(tx, &[entry]).await?;
+                Some(row.metadata_location)
+            }
+        };
+        Ok((
+            ApplyResponse {
+                applied: true,
+                position: req.to,
+                metadata_location,
+            },
+            after,
+        ))
     }
 
     /// The namespace a replica lives in, created (read-only, marked with its origin) when missing.
-    async fn replica_namespace(
+    pub(super) async fn replica_namespace(
         &self,
         tx: &mut sqlx::PgConnection,
         wh: &Warehouse,
@@ -407,8 +411,69 @@ impl Catalog {
     }
 }
 
+/// One replicated change and what every part of applying it needs.
+pub(super) struct ReplicatedChange<'a> {
+    pub(super) wh: &'a Warehouse,
+    pub(super) req: &'a ApplyRequest,
+    pub(super) table: &'a TableName,
+    pub(super) principal: &'a str,
+}
+
+impl ReplicatedChange<'_> {
+    /// The replica mark after this change.
+    pub(super) fn mark(&self, orphaned: bool) -> ReplicaMark {
+        ReplicaMark {
+            source_region: self.req.source_region.clone(),
+            source_table_id: self.req.source_table_id,
+            origin_region: self.req.origin_region.clone(),
+            origin_url: self.req.origin_url.clone(),
+            generation: self.req.generation,
+            version: self.req.to.version,
+            step: self.req.to.step,
+            orphaned,
+        }
+    }
+
+    /// This region's log entry for the change (the origin region kept, so chains can follow).
+    pub(super) fn entry(
+        &self,
+        kind: EntryKind,
+        table: &TableName,
+        (table_id, table_uuid, version): (Uuid, Uuid, i64),
+    ) -> NewEntry {
+        NewEntry {
+            warehouse_id: self.wh.id,
+            txn_group: Uuid::now_v7(),
+            kind,
+            namespace: table.namespace.levels().to_vec(),
+            table: Some(TableVersionRef {
+                table_id,
+                table_uuid,
+                name: table.name.clone(),
+                version,
+            }),
+            changes: json!([]),
+            requirements: json!([]),
+            metadata: None,
+            details: json!({ "replicated-from": self.req.source_region, "position": self.req.to }),
+            principal: self.principal.to_string(),
+            origin_region: self.req.origin_region.clone(),
+            previous_metadata_location: None,
+            new_metadata_location: None,
+        }
+    }
+}
+
+/// What to do once a change's transaction has committed.
+pub(super) enum AfterCommit {
+    /// Keep the new metadata in the cache.
+    Cache(String, Arc<CachedMetadata>),
+    /// Purge a dropped replica's files.
+    Purge(String),
+}
+
 /// Snapshots the replica's own retention removes: past the limit and not the head of any ref.
-fn expired_by_retention(metadata: &TableMetadata, retention: Retention) -> Vec<i64> {
+pub(super) fn expired_by_retention(metadata: &TableMetadata, retention: Retention) -> Vec<i64> {
     let heads: Vec<i64> = metadata::refs(metadata)
         .values()
         .map(|r| r.snapshot_id)
@@ -435,7 +500,7 @@ fn expired_by_retention(metadata: &TableMetadata, retention: Retention) -> Vec<i
 
 /// Gives the replica's metadata the source's `last-updated-ms`, so its timeline is the source's (and
 /// a snapshot committed at the source before a late apply still passes iceberg's timestamp checks).
-fn with_last_updated(
+pub(super) fn with_last_updated(
     metadata: TableMetadata,
     last_updated_ms: Option<i64>,
 ) -> CatalogResult<TableMetadata> {

@@ -268,6 +268,7 @@ impl Catalog {
             });
         match super::purge::purge_table(
             &*wh.storage,
+            self.max_manifest_bytes,
             &metadata.parsed,
             metadata_location,
             exclusive,

@@ -419,6 +419,89 @@ pub async fn get_replica(
     Ok(row.map(table_row))
 }
 
+/// A replica's next generation while it is built (see migration 0008).
+#[derive(Debug, Clone)]
+pub struct ReplicaBuild {
+    pub generation: i64,
+    pub version: i64,
+    pub step: i32,
+    pub metadata_location: String,
+}
+
+/// The build of a replica's next generation, its row locked until the transaction ends.
+pub async fn get_replica_build(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    source_region: &str,
+    source_table_id: Uuid,
+) -> sqlx::Result<Option<ReplicaBuild>> {
+    let row = sqlx::query(
+        "SELECT generation, version, step, metadata_location FROM replica_build
+         WHERE warehouse_id = $1 AND source_region = $2 AND source_table_id = $3 FOR UPDATE",
+    )
+    .bind(warehouse_id)
+    .bind(source_region)
+    .bind(source_table_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| ReplicaBuild {
+        generation: r.get(0),
+        version: r.get(1),
+        step: r.get(2),
+        metadata_location: r.get(3),
+    }))
+}
+
+/// Records a build's progress. A build of an older generation never replaces a newer one.
+pub async fn save_replica_build(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    source_region: &str,
+    source_table_id: Uuid,
+    build: &ReplicaBuild,
+) -> sqlx::Result<bool> {
+    let saved = sqlx::query(
+        "INSERT INTO replica_build
+             (warehouse_id, source_region, source_table_id, generation, version, step,
+              metadata_location)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (warehouse_id, source_region, source_table_id) DO UPDATE
+             SET generation = EXCLUDED.generation, version = EXCLUDED.version,
+                 step = EXCLUDED.step, metadata_location = EXCLUDED.metadata_location
+             WHERE replica_build.generation <= EXCLUDED.generation",
+    )
+    .bind(warehouse_id)
+    .bind(source_region)
+    .bind(source_table_id)
+    .bind(build.generation)
+    .bind(build.version)
+    .bind(build.step)
+    .bind(&build.metadata_location)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(saved == 1)
+}
+
+/// Removes a finished (swapped in) or abandoned build.
+pub async fn delete_replica_build(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    source_region: &str,
+    source_table_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM replica_build
+         WHERE warehouse_id = $1 AND source_region = $2 AND source_table_id = $3",
+    )
+    .bind(warehouse_id)
+    .bind(source_region)
+    .bind(source_table_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Marks a table row as a replica and records the source position it has reached.
 pub async fn set_replica_mark(
     conn: &mut PgConnection,

@@ -464,8 +464,14 @@ pub enum StreamUpdate {
     },
     /// Stop until an operator acts.
     Failed(String),
-    /// Start over with a new generation (a full backfill that replaces the replica).
-    Restart(String),
+    /// Start over with a new generation (a full backfill, built beside the replica and swapped
+    /// in when complete), after `delay_ms`, with a generation above `above` if one is given (the
+    /// destination's newest).
+    Restart {
+        reason: String,
+        delay_ms: i64,
+        above: Option<i64>,
+    },
     Release,
 }
 
@@ -539,15 +545,24 @@ pub async fn update_stream(
         .bind(stream_id)
         .bind(token)
         .bind(reason),
-        StreamUpdate::Restart(reason) => sqlx::query(
-            "UPDATE replication_stream SET generation = generation + 1, applied_version = 0,
-                 backfill_version = NULL, backfill_location = NULL, backfill_step = 0,
-                 dest_location = NULL, last_error = $3, attempts = attempts + 1
+        StreamUpdate::Restart {
+            reason,
+            delay_ms,
+            above,
+        } => sqlx::query(
+            "UPDATE replication_stream SET generation = greatest(generation, $5) + 1,
+                 applied_version = 0, backfill_version = NULL, backfill_location = NULL,
+                 backfill_step = 0, dest_location = NULL, last_error = $3,
+                 attempts = attempts + 1,
+                 next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
+                 lease_owner = NULL, lease_expires_at = NULL
              WHERE stream_id = $1 AND lease_token = $2",
         )
         .bind(stream_id)
         .bind(token)
-        .bind(reason),
+        .bind(reason)
+        .bind(*delay_ms as f64)
+        .bind(above.unwrap_or(0)),
         StreamUpdate::Release => sqlx::query(
             "UPDATE replication_stream SET lease_owner = NULL, lease_expires_at = NULL
              WHERE stream_id = $1 AND lease_token = $2",
@@ -693,9 +708,18 @@ pub async fn act_on_streams(
             "paused = true, lease_owner = NULL, lease_expires_at = NULL,
              lease_token = lease_token + 1"
         }
-        // Resume also clears a failure: the operator has dealt with its cause.
+        // Resume also clears a failure: the operator has dealt with its cause. A stream that
+        // failed, or stopped inside a backfill, begins a new backfill (of a new generation, built
+        // beside the replica) at the source's version now: the state it stopped at may since have
+        // been repaired at the source, and replaying the log could not get past it.
         StreamAction::Resume => {
-            "paused = false, failed_reason = NULL, attempts = 0, next_attempt_at = now()"
+            "paused = false, failed_reason = NULL, attempts = 0, next_attempt_at = now(),
+             generation = generation
+                 + (failed_reason IS NOT NULL OR backfill_version IS NOT NULL)::int,
+             applied_version = CASE WHEN failed_reason IS NOT NULL OR backfill_version IS NOT NULL
+                                    THEN 0 ELSE applied_version END,
+             backfill_version = NULL, backfill_location = NULL, backfill_step = 0,
+             lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1"
         }
         StreamAction::Resync => {
             "generation = generation + 1, applied_version = 0, backfill_version = NULL,

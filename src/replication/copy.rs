@@ -59,10 +59,6 @@ impl CopyError {
     }
 }
 
-/// The largest position-delete or Puffin file rewritten in memory; a larger one is refused with
-/// its name.
-const MAX_REWRITE_BYTES: u64 = 1024 * 1024 * 1024;
-
 /// Manifest entry status DELETED: the entry records a removal; its file is not live.
 const STATUS_DELETED: i32 = 2;
 /// The field id of a position-delete file's `file_path` column (reserved by the Iceberg spec).
@@ -86,6 +82,8 @@ pub struct Copier {
     map: PathMap,
     /// Bounds the files copied at once (each holds one copy buffer).
     permits: Arc<Semaphore>,
+    /// The most of a manifest list, manifest, position-delete or Puffin file read into memory.
+    max_file_bytes: u64,
     /// Whether files were copied without syncing since the last `finish`.
     needs_sync: Arc<AtomicBool>,
     pub stats: Arc<CopyStats>,
@@ -97,12 +95,14 @@ impl Copier {
         destination: Arc<dyn Storage>,
         map: PathMap,
         parallel_files: usize,
+        max_file_bytes: u64,
     ) -> Self {
         Self {
             source,
             destination,
             map,
             permits: Arc::new(Semaphore::new(parallel_files.max(1))),
+            max_file_bytes,
             needs_sync: Arc::default(),
             stats: Arc::default(),
         }
@@ -128,7 +128,7 @@ impl Copier {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(destination.to_string());
         }
-        let bytes = self.source.read(&source, avro::MAX_MANIFEST_BYTES).await?;
+        let bytes = self.source.read(&source, self.max_file_bytes).await?;
         let avro_err = |source| CopyError::Avro {
             file: manifest_list.to_string(),
             source,
@@ -167,7 +167,7 @@ impl Copier {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(length);
         }
-        let bytes = self.source.read(&source, avro::MAX_MANIFEST_BYTES).await?;
+        let bytes = self.source.read(&source, self.max_file_bytes).await?;
         let avro_err = |source| CopyError::Avro {
             file: manifest.to_string(),
             source,
@@ -236,7 +236,7 @@ impl Copier {
                 self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(size);
             }
-            let bytes = self.source.read(&source, MAX_REWRITE_BYTES).await?;
+            let bytes = self.source.read(&source, self.max_file_bytes).await?;
             let rewritten = delete_files::rewrite_puffin_references(&bytes, &self.map)
                 .map_err(|e| CopyError::Unsupported(format!("{}: {e}", file.path)))?;
             let size = rewritten.len() as u64;
@@ -254,7 +254,7 @@ impl Copier {
                 self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(size);
             }
-            let bytes = Bytes::from(self.source.read(&source, MAX_REWRITE_BYTES).await?);
+            let bytes = Bytes::from(self.source.read(&source, self.max_file_bytes).await?);
             let rewritten = delete_files::rewrite_parquet_position_deletes(bytes, &self.map)
                 .map_err(|source| CopyError::DeleteFile {
                     file: file.path.clone(),

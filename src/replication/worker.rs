@@ -35,6 +35,8 @@ use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position};
 
 /// Log entries read per round of a stream's tail.
 const TAIL_BATCH: i64 = 64;
+/// Restarts (new backfills) in a row before a stream stops for an operator.
+const MAX_RESTARTS: i32 = 5;
 /// Streams are reconciled with the rules at most this often (a woken replicator reconciles, so a
 /// new table or rule gets its streams promptly; a busy log does not run it on every commit).
 const RECONCILE_EVERY: Duration = Duration::from_millis(100);
@@ -47,8 +49,8 @@ enum Failure {
     /// Stop until an operator acts.
     Permanent(String),
     /// Begin again with a full backfill (the source's files for the pending state are gone, or the
-    /// replica disappeared or was replaced).
-    Restart(String),
+    /// replica disappeared or was replaced), of a generation above the one given if any.
+    Restart(String, Option<i64>),
     /// The destination is behind the stream's record (e.g. restored from a backup): resend from
     /// its version.
     Rewind(i64),
@@ -56,12 +58,26 @@ enum Failure {
     LeaseLost,
 }
 
+impl Failure {
+    /// The same failure, its message prefixed with where it happened (e.g. the log entry).
+    fn within(self, context: &str) -> Self {
+        match self {
+            Failure::Transient(m) => Failure::Transient(format!("{context}: {m}")),
+            Failure::Permanent(m) => Failure::Permanent(format!("{context}: {m}")),
+            Failure::Restart(m, above) => Failure::Restart(format!("{context}: {m}"), above),
+            other => other,
+        }
+    }
+}
+
 impl From<CopyError> for Failure {
     fn from(err: CopyError) -> Self {
         match &err {
-            CopyError::Storage(StorageError::NotFound(_)) => Failure::Restart(format!(
-                "a source file is gone (expired at the source?): {err}; starting a new backfill"
-            )),
+            // Gone since the change was logged (expired at the source before it was copied): a
+            // backfill of the source's state now may find what it needs.
+            CopyError::Storage(StorageError::NotFound(_)) => {
+                Failure::Restart(format!("a source file is missing: {err}"), None)
+            }
             e if e.is_permanent() => Failure::Permanent(err.to_string()),
             _ => Failure::Transient(err.to_string()),
         }
@@ -71,9 +87,9 @@ impl From<CopyError> for Failure {
 impl From<CatalogError> for Failure {
     fn from(err: CatalogError) -> Self {
         match &err {
-            CatalogError::Storage(StorageError::NotFound(_)) => Failure::Restart(format!(
-                "source metadata is gone: {err}; starting a new backfill"
-            )),
+            CatalogError::Storage(StorageError::NotFound(_)) => {
+                Failure::Restart(format!("source metadata is missing: {err}"), None)
+            }
             CatalogError::Storage(StorageError::Io { .. })
             | CatalogError::Unavailable(_)
             | CatalogError::Database(_) => Failure::Transient(err.to_string()),
@@ -315,11 +331,19 @@ impl Replicator {
                     "replication stream stopped");
                 StreamUpdate::Failed(reason)
             }
-            Err(Failure::Restart(reason)) => {
+            Err(Failure::Restart(reason, _)) if stream.attempts + 1 >= MAX_RESTARTS => {
+                let reason =
+                    format!("{reason} (and {MAX_RESTARTS} new backfills in a row did not help)");
+                tracing::error!(stream = %id, %reason, "replication stream stopped");
+                StreamUpdate::Failed(reason)
+            }
+            Err(Failure::Restart(reason, above)) => {
                 tracing::warn!(stream = %id, %reason, "replication stream restarts with a backfill");
-                let _ =
-                    db::update_stream(self.pool(), &lease, &StreamUpdate::Restart(reason)).await;
-                StreamUpdate::Release
+                StreamUpdate::Restart {
+                    delay_ms: self.backoff_ms(stream.attempts),
+                    reason: format!("{reason}; a new backfill follows"),
+                    above,
+                }
             }
             Err(Failure::Rewind(version)) => StreamUpdate::Applied {
                 version,
@@ -452,8 +476,24 @@ impl Replicator {
         }
     }
 
-    /// Sends the remaining backfill steps; the last lands the replica on the source version.
+    /// Sends the remaining backfill steps; the last lands the replica on the source version. A
+    /// state whose files are missing or unusable stops the stream: another backfill of the same
+    /// state cannot do better, and the replica keeps its last state meanwhile.
     async fn backfill(&self, s: &mut StreamRow, target: &Target) -> Result<(), Failure> {
+        let version = s.backfill_version.expect("backfilling");
+        self.backfill_steps(s, target)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Restart(reason, None) => Failure::Permanent(format!(
+                    "version {version} of the source table cannot be replicated: {reason}. The \
+                 replica keeps its last state; repair the source (e.g. remove the snapshot) and \
+                 resume the stream"
+                )),
+                other => other.within(&format!("backfill of version {version}")),
+            })
+    }
+
+    async fn backfill_steps(&self, s: &mut StreamRow, target: &Target) -> Result<(), Failure> {
         let version = s.backfill_version.expect("backfilling");
         let location = s.backfill_location.clone().unwrap_or_default();
         let metadata = self.catalog.load_metadata(&target.wh, &location).await?;
@@ -538,6 +578,22 @@ impl Replicator {
         target: &Target,
         entry: LogEntry,
     ) -> Result<Option<Done>, Failure> {
+        let context = format!(
+            "log entry {} (version {})",
+            entry.seq,
+            entry.table_version.unwrap_or_default()
+        );
+        self.apply_entry_inner(s, target, entry)
+            .await
+            .map_err(|failure| failure.within(&context))
+    }
+
+    async fn apply_entry_inner(
+        &self,
+        s: &mut StreamRow,
+        target: &Target,
+        entry: LogEntry,
+    ) -> Result<Option<Done>, Failure> {
         let version = entry.table_version.unwrap_or_default();
         if version != s.applied_version + 1 {
             return Err(Failure::Permanent(format!(
@@ -591,10 +647,13 @@ impl Replicator {
             }
             "orphan-table" => (ApplyAction::Orphan, None),
             "create-table" | "register-table" => {
-                return Err(Failure::Restart(format!(
-                    "version {version} replaced the table's metadata ({}); starting a new backfill",
-                    entry.kind
-                )));
+                return Err(Failure::Restart(
+                    format!(
+                        "version {version} replaced the table's metadata ({})",
+                        entry.kind
+                    ),
+                    None,
+                ));
             }
             other => {
                 return Err(Failure::Permanent(format!(
@@ -635,10 +694,9 @@ impl Replicator {
         target: &Target,
         source_location: &str,
     ) -> Result<Copier, Failure> {
-        let dest_location = s
-            .dest_location
-            .clone()
-            .ok_or_else(|| Failure::Restart("the stream has no replica location".to_string()))?;
+        let dest_location = s.dest_location.clone().ok_or_else(|| {
+            Failure::Restart("the stream has no replica location".to_string(), None)
+        })?;
         let map = PathMap::new(source_location, &dest_location)
             .map_err(|e| Failure::from(CopyError::Path(e)))?;
         Ok(Copier::new(
@@ -646,6 +704,7 @@ impl Replicator {
             target.dest_storage.clone(),
             map,
             self.settings.parallel_files,
+            self.catalog.max_manifest_bytes(),
         ))
     }
 
@@ -699,8 +758,13 @@ impl Replicator {
             Err(PeerError::Position {
                 position, message, ..
             }) => Err(match position {
-                None => Failure::Restart(message),
-                Some(at) if at.generation < s.generation => Failure::Restart(message),
+                None => Failure::Restart(message, None),
+                Some(at) if at.generation < s.generation => Failure::Restart(message, None),
+                // The destination has a newer generation than this stream (the source's record
+                // is older, e.g. restored): begin one above it.
+                Some(at) if at.generation > s.generation => {
+                    Failure::Restart(message, Some(at.generation))
+                }
                 Some(at)
                     if at.generation == s.generation
                         && at.position.step == 0

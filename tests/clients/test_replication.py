@@ -176,3 +176,69 @@ def test_replicas_of_client_written_tables_match(floe):
             assert_no_source_paths(floe, ns, name)
             checked += 1
     assert checked >= 1
+
+
+def wait_failed(floe, namespace, table, timeout=60):
+    url = f"{floe.url}/management/v1/tables/demo/{namespace}/{table}/replication"
+    deadline = time.time() + timeout
+    while True:
+        status = http_json(url)
+        if status["destinations"] and status["destinations"][0]["state"] == "failed":
+            return status
+        assert time.time() < deadline, f"the stream of {namespace}.{table} did not fail: {status}"
+        time.sleep(0.1)
+
+
+def test_a_snapshot_without_its_files_stops_the_stream_not_the_replica(floe_no_rule):
+    """A commit at the source whose new snapshot names a manifest list that does not exist: the
+    stream fails naming the file, the replica keeps its 5 snapshots and rows (read by PyIceberg and
+    DuckDB) and its log does not grow; once the snapshot is removed at the source and the stream
+    resumed, replication goes on."""
+    floe = floe_no_rule
+    cat = pyiceberg_catalog(floe)
+    cat.create_namespace("safe")
+    schema = pa.schema([pa.field("id", pa.int64())])
+    tbl = cat.create_table(("safe", "t"), schema=schema)
+    for i in range(5):
+        tbl.append(pa.table({"id": list(range(i * 10, i * 10 + 10))}, schema=schema))
+    post_json(f"{floe.url}/management/v1/replication-rules", {
+        "warehouse": "demo", "namespace": ["safe"],
+        "destinations": [{"peer": "replica", "warehouse": "demo"}]})
+    wait_completed(floe, "safe", "t")
+    replica = replica_of(floe)
+    replica_log = len(replica.log())
+
+    tbl = cat.load_table(("safe", "t"))
+    good = tbl.metadata.current_snapshot_id
+    missing = f"{tbl.metadata.location}/metadata/snap-404-missing.avro"
+    post_json(f"{floe.url}/v1/demo/namespaces/safe/tables/t", {
+        "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": good}],
+        "updates": [
+            {"action": "add-snapshot", "snapshot": {
+                "snapshot-id": 404, "parent-snapshot-id": good,
+                "sequence-number": tbl.metadata.last_sequence_number + 1,
+                "timestamp-ms": int(time.time() * 1000), "manifest-list": missing,
+                "summary": {"operation": "append"}, "schema-id": 0}},
+            {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": 404}]})
+    status = wait_failed(floe, "safe", "t")
+    assert "snap-404-missing.avro" in status["destinations"][0]["failure"], status
+
+    copy = pyiceberg_catalog(replica, "replica-reader").load_table(("safe", "t"))
+    assert len(copy.metadata.snapshots) == 5
+    assert copy.scan().to_arrow().num_rows == 50
+    assert duck(replica).execute("SELECT count(*) FROM cat.safe.t").fetchone()[0] == 50
+    assert len(replica.log()) == replica_log
+
+    # Repaired at the source (main back, the snapshot removed), resumed: it goes on.
+    post_json(f"{floe.url}/v1/demo/namespaces/safe/tables/t", {"requirements": [], "updates": [
+        {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": good},
+        {"action": "remove-snapshots", "snapshot-ids": [404]}]})
+    post_json(f"{floe.url}/management/v1/tables/demo/safe/t/replication/resume", {})
+    wait_completed(floe, "safe", "t")
+    cat.load_table(("safe", "t")).append(pa.table({"id": [1000]}, schema=schema))
+    wait_completed(floe, "safe", "t")
+    copy = pyiceberg_catalog(replica, "replica-reader-2").load_table(("safe", "t"))
+    assert len(copy.metadata.snapshots) == 6
+    assert 404 not in [s.snapshot_id for s in copy.metadata.snapshots]
+    assert copy.scan().to_arrow().num_rows == 51
+    assert duck(replica).execute("SELECT count(*) FROM cat.safe.t").fetchone()[0] == 51
