@@ -3,8 +3,9 @@
 //! For a snapshot: its manifests' live files first (data and equality-delete files byte for byte,
 //! skipped when already there with the same size; position-delete files with `file_path`
 //! rewritten), then each manifest rewritten, then the manifest list rewritten. Each file is written
-//! only after everything it points to, so a file already at the destination proves the files below
-//! it are there too, and a copy interrupted by a crash resumes where it stopped.
+//! only after everything it points to is durable, so a file already at the destination proves the
+//! files below it are there too, after a crash or a power cut, and a copy interrupted by either
+//! resumes where it stopped.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -221,6 +222,9 @@ impl Copier {
         })
         .map_err(avro_err)?;
         let length = rewritten.len() as u64;
+        // The manifest's existence is what a resumed copy trusts: the data files it names must be
+        // durable before it is (they were copied without a sync of their own).
+        self.finish().await?;
         self.write_bytes(&destination, rewritten).await?;
         Ok(length)
     }

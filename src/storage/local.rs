@@ -8,6 +8,9 @@
 //! `unlinkat` within one directory, so none of them follows a link either. On kernels without
 //! `openat2` (before 5.6), each component is opened with `O_NOFOLLOW` instead, which refuses every
 //! symbolic link below the root. The root itself is configured by the operator and may be a link.
+//!
+//! Durable writes survive a power cut, not only a crash: a new file's data and its directory entry
+//! are synced, and so is the parent of every directory created on the way to it.
 
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
@@ -119,7 +122,10 @@ impl LocalStorage {
                         component,
                         Mode::from_bits_truncate(DIR_MODE),
                     ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        // A new directory is an entry of its parent: durable only once the
+                        // parent is synced, or a power cut could lose it with all below it.
+                        Ok(()) => nix::unistd::fsync(dir.as_raw_fd())?,
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
                     dir = open_beneath(&dir, Path::new(component), flags)?;
@@ -304,9 +310,11 @@ impl Storage for LocalStorage {
                 .open_parent(&relative, true)
                 .map_err(|e| this.error(&owned, e))?;
             let mut file = create_exclusive(&dir, name).map_err(|e| this.error(&owned, e))?;
-            // The pointer to this file is committed right after: the bytes must be on disk first.
+            // The pointer to this file is committed right after: its bytes and its directory
+            // entry must be on disk first, so that a power cut cannot leave a pointer to nothing.
             file.write_all(&bytes)
                 .and_then(|()| file.sync_data())
+                .and_then(|()| nix::unistd::fsync(dir.as_raw_fd()).map_err(Into::into))
                 .map_err(|e| this.error(&owned, e))
         })
         .await
