@@ -26,6 +26,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// On SIGTERM or SIGINT, how long in-flight requests may run before floe exits anyway.
+    pub shutdown_grace_seconds: u64,
     /// Memory for parsed table metadata, by metadata file (files are immutable: no invalidation).
     pub metadata_cache_bytes: u64,
     /// Largest metadata file floe reads (to register, load or replicate); larger ones get 400.
@@ -283,6 +285,7 @@ impl Default for Settings {
             database_url: None,
             database: DatabaseSettings::default(),
             max_body_bytes: 16 * 1024 * 1024,
+            shutdown_grace_seconds: 30,
             metadata_cache_bytes: 256 * 1024 * 1024,
             max_metadata_bytes: 64 * 1024 * 1024,
             max_manifest_bytes: 64 * 1024 * 1024,

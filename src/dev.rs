@@ -201,6 +201,10 @@ async fn serve_until_interrupted(
     replica: Option<(Settings, String)>,
     no_rule: bool,
 ) -> anyhow::Result<()> {
+    // Listening from the start: a signal while the regions start stops them once they have.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let replica = match replica {
         Some((replica_settings, token)) => {
             let running = server::start(&replica_settings, Arc::new(Faults::default())).await?;
@@ -216,9 +220,8 @@ async fn serve_until_interrupted(
     if let Some((replica, _, _)) = &replica {
         print_replica_instructions(&running.base_url(), &replica.base_url(), no_rule);
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     eprintln!("floe dev: stopping");

@@ -110,7 +110,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let running = floe::server::start(&settings, Arc::default()).await?;
-            running.wait().await.context("serving")?;
+            let grace = std::time::Duration::from_secs(settings.shutdown_grace_seconds);
+            running
+                .run_until_signalled(grace)
+                .await
+                .context("serving")?;
         }
         Command::Migrate => {
             let pool =

@@ -132,8 +132,39 @@ impl PgCluster {
                 ],
             )?;
         }
+        cluster.clear_leftover_server()?;
         cluster.restart()?;
         Ok(cluster)
+    }
+
+    /// A server a previous run left (its owner was killed with SIGKILL, so it never stopped it)
+    /// still holds the data directory: stop it, so this run can start its own. A `postmaster.pid`
+    /// whose process is gone, or is not PostgreSQL, is stale and goes.
+    fn clear_leftover_server(&self) -> Result<(), PgTempError> {
+        let pid_file = self.data_dir().join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            return Ok(());
+        };
+        let pid = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok());
+        let is_postgres = pid.is_some_and(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("postgres"))
+        });
+        if is_postgres {
+            eprintln!(
+                "stopping the PostgreSQL a previous run left running in {} (pid {})",
+                self.root.display(),
+                pid.unwrap_or_default()
+            );
+            return self.stop();
+        }
+        std::fs::remove_file(&pid_file).map_err(|source| PgTempError::Io {
+            path: pid_file,
+            source,
+        })
     }
 
     pub fn port(&self) -> u16 {

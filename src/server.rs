@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -53,11 +54,56 @@ impl RunningServer {
         self.catalog.pool().close().await;
     }
 
-    /// Waits until the server stops by itself (it does not, short of an error).
-    pub async fn wait(self) -> std::io::Result<()> {
-        let result = self.task.await.unwrap_or(Ok(()));
-        self.catalog.pool().close().await;
-        result
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: no new connections, in-flight
+    /// requests finish (up to `grace`), the replicator stops and releases its leases, the pools
+    /// close. A second signal exits at once.
+    pub async fn run_until_signalled(self, grace: Duration) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let RunningServer {
+            catalog,
+            shutdown,
+            mut task,
+            replicator,
+            ..
+        } = self;
+        tokio::select! {
+            result = &mut task => {
+                catalog.pool().close().await;
+                return result.unwrap_or(Ok(()));
+            }
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!(
+            grace_seconds = grace.as_secs_f64(),
+            "shutting down: no new connections, draining requests, stopping the replicator \
+             (a second signal exits at once)"
+        );
+        let graceful = async {
+            let _ = shutdown.send(());
+            if let Some(replicator) = replicator {
+                replicator.stop().await;
+            }
+            let _ = task.await;
+            catalog.pool().close().await;
+        };
+        tokio::select! {
+            _ = graceful => tracing::info!("floe stopped"),
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!("requests still running after the grace period; exiting");
+            }
+            _ = terminate.recv() => {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            _ = interrupt.recv() => {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+        Ok(())
     }
 }
 

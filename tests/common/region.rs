@@ -99,6 +99,30 @@ impl Region {
         wait_until_serving(&self.base).await;
     }
 
+    /// Sends `signal` to the process and waits (up to `seconds`) for it to exit; returns how
+    /// long that took and its exit status.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        seconds: u64,
+    ) -> (Duration, std::process::ExitStatus) {
+        let mut child = self.child.take().expect("a running process");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let sent = std::time::Instant::now();
+        nix::sys::signal::kill(pid, signal).unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (sent.elapsed(), status);
+            }
+            if sent.elapsed() > Duration::from_secs(seconds) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("floe did not exit within {seconds} s of {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
