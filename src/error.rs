@@ -43,6 +43,18 @@ pub enum CatalogError {
     /// Reading or writing warehouse storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A metadata file the catalog points to does not parse: stored data is damaged, which no
+    /// retry mends (500).
+    #[error("metadata file {location} does not parse: {source}")]
+    CorruptMetadata {
+        location: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value floe must record (a log entry's changes) does not serialise: the change fails
+    /// rather than log something else (500).
+    #[error("cannot record the change: {0}")]
+    Encoding(#[source] serde_json::Error),
     /// A database error that is not a lost connection.
     #[error("database error: {0}")]
     Database(sqlx::Error),

@@ -250,7 +250,7 @@ impl Catalog {
                             (row.table_id, version),
                             Some(row.metadata_location.clone()),
                             principal,
-                        ));
+                        )?);
                     }
                     Plan::Create { built } => {
                         let ns = db::get_namespace(&mut tx, wh.id, &built.table.namespace, false)
@@ -293,7 +293,7 @@ impl Catalog {
                             (table_id, 1),
                             None,
                             principal,
-                        ));
+                        )?);
                     }
                 }
             }
@@ -407,8 +407,8 @@ impl Catalog {
         (table_id, version): (Uuid, i64),
         previous_metadata_location: Option<String>,
         principal: &str,
-    ) -> NewEntry {
-        NewEntry {
+    ) -> CatalogResult<NewEntry> {
+        Ok(NewEntry {
             warehouse_id: wh.id,
             txn_group,
             kind,
@@ -419,16 +419,20 @@ impl Catalog {
                 name: built.table.name.clone(),
                 version,
             }),
-            changes: serde_json::to_value(&built.changes).unwrap_or_else(|_| json!([])),
-            requirements: serde_json::to_value(&built.requirements).unwrap_or_else(|_| json!([])),
-            metadata: (kind == EntryKind::CreateTable)
-                .then(|| serde_json::to_value(&built.metadata.parsed).ok())
-                .flatten(),
+            changes: serde_json::to_value(&built.changes).map_err(CatalogError::Encoding)?,
+            requirements: serde_json::to_value(&built.requirements)
+                .map_err(CatalogError::Encoding)?,
+            metadata: match kind {
+                EntryKind::CreateTable => Some(
+                    serde_json::to_value(&built.metadata.parsed).map_err(CatalogError::Encoding)?,
+                ),
+                _ => None,
+            },
             details: json!({}),
             principal: principal.to_string(),
             origin_region: self.region.clone(),
             previous_metadata_location,
             new_metadata_location: Some(built.metadata_location.to_string()),
-        }
+        })
     }
 }

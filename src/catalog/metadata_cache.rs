@@ -81,11 +81,11 @@ impl MetadataCache {
         }
         let parsed_location = Location::parse(location).map_err(StorageError::from)?;
         let bytes = storage.read(&parsed_location, self.max_file_bytes).await?;
-        let parsed: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-            CatalogError::Database(sqlx::Error::Decode(
-                format!("metadata file {location} does not parse: {e}").into(),
-            ))
-        })?;
+        let parsed: TableMetadata =
+            serde_json::from_slice(&bytes).map_err(|source| CatalogError::CorruptMetadata {
+                location: location.to_string(),
+                source,
+            })?;
         let metadata = Arc::new(CachedMetadata::from_parsed(parsed)?);
         self.insert(location, metadata.clone());
         Ok(metadata)

@@ -161,8 +161,9 @@ impl Catalog {
                 },
                 principal,
             );
-            entry.changes = serde_json::to_value(&changes).unwrap_or_else(|_| json!([]));
-            entry.metadata = serde_json::to_value(&created.parsed).ok();
+            entry.changes = serde_json::to_value(&changes).map_err(CatalogError::Encoding)?;
+            entry.metadata =
+                Some(serde_json::to_value(&created.parsed).map_err(CatalogError::Encoding)?);
             entry.new_metadata_location = Some(metadata_location.clone());
             log::append(&mut tx, &[entry]).await?;
             self.commit_transaction_or_unknown(tx).await?;
@@ -376,8 +377,8 @@ impl Catalog {
         })?;
         super::paths::check_metadata(wh, &parsed)?;
         let metadata_location = metadata_file.to_string();
-        let metadata_value: Value = serde_json::to_value(&parsed)
-            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
+        let metadata_value: Value =
+            serde_json::to_value(&parsed).map_err(CatalogError::Encoding)?;
         let table_uuid = parsed.uuid();
         let registered = Arc::new(CachedMetadata::from_parsed(parsed)?);
 

@@ -145,7 +145,10 @@ impl From<CatalogError> for ApiError {
                     message,
                 )
             }
-            CatalogError::Database(_) | CatalogError::Injected(_) => {
+            CatalogError::Database(_)
+            | CatalogError::Injected(_)
+            | CatalogError::CorruptMetadata { .. }
+            | CatalogError::Encoding(_) => {
                 tracing::error!(%message, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "InternalServerError", message)
             }

@@ -6,6 +6,10 @@
 //! visible. (The NOTIFY at commit already serialises committing transactions in PostgreSQL, so the
 //! lock costs no extra parallelism.)
 
+pub mod table_entry;
+
+pub use table_entry::{TableChange, TableEntry, UndecodableEntry};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

@@ -50,16 +50,6 @@ pub enum CopyError {
     Unsupported(String),
 }
 
-impl CopyError {
-    /// Whether retrying can help (IO) or the source itself is unusable (bad files, foreign paths).
-    pub fn is_permanent(&self) -> bool {
-        !matches!(
-            self,
-            CopyError::Storage(StorageError::Io { .. }) | CopyError::SizeMismatch { .. }
-        )
-    }
-}
-
 /// Manifest entry status DELETED: the entry records a removal; its file is not live.
 const STATUS_DELETED: i32 = 2;
 /// The field id of a position-delete file's `file_path` column (reserved by the Iceberg spec).

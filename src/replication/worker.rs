@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use iceberg::TableUpdate;
 use rand::Rng;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -24,7 +23,7 @@ use crate::config::ReplicationSettings;
 use crate::db::catalog as catalog_db;
 use crate::db::replication::{self as db, Lease, StreamRow, StreamUpdate};
 use crate::error::CatalogError;
-use crate::log::{self, LogEntry, NOTIFY_CHANNEL};
+use crate::log::{self, LogEntry, NOTIFY_CHANNEL, TableChange, TableEntry};
 use crate::storage::{self, StorageError};
 
 use super::copy::{Copier, CopyError};
@@ -70,16 +69,31 @@ impl Failure {
     }
 }
 
+/// The one place that decides what a storage error means for a stream: a file gone since its
+/// change was logged (expired at the source before it was copied) calls for a backfill of the
+/// source's state now; IO may pass; anything else (refused credentials, a location refused, a file
+/// too large or not a file) needs an operator.
+fn storage_failure(err: &StorageError, message: String) -> Failure {
+    match err {
+        StorageError::NotFound(_) => {
+            Failure::Restart(format!("a source file is missing: {message}"), None)
+        }
+        StorageError::Io { .. } => Failure::Transient(message),
+        _ => Failure::Permanent(message),
+    }
+}
+
 impl From<CopyError> for Failure {
     fn from(err: CopyError) -> Self {
         match &err {
-            // Gone since the change was logged (expired at the source before it was copied): a
-            // backfill of the source's state now may find what it needs.
-            CopyError::Storage(StorageError::NotFound(_)) => {
-                Failure::Restart(format!("a source file is missing: {err}"), None)
-            }
-            e if e.is_permanent() => Failure::Permanent(err.to_string()),
-            _ => Failure::Transient(err.to_string()),
+            CopyError::Storage(storage) => storage_failure(storage, err.to_string()),
+            // A copy cut short: try again.
+            CopyError::SizeMismatch { .. } => Failure::Transient(err.to_string()),
+            // Files the source holds that floe cannot rewrite, or paths outside the table.
+            CopyError::Avro { .. }
+            | CopyError::DeleteFile { .. }
+            | CopyError::Path(_)
+            | CopyError::Unsupported(_) => Failure::Permanent(err.to_string()),
         }
     }
 }
@@ -87,12 +101,10 @@ impl From<CopyError> for Failure {
 impl From<CatalogError> for Failure {
     fn from(err: CatalogError) -> Self {
         match &err {
-            CatalogError::Storage(StorageError::NotFound(_)) => {
-                Failure::Restart(format!("source metadata is missing: {err}"), None)
+            CatalogError::Storage(storage) => storage_failure(storage, err.to_string()),
+            CatalogError::Unavailable(_) | CatalogError::Database(_) => {
+                Failure::Transient(err.to_string())
             }
-            CatalogError::Storage(StorageError::Io { .. })
-            | CatalogError::Unavailable(_)
-            | CatalogError::Database(_) => Failure::Transient(err.to_string()),
             _ => Failure::Permanent(err.to_string()),
         }
     }
@@ -571,30 +583,28 @@ impl Replicator {
         Ok(())
     }
 
-    /// Replicates one log entry; `Some` when the stream has nothing more to do after it.
+    /// Replicates one log entry; `Some` when the stream has nothing more to do after it. The entry
+    /// is decoded once, first: one that does not say what its kind must stops the stream.
     async fn apply_entry(
         &self,
         s: &mut StreamRow,
         target: &Target,
         entry: LogEntry,
     ) -> Result<Option<Done>, Failure> {
-        let context = format!(
-            "log entry {} (version {})",
-            entry.seq,
-            entry.table_version.unwrap_or_default()
-        );
-        self.apply_entry_inner(s, target, entry)
+        let entry = TableEntry::try_from(&entry).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let context = format!("log entry {} (version {})", entry.seq, entry.version);
+        self.apply_table_entry(s, target, entry)
             .await
             .map_err(|failure| failure.within(&context))
     }
 
-    async fn apply_entry_inner(
+    async fn apply_table_entry(
         &self,
         s: &mut StreamRow,
         target: &Target,
-        entry: LogEntry,
+        entry: TableEntry,
     ) -> Result<Option<Done>, Failure> {
-        let version = entry.table_version.unwrap_or_default();
+        let version = entry.version;
         if version != s.applied_version + 1 {
             return Err(Failure::Permanent(format!(
                 "the log of table {} has no version {} (found {version})",
@@ -602,21 +612,25 @@ impl Replicator {
                 s.applied_version + 1
             )));
         }
-        let mut dest_namespace = s.namespace_prefix.clone();
-        dest_namespace.extend(entry.namespace.iter().cloned());
-        let dest_table = entry.table_name.clone().unwrap_or_default();
-        s.dest_namespace = Some(dest_namespace.clone());
-        s.dest_table = Some(dest_table.clone());
-        let mut after_names = (dest_namespace.clone(), dest_table.clone());
+        let with_prefix = |levels: &[String]| {
+            let mut namespace = s.namespace_prefix.clone();
+            namespace.extend(levels.iter().cloned());
+            namespace
+        };
+        let names = (with_prefix(&entry.namespace), entry.name.clone());
+        s.dest_namespace = Some(names.0.clone());
+        s.dest_table = Some(names.1.clone());
+        let mut after_names = names;
         let mut finished = false;
-        let (action, last_updated_ms) = match entry.kind.as_str() {
-            "commit-table" => {
-                let updates: Vec<TableUpdate> = serde_json::from_value(entry.changes.clone())
-                    .map_err(|e| {
-                        Failure::Permanent(format!("log entry {} is unreadable: {e}", entry.seq))
-                    })?;
-                let location = entry.new_metadata_location.clone().unwrap_or_default();
-                let metadata = self.catalog.load_metadata(&target.wh, &location).await?;
+        let (action, last_updated_ms) = match entry.change {
+            TableChange::Commit {
+                updates,
+                new_metadata_location,
+            } => {
+                let metadata = self
+                    .catalog
+                    .load_metadata(&target.wh, &new_metadata_location)
+                    .await?;
                 let copier = self.copier(s, target, metadata.parsed.location())?;
                 let updates = plan::translate_all(updates, &copier, s.retention).await?;
                 copier.finish().await?;
@@ -625,41 +639,25 @@ impl Replicator {
                     Some(metadata.parsed.last_updated_ms()),
                 )
             }
-            "rename-table" => {
-                let destination = &entry.details["destination"];
-                let mut namespace = s.namespace_prefix.clone();
-                namespace.extend(
-                    serde_json::from_value::<Vec<String>>(destination["namespace"].clone())
-                        .unwrap_or_default(),
-                );
-                let name = destination["name"].as_str().unwrap_or_default().to_string();
+            TableChange::Rename { namespace, name } => {
+                let namespace = with_prefix(&namespace);
                 after_names = (namespace.clone(), name.clone());
                 (ApplyAction::Rename { namespace, name }, None)
             }
-            "drop-table" => {
+            TableChange::Drop { purge } => {
                 finished = true;
                 if s.replicate_drops {
-                    let purge = entry.details["purge"].as_bool().unwrap_or(false);
                     (ApplyAction::Drop { purge }, None)
                 } else {
                     (ApplyAction::Orphan, None)
                 }
             }
-            "orphan-table" => (ApplyAction::Orphan, None),
-            "create-table" | "register-table" => {
+            TableChange::Orphan => (ApplyAction::Orphan, None),
+            TableChange::Replaced { kind } => {
                 return Err(Failure::Restart(
-                    format!(
-                        "version {version} replaced the table's metadata ({})",
-                        entry.kind
-                    ),
+                    format!("version {version} replaced the table's metadata ({kind})"),
                     None,
                 ));
-            }
-            other => {
-                return Err(Failure::Permanent(format!(
-                    "log entry {} of kind {other} cannot be replicated",
-                    entry.seq
-                )));
             }
         };
         let location = self
