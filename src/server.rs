@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::catalog::purge_jobs::PurgeWorker;
 use crate::catalog::{Catalog, Faults};
 use crate::config::Settings;
 use crate::db;
@@ -37,6 +38,7 @@ pub struct RunningServer {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
     replicator: Option<ReplicatorHandle>,
+    purges: PurgeWorker,
 }
 
 impl RunningServer {
@@ -49,6 +51,7 @@ impl RunningServer {
         if let Some(replicator) = self.replicator {
             replicator.stop().await;
         }
+        self.purges.stop().await;
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.catalog.pool().close().await;
@@ -66,6 +69,7 @@ impl RunningServer {
             shutdown,
             mut task,
             replicator,
+            purges,
             ..
         } = self;
         tokio::select! {
@@ -86,6 +90,7 @@ impl RunningServer {
             if let Some(replicator) = replicator {
                 replicator.stop().await;
             }
+            purges.stop().await;
             let _ = task.await;
             catalog.pool().close().await;
         };
@@ -156,11 +161,17 @@ pub async fn start_with_pool(
         .replication
         .enabled
         .then(|| Replicator::spawn(catalog.clone(), settings.replication.clone()));
+    let purges = PurgeWorker::spawn(
+        catalog.clone(),
+        Duration::from_millis(settings.replication.poll_interval_ms.max(100)),
+        settings.replication.lease_seconds,
+    );
     Ok(RunningServer {
         addr,
         catalog,
         shutdown,
         task,
         replicator,
+        purges,
     })
 }

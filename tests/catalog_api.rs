@@ -383,6 +383,7 @@ async fn tables_create_list_load_etag_rename_register_metrics_and_drop() {
     floe.delete("/v1/wh/namespaces/ns/tables/t2?purgeRequested=true")
         .await
         .expect(204);
+    floe.wait_for_purges().await;
     assert!(
         !std::path::Path::new(&t2_file).exists(),
         "purge left {t2_file}"
@@ -580,6 +581,7 @@ async fn purge_spares_other_tables_under_the_same_location() {
     floe.delete("/v1/wh/namespaces/ns/tables/outer?purgeRequested=True")
         .await
         .expect(204);
+    floe.wait_for_purges().await;
     assert!(
         !std::path::Path::new(&outer_file).exists(),
         "purge left {outer_file}"

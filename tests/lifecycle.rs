@@ -182,3 +182,51 @@ async fn floe_dev_starts_again_after_sigkill_with_its_data() {
         "floe dev left its PostgreSQL running"
     );
 }
+
+/// A purge cut short by SIGKILL resumes after the restart and finishes: the drop recorded it, so
+/// no file of the dropped table is left behind.
+#[tokio::test]
+async fn a_purge_interrupted_by_sigkill_finishes_after_restart() {
+    let mut source = Region::start("source", &[], None).await;
+    create_table_named(&source, "big").await;
+    let mut writer = floe::bench::files::SnapshotWriter::default();
+    common::region::append_to(&source, "big", &mut writer, 3000, 1).await;
+    let data_files = |region: &Region| {
+        common::files_under(&region.warehouse)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    assert_eq!(data_files(&source), 3000);
+    let dropped = reqwest::Client::new()
+        .delete(format!("{}/v1/wh/namespaces/db/tables/big?purgeRequested=true", source.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), 204);
+    source.kill9();
+    let left = data_files(&source);
+    assert!(left > 0, "the purge finished before the kill; nothing was interrupted");
+    let pool = sqlx::PgPool::connect(&source.database_url()).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM purge_job")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1, "the drop did not record its purge");
+
+    source.spawn().await;
+    for _ in 0..400 {
+        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM purge_job")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if jobs == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(data_files(&source), 0, "{left} files were left at the kill; some still are");
+    let everything = common::files_under(&source.warehouse);
+    assert!(everything.is_empty(), "the purge left {everything:?}");
+    pool.close().await;
+}

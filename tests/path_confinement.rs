@@ -496,6 +496,7 @@ async fn symlinks_out_of_the_warehouse_are_not_followed() {
         .delete("/v1/wh/namespaces/db/tables/d?purgeRequested=true")
         .await
         .expect(204);
+    source.wait_for_purges().await;
     assert_eq!(
         std::fs::read_dir(&data_outside).unwrap().count(),
         data_files,

@@ -837,3 +837,62 @@ async fn a_panicking_stream_task_releases_its_lease_and_retries() {
         .expect(200);
     pool.close().await;
 }
+
+/// A drop at a source whose stream lags (here: paused) still reaches the replica once the stream
+/// goes on, although the drop's purge removed the files of the changes in between: the stream
+/// sends the drop straight from the replica's version.
+#[tokio::test]
+async fn a_lagging_stream_delivers_the_drop_after_the_purge() {
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }],
+                "replicate-drops": true }),
+    )
+    .await;
+    let mut files = SnapshotWriter::default();
+    append(&primary, &mut files, "t", 1).await;
+    wait_completed(&primary, "t").await;
+    let base = "/management/v1/tables/wh/db/t/replication";
+    primary
+        .post(&format!("{base}/pause"), json!({}))
+        .await
+        .expect(200);
+    append(&primary, &mut files, "t", 2).await;
+    append(&primary, &mut files, "t", 2).await;
+    let table_id = primary.log().await.last().unwrap()["table-id"].clone();
+    primary
+        .delete("/v1/wh/namespaces/db/tables/t?purgeRequested=true")
+        .await
+        .expect(204);
+    primary.wait_for_purges().await;
+    replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    // The stream's status is no longer reachable by the table's name: resume by table id.
+    let pool = sqlx::PgPool::connect(primary.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE replication_stream SET paused = false, next_attempt_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..200 {
+        if replica.get("/v1/wh/namespaces/db/tables/t").await.status == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the drop never reached the replica");
+    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM replication_stream")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(remaining, 0, "the finished stream stayed ({table_id})");
+    pool.close().await;
+}

@@ -7,6 +7,7 @@ pub mod metadata_cache;
 pub mod namespaces;
 pub mod paths;
 pub mod purge;
+pub mod purge_jobs;
 pub mod replica;
 pub mod replica_build;
 pub mod requests;
@@ -120,6 +121,8 @@ pub struct Catalog {
     table_locks: TableLocks,
     /// `max_manifest_bytes`: the most of a manifest-like file read into memory.
     max_manifest_bytes: u64,
+    /// Wakes the purge worker when a drop records a purge.
+    purge_wakeup: tokio::sync::Notify,
 }
 
 impl Catalog {
@@ -164,6 +167,7 @@ impl Catalog {
             ),
             table_locks: TableLocks::default(),
             max_manifest_bytes: settings.max_manifest_bytes,
+            purge_wakeup: tokio::sync::Notify::new(),
         })
     }
 

@@ -31,11 +31,38 @@ pub struct PurgeReport {
     pub outside_root: usize,
     /// Manifest lists or manifests that could not be read (missing or corrupt): their entries stay.
     pub unreadable: Vec<String>,
+    /// Deletes the storage refused (a path through a symbolic link out of the warehouse): those
+    /// files stay, and so does whatever the link leads to.
+    pub refused: Vec<String>,
 }
 
-/// Every file `metadata` references: metadata files (current and logged), manifest lists, manifests,
-/// statistics and partition statistics, and with `data_files` the data and delete files (live or
-/// not). Paths that do not parse, or lie outside the storage's root, are counted and left alone.
+/// The files a table's metadata references, in the order a purge deletes them: what the index
+/// files name first, the index files next, the metadata files last. A purge cut short (a crash)
+/// therefore leaves its index behind, and the purge that resumes it finds every file again.
+#[derive(Debug, Default)]
+struct Referenced {
+    /// Data and delete files (live or not).
+    data: BTreeSet<Location>,
+    /// Manifests, manifest lists, statistics and partition statistics.
+    indexes: BTreeSet<Location>,
+    /// The current metadata file and the metadata log.
+    metadata: BTreeSet<Location>,
+}
+
+impl Referenced {
+    fn contains(&self, location: &Location) -> bool {
+        self.data.contains(location)
+            || self.indexes.contains(location)
+            || self.metadata.contains(location)
+    }
+
+    fn len(&self) -> usize {
+        self.data.len() + self.indexes.len() + self.metadata.len()
+    }
+}
+
+/// Every file `metadata` references (with `data_files`, the data and delete files too). Paths that
+/// do not parse, or lie outside the storage's root, are counted and left alone.
 async fn referenced_files(
     storage: &dyn Storage,
     max_manifest_bytes: u64,
@@ -43,8 +70,8 @@ async fn referenced_files(
     metadata_location: &str,
     data_files: bool,
     report: &mut PurgeReport,
-) -> BTreeSet<Location> {
-    let mut files = BTreeSet::new();
+) -> Referenced {
+    let mut files = Referenced::default();
     let keep = |path: &str, files: &mut BTreeSet<Location>, report: &mut PurgeReport| {
         match Location::parse(path) {
             Ok(location) if storage.check(&location).is_ok() => {
@@ -53,15 +80,15 @@ async fn referenced_files(
             _ => report.outside_root += 1,
         }
     };
-    keep(metadata_location, &mut files, report);
+    keep(metadata_location, &mut files.metadata, report);
     for entry in metadata.metadata_log() {
-        keep(&entry.metadata_file, &mut files, report);
+        keep(&entry.metadata_file, &mut files.metadata, report);
     }
     for statistics in metadata.statistics_iter() {
-        keep(&statistics.statistics_path, &mut files, report);
+        keep(&statistics.statistics_path, &mut files.indexes, report);
     }
     for statistics in metadata.partition_statistics_iter() {
-        keep(&statistics.statistics_path, &mut files, report);
+        keep(&statistics.statistics_path, &mut files.indexes, report);
     }
     let mut manifests = BTreeSet::new();
     for snapshot in metadata.snapshots() {
@@ -82,7 +109,7 @@ async fn referenced_files(
                 }
                 Err(err) => report.unreadable.push(err),
             }
-            files.insert(list_location);
+            files.indexes.insert(list_location);
         }
     }
     // Snapshots share manifests; each is read once.
@@ -97,14 +124,14 @@ async fn referenced_files(
             match read.await {
                 Ok(paths) => {
                     for path in paths {
-                        keep(&path, &mut files, report);
+                        keep(&path, &mut files.data, report);
                     }
                 }
                 Err(err) => report.unreadable.push(err),
             }
         }
     }
-    files.extend(manifests);
+    files.indexes.extend(manifests);
     files
 }
 
@@ -161,7 +188,7 @@ pub async fn purge_table(
         .get(GC_ENABLED)
         .is_none_or(|value| !value.eq_ignore_ascii_case("false"));
     report.data_files_kept = !gc_enabled;
-    let mut doomed = referenced_files(
+    let mut referenced = referenced_files(
         storage,
         max_manifest_bytes,
         metadata,
@@ -179,14 +206,20 @@ pub async fn purge_table(
     {
         report.listed = true;
         for file in storage.list(location).await? {
-            if doomed.insert(file) {
+            if !referenced.contains(&file) {
                 report.unreferenced += 1;
+                referenced.data.insert(file);
             }
         }
     }
-    let doomed: Vec<Location> = doomed.into_iter().collect();
-    storage.delete_many(&doomed).await?;
-    report.deleted = doomed.len();
+    report.deleted = referenced.len();
+    for tier in [referenced.data, referenced.indexes, referenced.metadata] {
+        let tier: Vec<Location> = tier.into_iter().collect();
+        match storage.delete_many(&tier).await {
+            Err(err) if err.is_refusal() => report.refused.push(err.to_string()),
+            other => other?,
+        }
+    }
     if let Some(location) = &table_location {
         storage.remove_empty_dirs(location).await?;
     }

@@ -128,9 +128,7 @@ impl Catalog {
             self.commit_transaction_or_unknown(tx).await?;
             match after_commit {
                 Some(AfterCommit::Cache(location, built)) => self.metadata.insert(&location, built),
-                Some(AfterCommit::Purge(location)) => {
-                    self.purge_after_drop(wh, &table, &location).await
-                }
+                Some(AfterCommit::Purge) => self.wake_purges(),
                 None => {}
             }
             Ok(response)
@@ -339,7 +337,14 @@ impl Catalog {
                 entry.previous_metadata_location = Some(row.metadata_location.clone());
                 log::append(tx, &[entry]).await?;
                 if *purge {
-                    after = Some(AfterCommit::Purge(row.metadata_location));
+                    crate::db::jobs::insert_purge_job(
+                        tx,
+                        wh.id,
+                        &table.to_string(),
+                        &row.metadata_location,
+                    )
+                    .await?;
+                    after = Some(AfterCommit::Purge);
                 }
                 None
             }
@@ -468,8 +473,8 @@ impl ReplicatedChange<'_> {
 pub(super) enum AfterCommit {
     /// Keep the new metadata in the cache.
     Cache(String, Arc<CachedMetadata>),
-    /// Purge a dropped replica's files.
-    Purge(String),
+    /// A purge was recorded: wake the purge worker.
+    Purge,
 }
 
 /// Snapshots the replica's own retention removes: past the limit and not the head of any ref.

@@ -236,58 +236,22 @@ impl Catalog {
         entry.details = json!({ "purge": purge });
         entry.previous_metadata_location = Some(row.metadata_location.clone());
         log::append(&mut tx, &[entry]).await?;
-        self.commit_transaction_or_unknown(tx).await?;
-
         if purge {
-            // After the commit: the table is gone for clients whether or not every file goes.
-            self.purge_after_drop(wh, table, &row.metadata_location)
-                .await;
+            // The purge is recorded with the drop and runs after it (see `purge_jobs`): the table
+            // is gone for clients at once, and a crash cannot lose the purge.
+            crate::db::jobs::insert_purge_job(
+                &mut tx,
+                wh.id,
+                &table.to_string(),
+                &row.metadata_location,
+            )
+            .await?;
+        }
+        self.commit_transaction_or_unknown(tx).await?;
+        if purge {
+            self.wake_purges();
         }
         Ok(())
-    }
-
-    /// Deletes a dropped table's files; failures are logged, since the drop itself has committed.
-    pub(crate) async fn purge_after_drop(
-        &self,
-        wh: &Warehouse,
-        table: &TableName,
-        metadata_location: &str,
-    ) {
-        let metadata = match self.metadata.load(&*wh.storage, metadata_location).await {
-            Ok(metadata) => metadata,
-            Err(err) => {
-                tracing::warn!(%table, %err, "purge of dropped table: metadata unreadable");
-                return;
-            }
-        };
-        let exclusive = super::purge::location_is_exclusive(&self.pool, &wh.root, &metadata.parsed)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(%table, %err, "purge: cannot tell whether other tables share the \
-                    location; deleting only the files the metadata references");
-                false
-            });
-        match super::purge::purge_table(
-            &*wh.storage,
-            self.max_manifest_bytes,
-            &metadata.parsed,
-            metadata_location,
-            exclusive,
-        )
-        .await
-        {
-            Ok(report) => {
-                if !report.unreadable.is_empty() {
-                    tracing::warn!(%table, unreadable = ?report.unreadable,
-                        "purge could not read some manifests; their files remain");
-                }
-                tracing::info!(%table, deleted = report.deleted, listed = report.listed,
-                    unreferenced = report.unreferenced, outside_root = report.outside_root,
-                    data_files_kept = report.data_files_kept,
-                    "purged dropped table");
-            }
-            Err(err) => tracing::warn!(%table, %err, "purge of dropped table incomplete"),
-        }
     }
 
     pub async fn rename_table(

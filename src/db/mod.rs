@@ -1,10 +1,11 @@
 //! The PostgreSQL connection pool and migrations. SQL for each concern lives beside it:
 //! [`catalog`] for warehouses, namespaces and tables; [`replication`] for peers, rules and streams;
-//! [`audit`] for the audit trail;
+//! [`audit`] for the audit trail; [`jobs`] for durable deferred work (purges);
 //! `crate::log` for the update log.
 
 pub mod audit;
 pub mod catalog;
+pub mod jobs;
 pub mod replication;
 
 use std::time::Duration;

@@ -289,10 +289,11 @@ pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
     Ok((created, removed))
 }
 
-/// One lease of one stream: the instance holding it and the fencing token it was granted.
+/// One lease of one stream (or job): the instance holding it and the fencing token it was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
-    pub stream_id: Uuid,
+    /// The stream's (or job's) id.
+    pub id: Uuid,
     pub owner: Uuid,
     pub token: i64,
 }
@@ -343,7 +344,7 @@ fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
     StreamRow {
         stream_id: r.get("stream_id"),
         lease: Lease {
-            stream_id: r.get("stream_id"),
+            id: r.get("stream_id"),
             owner: r.get::<Option<Uuid>, _>("lease_owner").unwrap_or_default(),
             token: r.get("lease_token"),
         },
@@ -422,7 +423,7 @@ pub async fn heartbeat(
     leases: &[Lease],
     lease_seconds: f64,
 ) -> sqlx::Result<Vec<Uuid>> {
-    let ids: Vec<Uuid> = leases.iter().map(|l| l.stream_id).collect();
+    let ids: Vec<Uuid> = leases.iter().map(|l| l.id).collect();
     let owners: Vec<Uuid> = leases.iter().map(|l| l.owner).collect();
     let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
     sqlx::query_scalar(
@@ -482,7 +483,7 @@ pub async fn update_stream(
     update: &StreamUpdate,
 ) -> sqlx::Result<bool> {
     // The token names one lease of the stream: a newer lease, a pause or a resync replaced it.
-    let (stream_id, token) = (lease.stream_id, lease.token);
+    let (stream_id, token) = (lease.id, lease.token);
     let query = match update {
         StreamUpdate::BackfillStarted {
             version,
@@ -577,7 +578,7 @@ pub async fn update_stream(
 /// Removes a finished stream (its table was dropped and the drop replicated).
 pub async fn delete_stream(pool: &PgPool, lease: &Lease) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM replication_stream WHERE stream_id = $1 AND lease_token = $2")
-        .bind(lease.stream_id)
+        .bind(lease.id)
         .bind(lease.token)
         .execute(pool)
         .await?;

@@ -203,6 +203,25 @@ pub async fn read_table(
     Ok(rows.into_iter().map(entry).collect())
 }
 
+/// The table's drop, if one was logged after `after_version`.
+pub async fn find_table_drop(
+    pool: &PgPool,
+    table_id: Uuid,
+    after_version: i64,
+) -> sqlx::Result<Option<LogEntry>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS}
+         FROM commit_log l JOIN warehouse w USING (warehouse_id)
+         WHERE l.table_id = $1 AND l.table_version > $2 AND l.kind = 'drop-table'
+         ORDER BY l.table_version LIMIT 1"
+    ))
+    .bind(table_id)
+    .bind(after_version)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(entry))
+}
+
 fn entry(r: sqlx::postgres::PgRow) -> LogEntry {
     LogEntry {
         seq: r.get(0),

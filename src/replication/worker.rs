@@ -287,19 +287,22 @@ impl Replicator {
             self.running
                 .lock()
                 .expect("not poisoned")
-                .insert(lease.stream_id, lease);
+                .insert(lease.id, lease);
             let this = self.clone();
             tasks.spawn(async move {
                 let attempts = stream.attempts;
                 // A panic in one stream's task stops that attempt only: the lease is released
                 // and the panic recorded as the failure, and the stream retries after a backoff.
-                if let Err(panic) = AssertUnwindSafe(this.run_stream(stream)).catch_unwind().await {
+                if let Err(panic) = AssertUnwindSafe(this.run_stream(stream))
+                    .catch_unwind()
+                    .await
+                {
                     let message = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic without a message".to_string());
-                    tracing::error!(stream = %lease.stream_id, %message, "replication task panicked");
+                    tracing::error!(stream = %lease.id, %message, "replication task panicked");
                     let retry = StreamUpdate::Retry {
                         error: format!("the replication task panicked: {message}"),
                         delay_ms: this.backoff_ms(attempts),
@@ -308,10 +311,7 @@ impl Replicator {
                         tracing::warn!(%err, "could not record a replication panic");
                     }
                 }
-                this.running
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&lease.stream_id);
+                this.running.lock().expect("not poisoned").remove(&lease.id);
             });
         }
     }
@@ -481,11 +481,71 @@ impl Replicator {
                 return Ok(Done::CaughtUp);
             }
             for entry in entries {
-                if let Some(done) = self.apply_entry(s, &target, entry).await? {
-                    return Ok(done);
+                match self.apply_entry(s, &target, entry).await {
+                    Ok(Some(done)) => return Ok(done),
+                    Ok(None) => {}
+                    // The files of the changes still to send are gone; if that is because the
+                    // table was dropped (and purged) meanwhile, the drop is what is left to send.
+                    Err(Failure::Restart(reason, above)) => {
+                        return match log::find_table_drop(
+                            self.pool(),
+                            s.table_id,
+                            s.applied_version,
+                        )
+                        .await?
+                        {
+                            Some(drop) => self.deliver_drop(s, &target, drop).await,
+                            None => Err(Failure::Restart(reason, above)),
+                        };
+                    }
+                    Err(other) => return Err(other),
                 }
             }
         }
+    }
+
+    /// Sends the table's drop (or the orphan mark, per the rule) straight from the replica's
+    /// version, skipping changes whose files the drop's purge removed: the replica keeps its last
+    /// state until then, and learns that its source is gone.
+    async fn deliver_drop(
+        &self,
+        s: &mut StreamRow,
+        target: &Target,
+        drop: LogEntry,
+    ) -> Result<Done, Failure> {
+        let entry = TableEntry::try_from(&drop).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let TableChange::Drop { purge } = entry.change else {
+            return Err(Failure::Permanent(format!(
+                "log entry {} is not a drop",
+                entry.seq
+            )));
+        };
+        let action = if s.replicate_drops {
+            ApplyAction::Drop { purge }
+        } else {
+            ApplyAction::Orphan
+        };
+        let from = Position::at(s.applied_version);
+        self.send(
+            s,
+            target,
+            Some(from),
+            Position::at(entry.version),
+            action,
+            None,
+        )
+        .await?;
+        self.record(
+            s,
+            StreamUpdate::Applied {
+                version: entry.version,
+                metadata_location: None,
+                dest_namespace: s.dest_namespace.clone().unwrap_or_default(),
+                dest_table: s.dest_table.clone().unwrap_or_default(),
+            },
+        )
+        .await?;
+        Ok(Done::Finished)
     }
 
     /// Sends the remaining backfill steps; the last lands the replica on the source version. A

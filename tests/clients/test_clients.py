@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import duckdb
 import pyarrow as pa
@@ -112,6 +113,10 @@ def test_pyiceberg_purge_deletes_the_tables_files(any_floe):
 
     cat.purge_table(("purge_ns", "gone"))
     assert not cat.table_exists(("purge_ns", "gone"))
+    # The purge runs after the drop's answer (a durable job): wait for it.
+    deadline = time.time() + 20
+    while any(os.path.exists(floe.local_path(f)) for f in files) and time.time() < deadline:
+        time.sleep(0.1)
     left = [f for f in files + [tbl.metadata_location] if os.path.exists(floe.local_path(f))]
     assert left == [], left
     assert files_under(floe.local_path(tbl.metadata.location)) == [], "files remain at the location"

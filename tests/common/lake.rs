@@ -116,5 +116,6 @@ impl Lake {
             .get(&format!("/v1/wh/namespaces/db/tables/{table}"))
             .await
             .expect(404);
+        self.floe.wait_for_purges().await;
     }
 }

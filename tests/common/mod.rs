@@ -266,6 +266,25 @@ impl TestFloe {
         page["entries"].as_array().unwrap().clone()
     }
 
+    /// Waits (up to 20 s) until every purge a drop recorded has run.
+    pub async fn wait_for_purges(&self) {
+        let pool = sqlx::PgPool::connect(self.settings.database_url.as_ref().unwrap().expose())
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM purge_job")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            if pending == 0 {
+                pool.close().await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("purges did not finish");
+    }
+
     /// Number of files under the warehouse directory.
     pub fn warehouse_files(&self) -> usize {
         fn count(dir: &std::path::Path) -> usize {
