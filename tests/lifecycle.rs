@@ -199,14 +199,20 @@ async fn a_purge_interrupted_by_sigkill_finishes_after_restart() {
     };
     assert_eq!(data_files(&source), 3000);
     let dropped = reqwest::Client::new()
-        .delete(format!("{}/v1/wh/namespaces/db/tables/big?purgeRequested=true", source.base))
+        .delete(format!(
+            "{}/v1/wh/namespaces/db/tables/big?purgeRequested=true",
+            source.base
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(dropped.status(), 204);
     source.kill9();
     let left = data_files(&source);
-    assert!(left > 0, "the purge finished before the kill; nothing was interrupted");
+    assert!(
+        left > 0,
+        "the purge finished before the kill; nothing was interrupted"
+    );
     let pool = sqlx::PgPool::connect(&source.database_url()).await.unwrap();
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM purge_job")
         .fetch_one(&pool)
@@ -225,7 +231,11 @@ async fn a_purge_interrupted_by_sigkill_finishes_after_restart() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(data_files(&source), 0, "{left} files were left at the kill; some still are");
+    assert_eq!(
+        data_files(&source),
+        0,
+        "{left} files were left at the kill; some still are"
+    );
     let everything = common::files_under(&source.warehouse);
     assert!(everything.is_empty(), "the purge left {everything:?}");
     pool.close().await;
