@@ -168,7 +168,11 @@ async fn read_paths(
         .read(location, max_bytes)
         .await
         .map_err(|err| format!("{location}: {err}"))?;
-    parse(&bytes).map_err(|err| format!("{location}: {err}"))
+    // Avro decoding is CPU work: off the async runtime's threads.
+    tokio::task::spawn_blocking(move || parse(&bytes))
+        .await
+        .map_err(|err| format!("{location}: {err}"))?
+        .map_err(|err| format!("{location}: {err}"))
 }
 
 /// Deletes the files of a dropped table that lie inside the storage's root (with `list_location`,

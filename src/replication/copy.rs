@@ -119,12 +119,17 @@ impl Copier {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(destination.to_string());
         }
-        let bytes = self.source.read(&source, self.max_file_bytes).await?;
+        let bytes = Arc::new(self.source.read(&source, self.max_file_bytes).await?);
         let avro_err = |source| CopyError::Avro {
             file: manifest_list.to_string(),
             source,
         };
-        let manifests = avro::manifest_paths(&bytes).map_err(avro_err)?;
+        let manifests = cpu({
+            let bytes = bytes.clone();
+            move || avro::manifest_paths(&bytes)
+        })
+        .await
+        .map_err(avro_err)?;
         // A few manifests at once; their files share the copier's permits.
         let lengths: HashMap<String, u64> = futures::stream::iter(manifests)
             .map(|manifest| async move {
@@ -134,18 +139,10 @@ impl Copier {
             .buffer_unordered(4)
             .try_collect()
             .await?;
-        let rewritten = avro::rewrite_records(&bytes, |record| {
-            let path = avro::field(record, "manifest_path")
-                .and_then(avro::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let length = lengths[&path];
-            avro::map_string_field(record, "manifest_path", |p| {
-                Ok(self.map.rewrite(p)?.to_string())
-            })?;
-            avro::set_long_field(record, "manifest_length", length as i64)
-        })
-        .map_err(avro_err)?;
+        let map = self.map.clone();
+        let rewritten = cpu(move || rewrite_manifest_list(&bytes, &map, &lengths))
+            .await
+            .map_err(avro_err)?;
         self.write_bytes(&destination, rewritten).await?;
         Ok(destination.to_string())
     }
@@ -158,25 +155,17 @@ impl Copier {
             self.stats.files_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(length);
         }
-        let bytes = self.source.read(&source, self.max_file_bytes).await?;
+        let bytes = Arc::new(self.source.read(&source, self.max_file_bytes).await?);
         let avro_err = |source| CopyError::Avro {
             file: manifest.to_string(),
             source,
         };
-        let entries = avro::read_records(&bytes).map_err(avro_err)?;
-        let mut files = Vec::new();
-        for entry in &entries {
-            let status = avro::field(entry, "status").and_then(avro::as_long);
-            let data_file = avro::field(entry, "data_file").ok_or_else(|| {
-                avro_err(AvroRewriteError::Shape(
-                    "entry has no data_file".to_string(),
-                ))
-            })?;
-            if status == Some(i64::from(STATUS_DELETED)) {
-                continue;
-            }
-            files.push(LiveFile::of(data_file).map_err(avro_err)?);
-        }
+        let files = cpu({
+            let bytes = bytes.clone();
+            move || live_files(&bytes)
+        })
+        .await
+        .map_err(avro_err)?;
         // Position-delete files change size when rewritten; the manifest must carry the new size.
         let new_sizes: HashMap<String, u64> = futures::stream::iter(files)
             .map(|file| async move {
@@ -186,31 +175,10 @@ impl Copier {
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        let rewritten = avro::rewrite_records(&bytes, |entry| {
-            let data_file = avro::field_mut(entry, "data_file")
-                .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
-            let path = avro::field(data_file, "file_path")
-                .and_then(avro::as_str)
-                .unwrap_or_default()
-                .to_string();
-            if let Some(size) = new_sizes.get(&path) {
-                avro::set_long_field(data_file, "file_size_in_bytes", *size as i64)?;
-            }
-            avro::map_string_field(data_file, "file_path", |p| {
-                Ok(self.map.rewrite(p)?.to_string())
-            })?;
-            // A position-delete file's bounds on `file_path` name data files: readers match
-            // deletes to data files with them, so they must name the replica's files.
-            for bounds in ["lower_bounds", "upper_bounds"] {
-                avro::map_bound(data_file, bounds, DELETE_FILE_PATH_FIELD_ID, |p| {
-                    self.map.rewrite(p).ok().map(|l| l.to_string())
-                });
-            }
-            avro::map_string_field(data_file, "referenced_data_file", |p| {
-                Ok(self.map.rewrite(p)?.to_string())
-            })
-        })
-        .map_err(avro_err)?;
+        let map = self.map.clone();
+        let rewritten = cpu(move || rewrite_manifest(&bytes, &map, &new_sizes))
+            .await
+            .map_err(avro_err)?;
         let length = rewritten.len() as u64;
         // The manifest's existence is what a resumed copy trusts: the data files it names must be
         // durable before it is (they were copied without a sync of their own).
@@ -231,7 +199,9 @@ impl Copier {
                 return Ok(size);
             }
             let bytes = self.source.read(&source, self.max_file_bytes).await?;
-            let rewritten = delete_files::rewrite_puffin_references(&bytes, &self.map)
+            let map = self.map.clone();
+            let rewritten = cpu(move || delete_files::rewrite_puffin_references(&bytes, &map))
+                .await
                 .map_err(|e| CopyError::Unsupported(format!("{}: {e}", file.path)))?;
             let size = rewritten.len() as u64;
             self.write_bytes(&destination, rewritten).await?;
@@ -249,11 +219,14 @@ impl Copier {
                 return Ok(size);
             }
             let bytes = Bytes::from(self.source.read(&source, self.max_file_bytes).await?);
-            let rewritten = delete_files::rewrite_parquet_position_deletes(bytes, &self.map)
-                .map_err(|source| CopyError::DeleteFile {
-                    file: file.path.clone(),
-                    source,
-                })?;
+            let map = self.map.clone();
+            let rewritten =
+                cpu(move || delete_files::rewrite_parquet_position_deletes(bytes, &map))
+                    .await
+                    .map_err(|source| CopyError::DeleteFile {
+                        file: file.path.clone(),
+                        source,
+                    })?;
             let size = rewritten.len() as u64;
             self.write_bytes(&destination, rewritten).await?;
             return Ok(size);
@@ -346,6 +319,81 @@ impl Copier {
         self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Runs CPU-bound work (Avro and Parquet decoding and rewriting) off the async runtime's threads;
+/// a panic in it propagates to the caller's task.
+async fn cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+/// A manifest list with each manifest's path rewritten and its new length.
+fn rewrite_manifest_list(
+    bytes: &[u8],
+    map: &PathMap,
+    lengths: &HashMap<String, u64>,
+) -> Result<Vec<u8>, AvroRewriteError> {
+    avro::rewrite_records(bytes, |record| {
+        let path = avro::field(record, "manifest_path")
+            .and_then(avro::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let length = lengths
+            .get(&path)
+            .copied()
+            .ok_or_else(|| AvroRewriteError::Shape(format!("manifest {path} was not copied")))?;
+        avro::map_string_field(record, "manifest_path", |p| Ok(map.rewrite(p)?.to_string()))?;
+        avro::set_long_field(record, "manifest_length", length as i64)
+    })
+}
+
+/// The files a manifest's entries keep live (entries of removals are not).
+fn live_files(bytes: &[u8]) -> Result<Vec<LiveFile>, AvroRewriteError> {
+    let mut files = Vec::new();
+    for entry in &avro::read_records(bytes)? {
+        let status = avro::field(entry, "status").and_then(avro::as_long);
+        let data_file = avro::field(entry, "data_file")
+            .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
+        if status == Some(i64::from(STATUS_DELETED)) {
+            continue;
+        }
+        files.push(LiveFile::of(data_file)?);
+    }
+    Ok(files)
+}
+
+/// A manifest with every path rewritten into the replica's location and the new sizes of
+/// rewritten delete files.
+fn rewrite_manifest(
+    bytes: &[u8],
+    map: &PathMap,
+    new_sizes: &HashMap<String, u64>,
+) -> Result<Vec<u8>, AvroRewriteError> {
+    avro::rewrite_records(bytes, |entry| {
+        let data_file = avro::field_mut(entry, "data_file")
+            .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
+        let path = avro::field(data_file, "file_path")
+            .and_then(avro::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(size) = new_sizes.get(&path) {
+            avro::set_long_field(data_file, "file_size_in_bytes", *size as i64)?;
+        }
+        avro::map_string_field(data_file, "file_path", |p| Ok(map.rewrite(p)?.to_string()))?;
+        // A position-delete file's bounds on `file_path` name data files: readers match deletes to
+        // data files with them, so they must name the replica's files.
+        for bounds in ["lower_bounds", "upper_bounds"] {
+            avro::map_bound(data_file, bounds, DELETE_FILE_PATH_FIELD_ID, |p| {
+                map.rewrite(p).ok().map(|l| l.to_string())
+            });
+        }
+        avro::map_string_field(data_file, "referenced_data_file", |p| {
+            Ok(map.rewrite(p)?.to_string())
+        })
+    })
 }
 
 /// A file a manifest entry keeps live.
