@@ -34,7 +34,8 @@ fn write_err(e: apache_avro::Error) -> AvroRewriteError {
 }
 
 /// Reads every record of an Avro file, lets `edit` change each, and writes them back with the same
-/// writer schema and user metadata.
+/// writer schema and user metadata. One record at a time: the memory it holds is the input, the
+/// output and one decoded record, however many records the file has.
 pub fn rewrite_records(
     bytes: &[u8],
     mut edit: impl FnMut(&mut Value) -> Result<(), AvroRewriteError>,
@@ -42,48 +43,46 @@ pub fn rewrite_records(
     let reader = Reader::new(bytes).map_err(read_err)?;
     let schema = reader.writer_schema().clone();
     let metadata: HashMap<String, Vec<u8>> = reader.user_metadata().clone();
-    let mut records = Vec::new();
-    for record in reader {
-        let mut record = record.map_err(read_err)?;
-        edit(&mut record)?;
-        records.push(record);
-    }
     let mut writer = Writer::with_codec(&schema, Vec::new(), Codec::Deflate(Default::default()));
     for (key, value) in metadata {
         writer.add_user_metadata(key, value).map_err(write_err)?;
     }
-    for record in records {
+    for record in reader {
+        let mut record = record.map_err(read_err)?;
+        edit(&mut record)?;
         writer.append(record).map_err(write_err)?;
     }
     writer.into_inner().map_err(write_err)
 }
 
-/// Reads every record of an Avro file.
-pub fn read_records(bytes: &[u8]) -> Result<Vec<Value>, AvroRewriteError> {
-    Reader::new(bytes)
-        .map_err(read_err)?
-        .map(|r| r.map_err(read_err))
-        .collect()
+/// What `pick` takes from each record of an Avro file, decoding one record at a time.
+pub fn map_records<T>(
+    bytes: &[u8],
+    mut pick: impl FnMut(&Value) -> Result<Option<T>, AvroRewriteError>,
+) -> Result<Vec<T>, AvroRewriteError> {
+    let mut picked = Vec::new();
+    for record in Reader::new(bytes).map_err(read_err)? {
+        if let Some(value) = pick(&record.map_err(read_err)?)? {
+            picked.push(value);
+        }
+    }
+    Ok(picked)
 }
 
 /// The manifests a manifest list names, in its order.
 pub fn manifest_paths(manifest_list: &[u8]) -> Result<Vec<String>, AvroRewriteError> {
-    read_records(manifest_list)?
-        .iter()
-        .map(|record| string_field(record, "manifest_path"))
-        .collect()
+    map_records(manifest_list, |record| {
+        string_field(record, "manifest_path").map(Some)
+    })
 }
 
 /// The data and delete files a manifest's entries name, whatever each entry's status.
 pub fn entry_file_paths(manifest: &[u8]) -> Result<Vec<String>, AvroRewriteError> {
-    read_records(manifest)?
-        .iter()
-        .map(|entry| {
-            let data_file = field(entry, "data_file")
-                .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
-            string_field(unwrap_union(data_file), "file_path")
-        })
-        .collect()
+    map_records(manifest, |entry| {
+        let data_file = field(entry, "data_file")
+            .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
+        string_field(unwrap_union(data_file), "file_path").map(Some)
+    })
 }
 
 fn string_field(record: &Value, name: &str) -> Result<String, AvroRewriteError> {

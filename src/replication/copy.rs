@@ -352,17 +352,15 @@ fn rewrite_manifest_list(
 
 /// The files a manifest's entries keep live (entries of removals are not).
 fn live_files(bytes: &[u8]) -> Result<Vec<LiveFile>, AvroRewriteError> {
-    let mut files = Vec::new();
-    for entry in &avro::read_records(bytes)? {
+    avro::map_records(bytes, |entry| {
         let status = avro::field(entry, "status").and_then(avro::as_long);
         let data_file = avro::field(entry, "data_file")
             .ok_or_else(|| AvroRewriteError::Shape("entry has no data_file".to_string()))?;
         if status == Some(i64::from(STATUS_DELETED)) {
-            continue;
+            return Ok(None);
         }
-        files.push(LiveFile::of(data_file)?);
-    }
-    Ok(files)
+        LiveFile::of(data_file).map(Some)
+    })
 }
 
 /// A manifest with every path rewritten into the replica's location and the new sizes of
