@@ -63,7 +63,7 @@ pub struct ReplicationSettings {
     pub parallel_files: usize,
     /// How long a lease lasts without a heartbeat before another instance may take the stream.
     pub lease_seconds: f64,
-    /// The replicator polls this often when no NOTIFY arrives (and re-reads the rules).
+    /// The replicator reads the log for changes this often when no NOTIFY arrives.
     pub poll_interval_ms: u64,
     /// First retry delay of a failing stream; doubles per attempt (with jitter) up to the maximum.
     pub retry_base_ms: u64,

@@ -808,18 +808,27 @@ async fn a_panicking_stream_task_releases_its_lease_and_retries() {
         .as_str()
         .unwrap_or_default();
     assert!(failure.contains("panicked"), "{status}");
+    // Were the lease kept, the stream would wait out its 30 s lease before a second attempt; the
+    // released lease lets the retry (50 ms backoff here) panic again long before that.
     let pool = sqlx::PgPool::connect(primary.settings.database_url.as_ref().unwrap().expose())
         .await
         .unwrap();
-    let (owner, expires): (Option<uuid::Uuid>, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("SELECT lease_owner, lease_expires_at FROM replication_stream")
+    let lease_seconds = primary.settings.replication.lease_seconds;
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    while started.elapsed().as_secs_f64() < lease_seconds / 2.0 {
+        attempts = sqlx::query_scalar("SELECT attempts FROM replication_stream")
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(
-        (owner, expires),
-        (None, None),
-        "the panicked task kept its lease"
+        if attempts >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        attempts >= 2,
+        "the panicked task kept its lease ({attempts} attempts)"
     );
     primary
         .faults
@@ -876,7 +885,12 @@ async fn a_lagging_stream_delivers_the_drop_after_the_purge() {
     let pool = sqlx::PgPool::connect(primary.settings.database_url.as_ref().unwrap().expose())
         .await
         .unwrap();
+    // As the management API's resume does: unpause, then wake the replicators.
     sqlx::query("UPDATE replication_stream SET paused = false, next_attempt_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('floe_streams', '')")
         .execute(&pool)
         .await
         .unwrap();

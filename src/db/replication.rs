@@ -232,10 +232,15 @@ pub async fn delete_rule(conn: &mut PgConnection, rule_id: Uuid) -> sqlx::Result
 
 // ---- streams ----
 
-/// Makes the streams match the rules: one per (table, destination of the most specific rule that
-/// matches the table), never back to the region a replica came from. Streams of dropped tables
-/// stay until their drop is replicated. Returns (created or re-ruled, removed).
-pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
+/// The channel NOTIFY'd when streams are created or an operator acts on them: the replicators
+/// (on every instance) then look at every due stream, not only those of tables that changed.
+pub const STREAMS_CHANNEL: &str = "floe_streams";
+
+/// Makes the streams match the rules, for every table or only for `tables`: one per (table,
+/// destination of the most specific rule that matches the table), never back to the region a
+/// replica came from. Streams of dropped tables stay until their drop is replicated. Returns
+/// (created or re-ruled, removed).
+pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::Result<(u64, u64)> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(RECONCILE_LOCK_KEY)
@@ -251,6 +256,7 @@ pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
                   OR (cardinality(n.levels) >= cardinality(r.namespace)
                       AND n.levels[1:cardinality(r.namespace)] = r.namespace))
              AND (r.table_name IS NULL OR (n.levels = r.namespace AND t.name = r.table_name))
+            WHERE $1::uuid[] IS NULL OR t.table_id = ANY($1)
             ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
                      coalesce(cardinality(r.namespace), 0) DESC
         )
@@ -266,24 +272,23 @@ pub async fn reconcile_streams(pool: &PgPool) -> sqlx::Result<(u64, u64)> {
          ON CONFLICT (table_id, peer_region, dest_warehouse) DO UPDATE SET rule_id = EXCLUDED.rule_id
          WHERE replication_stream.rule_id IS DISTINCT FROM EXCLUDED.rule_id"
     ))
+    .bind(tables)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     let removed = sqlx::query(&format!(
         "DELETE FROM replication_stream s
-         WHERE EXISTS (SELECT 1 FROM iceberg_table t WHERE t.table_id = s.table_id)
+         WHERE ($1::uuid[] IS NULL OR s.table_id = ANY($1))
+           AND EXISTS (SELECT 1 FROM iceberg_table t WHERE t.table_id = s.table_id)
            AND NOT EXISTS (SELECT 1 FROM ({desired}) d WHERE d.table_id = s.table_id
                            AND d.peer_region = s.peer_region AND d.warehouse = s.dest_warehouse)"
     ))
+    .bind(tables)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if created > 0 {
-        // Wake the replicators (on every instance) for the new streams.
-        sqlx::query("SELECT pg_notify($1, '0')")
-            .bind(crate::log::NOTIFY_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        notify_streams_changed(&mut tx).await?;
     }
     tx.commit().await?;
     Ok((created, removed))
@@ -376,12 +381,15 @@ fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
 }
 
 /// Leases up to `limit` streams that have work and are due, skipping rows other instances are
-/// leasing right now (`SKIP LOCKED`) and leases that have not expired.
+/// leasing right now (`SKIP LOCKED`) and leases that have not expired. With `changed`, only the
+/// streams of those tables are checked for new log entries; streams with work of their own (new,
+/// backfilling, retrying) are always candidates.
 pub async fn lease_streams(
     pool: &PgPool,
     owner: Uuid,
     limit: i64,
     lease_seconds: f64,
+    changed: Option<&[Uuid]>,
 ) -> sqlx::Result<Vec<StreamRow>> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE replication_stream s
@@ -390,9 +398,10 @@ pub async fn lease_streams(
          FROM (SELECT c.stream_id FROM replication_stream c
                WHERE NOT c.paused AND c.failed_reason IS NULL AND c.next_attempt_at <= now()
                  AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now())
-                 AND (c.backfill_version IS NOT NULL
-                      OR EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
-                                 AND l.table_version > c.applied_version))
+                 AND (c.backfill_version IS NOT NULL OR c.applied_version = 0 OR c.attempts > 0
+                      OR (($4::uuid[] IS NULL OR c.table_id = ANY($4))
+                          AND EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
+                                      AND l.table_version > c.applied_version)))
                ORDER BY c.next_attempt_at
                LIMIT $3
                FOR UPDATE SKIP LOCKED) picked
@@ -402,6 +411,7 @@ pub async fn lease_streams(
     .bind(owner)
     .bind(lease_seconds)
     .bind(limit)
+    .bind(changed)
     .fetch_all(pool)
     .await?;
     if ids.is_empty() {
@@ -729,6 +739,7 @@ pub async fn act_on_streams(
              lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1"
         }
     };
+    let mut tx = pool.begin().await?;
     let done = sqlx::query(&format!(
         "UPDATE replication_stream SET {set}
          WHERE table_id = $1 AND ($2::text IS NULL OR peer_region = $2)
@@ -737,8 +748,19 @@ pub async fn act_on_streams(
     .bind(table_id)
     .bind(peer)
     .bind(warehouse)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    notify_streams_changed(&mut tx).await?;
+    tx.commit().await?;
     Ok(done)
+}
+
+/// Wakes the replicators on every instance (at the transaction's commit) to look at every stream.
+async fn notify_streams_changed(tx: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(STREAMS_CHANNEL)
+        .execute(tx)
+        .await
+        .map(drop)
 }

@@ -203,6 +203,28 @@ pub async fn read_table(
     Ok(rows.into_iter().map(entry).collect())
 }
 
+/// The newest `seq` (0 for an empty log).
+pub async fn max_seq(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM commit_log")
+        .fetch_one(pool)
+        .await
+}
+
+/// (seq, table id, kind) of the entries after `after`, in `seq` order: what changed.
+pub async fn changes_since(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, Option<Uuid>, String)>> {
+    sqlx::query_as(
+        "SELECT seq, table_id, kind FROM commit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// The table's drop, if one was logged after `after_version`.
 pub async fn find_table_drop(
     pool: &PgPool,

@@ -182,7 +182,7 @@ async fn save_rule(catalog: &Catalog, rule_id: Uuid, spec: &RuleSpec) -> Catalog
         })?;
     tx.commit().await?;
     // Streams for existing tables right away (the replicator also reconciles on its own).
-    db::reconcile_streams(catalog.pool()).await?;
+    db::reconcile_streams(catalog.pool(), None).await?;
     Ok(())
 }
 
@@ -221,7 +221,7 @@ pub async fn delete_rule(catalog: &Catalog, rule_id: Uuid) -> CatalogResult<()> 
         });
     }
     tx.commit().await?;
-    db::reconcile_streams(catalog.pool()).await?;
+    db::reconcile_streams(catalog.pool(), None).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod copy;
 pub mod delete_files;
+pub mod destinations;
 pub mod paths;
 pub mod peer_client;
 pub mod peer_url;

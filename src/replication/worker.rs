@@ -5,8 +5,15 @@
 //! backfill, then the table's log entries strictly in version order. A stream that fails is
 //! retried with exponential backoff and jitter, or stopped with its reason; the others go on, and
 //! nothing here ever touches the source's commit path.
+//!
+//! Its work follows what changed, not the catalog's size: each round reads the log entries since
+//! the last round, reconciles only the tables that were created, registered or renamed (rules and
+//! peers are reconciled when an operator changes them), and leases only the streams of tables that
+//! changed, plus those with work of their own (new, backfilling, retrying); caught-up streams are
+//! not probed. A table that changed while its stream ran here is looked at again when that task
+//! ends, and every stream and table is looked at once every [`FULL_SCAN_EVERY`] as a safety net.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,9 +28,10 @@ use uuid::Uuid;
 use crate::catalog::{Catalog, Warehouse};
 use crate::config::ReplicationSettings;
 use crate::db::catalog as catalog_db;
-use crate::db::replication::{self as db, Lease, StreamRow, StreamUpdate};
+use crate::db::replication::{self as db, Lease, STREAMS_CHANNEL, StreamRow, StreamUpdate};
 use crate::error::CatalogError;
 use crate::log::{self, LogEntry, NOTIFY_CHANNEL, TableChange, TableEntry};
+use crate::replication::destinations::DestinationStorages;
 use crate::storage::{self, StorageError};
 
 use super::copy::{Copier, CopyError};
@@ -36,9 +44,11 @@ use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position};
 const TAIL_BATCH: i64 = 64;
 /// Restarts (new backfills) in a row before a stream stops for an operator.
 const MAX_RESTARTS: i32 = 5;
-/// Streams are reconciled with the rules at most this often (a woken replicator reconciles, so a
-/// new table or rule gets its streams promptly; a busy log does not run it on every commit).
-const RECONCILE_EVERY: Duration = Duration::from_millis(100);
+/// Every stream is looked at this often, and every table reconciled with the rules (a safety net:
+/// work is otherwise found from what the log says changed, see the module docs).
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
+/// Log entries read per round to learn which tables changed.
+const CHANGES_BATCH: i64 = 10_000;
 
 /// Why a stream stopped before catching up.
 #[derive(Debug)]
@@ -145,8 +155,10 @@ pub struct Replicator {
     /// This instance's lease identity.
     owner: Uuid,
     client: PeerClient,
-    /// The leases of the streams this instance is working on (heartbeats extend them).
-    running: Mutex<HashMap<Uuid, Lease>>,
+    /// The leases of the streams this instance is working on (heartbeats extend them), with
+    /// each stream's table.
+    running: Mutex<HashMap<Uuid, (Lease, Uuid)>>,
+    destinations: DestinationStorages,
 }
 
 impl Replicator {
@@ -161,6 +173,7 @@ impl Replicator {
             owner: Uuid::new_v4(),
             client,
             running: Mutex::default(),
+            destinations: DestinationStorages::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(replicator.run(stopped));
@@ -191,36 +204,98 @@ impl Replicator {
             }
         });
         let mut listener: Option<PgListener> = None;
-        let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut last_reconcile: Option<Instant> = None;
+        let mut tasks: JoinSet<Uuid> = JoinSet::new();
+        let mut last_full_scan: Option<Instant> = None;
+        let mut last_seq = log::max_seq(self.pool()).await.unwrap_or(0);
+        // Tables to look at in the next round: changed while their stream ran here (once that task
+        // ends), or left over when the workers were all busy.
+        let mut again: HashSet<Uuid> = HashSet::new();
+        let mut after_task: HashSet<Uuid> = HashSet::new();
+        // Set by a NOTIFY on the streams channel (streams created, an operator's action).
+        let mut streams_changed = false;
         loop {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            if last_reconcile.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY) {
-                match db::reconcile_streams(self.pool()).await {
-                    Ok((created, removed)) if created + removed > 0 => {
-                        tracing::info!(created, removed, "replication streams reconciled");
+            let mut changed = std::mem::take(&mut again);
+            let mut structural = HashSet::new();
+            match log::changes_since(self.pool(), last_seq, CHANGES_BATCH).await {
+                Ok(entries) => {
+                    for (seq, table, kind) in entries {
+                        last_seq = last_seq.max(seq);
+                        if let Some(table) = table {
+                            changed.insert(table);
+                            if matches!(
+                                kind.as_str(),
+                                "create-table" | "register-table" | "rename-table"
+                            ) {
+                                structural.insert(table);
+                            }
+                        }
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(%err, "reconciling replication streams failed"),
                 }
-                last_reconcile = Some(Instant::now());
+                Err(err) => tracing::warn!(%err, "reading the log's changes failed"),
             }
-            self.lease_and_start(&mut tasks).await;
+            let full_scan = last_full_scan.is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
+            let every_stream = full_scan || std::mem::take(&mut streams_changed);
+            let reconcile = if full_scan {
+                last_full_scan = Some(Instant::now());
+                Some(db::reconcile_streams(self.pool(), None).await)
+            } else if !structural.is_empty() {
+                let tables: Vec<Uuid> = structural.into_iter().collect();
+                Some(db::reconcile_streams(self.pool(), Some(&tables)).await)
+            } else {
+                None
+            };
+            match reconcile {
+                Some(Ok((created, removed))) if created + removed > 0 => {
+                    tracing::info!(created, removed, "replication streams reconciled");
+                }
+                Some(Err(err)) => tracing::warn!(%err, "reconciling replication streams failed"),
+                _ => {}
+            }
+            let candidates: Vec<Uuid> = changed.iter().copied().collect();
+            let leased = self
+                .lease_and_start(&mut tasks, (!every_stream).then_some(&candidates))
+                .await;
+            // What this round could not take: tables whose stream runs here are looked at once the
+            // task ends; with every worker busy, the rest wait for the next round.
+            let running: HashSet<Uuid> = self
+                .running
+                .lock()
+                .expect("not poisoned")
+                .values()
+                .map(|(_, table)| *table)
+                .collect();
+            for table in changed.into_iter().filter(|t| !leased.contains(t)) {
+                if running.contains(&table) {
+                    after_task.insert(table);
+                } else if tasks.len() >= self.settings.workers {
+                    again.insert(table);
+                }
+            }
             tokio::select! {
                 _ = stop.changed() => break,
                 woken = recv(&mut listener) => {
-                    if !woken {
-                        listener = None;
+                    match woken {
+                        None => listener = None,
+                        Some(channel) => streams_changed |= channel == STREAMS_CHANNEL,
                     }
-                    // Drain what else arrived: one lease round serves them all.
+                    // Drain what else arrived: one round serves them all.
                     if let Some(l) = listener.as_mut() {
-                        while l.next_buffered().is_some() {}
+                        while let Some(n) = l.next_buffered() {
+                            streams_changed |= n.channel() == STREAMS_CHANNEL;
+                        }
                     }
                 }
                 _ = tokio::time::sleep(poll) => {}
-                Some(_) = tasks.join_next() => {}
+                Some(ended) = tasks.join_next() => {
+                    if let Ok(table) = ended
+                        && after_task.remove(&table)
+                    {
+                        again.insert(table);
+                    }
+                }
             }
         }
         tasks.shutdown().await;
@@ -230,7 +305,7 @@ impl Replicator {
             .lock()
             .expect("not poisoned")
             .drain()
-            .map(|(_, lease)| lease)
+            .map(|(_, (lease, _))| lease)
             .collect();
         for lease in held {
             let _ = db::update_stream(self.pool(), &lease, &StreamUpdate::Release).await;
@@ -243,7 +318,10 @@ impl Replicator {
 
     async fn listen(&self) -> Option<PgListener> {
         let mut listener = PgListener::connect_with(self.pool()).await.ok()?;
-        listener.listen(NOTIFY_CHANNEL).await.ok()?;
+        listener
+            .listen_all([NOTIFY_CHANNEL, STREAMS_CHANNEL])
+            .await
+            .ok()?;
         Some(listener)
     }
 
@@ -253,7 +331,7 @@ impl Replicator {
             .lock()
             .expect("not poisoned")
             .values()
-            .copied()
+            .map(|(lease, _)| *lease)
             .collect();
         if held.is_empty() {
             return;
@@ -263,31 +341,41 @@ impl Replicator {
         }
     }
 
-    async fn lease_and_start(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+    /// Leases what has work (every due stream on a full scan, else the streams of `changed`
+    /// tables and those with work of their own) and starts a task for each; returns the tables
+    /// whose streams were leased.
+    async fn lease_and_start(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<Uuid>,
+        changed: Option<&Vec<Uuid>>,
+    ) -> HashSet<Uuid> {
         let free = self.settings.workers.saturating_sub(tasks.len());
         if free == 0 {
-            return;
+            return HashSet::new();
         }
         let leased = match db::lease_streams(
             self.pool(),
             self.owner,
             free as i64,
             self.settings.lease_seconds,
+            changed.map(Vec::as_slice),
         )
         .await
         {
             Ok(leased) => leased,
             Err(err) => {
                 tracing::warn!(%err, "leasing replication streams failed");
-                return;
+                return HashSet::new();
             }
         };
+        let mut tables = HashSet::new();
         for stream in leased {
-            let lease = stream.lease;
+            let (lease, table) = (stream.lease, stream.table_id);
+            tables.insert(table);
             self.running
                 .lock()
                 .expect("not poisoned")
-                .insert(lease.id, lease);
+                .insert(lease.id, (lease, table));
             let this = self.clone();
             tasks.spawn(async move {
                 let attempts = stream.attempts;
@@ -312,8 +400,10 @@ impl Replicator {
                     }
                 }
                 this.running.lock().expect("not poisoned").remove(&lease.id);
+                table
             });
         }
+        tables
     }
 
     /// Drives one leased stream and records how it ended.
@@ -405,7 +495,9 @@ impl Replicator {
         let owner = format!("peer `{}` warehouse `{}`", s.peer_region, s.dest_warehouse);
         let dest_root = storage::parse_root(&dest_root)
             .map_err(|e| Failure::Permanent(format!("destination storage root: {e}")))?;
-        let dest_storage = storage::open(&dest_root, s.dest_s3.as_ref(), &owner)
+        let dest_storage = self
+            .destinations
+            .get(&owner, &dest_root, s.dest_s3.as_ref())
             .await
             .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
         // Where clients must write this table: here, or this replica's own origin (chains).
@@ -854,10 +946,16 @@ struct Target {
     origin: (String, Option<String>),
 }
 
-/// Waits for a notification; false when the listener is gone (or there is none).
-async fn recv(listener: &mut Option<PgListener>) -> bool {
+/// Waits for a notification and returns its channel; None when the listener is gone (with no
+/// listener, never returns).
+async fn recv(listener: &mut Option<PgListener>) -> Option<String> {
     match listener {
-        Some(l) => l.try_recv().await.ok().flatten().is_some(),
+        Some(l) => l
+            .try_recv()
+            .await
+            .ok()
+            .flatten()
+            .map(|n| n.channel().to_string()),
         None => std::future::pending().await,
     }
 }
