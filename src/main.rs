@@ -75,6 +75,22 @@ enum Bench {
         /// Data files of the backfilled table.
         #[arg(long, default_value_t = 1000)]
         backfill_files: usize,
+        /// Instead: replication with this many tables (time until all replicas exist, lag and
+        /// statements per commit against one table, idle CPU, peak RSS with large manifests).
+        #[arg(long)]
+        tables: Option<usize>,
+        /// With --tables: commits per second of the loads.
+        #[arg(long, default_value_t = 100)]
+        commits_per_second: u32,
+        /// With --tables: seconds of each load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// With --tables: seconds of the idle measurement.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+        /// With --tables: total size of the large-manifest table's manifests, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        manifest_mb: u64,
     },
     /// What authentication adds: loadTable and commits without auth, with a static token, an OIDC
     /// JWT and a floe-issued token, and each credential check alone.
@@ -99,6 +115,7 @@ enum Bench {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FLOE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -150,9 +167,28 @@ async fn main() -> anyhow::Result<()> {
             floe::bench::run_commits(options).await?;
         }
         Command::Bench(Bench::Replication {
+            tables: Some(tables),
+            commits_per_second,
+            seconds,
+            idle_seconds,
+            manifest_mb,
+            ..
+        }) => {
+            let options = floe::bench::replication_scale::ScaleOptions {
+                tables,
+                commits_per_second,
+                seconds,
+                idle_seconds,
+                manifest_mb,
+            };
+            floe::bench::replication_scale::run_scale(options).await?;
+        }
+        Command::Bench(Bench::Replication {
             commits,
             backfill_mb,
             backfill_files,
+            tables: None,
+            ..
         }) => {
             let options = floe::bench::replication::ReplicationBenchOptions {
                 commits,
@@ -181,4 +217,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Large buffers (manifests, manifest lists, delete files: megabytes each) are mapped and unmapped
+/// on their own, so their memory goes back to the system when freed. glibc raises its mmap
+/// threshold each time such a buffer is freed, after which the next ones come from the per-thread
+/// heaps and stay: replicating 1 GiB of 8 MiB manifests peaked at 230-259 MiB with the dynamic
+/// threshold and at 64 MiB with a fixed one (`floe bench replication --tables 10`, BENCHMARKS.md).
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter, under the allocator's own lock.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }

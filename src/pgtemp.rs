@@ -38,6 +38,8 @@ pub struct PgCluster {
 pub struct PgOptions {
     /// Trade durability for speed (fsync off): for tests only, never for `floe dev`.
     pub fast_unsafe: bool,
+    /// Load pg_stat_statements (benchmarks count floe's statements with it).
+    pub statement_stats: bool,
 }
 
 fn find_bin_dir() -> Result<PathBuf, PgTempError> {
@@ -100,6 +102,9 @@ impl PgCluster {
         if options.fast_unsafe {
             server_options
                 .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        if options.statement_stats {
+            server_options.push_str(" -c shared_preload_libraries=pg_stat_statements");
         }
         let cluster = Self {
             bin_dir,
@@ -169,6 +174,17 @@ impl PgCluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The running server's process id (from its `postmaster.pid`).
+    pub fn server_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The URL of a database in this cluster (no password: trust authentication on loopback).

@@ -350,7 +350,16 @@ async fn lost_database_gives_503_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = tokio::task::spawn_blocking({
         let path = dir.path().join("pg");
-        move || PgCluster::start(&path, &PgOptions { fast_unsafe: true }).unwrap()
+        move || {
+            PgCluster::start(
+                &path,
+                &PgOptions {
+                    fast_unsafe: true,
+                    ..PgOptions::default()
+                },
+            )
+            .unwrap()
+        }
     })
     .await
     .unwrap();

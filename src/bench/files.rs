@@ -5,6 +5,7 @@
 use apache_avro::types::{Record, Value};
 use apache_avro::{Schema, Writer};
 
+/// The manifest entry schema; `{bounds}` is where the column bounds go when files carry them.
 const MANIFEST_SCHEMA: &str = r#"{"type":"record","name":"manifest_entry","fields":[
   {"name":"status","type":"int","field-id":0},
   {"name":"snapshot_id","type":["null","long"],"default":null,"field-id":1},
@@ -15,7 +16,19 @@ const MANIFEST_SCHEMA: &str = r#"{"type":"record","name":"manifest_entry","field
     {"name":"file_path","type":"string","field-id":100},
     {"name":"file_format","type":"string","field-id":101},
     {"name":"record_count","type":"long","field-id":103},
-    {"name":"file_size_in_bytes","type":"long","field-id":104}]}}]}"#;
+    {"name":"file_size_in_bytes","type":"long","field-id":104}{bounds}]}}]}"#;
+
+/// Iceberg's lower_bounds and upper_bounds (maps of column id to a serialized bound).
+const BOUNDS_FIELDS: &str = r#",
+    {"name":"lower_bounds","type":["null",{"type":"array","logicalType":"map","items":{
+      "type":"record","name":"k126_v127","fields":[{"name":"key","type":"int","field-id":126},
+      {"name":"value","type":"bytes","field-id":127}]}}],"default":null,"field-id":125},
+    {"name":"upper_bounds","type":["null",{"type":"array","logicalType":"map","items":{
+      "type":"record","name":"k129_v130","fields":[{"name":"key","type":"int","field-id":129},
+      {"name":"value","type":"bytes","field-id":130}]}}],"default":null,"field-id":128}"#;
+
+/// Bytes of one column's bound, when files carry bounds.
+const BOUND_BYTES: usize = 256;
 
 const LIST_SCHEMA: &str = r#"{"type":"record","name":"manifest_file","fields":[
   {"name":"manifest_path","type":"string","field-id":500},
@@ -32,6 +45,9 @@ pub struct SnapshotWriter {
     /// When set, the next snapshots' files are position-delete files in this format (e.g. to
     /// test a format floe does not rewrite); data files otherwise.
     pub position_deletes_as: Option<String>,
+    /// When set, each file's manifest entry carries lower and upper bounds of about this many
+    /// bytes in all (as a wide table's statistics do), making manifests large for few files.
+    pub stats_bytes_per_file: usize,
 }
 
 fn path_of(location: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -88,7 +104,13 @@ impl SnapshotWriter {
         size: usize,
         mut write: impl FnMut(&str, &[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<String> {
-        let manifest_schema = Schema::parse_str(MANIFEST_SCHEMA)?;
+        let bounds = if self.stats_bytes_per_file > 0 {
+            BOUNDS_FIELDS
+        } else {
+            ""
+        };
+        let manifest_schema = Schema::parse_str(&MANIFEST_SCHEMA.replace("{bounds}", bounds))?;
+        let columns = self.stats_bytes_per_file / (2 * BOUND_BYTES);
         let mut writer = Writer::new(&manifest_schema, Vec::new());
         writer.add_user_metadata("format-version".to_string(), "2")?;
         for i in 0..files {
@@ -101,13 +123,19 @@ impl SnapshotWriter {
                 Some(format) => (1, format.clone()),
                 None => (0, "PARQUET".to_string()),
             };
-            let data_file = Value::Record(vec![
+            let mut fields = vec![
                 ("content".into(), Value::Int(content)),
                 ("file_path".into(), Value::String(data)),
                 ("file_format".into(), Value::String(format)),
                 ("record_count".into(), Value::Long(10)),
                 ("file_size_in_bytes".into(), Value::Long(size as i64)),
-            ]);
+            ];
+            if self.stats_bytes_per_file > 0 {
+                let seed = (snapshot_id as u64) << 20 | i as u64;
+                fields.push(("lower_bounds".into(), bounds_value(columns, seed)));
+                fields.push(("upper_bounds".into(), bounds_value(columns, !seed)));
+            }
+            let data_file = Value::Record(fields);
             let mut entry = Record::new(&manifest_schema)
                 .ok_or_else(|| anyhow::anyhow!("not a record schema"))?;
             entry.put("status", Value::Int(1));
@@ -153,4 +181,29 @@ impl SnapshotWriter {
         write(&list, &writer.into_inner()?)?;
         Ok(list)
     }
+}
+
+/// `columns` bounds of [`BOUND_BYTES`] pseudo-random bytes each (incompressible, as real bounds of
+/// distinct values mostly are), as the union value of an optional bounds map.
+fn bounds_value(columns: usize, seed: u64) -> Value {
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64: fast, and enough to defeat deflate.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let entries = (0..columns)
+        .map(|column| {
+            let bytes: Vec<u8> = (0..BOUND_BYTES / 8)
+                .flat_map(|_| next().to_le_bytes())
+                .collect();
+            Value::Record(vec![
+                ("key".into(), Value::Int(column as i32 + 1)),
+                ("value".into(), Value::Bytes(bytes)),
+            ])
+        })
+        .collect();
+    Value::Union(1, Box::new(Value::Array(entries)))
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod commits;
 pub mod files;
 pub mod replication;
+pub mod replication_scale;
 pub mod s3;
 
 pub use commits::{BenchOptions, run_commits};
@@ -18,11 +19,18 @@ use crate::pgtemp::{PgCluster, PgOptions};
 async fn with_throwaway_cluster(
     run: impl AsyncFnOnce(&PgCluster, &Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    with_throwaway_cluster_options(PgOptions::default(), run).await
+}
+
+/// The same, with the cluster's options.
+async fn with_throwaway_cluster_options(
+    options: PgOptions,
+    run: impl AsyncFnOnce(&PgCluster, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pg_dir = dir.path().join("postgres");
     let cluster =
-        tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, &PgOptions::default()))
-            .await??;
+        tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, &options)).await??;
     let result = run(&cluster, dir.path()).await;
     tokio::task::spawn_blocking(move || cluster.stop()).await??;
     result

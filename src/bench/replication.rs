@@ -37,11 +37,13 @@ const TOKEN: &str = "bench-replication-token";
 /// How often the replica is polled while waiting for a change: the lag's resolution.
 const POLL: Duration = Duration::from_millis(1);
 
-struct Regions {
-    primary: RunningServer,
-    replica: RunningServer,
-    replica_root: std::path::PathBuf,
-    http: reqwest::Client,
+/// The two regions of a replication benchmark, the replica registered as the primary's peer
+/// (see [`register_peer`]), and a client for both.
+pub(super) struct Regions {
+    pub primary: RunningServer,
+    pub replica: RunningServer,
+    pub replica_root: std::path::PathBuf,
+    pub http: reqwest::Client,
 }
 
 pub async fn run_replication(options: ReplicationBenchOptions) -> anyhow::Result<()> {
@@ -90,11 +92,11 @@ async fn run_with_cluster(
     result
 }
 
-fn ms(us: u64) -> f64 {
+pub(super) fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Regions> {
+pub(super) async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Regions> {
     let mut servers = Vec::new();
     let mut roots = Vec::new();
     for region in ["primary", "replica"] {
@@ -125,22 +127,18 @@ async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Result<Region
     }
     let replica = servers.pop().expect("two servers");
     let primary = servers.pop().expect("two servers");
-    let http = reqwest::Client::new();
-    http.post(format!("{}/v1/bench/namespaces", primary.base_url()))
-        .json(&json!({ "namespace": ["b"] }))
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(Regions {
+    let regions = Regions {
         primary,
         replica,
         replica_root: roots.pop().expect("two roots"),
-        http,
-    })
+        http: reqwest::Client::new(),
+    };
+    regions.create_namespace(NS).await?;
+    Ok(regions)
 }
 
 /// Registers the replica as the primary's peer.
-async fn register_peer(regions: &Regions) -> anyhow::Result<()> {
+pub(super) async fn register_peer(regions: &Regions) -> anyhow::Result<()> {
     let catalog = &regions.primary.catalog;
     admin::put_peer(
         catalog,
@@ -161,107 +159,134 @@ async fn register_peer(regions: &Regions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A rule that replicates one table to the replica (backfilling what it holds).
-async fn replicate(regions: &Regions, table: &str) -> anyhow::Result<()> {
-    admin::create_rule(
-        &regions.primary.catalog,
-        RuleSpec {
-            warehouse: "bench".to_string(),
-            namespace: Some(vec!["b".to_string()]),
-            table: Some(table.to_string()),
-            destinations: vec![Destination {
-                peer: "replica".to_string(),
+/// The namespace of the lag and backfill tables.
+const NS: &str = "b";
+
+impl Regions {
+    pub async fn create_namespace(&self, namespace: &str) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/v1/bench/namespaces", self.primary.base_url()))
+            .json(&json!({ "namespace": [namespace] }))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// A rule that replicates a namespace, or one table of it, to the replica (backfilling what
+    /// it holds).
+    pub async fn replicate(&self, namespace: &str, table: Option<&str>) -> anyhow::Result<()> {
+        admin::create_rule(
+            &self.primary.catalog,
+            RuleSpec {
                 warehouse: "bench".to_string(),
-                namespace_prefix: Vec::new(),
-            }],
-            retention: Default::default(),
-            replicate_drops: false,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-fn table_url(server: &RunningServer, table: &str) -> String {
-    format!("{}/v1/bench/namespaces/b/tables/{table}", server.base_url())
-}
-
-async fn create_table(regions: &Regions, name: &str) -> anyhow::Result<Value> {
-    let schema = json!({"type": "struct", "schema-id": 0, "fields": [
-        {"id": 1, "name": "id", "type": "long", "required": false}]});
-    let reply = regions
-        .http
-        .post(format!(
-            "{}/v1/bench/namespaces/b/tables",
-            regions.primary.base_url()
-        ))
-        .json(&json!({ "name": name, "schema": schema }))
-        .send()
+                namespace: Some(vec![namespace.to_string()]),
+                table: table.map(str::to_string),
+                destinations: vec![Destination {
+                    peer: "replica".to_string(),
+                    warehouse: "bench".to_string(),
+                    namespace_prefix: Vec::new(),
+                }],
+                retention: Default::default(),
+                replicate_drops: false,
+            },
+        )
         .await?;
-    if !reply.status().is_success() {
-        bail!("creating {name}: {}", reply.text().await?);
+        Ok(())
     }
-    Ok(reply.json().await?)
-}
 
-/// Commits to the primary and returns the committed metadata location.
-async fn commit(regions: &Regions, table: &str, body: &Value) -> anyhow::Result<Value> {
-    let reply = regions
-        .http
-        .post(table_url(&regions.primary, table))
-        .json(body)
-        .send()
-        .await?;
-    if !reply.status().is_success() {
-        bail!("commit to {table}: {}", reply.text().await?);
+    fn table_url(server: &RunningServer, namespace: &str, table: &str) -> String {
+        format!(
+            "{}/v1/bench/namespaces/{namespace}/tables/{table}",
+            server.base_url()
+        )
     }
-    Ok(reply.json().await?)
-}
 
-/// Polls the replica until `visible` holds for its metadata; returns when it does.
-async fn wait_visible(
-    regions: &Regions,
-    table: &str,
-    visible: impl Fn(&Value) -> bool,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let url = table_url(&regions.replica, table);
-    let started = Instant::now();
-    let mut etag: Option<String> = None;
-    loop {
-        let mut request = regions.http.get(&url);
-        if let Some(tag) = &etag {
-            request = request.header("if-none-match", tag);
+    pub async fn create_table(&self, namespace: &str, name: &str) -> anyhow::Result<Value> {
+        let schema = json!({"type": "struct", "schema-id": 0, "fields": [
+            {"id": 1, "name": "id", "type": "long", "required": false}]});
+        let reply = self
+            .http
+            .post(format!(
+                "{}/v1/bench/namespaces/{namespace}/tables",
+                self.primary.base_url()
+            ))
+            .json(&json!({ "name": name, "schema": schema }))
+            .send()
+            .await?;
+        if !reply.status().is_success() {
+            bail!("creating {name}: {}", reply.text().await?);
         }
-        let reply = request.send().await?;
-        if reply.status() == StatusCode::OK {
-            etag = reply
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body: Value = reply.json().await?;
-            if visible(&body["metadata"]) {
-                return Ok(());
+        Ok(reply.json().await?)
+    }
+
+    /// Commits to the primary and returns the committed table.
+    pub async fn commit(
+        &self,
+        namespace: &str,
+        table: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let reply = self
+            .http
+            .post(Self::table_url(&self.primary, namespace, table))
+            .json(body)
+            .send()
+            .await?;
+        if !reply.status().is_success() {
+            bail!("commit to {table}: {}", reply.text().await?);
+        }
+        Ok(reply.json().await?)
+    }
+
+    /// Polls the replica until `visible` holds for its metadata; returns when it does.
+    pub async fn wait_visible(
+        &self,
+        namespace: &str,
+        table: &str,
+        visible: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let url = Self::table_url(&self.replica, namespace, table);
+        let started = Instant::now();
+        let mut etag: Option<String> = None;
+        loop {
+            let mut request = self.http.get(&url);
+            if let Some(tag) = &etag {
+                request = request.header("if-none-match", tag);
             }
+            let reply = request.send().await?;
+            if reply.status() == StatusCode::OK {
+                etag = reply
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body: Value = reply.json().await?;
+                if visible(&body["metadata"]) {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > timeout {
+                bail!("the change to {table} did not reach the replica within {timeout:?}");
+            }
+            tokio::time::sleep(POLL).await;
         }
-        if started.elapsed() > timeout {
-            bail!("the change did not reach the replica within {timeout:?}");
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 
 async fn lag(regions: &Regions, commits: usize, append: bool) -> anyhow::Result<Histogram<u64>> {
     let table = if append { "lag_append" } else { "lag_meta" };
-    let created = create_table(regions, table).await?;
+    let created = regions.create_table(NS, table).await?;
     let location = created["metadata"]["location"]
         .as_str()
         .context("location")?
         .to_string();
-    replicate(regions, table).await?;
+    regions.replicate(NS, Some(table)).await?;
     // Let the table's backfill finish before measuring the tail.
-    wait_visible(regions, table, |_| true, Duration::from_secs(30)).await?;
+    regions
+        .wait_visible(NS, table, |_| true, Duration::from_secs(30))
+        .await?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut files = SnapshotWriter::default();
     let mut head = created["metadata"].clone();
@@ -285,23 +310,24 @@ async fn lag(regions: &Regions, commits: usize, append: bool) -> anyhow::Result<
             json!({ "requirements": [], "updates": [
                 { "action": "set-properties", "updates": { "bench.marker": marker } }] })
         };
-        let committed = commit(regions, table, &body).await?;
+        let committed = regions.commit(NS, table, &body).await?;
         let acknowledged = Instant::now();
         head = committed["metadata"].clone();
         let want_snapshot = head["current-snapshot-id"].clone();
-        wait_visible(
-            regions,
-            table,
-            |m| {
-                if append {
-                    m["current-snapshot-id"] == want_snapshot
-                } else {
-                    m["properties"]["bench.marker"] == marker.as_str()
-                }
-            },
-            Duration::from_secs(30),
-        )
-        .await?;
+        regions
+            .wait_visible(
+                NS,
+                table,
+                |m| {
+                    if append {
+                        m["current-snapshot-id"] == want_snapshot
+                    } else {
+                        m["properties"]["bench.marker"] == marker.as_str()
+                    }
+                },
+                Duration::from_secs(30),
+            )
+            .await?;
         histogram.record(acknowledged.elapsed().as_micros().max(1) as u64)?;
     }
     Ok(histogram)
@@ -312,7 +338,7 @@ async fn backfill(regions: &Regions, options: &ReplicationBenchOptions) -> anyho
     let file_size = (options.backfill_mb * 1024 * 1024 / files_total as u64).max(1) as usize;
     let per_snapshot = 50.min(files_total);
     let snapshots = files_total.div_ceil(per_snapshot);
-    let created = create_table(regions, "big").await?;
+    let created = regions.create_table(NS, "big").await?;
     let location = created["metadata"]["location"]
         .as_str()
         .context("location")?
@@ -331,8 +357,8 @@ async fn backfill(regions: &Regions, options: &ReplicationBenchOptions) -> anyho
         if let Some(parent) = parent {
             snapshot["parent-snapshot-id"] = json!(parent);
         }
-        head = commit(
-            regions,
+        head = regions.commit(
+            NS,
             "big",
             &json!({ "requirements": [], "updates": [
                 { "action": "add-snapshot", "snapshot": snapshot },
@@ -363,15 +389,16 @@ async fn backfill(regions: &Regions, options: &ReplicationBenchOptions) -> anyho
 
     let hwm_before = super::peak_rss_kib();
     let started = Instant::now();
-    replicate(regions, "big").await?;
+    regions.replicate(NS, Some("big")).await?;
     let want = head["current-snapshot-id"].clone();
-    wait_visible(
-        regions,
-        "big",
-        |m| m["current-snapshot-id"] == want,
-        Duration::from_secs(3600),
-    )
-    .await?;
+    regions
+        .wait_visible(
+            NS,
+            "big",
+            |m| m["current-snapshot-id"] == want,
+            Duration::from_secs(3600),
+        )
+        .await?;
     let floe_time = started.elapsed();
     let hwm_after = super::peak_rss_kib();
     println!(

@@ -241,12 +241,19 @@ pub const STREAMS_CHANNEL: &str = "floe_streams";
 /// replica came from. Streams of dropped tables stay until their drop is replicated. Returns
 /// (created or re-ruled, removed).
 pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::Result<(u64, u64)> {
+    // Two statement texts, not one with `$1 IS NULL OR ...`: PostgreSQL's generic plan for the
+    // latter scans every table, which made each table's creation cost as much as a full pass.
+    let (table_filter, stream_filter) = match tables {
+        Some(_) => ("t.table_id = ANY($1)", "s.table_id = ANY($1)"),
+        None => ("$1::uuid[] IS NULL", "$1::uuid[] IS NULL"),
+    };
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(RECONCILE_LOCK_KEY)
         .execute(&mut *tx)
         .await?;
-    let desired = "
+    let desired = format!(
+        "
         WITH effective AS (
             SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id,
                    coalesce(t.origin_region, '') AS origin, coalesce(t.source_region, '') AS src
@@ -256,21 +263,33 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
                   OR (cardinality(n.levels) >= cardinality(r.namespace)
                       AND n.levels[1:cardinality(r.namespace)] = r.namespace))
              AND (r.table_name IS NULL OR (n.levels = r.namespace AND t.name = r.table_name))
-            WHERE $1::uuid[] IS NULL OR t.table_id = ANY($1)
+            WHERE {table_filter}
             ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
                      coalesce(cardinality(r.namespace), 0) DESC
         )
         SELECT e.table_id, e.warehouse_id, e.rule_id, d.peer_region, d.warehouse, d.namespace_prefix
         FROM effective e JOIN replication_destination d USING (rule_id)
-        WHERE d.peer_region <> e.origin AND d.peer_region <> e.src";
+        WHERE d.peer_region <> e.origin AND d.peer_region <> e.src"
+    );
     let created = sqlx::query(&format!(
         "INSERT INTO replication_stream (stream_id, table_id, warehouse_id, rule_id, peer_region,
              dest_warehouse, namespace_prefix)
          SELECT gen_random_uuid(), table_id, warehouse_id, rule_id, peer_region, warehouse,
                 namespace_prefix
          FROM ({desired}) desired
-         ON CONFLICT (table_id, peer_region, dest_warehouse) DO UPDATE SET rule_id = EXCLUDED.rule_id
-         WHERE replication_stream.rule_id IS DISTINCT FROM EXCLUDED.rule_id"
+         ON CONFLICT (table_id, peer_region, dest_warehouse) DO NOTHING"
+    ))
+    .bind(tables)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // Not `ON CONFLICT DO UPDATE ... WHERE`: that locks every conflicting row, changed or not,
+    // and a pass over every table would hold all the streams' rows while leasing skips them.
+    let reruled = sqlx::query(&format!(
+        "UPDATE replication_stream s SET rule_id = d.rule_id
+         FROM ({desired}) d
+         WHERE d.table_id = s.table_id AND d.peer_region = s.peer_region
+           AND d.warehouse = s.dest_warehouse AND s.rule_id IS DISTINCT FROM d.rule_id"
     ))
     .bind(tables)
     .execute(&mut *tx)
@@ -278,7 +297,7 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
     .rows_affected();
     let removed = sqlx::query(&format!(
         "DELETE FROM replication_stream s
-         WHERE ($1::uuid[] IS NULL OR s.table_id = ANY($1))
+         WHERE {stream_filter}
            AND EXISTS (SELECT 1 FROM iceberg_table t WHERE t.table_id = s.table_id)
            AND NOT EXISTS (SELECT 1 FROM ({desired}) d WHERE d.table_id = s.table_id
                            AND d.peer_region = s.peer_region AND d.warehouse = s.dest_warehouse)"
@@ -291,7 +310,7 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
         notify_streams_changed(&mut tx).await?;
     }
     tx.commit().await?;
-    Ok((created, removed))
+    Ok((created + reruled, removed))
 }
 
 /// One lease of one stream (or job): the instance holding it and the fencing token it was granted.
@@ -391,23 +410,51 @@ pub async fn lease_streams(
     lease_seconds: f64,
     changed: Option<&[Uuid]>,
 ) -> sqlx::Result<Vec<StreamRow>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    // Due, not paused or failed, and no live lease.
+    const LEASABLE: &str = "NOT c.paused AND c.failed_reason IS NULL AND c.next_attempt_at <= now()
+        AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now())";
+    // Work of its own: new, backfilling or retrying. The partial index
+    // `replication_stream_own_work` holds exactly these streams.
+    const OWN_WORK: &str =
+        "(c.backfill_version IS NOT NULL OR c.applied_version = 0 OR c.attempts > 0)";
+    const NEW_ENTRIES: &str = "EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
+                                AND l.table_version > c.applied_version)";
+    // Each candidate set is found by an index and locked by its own `FOR UPDATE SKIP LOCKED`:
+    // the changed tables' streams first (by the unique index that leads with `table_id`; their
+    // commits are the ones waiting), then streams with work of their own, oldest due first, up to
+    // the limit. A full pass reads every stream instead. Separate statement texts, not one with
+    // `$4 IS NULL OR ...`, whose generic plan would read every stream in every round; and `=
+    // ANY(ARRAY(...))`, not a join, so the picked rows are updated by primary key, not by a hash
+    // join over every stream.
+    let picked = match changed {
+        Some(_) => format!(
+            "WITH tail AS (
+                 SELECT c.stream_id FROM replication_stream c
+                 WHERE c.table_id = ANY($4) AND {LEASABLE} AND ({OWN_WORK} OR {NEW_ENTRIES})
+                 LIMIT $3 FOR UPDATE SKIP LOCKED),
+             own AS (
+                 SELECT c.stream_id FROM replication_stream c
+                 WHERE {LEASABLE} AND {OWN_WORK}
+                   AND c.stream_id NOT IN (SELECT stream_id FROM tail)
+                 ORDER BY c.next_attempt_at
+                 LIMIT greatest($3 - (SELECT count(*) FROM tail), 0)
+                 FOR UPDATE SKIP LOCKED)
+             SELECT stream_id FROM tail UNION ALL SELECT stream_id FROM own"
+        ),
+        None => format!(
+            "SELECT c.stream_id FROM replication_stream c
+             WHERE $4::uuid[] IS NULL AND {LEASABLE} AND ({OWN_WORK} OR {NEW_ENTRIES})
+             ORDER BY c.next_attempt_at
+             LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ),
+    };
+    let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
         "UPDATE replication_stream s
          SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
              lease_token = s.lease_token + 1
-         FROM (SELECT c.stream_id FROM replication_stream c
-               WHERE NOT c.paused AND c.failed_reason IS NULL AND c.next_attempt_at <= now()
-                 AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now())
-                 AND (c.backfill_version IS NOT NULL OR c.applied_version = 0 OR c.attempts > 0
-                      OR (($4::uuid[] IS NULL OR c.table_id = ANY($4))
-                          AND EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
-                                      AND l.table_version > c.applied_version)))
-               ORDER BY c.next_attempt_at
-               LIMIT $3
-               FOR UPDATE SKIP LOCKED) picked
-         WHERE s.stream_id = picked.stream_id
+         WHERE s.stream_id = ANY(ARRAY({picked}))
          RETURNING s.stream_id",
-    )
+    ))
     .bind(owner)
     .bind(lease_seconds)
     .bind(limit)

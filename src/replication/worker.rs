@@ -12,6 +12,8 @@
 //! changed, plus those with work of their own (new, backfilling, retrying); caught-up streams are
 //! not probed. A table that changed while its stream ran here is looked at again when that task
 //! ends, and every stream and table is looked at once every [`FULL_SCAN_EVERY`] as a safety net.
+//! That pass over every table runs on its own timer, beside the rounds: on a large catalog it takes
+//! a while, and commits to other tables must not wait behind it.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -203,6 +205,27 @@ impl Replicator {
                 }
             }
         });
+        // The safety net reconciles every table with the rules on its own timer too: a pass over a
+        // large catalog takes a while, and the rounds that serve commits must not wait for it.
+        // Streams it creates are announced on the streams channel, which wakes the loop below.
+        let safety_net = tokio::spawn({
+            let this = self.clone();
+            let mut stop = stop.clone();
+            async move {
+                let mut tick = tokio::time::interval(FULL_SCAN_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tick.tick() => {
+                            let started = Instant::now();
+                            this.reconcile(None).await;
+                            tracing::debug!(ms = started.elapsed().as_millis() as u64,
+                                "every table reconciled with the replication rules");
+                        }
+                    }
+                }
+            }
+        });
         let mut listener: Option<PgListener> = None;
         let mut tasks: JoinSet<Uuid> = JoinSet::new();
         let mut last_full_scan: Option<Instant> = None;
@@ -237,22 +260,13 @@ impl Replicator {
                 Err(err) => tracing::warn!(%err, "reading the log's changes failed"),
             }
             let full_scan = last_full_scan.is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
-            let every_stream = full_scan || std::mem::take(&mut streams_changed);
-            let reconcile = if full_scan {
+            if full_scan {
                 last_full_scan = Some(Instant::now());
-                Some(db::reconcile_streams(self.pool(), None).await)
-            } else if !structural.is_empty() {
+            }
+            let every_stream = full_scan || std::mem::take(&mut streams_changed);
+            if !structural.is_empty() {
                 let tables: Vec<Uuid> = structural.into_iter().collect();
-                Some(db::reconcile_streams(self.pool(), Some(&tables)).await)
-            } else {
-                None
-            };
-            match reconcile {
-                Some(Ok((created, removed))) if created + removed > 0 => {
-                    tracing::info!(created, removed, "replication streams reconciled");
-                }
-                Some(Err(err)) => tracing::warn!(%err, "reconciling replication streams failed"),
-                _ => {}
+                self.reconcile(Some(&tables)).await;
             }
             let candidates: Vec<Uuid> = changed.iter().copied().collect();
             let leased = self
@@ -300,6 +314,7 @@ impl Replicator {
         }
         tasks.shutdown().await;
         let _ = heartbeats.await;
+        let _ = safety_net.await;
         let held: Vec<Lease> = self
             .running
             .lock()
@@ -314,6 +329,17 @@ impl Replicator {
         drop(listener);
         self.pool.close().await;
         tracing::info!(owner = %self.owner, "replicator stopped");
+    }
+
+    /// Makes the streams of `tables` (or of every table) match the rules.
+    async fn reconcile(&self, tables: Option<&[Uuid]>) {
+        match db::reconcile_streams(self.pool(), tables).await {
+            Ok((created, removed)) if created + removed > 0 => {
+                tracing::info!(created, removed, "replication streams reconciled");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "reconciling replication streams failed"),
+        }
     }
 
     async fn listen(&self) -> Option<PgListener> {

@@ -62,10 +62,12 @@ def test_no_server_errors_and_every_error_is_an_error_model(fuzzed, api, tmp_pat
     """))
     env = dict(os.environ, SCHEMATHESIS_HOOKS="fuzz_hooks", PYTHONPATH=HERE)
     binary = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+    # One worker: Hypothesis's internal caches are not thread-safe, and two worker threads now and
+    # then fail inside Hypothesis (a KeyError from its lambda-source cache) with nothing wrong at floe.
     proc = subprocess.run(
         [binary, "--config-file", str(config), "run", spec, "--url", fuzzed.url,
          "--checks", "not_a_server_error,error_model", "--max-time", str(seconds), "--seed", os.environ.get("FUZZ_SEED", "20261201"),
-         "--workers", "2", "--request-timeout", "10", "--suppress-health-check", "all"],
+         "--workers", "1", "--request-timeout", "10", "--suppress-health-check", "all"],
         env=env, capture_output=True, text=True, timeout=seconds + 120)
     failures = proc.stdout.find("FAILURES")
     assert proc.returncode == 0, proc.stdout[max(failures, 0):][:20000] + proc.stderr[-2000:]

@@ -31,8 +31,14 @@ extern "C" fn stop_cluster() {
 pub fn cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| {
         let dir = DIRS.get_or_init(|| tempfile::tempdir().expect("tempdir"));
-        let cluster = PgCluster::start(&dir.path().join("pg"), &PgOptions { fast_unsafe: true })
-            .expect("start the throwaway PostgreSQL");
+        let cluster = PgCluster::start(
+            &dir.path().join("pg"),
+            &PgOptions {
+                fast_unsafe: true,
+                ..PgOptions::default()
+            },
+        )
+        .expect("start the throwaway PostgreSQL");
         // Statics are never dropped; stop PostgreSQL when the test process exits.
         unsafe { nix::libc::atexit(stop_cluster) };
         cluster
