@@ -239,6 +239,29 @@ impl Regions {
         Ok(reply.json().await?)
     }
 
+    /// Commits an append snapshot (`id`, `seq`, on `parent`) whose manifest list is `list`, and
+    /// makes it `main`; returns the table's new metadata.
+    pub async fn append_snapshot(
+        &self,
+        namespace: &str,
+        table: &str,
+        id: i64,
+        seq: i64,
+        parent: Option<i64>,
+        list: &str,
+    ) -> anyhow::Result<Value> {
+        let mut snapshot = json!({ "snapshot-id": id, "sequence-number": seq,
+            "timestamp-ms": chrono::Utc::now().timestamp_millis(), "manifest-list": list,
+            "summary": { "operation": "append" }, "schema-id": 0 });
+        if let Some(parent) = parent {
+            snapshot["parent-snapshot-id"] = json!(parent);
+        }
+        let body = json!({ "requirements": [], "updates": [
+            { "action": "add-snapshot", "snapshot": snapshot },
+            { "action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": id }] });
+        Ok(self.commit(namespace, table, &body).await?["metadata"].clone())
+    }
+
     /// Polls the replica until `visible` holds for its metadata; returns when it does.
     pub async fn wait_visible(
         &self,
@@ -351,21 +374,9 @@ async fn backfill(regions: &Regions, options: &ReplicationBenchOptions) -> anyho
         let seq = head["last-sequence-number"].as_i64().unwrap_or(0) + 1;
         let id = 2_000_000 + i as i64;
         let list = writer.write_snapshot(&location, id, seq, files, file_size)?;
-        let mut snapshot = json!({ "snapshot-id": id, "sequence-number": seq,
-            "timestamp-ms": chrono::Utc::now().timestamp_millis(), "manifest-list": list,
-            "summary": { "operation": "append" }, "schema-id": 0 });
-        if let Some(parent) = parent {
-            snapshot["parent-snapshot-id"] = json!(parent);
-        }
-        head = regions.commit(
-            NS,
-            "big",
-            &json!({ "requirements": [], "updates": [
-                { "action": "add-snapshot", "snapshot": snapshot },
-                { "action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": id }] }),
-        )
-        .await?["metadata"]
-            .clone();
+        head = regions
+            .append_snapshot(NS, "big", id, seq, parent, &list)
+            .await?;
     }
     let table_dir = location
         .strip_prefix("file://")

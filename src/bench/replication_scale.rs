@@ -487,22 +487,9 @@ async fn large_manifests(regions: &Regions, manifest_mb: u64) -> anyhow::Result<
             writer = back;
             list?
         };
-        let mut snapshot = json!({ "snapshot-id": id, "sequence-number": seq,
-            "timestamp-ms": chrono::Utc::now().timestamp_millis(), "manifest-list": list,
-            "summary": { "operation": "append" }, "schema-id": 0 });
-        if let Some(parent) = parent {
-            snapshot["parent-snapshot-id"] = json!(parent);
-        }
         head = regions
-            .commit(
-                "wide",
-                "t",
-                &json!({ "requirements": [], "updates": [
-                    { "action": "add-snapshot", "snapshot": snapshot },
-                    { "action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": id }] }),
-            )
-            .await?["metadata"]
-            .clone();
+            .append_snapshot("wide", "t", id, seq, parent, &list)
+            .await?;
     }
     let bytes = manifest_bytes(&location)?;
     reset_peak_rss()?;
