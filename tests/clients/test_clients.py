@@ -113,15 +113,25 @@ def test_pyiceberg_purge_deletes_the_tables_files(any_floe):
 
     cat.purge_table(("purge_ns", "gone"))
     assert not cat.table_exists(("purge_ns", "gone"))
-    # The purge runs after the drop's answer (a durable job): wait for it.
+    # The purge runs after the drop's answer (a durable job). It deletes the metadata files last
+    # and, on a file system, the empty directories after them: wait for all of it.
+    files.append(tbl.metadata_location)
+    location = floe.local_path(tbl.metadata.location)
+    on_s3 = tbl.metadata.location.startswith("s3://")
+
+    def purged():
+        return not any(os.path.exists(floe.local_path(f)) for f in files) and (
+            on_s3 or not os.path.exists(location)
+        )
+
     deadline = time.time() + 20
-    while any(os.path.exists(floe.local_path(f)) for f in files) and time.time() < deadline:
+    while not purged() and time.time() < deadline:
         time.sleep(0.1)
-    left = [f for f in files + [tbl.metadata_location] if os.path.exists(floe.local_path(f))]
+    left = [f for f in files if os.path.exists(floe.local_path(f))]
     assert left == [], left
-    assert files_under(floe.local_path(tbl.metadata.location)) == [], "files remain at the location"
-    if not tbl.metadata.location.startswith("s3://"):
-        assert not os.path.exists(floe.local_path(tbl.metadata.location)), "empty directories remain"
+    assert files_under(location) == [], "files remain at the location"
+    if not on_s3:
+        assert not os.path.exists(location), "empty directories remain"
     assert cat.load_table(("purge_ns", "kept")).scan().to_arrow().column("id").to_pylist() == [9]
 
 
