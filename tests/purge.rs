@@ -7,7 +7,8 @@ mod common;
 
 use common::lake::{Lake, loc, local_lake, s3_lake};
 use floe::bench::files::SnapshotWriter;
-use floe::storage::Location;
+use floe::storage::{LIST_PAGE, Location};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 fn location_of(table: &Value) -> String {
@@ -125,6 +126,48 @@ async fn purge_deletes_only_referenced_files_where_others_may_live(lake: Lake) {
         !lake.exists(kept_metadata).await,
         "purge left {kept_metadata}"
     );
+}
+
+/// A location with more files than one page of a listing: the listing comes in pages of at most
+/// `LIST_PAGE` files, and the purge goes through all of them.
+async fn purge_pages_through_a_crowded_location(lake: Lake) {
+    lake.floe.create_namespace(&["db"]).await;
+    let table = lake.create("crowded", json!({})).await;
+    let location = location_of(&table);
+    let left_behind: Vec<String> = (0..LIST_PAGE * 2 + 100)
+        .map(|i| format!("{location}/data/{:02}/{i}-failed-commit.parquet", i % 7))
+        .collect();
+    for file in &left_behind {
+        lake.put(file, b"x").await;
+    }
+    let mut pages = lake.storage.list_pages(&loc(&location));
+    let (mut sizes, mut listed) = (Vec::new(), 0);
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap();
+        sizes.push(page.len());
+        listed += page.len();
+    }
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= LIST_PAGE), "{sizes:?}");
+    // The left-behind files and the table's metadata file.
+    assert_eq!(listed, left_behind.len() + 1);
+
+    lake.purge("crowded").await;
+
+    let left = lake.storage.list(&loc(&location)).await.unwrap();
+    assert!(left.is_empty(), "purge left {} files", left.len());
+}
+
+#[tokio::test]
+async fn local_purge_pages_through_a_crowded_location() {
+    purge_pages_through_a_crowded_location(local_lake().await).await;
+}
+
+#[tokio::test]
+async fn s3_purge_pages_through_a_crowded_location() {
+    if let Some(lake) = s3_lake().await {
+        purge_pages_through_a_crowded_location(lake).await;
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt;
+
 use iceberg::spec::TableMetadata;
 use sqlx::PgPool;
 
@@ -192,7 +194,7 @@ pub async fn purge_table(
         .get(GC_ENABLED)
         .is_none_or(|value| !value.eq_ignore_ascii_case("false"));
     report.data_files_kept = !gc_enabled;
-    let mut referenced = referenced_files(
+    let referenced = referenced_files(
         storage,
         max_manifest_bytes,
         metadata,
@@ -209,23 +211,42 @@ pub async fn purge_table(
         .filter(|_| list_location && gc_enabled)
     {
         report.listed = true;
-        for file in storage.list(location).await? {
-            if !referenced.contains(&file) {
-                report.unreferenced += 1;
-                referenced.data.insert(file);
-            }
+        // Page by page: what no metadata references goes with its page, before any referenced
+        // file, so the listing is never held whole and a purge cut short still finds the
+        // metadata that names the rest.
+        let mut pages = storage.list_pages(location);
+        while let Some(page) = pages.next().await {
+            let unreferenced: Vec<Location> = page?
+                .into_iter()
+                .filter(|file| !referenced.contains(file))
+                .collect();
+            report.unreferenced += unreferenced.len();
+            delete_all(storage, &unreferenced, &mut report).await?;
         }
     }
-    report.deleted = referenced.len();
+    report.deleted = referenced.len() + report.unreferenced;
     for tier in [referenced.data, referenced.indexes, referenced.metadata] {
         let tier: Vec<Location> = tier.into_iter().collect();
-        match storage.delete_many(&tier).await {
-            Err(err) if err.is_refusal() => report.refused.push(err.to_string()),
-            other => other?,
-        }
+        delete_all(storage, &tier, &mut report).await?;
     }
     if let Some(location) = &table_location {
         storage.remove_empty_dirs(location).await?;
     }
     Ok(report)
+}
+
+/// Deletes `files`; a delete the storage refuses (a link out of the warehouse) is reported and
+/// the purge goes on.
+async fn delete_all(
+    storage: &dyn Storage,
+    files: &[Location],
+    report: &mut PurgeReport,
+) -> Result<(), StorageError> {
+    match storage.delete_many(files).await {
+        Err(err) if err.is_refusal() => {
+            report.refused.push(err.to_string());
+            Ok(())
+        }
+        other => other,
+    }
 }

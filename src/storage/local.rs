@@ -14,17 +14,19 @@
 
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
 use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 
-use super::{Location, Storage, StorageError};
+use super::{LIST_PAGE, ListPages, Location, Storage, StorageError};
 
 /// The buffer of a streamed copy: the memory one copy holds, whatever the file's size.
 const COPY_BUFFER_BYTES: usize = 1024 * 1024;
@@ -436,22 +438,44 @@ impl Storage for LocalStorage {
         .await
     }
 
-    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError> {
-        let owned = prefix.clone();
-        self.blocking(prefix, move |this| {
-            let tree = this.walk(&owned)?;
-            Ok(tree.files)
+    fn list_pages(&self, prefix: &Location) -> ListPages {
+        // The walk runs on a blocking thread and hands over one page at a time: the channel
+        // holds one, so the walk waits while the consumer works, and stops when it is dropped.
+        let (pages, received) = tokio::sync::mpsc::channel(1);
+        let (this, owned) = (self.clone(), prefix.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut page = Vec::with_capacity(LIST_PAGE);
+            let walked = this.walk(&owned, |file| {
+                page.push(file);
+                if page.len() < LIST_PAGE {
+                    return ControlFlow::Continue(());
+                }
+                match pages.blocking_send(Ok(std::mem::take(&mut page))) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            });
+            let last = match walked {
+                Ok(_) if page.is_empty() => return,
+                Ok(_) => Ok(page),
+                Err(err) => Err(err),
+            };
+            let _ = pages.blocking_send(last);
+        });
+        futures::stream::unfold(received, |mut received| async move {
+            let page = received.recv().await?;
+            Some((page, received))
         })
-        .await
+        .boxed()
     }
 
     async fn remove_empty_dirs(&self, prefix: &Location) -> Result<(), StorageError> {
         let owned = prefix.clone();
         self.blocking(prefix, move |this| {
-            let tree = this.walk(&owned)?;
+            let dirs = this.walk(&owned, |_| ControlFlow::Continue(()))?;
             // Children come after their parents in `dirs`: removing in reverse empties each
             // parent before it is tried. A directory that still holds anything stays.
-            for dir in tree.dirs.iter().rev() {
+            for dir in dirs.iter().rev() {
                 let Ok(relative) = this.relative(dir) else {
                     continue;
                 };
@@ -465,23 +489,20 @@ impl Storage for LocalStorage {
     }
 }
 
-/// The files and directories under a directory (itself included among the directories, parents
-/// before their children); a missing directory holds nothing.
-struct Tree {
-    files: Vec<Location>,
-    dirs: Vec<Location>,
-}
-
 impl LocalStorage {
-    /// Walks the tree under `prefix`; symbolic links are listed as files, never entered.
-    fn walk(&self, prefix: &Location) -> Result<Tree, StorageError> {
-        let mut tree = Tree {
-            files: Vec::new(),
-            dirs: Vec::new(),
-        };
+    /// Walks the tree under `prefix`, handing each file to `on_file` (which may stop the walk),
+    /// and returns the directories it went through (`prefix` included, parents before their
+    /// children). Symbolic links are files here, never entered; a missing directory holds
+    /// nothing.
+    fn walk(
+        &self,
+        prefix: &Location,
+        mut on_file: impl FnMut(Location) -> ControlFlow<()>,
+    ) -> Result<Vec<Location>, StorageError> {
+        let mut dirs = Vec::new();
         let root = match self.open_root(false) {
             Ok(root) => root,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(tree),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(dirs),
             Err(e) => return Err(self.error(prefix, e)),
         };
         let mut stack = vec![prefix.clone()];
@@ -530,14 +551,14 @@ impl LocalStorage {
                 };
                 if is_dir {
                     stack.push(child);
-                } else {
-                    tree.files.push(child);
+                } else if on_file(child).is_break() {
+                    return Ok(dirs);
                 }
             }
-            tree.dirs.push(dir);
+            dirs.push(dir);
         }
         // Parents before children, as the reverse removal in `remove_empty_dirs` needs.
-        tree.dirs.sort_by_key(|d| d.segments().len());
-        Ok(tree)
+        dirs.sort_by_key(|d| d.segments().len());
+        Ok(dirs)
     }
 }

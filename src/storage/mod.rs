@@ -13,11 +13,19 @@ pub mod s3;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::io::AsyncRead;
 
 pub use local::LocalStorage;
 pub use location::{Location, LocationError};
 pub use s3::{S3Settings, S3Storage};
+
+/// The most files one page of a listing holds (S3's own page size, and its delete batch).
+pub const LIST_PAGE: usize = 1000;
+
+/// A listing, page by page (see [`Storage::list_pages`]); it ends after its first error.
+pub type ListPages = BoxStream<'static, Result<Vec<Location>, StorageError>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -130,10 +138,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         }
         first_error.map_or(Ok(()), Err)
     }
-    /// Every file under the directory `prefix`, at any depth. For purge: what a dropped table's
-    /// location still holds beyond what its metadata names. Names that are not valid location
-    /// segments are left out (and so never deleted).
-    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError>;
+    /// Every file under the directory `prefix`, at any depth, in pages of at most [`LIST_PAGE`]
+    /// files, read as they are consumed: listing a location of any size holds a page or two in
+    /// memory, never the whole listing. For purge: what a dropped table's location still holds
+    /// beyond what its metadata names. Names that are not valid location segments are left out
+    /// (and so never deleted). Files deleted while the listing runs may or may not be listed.
+    fn list_pages(&self, prefix: &Location) -> ListPages;
+    /// Every file under `prefix`, collected from [`Storage::list_pages`]: for small trees only.
+    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError> {
+        let mut files = Vec::new();
+        let mut pages = self.list_pages(prefix);
+        while let Some(page) = pages.next().await {
+            files.extend(page?);
+        }
+        Ok(files)
+    }
     /// Removes the directories under `prefix` (and `prefix` itself) that hold no files. Only
     /// empty directories go, so it cannot touch another table's files. Object stores have no
     /// directories: nothing to do there.

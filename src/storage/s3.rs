@@ -13,11 +13,12 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use utoipa::ToSchema;
 
-use super::{Location, LocationError, Storage, StorageError};
+use super::{LIST_PAGE, ListPages, Location, LocationError, Storage, StorageError};
 
 /// Files larger than this are uploaded in parts of this size (S3 allows 5 MiB to 5 GiB per part).
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -366,34 +367,45 @@ impl Storage for S3Storage {
         Ok(())
     }
 
-    async fn list(&self, prefix: &Location) -> Result<Vec<Location>, StorageError> {
-        let (bucket, key) = bucket_and_key(self, prefix)?;
-        // The directory's keys, not its siblings': `t-1/` must not match `t-10/...`.
-        let key_prefix = if key.is_empty() {
-            String::new()
-        } else {
-            format!("{key}/")
+    fn list_pages(&self, prefix: &Location) -> ListPages {
+        let key_prefix = match bucket_and_key(self, prefix) {
+            // The directory's keys, not its siblings': `t-1/` must not match `t-10/...`.
+            Ok((bucket, key)) if key.is_empty() => (bucket.to_string(), String::new()),
+            Ok((bucket, key)) => (bucket.to_string(), format!("{key}/")),
+            Err(err) => return futures::stream::once(async { Err(err) }).boxed(),
         };
-        let mut pages = self
+        let (bucket, key_prefix) = key_prefix;
+        let pages = self
             .client
             .list_objects_v2()
             .bucket(bucket)
             .prefix(&key_prefix)
+            .max_keys(LIST_PAGE as i32)
             .into_paginator()
             .send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err(prefix, e))?;
-            for key in page.contents().iter().filter_map(|object| object.key()) {
-                let relative: Vec<&str> = key[key_prefix.len()..].split('/').collect();
-                match prefix.join_all(&relative) {
-                    Ok(location) => found.push(location),
-                    Err(err) => tracing::warn!(%err, key, "an object whose key is not a valid \
-                        location is left alone"),
+        let (this, prefix) = (self.clone(), prefix.clone());
+        // Each page is fetched when the one before has been consumed; the first error ends it.
+        futures::stream::unfold(Some(pages), move |pages| {
+            let (this, prefix, key_prefix) = (this.clone(), prefix.clone(), key_prefix.clone());
+            async move {
+                let mut pages = pages?;
+                let page = match pages.next().await? {
+                    Ok(page) => page,
+                    Err(err) => return Some((Err(this.err(&prefix, err)), None)),
+                };
+                let mut found = Vec::with_capacity(page.contents().len());
+                for key in page.contents().iter().filter_map(|object| object.key()) {
+                    let relative: Vec<&str> = key[key_prefix.len()..].split('/').collect();
+                    match prefix.join_all(&relative) {
+                        Ok(location) => found.push(location),
+                        Err(err) => tracing::warn!(%err, key, "an object whose key is not a valid \
+                            location is left alone"),
+                    }
                 }
+                Some((Ok(found), Some(pages)))
             }
-        }
-        Ok(found)
+        })
+        .boxed()
     }
 
     async fn remove_empty_dirs(&self, _prefix: &Location) -> Result<(), StorageError> {
