@@ -30,6 +30,10 @@ pub enum CatalogError {
         message: String,
         position: Option<crate::contract::peer_protocol::ReplicaPosition>,
     },
+    /// A replicated change sent under a lease the source has since revoked: a newer lease of the
+    /// stream sent changes already (409). The sender stops; the newer lease carries on.
+    #[error("{0}")]
+    StaleLease(String),
     /// The request is well formed but contradicts itself (422).
     #[error("{0}")]
     Unprocessable(String),

@@ -134,7 +134,7 @@ fn request_for(spec: &RouteSpec) -> (String, Option<Body>) {
         (_, Access::Peer) => Some(Body::Json(json!({
             "source-region": "src", "origin-region": "src",
             "source-table-id": "0191c1f4-0000-7000-8000-000000000001",
-            "warehouse": "wh", "namespace": ["ns"], "name": "t", "generation": 1,
+            "warehouse": "wh", "namespace": ["ns"], "name": "t", "generation": 1, "lease-token": 1,
             "from": null, "to": { "version": 1, "step": 0 },
             "action": { "type": "orphan" } }))),
         (&Method::POST | &Method::PUT, _) => Some(Body::Json(json!({}))),

@@ -518,7 +518,7 @@ async fn a_peer_cannot_name_paths_outside_the_destination_warehouse() {
     let apply = async |to: i64, from: Value, action: Value| {
         let body = json!({ "source-region": "src", "origin-region": "src",
             "source-table-id": "0191c1f4-0000-7000-8000-00000000000a", "warehouse": "wh",
-            "namespace": ["db"], "name": "t", "generation": 1, "from": from,
+            "namespace": ["db"], "name": "t", "generation": 1, "lease-token": 1, "from": from,
             "to": { "version": to, "step": 0 }, "action": action });
         let response = replica
             .http

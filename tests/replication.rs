@@ -294,7 +294,7 @@ async fn replicas_refuse_every_client_change() {
             "/internal/v1/replication/apply",
             json!({ "source-region": "primary", "origin-region": "primary",
                     "source-table-id": uuid, "warehouse": "wh", "namespace": ["db"],
-                    "name": "t", "generation": 1, "from": null,
+                    "name": "t", "generation": 1, "lease-token": 1, "from": null,
                     "to": { "version": 1, "step": 0 }, "action": { "type": "orphan" } }),
         )
         .await;
@@ -752,10 +752,11 @@ async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
         .get("/v1/wh/namespaces/db/tables/t")
         .await
         .expect(200);
+    let lease_token = accepted_lease_token(&replica).await;
     let change = |from: i64, to: i64| {
         json!({ "source-region": "primary", "origin-region": "primary",
             "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
-            "generation": 1, "from": { "version": from, "step": 0 },
+            "generation": 1, "lease-token": lease_token, "from": { "version": from, "step": 0 },
             "to": { "version": to, "step": 0 },
             "action": { "type": "update", "updates": [
                 { "action": "set-properties", "updates": { "sneaky": "yes" } }] } })
@@ -775,6 +776,98 @@ async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
         .expect(200);
     assert_eq!(after["metadata-location"], before["metadata-location"]);
     assert_eq!(after["metadata"]["properties"].get("sneaky"), None);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+/// The newest lease token the replica region has accepted a change under (one replica here).
+async fn accepted_lease_token(replica: &TestFloe) -> i64 {
+    let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let token = sqlx::query_scalar("SELECT lease_token FROM replica_fence")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    token
+}
+
+/// Apply requests are fenced on the source's lease: once a change under a newer lease of the
+/// stream has applied, one sent under an older lease (a task whose lease was paused, resynced or
+/// expired away) is refused with a 409 and changes nothing, while the newer lease goes on.
+#[tokio::test]
+async fn a_change_sent_under_a_revoked_lease_is_refused() {
+    let (primary, replica) = replicated_table("t").await;
+    let source_id = primary
+        .log()
+        .await
+        .iter()
+        .find(|e| e["table-name"] == "t")
+        .map(|e| e["table-id"].clone())
+        .unwrap();
+    let first_lease = accepted_lease_token(&replica).await;
+    assert!(first_lease > 0);
+    // Pause and resume revoke the lease; the next commit replicates under a newer one.
+    let base = "/management/v1/tables/wh/db/t/replication";
+    primary
+        .post(&format!("{base}/pause"), json!({}))
+        .await
+        .expect(200);
+    primary
+        .post(&format!("{base}/resume"), json!({}))
+        .await
+        .expect(200);
+    primary
+        .commit(
+            "db",
+            "t",
+            json!({ "requirements": [], "updates": [{ "action": "set-properties", "updates": { "k": "v" } }] }),
+        )
+        .await
+        .expect(200);
+    let status = wait_completed(&primary, "t").await;
+    let applied = status["destinations"][0]["applied-version"]
+        .as_i64()
+        .unwrap();
+    let newer_lease = accepted_lease_token(&replica).await;
+    assert!(
+        newer_lease > first_lease,
+        "{newer_lease} after {first_lease}"
+    );
+
+    let before = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    let change = |lease: i64, from: i64, to: i64| {
+        json!({ "source-region": "primary", "origin-region": "primary",
+            "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
+            "generation": 1, "lease-token": lease, "from": { "version": from, "step": 0 },
+            "to": { "version": to, "step": 0 },
+            "action": { "type": "update", "updates": [
+                { "action": "set-properties", "updates": { "late": "yes" } }] } })
+    };
+    // The next change, sent under the revoked lease: refused, not applied.
+    let (code, body) = apply(&replica, change(first_lease, applied, applied + 1)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["type"], "StaleLeaseException", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("lease {first_lease}")),
+        "{message}"
+    );
+    let after = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    assert_eq!(after["metadata-location"], before["metadata-location"]);
+    assert_eq!(after["metadata"]["properties"].get("late"), None);
+    assert_eq!(accepted_lease_token(&replica).await, newer_lease);
+    // The current lease still passes the fence (here: a repeat, acknowledged without effect).
+    let (code, body) = apply(&replica, change(newer_lease, applied - 1, applied)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"], false);
     primary.server.stop().await;
     replica.server.stop().await;
 }

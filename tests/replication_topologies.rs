@@ -84,7 +84,7 @@ async fn fan_out_and_aggregation_with_namespace_prefixes() {
         .bearer_auth(EAST)
         .json(&json!({ "source-region": "west", "origin-region": "west",
             "source-table-id": uuids[1], "warehouse": "wh", "namespace": ["west", "db"],
-            "name": "t", "generation": 1, "from": { "version": 2, "step": 0 },
+            "name": "t", "generation": 1, "lease-token": 1, "from": { "version": 2, "step": 0 },
             "to": { "version": 3, "step": 0 }, "action": { "type": "orphan" } }))
         .send()
         .await

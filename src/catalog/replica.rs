@@ -2,8 +2,10 @@
 //! generation and position, and the read-only rule that keeps every client change away from
 //! replicas.
 //!
-//! A change applies in one PostgreSQL transaction, like a client commit: lock the replica's row
-//! (and its build's), decide where the change goes ([`Route`]), apply, write the metadata file,
+//! A change applies in one PostgreSQL transaction, like a client commit: pass the replica's fence
+//! (a change sent under a lease older than one already seen is refused, so a task whose lease was
+//! revoked cannot apply anything once its successor has), lock the replica's row (and its
+//! build's), decide where the change goes ([`Route`]), apply, write the metadata file,
 //! swap the pointer, append to this region's log (marked with the origin region, so the replica
 //! can feed further regions), COMMIT. A backfill's steps build the next generation beside the
 //! serving replica (`replica_build`); the tail's changes go to the serving replica. A repeat of a
@@ -98,6 +100,21 @@ impl Catalog {
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
             let mut tx = self.pool.begin().await?;
+            if !db::raise_replica_fence(
+                &mut tx,
+                wh.id,
+                &req.source_region,
+                req.source_table_id,
+                req.lease_token,
+            )
+            .await?
+            {
+                return Err(CatalogError::StaleLease(format!(
+                    "the change to {table} from region `{}` was sent under lease {}, which a \
+                     newer lease of its stream has replaced; it is not applied",
+                    req.source_region, req.lease_token
+                )));
+            }
             let current = db::get_replica(&mut tx, wh.id, &req.source_region, req.source_table_id)
                 .await?
                 .map(|row| {

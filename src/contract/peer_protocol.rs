@@ -10,6 +10,9 @@ use uuid::Uuid;
 /// The path of the peer endpoint that applies one change.
 pub const APPLY_PATH: &str = "/internal/v1/replication/apply";
 
+/// The error type of the 409 a destination answers a change sent under a revoked lease with.
+pub const STALE_LEASE_TYPE: &str = "StaleLeaseException";
+
 /// The member of a 409 answer that carries the replica's position.
 pub const POSITION_MEMBER: &str = "replica-position";
 
@@ -100,6 +103,9 @@ pub struct ApplyRequest {
     pub namespace: Vec<String>,
     pub name: String,
     pub generation: i64,
+    /// The fencing token of the source's lease on the stream: the destination refuses a change
+    /// under a token older than the newest it has accepted for this replica.
+    pub lease_token: i64,
     /// The position the replica must be at; `None` when the change creates the replica.
     pub from: Option<Position>,
     pub to: Position,

@@ -428,6 +428,34 @@ pub struct ReplicaBuild {
     pub metadata_location: String,
 }
 
+/// Records that a change to a replica arrived under `lease_token` and returns true, or returns
+/// false when a change under a larger token was accepted before: the sender's lease was revoked
+/// (paused, resynced, expired to another instance) and its change must not apply. The fence row
+/// stays locked until the transaction ends, so changes to one replica pass it one at a time.
+pub async fn raise_replica_fence(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    source_region: &str,
+    source_table_id: Uuid,
+    lease_token: i64,
+) -> sqlx::Result<bool> {
+    let accepted = sqlx::query(
+        "INSERT INTO replica_fence (warehouse_id, source_region, source_table_id, lease_token)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (warehouse_id, source_region, source_table_id) DO UPDATE
+             SET lease_token = EXCLUDED.lease_token
+             WHERE replica_fence.lease_token <= EXCLUDED.lease_token
+         RETURNING 1",
+    )
+    .bind(warehouse_id)
+    .bind(source_region)
+    .bind(source_table_id)
+    .bind(lease_token)
+    .fetch_optional(conn)
+    .await?;
+    Ok(accepted.is_some())
+}
+
 /// The build of a replica's next generation, its row locked until the transaction ends.
 pub async fn get_replica_build(
     conn: &mut PgConnection,

@@ -1,8 +1,11 @@
 //! SQL for replication: peers, rules and their destinations, and the (table, destination) streams
-//! with their leases. Every lease of a stream takes the next fencing token, and every progress
-//! update is fenced on the lease it was made under ([`Lease`]: owner and token), so a task that
-//! lost its lease (it stalled and the lease expired to another; an operator paused or resynced the
-//! stream) cannot overwrite newer progress, even on the same instance.
+//! with their leases. Every lease of a stream takes the next fencing token (from one sequence, so
+//! tokens grow across streams and across a stream made again), and every progress update is fenced
+//! on the lease it was made under ([`Lease`]: owner and token), so a task that lost its lease (it
+//! stalled and the lease expired to another; an operator paused or resynced the stream) cannot
+//! overwrite newer progress, even on the same instance. Every change it sends carries the token
+//! too, and the destination refuses one older than the newest it has accepted
+//! (`db::catalog::raise_replica_fence`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
@@ -451,7 +454,7 @@ pub async fn lease_streams(
     let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
         "UPDATE replication_stream s
          SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
-             lease_token = s.lease_token + 1
+             lease_token = nextval('replication_lease_token')
          WHERE s.stream_id = ANY(ARRAY({picked}))
          RETURNING s.stream_id",
     ))
@@ -764,7 +767,7 @@ pub async fn act_on_streams(
     let set = match action {
         StreamAction::Pause => {
             "paused = true, lease_owner = NULL, lease_expires_at = NULL,
-             lease_token = lease_token + 1"
+             lease_token = nextval('replication_lease_token')"
         }
         // Resume also clears a failure: the operator has dealt with its cause. A stream that
         // failed, or stopped inside a backfill, begins a new backfill (of a new generation, built
@@ -777,13 +780,15 @@ pub async fn act_on_streams(
              applied_version = CASE WHEN failed_reason IS NOT NULL OR backfill_version IS NOT NULL
                                     THEN 0 ELSE applied_version END,
              backfill_version = NULL, backfill_location = NULL, backfill_step = 0,
-             lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1"
+             lease_owner = NULL, lease_expires_at = NULL,
+             lease_token = nextval('replication_lease_token')"
         }
         StreamAction::Resync => {
             "generation = generation + 1, applied_version = 0, backfill_version = NULL,
              backfill_location = NULL, backfill_step = 0, dest_location = NULL,
              failed_reason = NULL, attempts = 0, next_attempt_at = now(),
-             lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1"
+             lease_owner = NULL, lease_expires_at = NULL,
+             lease_token = nextval('replication_lease_token')"
         }
     };
     let mut tx = pool.begin().await?;

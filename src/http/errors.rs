@@ -105,6 +105,11 @@ impl From<CatalogError> for ApiError {
                 ));
                 error
             }
+            CatalogError::StaleLease(_) => Self::new(
+                S::CONFLICT,
+                crate::contract::peer_protocol::STALE_LEASE_TYPE,
+                message,
+            ),
             CatalogError::Unprocessable(_) => Self::new(
                 S::UNPROCESSABLE_ENTITY,
                 "UnprocessableEntityException",

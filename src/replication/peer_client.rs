@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::contract::peer_protocol::{
-    APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, ReplicaPosition,
+    APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, ReplicaPosition, STALE_LEASE_TYPE,
 };
 
 /// Why a peer did not apply a change.
@@ -22,6 +22,10 @@ pub enum PeerError {
         message: String,
         position: Option<ReplicaPosition>,
     },
+    /// The peer has accepted changes under a newer lease of the stream: this sender's lease was
+    /// revoked, and it must stop.
+    #[error("peer {region}: {message}")]
+    LeaseRevoked { region: String, message: String },
     /// The peer refuses the change (credentials, a name clash, invalid content): an operator must act.
     #[error("peer {region} refused the change ({status}): {message}")]
     Refused {
@@ -90,6 +94,12 @@ impl PeerClient {
                 region: region.to_string(),
                 message,
                 position: serde_json::from_value(body[POSITION_MEMBER].clone()).ok(),
+            });
+        }
+        if status == StatusCode::CONFLICT && body["error"]["type"] == STALE_LEASE_TYPE {
+            return Err(PeerError::LeaseRevoked {
+                region: region.to_string(),
+                message,
             });
         }
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {

@@ -910,6 +910,7 @@ impl Replicator {
             namespace: s.dest_namespace.clone().unwrap_or_default(),
             name: s.dest_table.clone().unwrap_or_default(),
             generation: s.generation,
+            lease_token: s.lease.token,
             from,
             to,
             action,
@@ -930,6 +931,10 @@ impl Replicator {
         {
             Ok(response) => Ok(response.metadata_location),
             Err(PeerError::Unavailable { message, .. }) => Err(Failure::Transient(message)),
+            Err(PeerError::LeaseRevoked { message, .. }) => {
+                tracing::info!(stream = %s.stream_id, %message, "lease revoked; stopping");
+                Err(Failure::LeaseLost)
+            }
             Err(err @ PeerError::Refused { .. }) => Err(Failure::Permanent(err.to_string())),
             Err(PeerError::Position {
                 position, message, ..
