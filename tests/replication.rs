@@ -872,6 +872,92 @@ async fn a_change_sent_under_a_revoked_lease_is_refused() {
     replica.server.stop().await;
 }
 
+/// A drop of a newer generation than the serving replica's (the source table went while its
+/// stream rebuilt the replica) ends both: the build under way goes, and the serving replica is
+/// dropped from the last complete state it has.
+#[tokio::test]
+async fn a_drop_ends_the_build_under_way_and_the_serving_replica() {
+    let (primary, replica) = replicated_table("t").await;
+    let status = wait_completed(&primary, "t").await;
+    let applied = status["destinations"][0]["applied-version"]
+        .as_i64()
+        .unwrap();
+    let source_id = primary
+        .log()
+        .await
+        .iter()
+        .find(|e| e["table-name"] == "t")
+        .map(|e| e["table-id"].clone())
+        .unwrap();
+    let lease_token = accepted_lease_token(&replica).await;
+    let serving = replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    let change = |from: Value, to: Value, action: Value| {
+        json!({ "source-region": "primary", "origin-region": "primary",
+            "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
+            "generation": 2, "lease-token": lease_token, "from": from, "to": to,
+            "action": action })
+    };
+    // Generation 2 begins: a build beside the serving replica.
+    let (code, body) = apply(
+        &replica,
+        change(
+            Value::Null,
+            json!({ "version": applied, "step": 1 }),
+            json!({ "type": "create", "metadata": serving["metadata"] }),
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let builds = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM replica_build")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(builds().await, 1);
+    replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(200);
+    // The drop, of generation 2, before the build completed.
+    let (code, body) = apply(
+        &replica,
+        change(
+            json!({ "version": applied, "step": 1 }),
+            json!({ "version": applied + 1, "step": 0 }),
+            json!({ "type": "drop", "purge": false }),
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(builds().await, 0);
+    replica
+        .get("/v1/wh/namespaces/db/tables/t")
+        .await
+        .expect(404);
+    // Sent again: acknowledged, nothing left to change.
+    let (code, body) = apply(
+        &replica,
+        change(
+            json!({ "version": applied, "step": 1 }),
+            json!({ "version": applied + 1, "step": 0 }),
+            json!({ "type": "drop", "purge": false }),
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"], false);
+    pool.close().await;
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
 /// A panic in a stream's task stops that attempt only: the lease is released at once (not left to
 /// expire), the panic is the stream's recorded failure, and the next attempt goes on.
 #[tokio::test]
@@ -945,6 +1031,17 @@ async fn a_panicking_stream_task_releases_its_lease_and_retries() {
 /// sends the drop straight from the replica's version.
 #[tokio::test]
 async fn a_lagging_stream_delivers_the_drop_after_the_purge() {
+    lagging_stream_delivers_the_drop(false).await;
+}
+
+/// The same when the stream was resynced before the drop: its new generation never began (the
+/// table was gone first), and the drop reaches the replica of the generation before.
+#[tokio::test]
+async fn a_drop_reaches_the_replica_of_the_generation_before_a_resync() {
+    lagging_stream_delivers_the_drop(true).await;
+}
+
+async fn lagging_stream_delivers_the_drop(resync_first: bool) {
     let (primary, replica) = two_regions().await;
     primary.create_namespace(&["db"]).await;
     primary.create_table("db", "t").await;
@@ -962,6 +1059,13 @@ async fn a_lagging_stream_delivers_the_drop_after_the_purge() {
         .post(&format!("{base}/pause"), json!({}))
         .await
         .expect(200);
+    if resync_first {
+        let resynced = primary
+            .post(&format!("{base}/resync"), json!({}))
+            .await
+            .expect(200);
+        assert_eq!(resynced["destinations"][0]["generation"], 2);
+    }
     append(&primary, &mut files, "t", 2).await;
     append(&primary, &mut files, "t", 2).await;
     let table_id = primary.log().await.last().unwrap()["table-id"].clone();

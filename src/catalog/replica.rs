@@ -79,13 +79,17 @@ impl Current {
 enum Route {
     /// Applied before: acknowledged without effect.
     Repeat(ApplyResponse),
-    /// A create of a newer generation: a build begins beside the serving replica.
-    StartBuild,
+    /// A create of a newer generation: a build begins beside the serving replica, if any (or, for
+    /// a one-step backfill, is swapped in at once).
+    StartBuild(Option<Current>),
     /// The next step of the build of the change's generation (and the serving replica, if any,
     /// whose history the build's last step keeps).
     Build(ReplicaBuild, Option<Current>),
     /// The next change to the serving replica.
     Serving(Current),
+    /// The source table is gone: a drop or orphan mark for the serving replica, if any, whatever
+    /// its generation, and the end of any build (no newer generation can complete now).
+    End(Option<Current>, Option<ReplicaBuild>),
 }
 
 impl Catalog {
@@ -132,13 +136,19 @@ impl Catalog {
             };
             let (response, after_commit) = match Self::route(&req, current, build)? {
                 Route::Repeat(done) => return Ok(done),
-                Route::StartBuild => (self.start_build(&mut tx, files, &change).await?, None),
+                Route::StartBuild(serving) => {
+                    self.start_build(&mut tx, files, &change, serving).await?
+                }
                 Route::Build(build, serving) => {
                     self.continue_build(&mut tx, files, &change, build, serving)
                         .await?
                 }
                 Route::Serving(current) => {
                     self.apply_to_serving(&mut tx, files, &change, current)
+                        .await?
+                }
+                Route::End(serving, build) => {
+                    self.end_replica(&mut tx, files, &change, serving, build)
                         .await?
                 }
             };
@@ -200,7 +210,15 @@ impl Catalog {
             return Ok(repeat(at, build.map(|b| b.metadata_location)));
         }
         if matches!(req.action, ApplyAction::Create { .. }) {
-            return Ok(Route::StartBuild);
+            return Ok(Route::StartBuild(current));
+        }
+        // The table's drop reaches a replica whose stream began a newer generation (a restart,
+        // a resync) that the drop cut short: the serving replica ends from the last complete
+        // state it has, and the build goes.
+        if matches!(req.action, ApplyAction::Drop { .. } | ApplyAction::Orphan)
+            && serving_at.is_none_or(|at| at.generation < req.generation)
+        {
+            return Ok(Route::End(current, build));
         }
         let follows = |at: ReplicaPosition| {
             if req.from == Some(at.position) {
@@ -229,20 +247,9 @@ impl Catalog {
                 )),
             };
         }
-        let serving_gone = current.is_none();
         if let (Some(at), Some(current)) = (same_generation(&serving_at), current) {
             follows(at)?;
             return Ok(Route::Serving(current));
-        }
-        if serving_gone && matches!(req.action, ApplyAction::Drop { .. }) {
-            // The replica is gone: a repeated drop.
-            return Ok(repeat(
-                ReplicaPosition {
-                    generation: req.generation,
-                    position: req.to,
-                },
-                None,
-            ));
         }
         Err(match serving_at {
             Some(at) => mismatch(
@@ -388,6 +395,35 @@ impl Catalog {
             },
             after,
         ))
+    }
+
+    /// A drop or orphan mark across generations (see [`Route::End`]): the build, if any, goes;
+    /// the serving replica, if any, is dropped or marked; with neither, the replica is already
+    /// gone (a repeated drop) and nothing changes.
+    async fn end_replica(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        files: &mut PendingFiles,
+        change: &ReplicatedChange<'_>,
+        serving: Option<Current>,
+        build: Option<ReplicaBuild>,
+    ) -> CatalogResult<(ApplyResponse, Option<AfterCommit>)> {
+        let req = change.req;
+        if build.is_some() {
+            db::delete_replica_build(tx, change.wh.id, &req.source_region, req.source_table_id)
+                .await?;
+        }
+        match serving {
+            Some(current) => self.apply_to_serving(tx, files, change, current).await,
+            None => Ok((
+                ApplyResponse {
+                    applied: build.is_some(),
+                    position: req.to,
+                    metadata_location: None,
+                },
+                None,
+            )),
+        }
     }
 
     /// The namespace a replica lives in, created (read-only, marked with its origin) when missing.

@@ -1,7 +1,8 @@
 //! A replica's next generation, built beside the replica readers see and swapped in when complete.
 //!
 //! Every generation of a replica (its first, a resync, a restart after the source lost files) is
-//! a backfill: a create, then batches of snapshots, then the refs and statistics. Its steps go to a
+//! a backfill: a create, then batches of snapshots, then the refs and statistics (for a table
+//! with none of those, the create alone, complete in itself). Its steps go to a
 //! build (`replica_build`: a position and a metadata file nothing serves, no log entry), never to
 //! the serving replica, so a reader sees the old replica, whole, until the last step lands. The
 //! last step swaps the build in, in one transaction with the pointer, the replica's mark and the
@@ -36,13 +37,16 @@ use super::replica::{
 };
 
 impl Catalog {
-    /// A create of a newer generation: the build begins (replacing a build of an older one).
+    /// A create of a newer generation: the build begins (replacing a build of an older one). A
+    /// create that is the backfill's only step (it lands on a source version, step 0: a table
+    /// with no snapshots, refs or statistics) is complete, and is swapped in at once.
     pub(super) async fn start_build(
         &self,
         tx: &mut sqlx::PgConnection,
         files: &mut PendingFiles,
         change: &ReplicatedChange<'_>,
-    ) -> CatalogResult<ApplyResponse> {
+        serving: Option<Current>,
+    ) -> CatalogResult<(ApplyResponse, Option<AfterCommit>)> {
         let (wh, req, table) = (change.wh, change.req, change.table);
         let ApplyAction::Create { metadata } = &req.action else {
             unreachable!("builds begin with a create")
@@ -63,6 +67,9 @@ impl Catalog {
         {
             return Err(name_taken(change, parsed.uuid()));
         }
+        if req.to.step == 0 {
+            return self.swap_in(tx, files, change, parsed, serving).await;
+        }
         let built = CachedMetadata::from_parsed(parsed)?;
         let file = metadata::metadata_file_location(built.parsed.location(), 1)?;
         files
@@ -70,11 +77,14 @@ impl Catalog {
             .await?;
         let location = file.to_string();
         self.save_build(tx, change, &location).await?;
-        Ok(ApplyResponse {
-            applied: true,
-            position: req.to,
-            metadata_location: Some(location),
-        })
+        Ok((
+            ApplyResponse {
+                applied: true,
+                position: req.to,
+                metadata_location: Some(location),
+            },
+            None,
+        ))
     }
 
     /// The next step of a build; its last step swaps the build in.

@@ -18,7 +18,7 @@ pub const POSITION_MEMBER: &str = "replica-position";
 
 /// How far a replica has come, in the source's terms. `step` is 0 at a source version; during a
 /// backfill towards version V the steps are `(V - 1, 1)`, `(V - 1, 2)`, ... and the last lands on
-/// `(V, 0)`, so positions only grow.
+/// `(V, 0)` (a backfill of one step, a create, lands there at once), so positions only grow.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]

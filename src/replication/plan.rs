@@ -31,8 +31,16 @@ pub enum BackfillStep {
     Finish,
 }
 
-/// The steps that bring a new replica to the source's state `metadata`.
+/// The steps that bring a new replica to the source's state `metadata`. A table with no
+/// snapshots, refs or statistics (a table just created) needs the create alone.
 pub fn backfill_steps(metadata: &TableMetadata) -> Vec<BackfillStep> {
+    if metadata.snapshots().next().is_none()
+        && metadata::refs(metadata).is_empty()
+        && metadata.statistics_iter().next().is_none()
+        && metadata.partition_statistics_iter().next().is_none()
+    {
+        return vec![BackfillStep::Create];
+    }
     let mut snapshots: Vec<Snapshot> = metadata.snapshots().map(|s| (**s).clone()).collect();
     // Parents before children: sequence numbers grow along every chain (v1 tables have none, so
     // timestamps order them).

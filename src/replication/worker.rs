@@ -548,8 +548,13 @@ impl Replicator {
                 let Some((row, levels)) =
                     catalog_db::get_table_by_id(self.pool(), s.table_id).await?
                 else {
-                    // Dropped before anything was replicated: nothing to do.
-                    return Ok(Done::Finished);
+                    // Dropped before this generation began. A replica of an earlier generation
+                    // (before a restart or resync) may still be at the destination: it learns
+                    // of the drop.
+                    return match self.find_drop(s).await? {
+                        Some(drop) => self.deliver_drop(s, &target, drop).await,
+                        None => Ok(Done::Finished),
+                    };
                 };
                 let mut namespace = s.namespace_prefix.clone();
                 namespace.extend(levels);
@@ -590,7 +595,16 @@ impl Replicator {
                 s.dest_table = Some(row.name);
             }
             if s.backfill_version.is_some() {
-                self.backfill(s, &target).await?;
+                if let Err(failure) = self.backfill(s, &target).await {
+                    // The state being backfilled may be gone because the table was dropped (and
+                    // purged) meanwhile: then the drop is what is left to send.
+                    return match self.find_drop(s).await? {
+                        Some(drop) if !matches!(failure, Failure::LeaseLost) => {
+                            self.deliver_drop(s, &target, drop).await
+                        }
+                        _ => Err(failure),
+                    };
+                }
                 continue;
             }
             let entries =
@@ -605,13 +619,7 @@ impl Replicator {
                     // The files of the changes still to send are gone; if that is because the
                     // table was dropped (and purged) meanwhile, the drop is what is left to send.
                     Err(Failure::Restart(reason, above)) => {
-                        return match log::find_table_drop(
-                            self.pool(),
-                            s.table_id,
-                            s.applied_version,
-                        )
-                        .await?
-                        {
+                        return match self.find_drop(s).await? {
                             Some(drop) => self.deliver_drop(s, &target, drop).await,
                             None => Err(Failure::Restart(reason, above)),
                         };
@@ -620,6 +628,16 @@ impl Replicator {
                 }
             }
         }
+    }
+
+    /// The table's drop, if the log holds one past what the stream applied and the destination
+    /// may hold a replica to drop (the stream has sent it something, in this generation or an
+    /// earlier one).
+    async fn find_drop(&self, s: &StreamRow) -> Result<Option<LogEntry>, Failure> {
+        if s.dest_table.is_none() {
+            return Ok(None);
+        }
+        Ok(log::find_table_drop(self.pool(), s.table_id, s.applied_version).await?)
     }
 
     /// Sends the table's drop (or the orphan mark, per the rule) straight from the replica's
@@ -697,29 +715,22 @@ impl Replicator {
                 version: version - 1,
                 step: k - 1,
             };
-            let (from, to) = match k {
-                1 => (
-                    None,
-                    Position {
-                        version: version - 1,
-                        step: 1,
-                    },
-                ),
-                k if k == last => (Some(before), Position::at(version)),
-                k => (
-                    Some(before),
-                    Position {
-                        version: version - 1,
-                        step: k,
-                    },
-                ),
+            // The first step creates (from no replica), the last lands on the source version.
+            let from = (k > 1).then_some(before);
+            let to = if k == last {
+                Position::at(version)
+            } else {
+                Position {
+                    version: version - 1,
+                    step: k,
+                }
             };
             let (action, last_updated_ms) = match step {
                 BackfillStep::Create => (
                     ApplyAction::Create {
                         metadata: plan::create_metadata(metadata, copier.map())?,
                     },
-                    None,
+                    (k == last).then(|| metadata.last_updated_ms()),
                 ),
                 BackfillStep::Snapshots { snapshots, main_to } => (
                     ApplyAction::Update {
