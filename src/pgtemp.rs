@@ -40,6 +40,9 @@ pub struct PgOptions {
     pub fast_unsafe: bool,
     /// Load pg_stat_statements (benchmarks count floe's statements with it).
     pub statement_stats: bool,
+    /// Record when each transaction committed (`track_commit_timestamp`: benchmarks measure
+    /// replication lag with it).
+    pub commit_timestamps: bool,
 }
 
 fn find_bin_dir() -> Result<PathBuf, PgTempError> {
@@ -105,6 +108,9 @@ impl PgCluster {
         }
         if options.statement_stats {
             server_options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
+        if options.commit_timestamps {
+            server_options.push_str(" -c track_commit_timestamp=on");
         }
         let cluster = Self {
             bin_dir,

@@ -14,6 +14,7 @@ use crate::catalog::{Catalog, Faults};
 use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
+use crate::log::wake::LogNotifier;
 use crate::replication::{Replicator, ReplicatorHandle};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     replicator: Option<ReplicatorHandle>,
     purges: PurgeWorker,
+    notifier: LogNotifier,
 }
 
 impl RunningServer {
@@ -54,6 +56,7 @@ impl RunningServer {
         self.purges.stop().await;
         let _ = self.shutdown.send(());
         let _ = self.task.await;
+        self.notifier.stop().await;
         self.catalog.pool().close().await;
     }
 
@@ -70,6 +73,7 @@ impl RunningServer {
             mut task,
             replicator,
             purges,
+            notifier,
             ..
         } = self;
         tokio::select! {
@@ -92,6 +96,7 @@ impl RunningServer {
             }
             purges.stop().await;
             let _ = task.await;
+            notifier.stop().await;
             catalog.pool().close().await;
         };
         tokio::select! {
@@ -166,6 +171,7 @@ pub async fn start_with_pool(
         Duration::from_millis(settings.replication.poll_interval_ms.max(100)),
         settings.replication.lease_seconds,
     );
+    let notifier = LogNotifier::spawn(catalog.log_wake().clone(), catalog.pool().clone());
     Ok(RunningServer {
         addr,
         catalog,
@@ -173,5 +179,6 @@ pub async fn start_with_pool(
         task,
         replicator,
         purges,
+        notifier,
     })
 }

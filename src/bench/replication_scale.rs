@@ -14,9 +14,9 @@
 //! - *Idle*: nothing committed (for two of the replicator's full scans by default): CPU of the floe
 //!   process (both regions) and of PostgreSQL (all its processes), and statements per second.
 //!
-//! A commit's lag runs from its acknowledgement at the primary to the NOTIFY of the replica's log
-//! entry for it, which PostgreSQL sends at the replica's COMMIT: when the change became loadable
-//! there. Nothing polls the replica, so the measurement adds no load of its own.
+//! A commit's lag runs from its acknowledgement at the primary to the COMMIT of the replica's log
+//! entry for it (PostgreSQL's commit timestamp, read after the load): when the change became
+//! loadable there. Nothing polls the replica, so the measurement adds no load of its own.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,6 +53,7 @@ const STATS_PER_FILE: usize = 64 << 10;
 pub async fn run_scale(options: ScaleOptions) -> anyhow::Result<()> {
     let pg = PgOptions {
         statement_stats: true,
+        commit_timestamps: true,
         ..PgOptions::default()
     };
     super::with_throwaway_cluster_options(pg, async |cluster, dir| {
@@ -208,8 +209,8 @@ async fn create_tables(regions: &Regions, namespace: &str, count: usize) -> anyh
 /// Commits `rate` times a second for `seconds`, round-robin over `tables` (open loop: on schedule,
 /// whether or not earlier commits have finished), each a `set-properties` of the table's counter,
 /// and waits until every stream has applied them. Counts the statements of it all and, for
-/// replicated tables, each commit's lag: from its acknowledgement to the NOTIFY of the replica's
-/// log entry for it (sent at the replica's COMMIT, so when the change became loadable there).
+/// replicated tables, each commit's lag: from its acknowledgement to the commit timestamp of the
+/// replica's log entry for it (when the change became loadable there).
 async fn load(
     regions: &Regions,
     stats: &Statements,
@@ -224,8 +225,8 @@ async fn load(
     let counters: Vec<tokio::sync::Mutex<u64>> = (0..tables.len().min(total as usize))
         .map(|_| tokio::sync::Mutex::new(0))
         .collect();
-    let acknowledged: std::sync::Mutex<HashMap<(usize, u64), Instant>> = Default::default();
-    let notified = ReplicaLog::listen(&stats.database_url("bench_replica")).await?;
+    let acknowledged: std::sync::Mutex<HashMap<(usize, u64), i64>> = Default::default();
+    let replica_log = ReplicaLog::begin(&stats.database_url("bench_replica")).await?;
     stats.reset().await?;
     let write = |i: u64| {
         let index = i as usize % tables.len();
@@ -240,7 +241,7 @@ async fn load(
             acknowledged
                 .lock()
                 .expect("not poisoned")
-                .insert((index, *counter), Instant::now());
+                .insert((index, *counter), epoch_us());
             anyhow::Ok(())
         }
     };
@@ -269,7 +270,7 @@ async fn load(
     let lag = if replicated {
         let index: HashMap<&(String, String), usize> =
             tables.iter().enumerate().map(|(i, t)| (t, i)).collect();
-        let applied = notified.finish().await?;
+        let applied = replica_log.finish().await?;
         let acknowledged = acknowledged.into_inner().expect("not poisoned");
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         for (table, counter, at) in applied {
@@ -277,7 +278,7 @@ async fn load(
                 continue;
             };
             if let Some(acked) = acknowledged.get(&(i, counter)) {
-                histogram.record(at.saturating_duration_since(*acked).as_micros().max(1) as u64)?;
+                histogram.record((at - acked).max(1) as u64)?;
             }
         }
         anyhow::ensure!(
@@ -287,7 +288,7 @@ async fn load(
         );
         Some(histogram)
     } else {
-        notified.finish().await?;
+        replica_log.finish().await?;
         None
     };
     Ok(Load {
@@ -298,66 +299,58 @@ async fn load(
     })
 }
 
-/// When the replica's log entries were committed, as seen by a listener on its log's channel.
+/// When the replica's log entries were committed: PostgreSQL's commit timestamps
+/// (`track_commit_timestamp`) of the entries after where the log stood when the load began. Read
+/// after the load, so measuring adds nothing to it.
 struct ReplicaLog {
     url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    seen: tokio::task::JoinHandle<anyhow::Result<Vec<(i64, Instant)>>>,
+    after_seq: i64,
 }
 
 impl ReplicaLog {
-    async fn listen(url: &str) -> anyhow::Result<Self> {
-        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-        listener.listen(crate::log::NOTIFY_CHANNEL).await?;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let seen = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    notification = listener.recv() => {
-                        let at = Instant::now();
-                        if let Ok(seq) = notification?.payload().parse::<i64>() {
-                            seen.push((seq, at));
-                        }
-                    }
-                }
-            }
-            anyhow::Ok(seen)
-        });
+    async fn begin(url: &str) -> anyhow::Result<Self> {
+        let pool = PgPool::connect(url).await?;
+        let after_seq: i64 = sqlx::query_scalar(&format!(
+            "{OWN} SELECT coalesce(max(seq), 0) FROM commit_log"
+        ))
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
         Ok(Self {
             url: url.to_string(),
-            stop,
-            seen,
+            after_seq,
         })
     }
 
-    /// Stops listening; returns ((namespace, table), counter, when) of each `set-properties` of
-    /// the benchmark's counter the replica committed meanwhile.
-    async fn finish(self) -> anyhow::Result<Vec<((String, String), u64, Instant)>> {
-        // The last entries' notifications may still be on their way.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = self.stop.send(());
-        let seen = self.seen.await??;
-        let when: HashMap<i64, Instant> = seen.iter().copied().collect();
+    /// ((namespace, table), counter, committed at in µs since the epoch) of each `set-properties`
+    /// of the benchmark's counter the replica committed since [`ReplicaLog::begin`].
+    async fn finish(self) -> anyhow::Result<Vec<((String, String), u64, i64)>> {
         let pool = PgPool::connect(&self.url).await?;
-        let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(&format!(
-            "{OWN} SELECT seq, namespace[1], table_name,
+        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(&format!(
+            "{OWN} SELECT namespace[1], table_name,
                     (SELECT c->'updates'->>'bench.counter' FROM jsonb_array_elements(changes) c
-                     WHERE c->>'action' = 'set-properties' LIMIT 1)
-             FROM commit_log WHERE seq = ANY($1) AND kind = 'commit-table'"
+                     WHERE c->>'action' = 'set-properties' LIMIT 1),
+                    (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint
+             FROM commit_log WHERE seq > $1 AND kind = 'commit-table'"
         ))
-        .bind(when.keys().copied().collect::<Vec<_>>())
+        .bind(self.after_seq)
         .fetch_all(&pool)
         .await?;
         pool.close().await;
         Ok(rows
             .into_iter()
-            .filter_map(|(seq, namespace, table, counter)| {
-                Some(((namespace, table), counter?.parse().ok()?, when[&seq]))
+            .filter_map(|(namespace, table, counter, at)| {
+                Some(((namespace, table), counter?.parse().ok()?, at))
             })
             .collect())
     }
+}
+
+/// Now, in µs since the epoch (the clock PostgreSQL's commit timestamps use).
+fn epoch_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 struct Idle {

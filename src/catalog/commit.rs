@@ -2,9 +2,11 @@
 //!
 //! In one PostgreSQL transaction: lock every affected table row (in a fixed order, so concurrent
 //! transactions cannot deadlock), check each requirement, apply the updates with iceberg's
-//! `TableMetadataBuilder`, write the new metadata files, swap the pointers, append the log entries
-//! (the log's ordering lock is taken last), NOTIFY, COMMIT. Files written for a change that then
-//! fails are removed; a COMMIT whose outcome is unknown keeps them and answers "state unknown".
+//! `TableMetadataBuilder`, write the new metadata files, swap the pointers, append the log entries,
+//! COMMIT; then wake the log's readers (`log::wake`). The tables' change locks come first, before
+//! any write (`db::catalog::lock_table_names`), so their log entries stay in version order along
+//! the log with no lock common to all tables. Files written for a change that then fails are
+//! removed; a COMMIT whose outcome is unknown keeps them and answers "state unknown".
 
 use std::sync::Arc;
 
@@ -93,7 +95,21 @@ fn requirement_failed(table: &TableName, err: iceberg::Error) -> CatalogError {
 }
 
 impl Catalog {
-    /// Commits before returning: the injected fault fires first; a failed COMMIT is "unknown".
+    /// Begins a transaction that changes these existing tables (by name), their change locks taken
+    /// before anything else (see `db::catalog::lock_table_names`: why a table's log entries stay
+    /// in version order along the log).
+    pub(crate) async fn begin_table_change(
+        &self,
+        wh: &Warehouse,
+        tables: &[&TableName],
+    ) -> CatalogResult<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        db::lock_table_names(&mut tx, wh.id, tables).await?;
+        Ok(tx)
+    }
+
+    /// Commits a transaction that appended to the log, then wakes the log's readers: the
+    /// injected fault fires first; a failed COMMIT is "unknown".
     pub(crate) async fn commit_transaction_or_unknown(
         &self,
         tx: Transaction<'_, Postgres>,
@@ -101,7 +117,17 @@ impl Catalog {
         self.faults.check_before_commit()?;
         tx.commit()
             .await
-            .map_err(|e| CatalogError::CommitStateUnknown(e.to_string()))
+            .map_err(|e| CatalogError::CommitStateUnknown(e.to_string()))?;
+        self.log_wake.committed();
+        Ok(())
+    }
+
+    /// Commits a transaction that appended to the log (a namespace change), then wakes the log's
+    /// readers.
+    pub(crate) async fn commit_logged(&self, tx: Transaction<'_, Postgres>) -> CatalogResult<()> {
+        tx.commit().await?;
+        self.log_wake.committed();
+        Ok(())
     }
 
     /// Runs a change that writes files, removing them if the change fails before its COMMIT.
@@ -185,7 +211,8 @@ impl Catalog {
             .lock(wh.id, changes.iter().map(|(table, _, _)| table))
             .await;
         self.with_pending_files(async |files| {
-            let mut tx = self.pool.begin().await?;
+            let names: Vec<&TableName> = changes.iter().map(|(table, _, _)| table).collect();
+            let mut tx = self.begin_table_change(wh, &names).await?;
             // Lock rows in name order so two transactions over the same tables cannot deadlock.
             let mut order: Vec<usize> = (0..changes.len()).collect();
             order.sort_by(|&a, &b| {

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::db;
 use crate::error::{CatalogError, CatalogResult};
+use crate::log::wake::LogWake;
 use crate::storage::{self, Location, Storage};
 use metadata_cache::MetadataCache;
 use table_locks::TableLocks;
@@ -123,6 +124,8 @@ pub struct Catalog {
     max_manifest_bytes: u64,
     /// Wakes the purge worker when a drop records a purge.
     purge_wakeup: tokio::sync::Notify,
+    /// Wakes the log's readers after each commit that appended to it.
+    log_wake: Arc<LogWake>,
 }
 
 impl Catalog {
@@ -168,7 +171,13 @@ impl Catalog {
             table_locks: TableLocks::default(),
             max_manifest_bytes: settings.max_manifest_bytes,
             purge_wakeup: tokio::sync::Notify::new(),
+            log_wake: Arc::new(LogWake::default()),
         })
+    }
+
+    /// Where log readers in this process wait for commits (see `log::wake`).
+    pub fn log_wake(&self) -> &Arc<LogWake> {
+        &self.log_wake
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -181,7 +181,7 @@ impl Catalog {
             principal,
         );
         log::append(&mut tx, &[entry]).await?;
-        tx.commit().await?;
+        self.commit_logged(tx).await?;
         Ok(properties)
     }
 
@@ -226,7 +226,7 @@ impl Catalog {
             })?;
         let entry = self.namespace_entry(wh, EntryKind::DropNamespace, ns, json!({}), principal);
         log::append(&mut tx, &[entry]).await?;
-        tx.commit().await?;
+        self.commit_logged(tx).await?;
         Ok(())
     }
 
@@ -276,7 +276,7 @@ impl Catalog {
             );
             log::append(&mut tx, &[entry]).await?;
         }
-        tx.commit().await?;
+        self.commit_logged(tx).await?;
         Ok(response)
     }
 }

@@ -103,7 +103,7 @@ impl Catalog {
         let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_table_change(wh, &[&table]).await?;
             if !db::raise_replica_fence(
                 &mut tx,
                 wh.id,

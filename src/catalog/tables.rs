@@ -213,7 +213,7 @@ impl Catalog {
         purge: bool,
         principal: &str,
     ) -> CatalogResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_table_change(wh, &[table]).await?;
         let row = db::get_table(&mut tx, wh.id, &table.namespace, &table.name, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_table(table))?;
@@ -261,7 +261,7 @@ impl Catalog {
         destination: &TableName,
         principal: &str,
     ) -> CatalogResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_table_change(wh, &[source, destination]).await?;
         let row = db::get_table(&mut tx, wh.id, &source.namespace, &source.name, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_table(source))?;

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::names::NamespaceName;
+use crate::names::{NamespaceName, TableName};
 use crate::storage::Location;
 
 #[derive(Debug, Clone)]
@@ -426,6 +426,35 @@ pub struct ReplicaBuild {
     pub version: i64,
     pub step: i32,
     pub metadata_location: String,
+}
+
+/// Takes the change locks of tables by name, held until the transaction ends. Every transaction
+/// that gives an existing table a new log entry takes its table's lock first, before its first
+/// write: its transaction id, and so its entries' `seq`s, then come after those of the table's
+/// previous change, which committed before the lock was free (see `log`: a table's entries are
+/// in version order along the log). Advisory locks assign no transaction id, as a row lock
+/// would; the row locks taken next never wait. The locks are taken in one order (by key), so two
+/// transactions over the same tables cannot deadlock; two names sharing a key only queue
+/// behind each other.
+pub async fn lock_table_names(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    tables: &[&TableName],
+) -> sqlx::Result<()> {
+    let names: Vec<String> = tables
+        .iter()
+        .map(|t| format!("{}\u{1e}{}", t.namespace.levels().join("\u{1f}"), t.name))
+        .collect();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (
+             SELECT DISTINCT hashtextextended($1::text || chr(29) || n, 7380396369697861481) AS k
+             FROM unnest($2::text[]) AS n ORDER BY k) keys",
+    )
+    .bind(warehouse_id)
+    .bind(&names)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records that a change to a replica arrived under `lease_token` and returns true, or returns

@@ -1,12 +1,24 @@
 //! The update log: appended inside the transaction that makes each change, read back in `seq` order.
 //!
-//! Ordering: [`append`] calls the SQL function `floe_log_append` (migrations/), which first takes a
-//! transaction-scoped advisory lock, held until COMMIT, and only then draws `seq`. Appenders therefore
-//! commit in `seq` order, so a reader that pages with `after=` never sees seq N+1 before seq N becomes
-//! visible. (The NOTIFY at commit already serialises committing transactions in PostgreSQL, so the
-//! lock costs no extra parallelism.)
+//! Ordering, without a lock held through COMMIT (migrations/0012): an entry's `seq` is its
+//! transaction's id times 2^20 plus its place among that transaction's entries, so `seq` order is
+//! transaction-id order and appends to different tables never wait for each other. Readers take
+//! only the entries below the horizon of their snapshot, `floe_log_horizon()` (the oldest running
+//! transaction's id times 2^20). The argument that a reader paging with `after=` never skips an
+//! entry:
+//! - every transaction whose id is below the horizon has ended, so the set of entries below it
+//!   never grows: what a reader was not given there, it will never be given;
+//! - an entry that becomes visible later belongs to a transaction that was still running, or had
+//!   not begun, when the reader's snapshot was taken: its id, and so its `seq`, is at or above that
+//!   horizon, and so above every `seq` the reader was given.
+//!
+//! The price: a committed entry becomes readable once every transaction older than its own has
+//! ended (commits are short; [`changes_since`] says when committed entries wait, so a reader can
+//! look again soon). Per-table versions stay gap-free and in order without this: each commit
+//! locks its table's row, so version v+1 commits after version v.
 
 pub mod table_entry;
+pub mod wake;
 
 pub use table_entry::{TableChange, TableEntry, UndecodableEntry};
 
@@ -17,7 +29,8 @@ use sqlx::{PgConnection, PgPool, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The channel NOTIFY'd with the new `seq` at every append (by `floe_log_append`).
+/// The channel NOTIFY'd after commits that appended to the log, coalesced, with the committing
+/// instance's id (see [`wake`]).
 pub const NOTIFY_CHANNEL: &str = "floe_log";
 
 /// What an entry records.
@@ -79,7 +92,8 @@ pub struct NewEntry {
     pub new_metadata_location: Option<String>,
 }
 
-/// Appends entries within the caller's transaction; listeners are NOTIFY'd at its commit.
+/// Appends entries within the caller's transaction (their `seq`s follow its transaction id, see
+/// the module docs). The caller wakes the log's readers once it has committed ([`wake`]).
 /// Returns the `seq` of each entry, in order.
 pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<Vec<i64>> {
     let mut seqs = Vec::with_capacity(entries.len());
@@ -164,12 +178,13 @@ const ENTRY_COLUMNS: &str = "l.seq, w.name, l.txn_group, l.kind, l.namespace, l.
      l.principal, l.origin_region, l.committed_at, l.previous_metadata_location, \
      l.new_metadata_location";
 
-/// Entries with `seq > after`, in `seq` order.
+/// Entries with `seq > after` below the horizon (see the module docs), in `seq` order.
 pub async fn read(pool: &PgPool, filter: &ReadFilter) -> sqlx::Result<Vec<LogEntry>> {
     let rows = sqlx::query(&format!(
         "SELECT {ENTRY_COLUMNS}
          FROM commit_log l JOIN warehouse w USING (warehouse_id)
-         WHERE l.seq > $1 AND ($3::uuid IS NULL OR l.table_id = $3 OR l.table_uuid = $3)
+         WHERE l.seq > $1 AND l.seq < floe_log_horizon()
+           AND ($3::uuid IS NULL OR l.table_id = $3 OR l.table_uuid = $3)
            AND ($4::uuid IS NULL OR l.warehouse_id = $4)
          ORDER BY l.seq LIMIT $2"
     ))
@@ -180,6 +195,17 @@ pub async fn read(pool: &PgPool, filter: &ReadFilter) -> sqlx::Result<Vec<LogEnt
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(entry).collect())
+}
+
+/// Whether committed entries after `after` wait above the horizon (an older transaction still
+/// runs; see the module docs).
+pub async fn waiting_after(pool: &PgPool, after: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM commit_log WHERE seq >= floe_log_horizon() AND seq > $1)",
+    )
+    .bind(after)
+    .fetch_one(pool)
+    .await
 }
 
 /// One table's entries with `table_version > after_version`, in version order.
@@ -203,26 +229,48 @@ pub async fn read_table(
     Ok(rows.into_iter().map(entry).collect())
 }
 
-/// The newest `seq` (0 for an empty log).
+/// The newest readable `seq` (0 for an empty log): where a reader that wants only what comes
+/// next begins.
 pub async fn max_seq(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM commit_log")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT coalesce(max(seq), 0) FROM commit_log WHERE seq < floe_log_horizon()",
+    )
+    .fetch_one(pool)
+    .await
 }
 
-/// (seq, table id, kind) of the entries after `after`, in `seq` order: what changed.
-pub async fn changes_since(
-    pool: &PgPool,
-    after: i64,
-    limit: i64,
-) -> sqlx::Result<Vec<(i64, Option<Uuid>, String)>> {
-    sqlx::query_as(
-        "SELECT seq, table_id, kind FROM commit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+/// What changed after `after`, as far as it is readable.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// (seq, table id, kind) of the readable entries, in `seq` order.
+    pub entries: Vec<(i64, Option<Uuid>, String)>,
+    /// Whether committed entries wait above the horizon (an older transaction still runs): look
+    /// again soon.
+    pub waiting: bool,
+}
+
+/// The entries after `after` (at most `limit`) and whether more wait above the horizon, in one
+/// statement (one snapshot, one horizon).
+pub async fn changes_since(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Changes> {
+    let rows: Vec<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "(SELECT seq, table_id, kind FROM commit_log
+          WHERE seq > $1 AND seq < floe_log_horizon() ORDER BY seq LIMIT $2)
+         UNION ALL
+         (SELECT seq, NULL, NULL FROM commit_log
+          WHERE seq >= floe_log_horizon() AND seq > $1 LIMIT 1)",
     )
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    let mut changes = Changes::default();
+    for (seq, table, kind) in rows {
+        match kind {
+            Some(kind) => changes.entries.push((seq, table, kind)),
+            None => changes.waiting = true,
+        }
+    }
+    Ok(changes)
 }
 
 /// The table's drop, if one was logged after `after_version`.

@@ -51,6 +51,9 @@ const MAX_RESTARTS: i32 = 5;
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
 /// Log entries read per round to learn which tables changed.
 const CHANGES_BATCH: i64 = 10_000;
+/// How soon to look at the log again when committed entries wait behind an older transaction
+/// (doubling while they still wait, up to the poll interval).
+const HORIZON_RECHECK_FIRST: Duration = Duration::from_millis(2);
 
 /// Why a stream stopped before catching up.
 #[derive(Debug)]
@@ -230,6 +233,9 @@ impl Replicator {
         let mut tasks: JoinSet<Uuid> = JoinSet::new();
         let mut last_full_scan: Option<Instant> = None;
         let mut last_seq = log::max_seq(self.pool()).await.unwrap_or(0);
+        let own_instance = self.catalog.log_wake().instance().to_string();
+        // Set while committed log entries wait behind an older transaction (see `log`).
+        let mut waiting_for_horizon: Option<Duration> = None;
         // Tables to look at in the next round: changed while their stream ran here (once that task
         // ends), or left over when the workers were all busy.
         let mut again: HashSet<Uuid> = HashSet::new();
@@ -243,8 +249,15 @@ impl Replicator {
             let mut changed = std::mem::take(&mut again);
             let mut structural = HashSet::new();
             match log::changes_since(self.pool(), last_seq, CHANGES_BATCH).await {
-                Ok(entries) => {
-                    for (seq, table, kind) in entries {
+                Ok(changes) => {
+                    // Committed entries wait behind an older transaction: look again soon, a
+                    // little later each time it still runs.
+                    waiting_for_horizon = match (changes.waiting, waiting_for_horizon) {
+                        (false, _) => None,
+                        (true, None) => Some(HORIZON_RECHECK_FIRST),
+                        (true, Some(delay)) => Some((delay * 2).min(poll)),
+                    };
+                    for (seq, table, kind) in changes.entries {
                         last_seq = last_seq.max(seq);
                         if let Some(table) = table {
                             changed.insert(table);
@@ -290,7 +303,8 @@ impl Replicator {
             }
             tokio::select! {
                 _ = stop.changed() => break,
-                woken = recv(&mut listener) => {
+                () = self.catalog.log_wake().next_commit() => {}
+                woken = recv(&mut listener, &own_instance) => {
                     match woken {
                         None => listener = None,
                         Some(channel) => streams_changed |= channel == STREAMS_CHANNEL,
@@ -302,7 +316,7 @@ impl Replicator {
                         }
                     }
                 }
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(waiting_for_horizon.unwrap_or(poll)) => {}
                 Some(ended) = tasks.join_next() => {
                     if let Ok(table) = ended
                         && after_task.remove(&table)
@@ -989,15 +1003,16 @@ struct Target {
 }
 
 /// Waits for a notification and returns its channel; None when the listener is gone (with no
-/// listener, never returns).
-async fn recv(listener: &mut Option<PgListener>) -> Option<String> {
-    match listener {
-        Some(l) => l
-            .try_recv()
-            .await
-            .ok()
-            .flatten()
-            .map(|n| n.channel().to_string()),
-        None => std::future::pending().await,
+/// listener, never returns). This instance's own log notifications are passed over: its commits
+/// wake it in process (`log::wake`).
+async fn recv(listener: &mut Option<PgListener>, own: &str) -> Option<String> {
+    let Some(l) = listener else {
+        return std::future::pending().await;
+    };
+    loop {
+        let notification = l.try_recv().await.ok().flatten()?;
+        if notification.channel() != NOTIFY_CHANNEL || notification.payload() != own {
+            return Some(notification.channel().to_string());
+        }
     }
 }

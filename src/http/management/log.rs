@@ -13,6 +13,9 @@ use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
 use crate::log::{self, LogEntry, ReadFilter};
 
+/// How long a page that is not full waits for committed entries to become readable.
+const READABLE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
@@ -62,9 +65,27 @@ pub async fn read_log(
         table: query.table,
         warehouse_id,
     };
-    let entries = log::read(state.catalog.pool(), &filter)
-        .await
-        .map_err(crate::error::CatalogError::from)?;
+    let pool = state.catalog.pool();
+    // An entry becomes readable once every older transaction has ended, usually within
+    // milliseconds of its commit: a page that is not full waits that long for it, so that a
+    // client reads its own acknowledged changes.
+    let deadline = std::time::Instant::now() + READABLE_WAIT;
+    let entries = loop {
+        let entries = log::read(pool, &filter)
+            .await
+            .map_err(crate::error::CatalogError::from)?;
+        let after = entries.last().map_or(filter.after, |e| e.seq);
+        let full = entries.len() as i64 >= filter.limit;
+        if full
+            || std::time::Instant::now() >= deadline
+            || !log::waiting_after(pool, after)
+                .await
+                .map_err(crate::error::CatalogError::from)?
+        {
+            break entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     let next_after = entries.last().map(|e| e.seq);
     Ok(Json(LogPage {
         entries,

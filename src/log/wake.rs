@@ -1,0 +1,92 @@
+//! Wake-ups for the log's readers, with no NOTIFY inside any commit's transaction.
+//!
+//! A NOTIFY in a transaction takes PostgreSQL's one notification lock at COMMIT and holds it
+//! through the commit's WAL flush, so commits to unrelated tables would queue on it. Instead,
+//! after a change that appended to the log has committed, [`LogWake::committed`]:
+//! - wakes this process's readers (the replicator) at once, in process;
+//! - asks the [`LogNotifier`] task to NOTIFY [`NOTIFY_CHANNEL`] for other instances, on its own
+//!   connection after the fact. While one NOTIFY is on its way, every commit meanwhile is folded
+//!   into the next one: a burst of commits costs two NOTIFYs, not one each.
+//!
+//! A wake-up says only "look at the log": readers find what changed there, so one lost or folded
+//! NOTIFY loses nothing but a little time, and readers poll on a timer as well. The payload is the
+//! sending instance's id, so that an instance can ignore its own.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::NOTIFY_CHANNEL;
+
+/// Where committers announce log appends, and where readers in this process wait for them.
+#[derive(Debug)]
+pub struct LogWake {
+    instance: Uuid,
+    local: Notify,
+    remote: Notify,
+}
+
+impl Default for LogWake {
+    fn default() -> Self {
+        Self {
+            instance: Uuid::now_v7(),
+            local: Notify::new(),
+            remote: Notify::new(),
+        }
+    }
+}
+
+impl LogWake {
+    /// This process's id in the NOTIFY payload.
+    pub fn instance(&self) -> Uuid {
+        self.instance
+    }
+
+    /// Called after a transaction that appended to the log has committed (never before: a
+    /// reader woken early could look before the entries exist and then sleep past them).
+    pub fn committed(&self) {
+        self.local.notify_one();
+        self.remote.notify_one();
+    }
+
+    /// Resolves at the next [`LogWake::committed`] (or at once, if one came since the last
+    /// wait). For the one reader in this process.
+    pub async fn next_commit(&self) {
+        self.local.notified().await;
+    }
+}
+
+/// The task that sends the NOTIFYs of [`LogWake`] for other instances.
+pub struct LogNotifier {
+    task: JoinHandle<()>,
+}
+
+impl LogNotifier {
+    pub fn spawn(wake: Arc<LogWake>, pool: PgPool) -> Self {
+        let task = tokio::spawn(async move {
+            let payload = wake.instance.to_string();
+            loop {
+                wake.remote.notified().await;
+                if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(&payload)
+                    .execute(&pool)
+                    .await
+                {
+                    // Other instances still find the change at their next poll.
+                    tracing::debug!(%err, "could not notify other instances of a log append");
+                }
+            }
+        });
+        Self { task }
+    }
+
+    /// Stops the task (after the last commit that could announce anything).
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
