@@ -63,6 +63,13 @@ enum Bench {
         /// Tables the writers spread over, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
         tables: Vec<usize>,
+        /// Instead of floe in-process: the base URL of any Iceberg REST catalog (floe elsewhere,
+        /// or a peer), in namespaces the benchmark creates there.
+        #[arg(long)]
+        url: Option<String>,
+        /// With --url: the catalog's prefix (default: what its /v1/config answers).
+        #[arg(long, requires = "url")]
+        prefix: Option<String>,
     },
     /// Replication lag between two local regions, and backfill throughput against `cp -r`.
     Replication {
@@ -158,11 +165,15 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             writers,
             tables,
+            url,
+            prefix,
         }) => {
             let options = floe::bench::BenchOptions {
                 seconds,
                 writers,
                 tables,
+                url,
+                prefix,
             };
             floe::bench::run_commits(options).await?;
         }

@@ -195,10 +195,11 @@ pub async fn run_auth(options: AuthBenchOptions) -> anyhow::Result<()> {
             };
             let http = commits::client(bearer.as_deref())?;
             let result = async {
-                commits::create_table(&setup, &server, "load").await?;
-                let one = commits::loads(&server, &http, "load", 1, options.seconds).await?;
-                let eight = commits::loads(&server, &http, "load", 8, options.seconds).await?;
-                let writes = commits::commits(&server, &http, CommitKind::MetadataOnly, 8, 100, options.seconds).await?;
+                let endpoint = commits::Endpoint::of_server(&server);
+                commits::create_table(&setup, &endpoint, "load").await?;
+                let one = commits::loads(&endpoint, &http, "load", 1, options.seconds).await?;
+                let eight = commits::loads(&endpoint, &http, "load", 8, options.seconds).await?;
+                let writes = commits::commits(&endpoint, &http, CommitKind::MetadataOnly, 8, 100, options.seconds).await?;
                 Ok::<_, anyhow::Error>((one, eight, writes))
             }
             .await;

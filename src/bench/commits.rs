@@ -1,6 +1,9 @@
-//! `floe bench commits`: commit and loadTable latency and throughput against a throwaway PostgreSQL
-//! (durable settings: fsync on) and a local warehouse, with floe served in-process on 127.0.0.1.
-//! Prints a Markdown table for BENCHMARKS.md.
+//! `floe bench commits`: commit and loadTable latency and throughput. By default against floe
+//! served in-process on 127.0.0.1 over a throwaway PostgreSQL (durable settings: fsync on) and a
+//! local warehouse, a fresh one per scenario; with `--url`, the same workload against any Iceberg
+//! REST catalog (floe elsewhere, or a peer), so that floe and its peers are measured by one tool in
+//! one run. The benchmark creates the namespaces and tables it uses. Prints Markdown tables for
+//! BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +23,52 @@ pub struct BenchOptions {
     pub seconds: u64,
     pub writers: Vec<usize>,
     pub tables: Vec<usize>,
+    /// Another catalog's base URL (the one clients are given); `None`: floe in-process.
+    pub url: Option<String>,
+    /// With `url`: the catalog's prefix (default: what its `/v1/config` says, if anything).
+    pub prefix: Option<String>,
+}
+
+/// Where the benchmark's requests go: a catalog's `/v1[/{prefix}]` and the namespace that holds
+/// the benchmark's tables.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    api: String,
+    namespace: String,
+}
+
+impl Endpoint {
+    /// Namespace `b` of warehouse `bench` of a floe started by [`start_server_with`].
+    pub(crate) fn of_server(server: &RunningServer) -> Self {
+        Self {
+            api: format!("{}/v1/bench", server.base_url()),
+            namespace: "b".to_string(),
+        }
+    }
+
+    /// A namespace of its own at the catalog whose API is at `api`, created now.
+    async fn create(http: &reqwest::Client, api: &str, namespace: &str) -> anyhow::Result<Self> {
+        let reply = http
+            .post(format!("{api}/namespaces"))
+            .json(&json!({ "namespace": [namespace] }))
+            .send()
+            .await?;
+        if !reply.status().is_success() {
+            bail!("creating namespace {namespace}: {}", reply.text().await?);
+        }
+        Ok(Self {
+            api: api.to_string(),
+            namespace: namespace.to_string(),
+        })
+    }
+
+    fn tables(&self) -> String {
+        format!("{}/namespaces/{}/tables", self.api, self.namespace)
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}/{name}", self.tables())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +145,105 @@ pub(crate) fn ms(us: u64) -> f64 {
 }
 
 pub async fn run_commits(options: BenchOptions) -> anyhow::Result<()> {
+    if let Some(url) = &options.url {
+        return run_against(url, &options).await;
+    }
     super::with_throwaway_cluster(async |cluster, dir| {
         run_with_cluster(cluster, dir, &options).await
     })
     .await
+}
+
+/// The workload against the catalog at `url`, in namespaces of this run's own.
+async fn run_against(url: &str, options: &BenchOptions) -> anyhow::Result<()> {
+    let http = client(None)?;
+    let url = url.trim_end_matches('/');
+    let prefix = match &options.prefix {
+        Some(prefix) => Some(prefix.clone()),
+        None => {
+            let config: Value = http
+                .get(format!("{url}/v1/config"))
+                .send()
+                .await?
+                .error_for_status()
+                .context("GET /v1/config")?
+                .json()
+                .await?;
+            config["overrides"]["prefix"].as_str().map(str::to_string)
+        }
+    };
+    let api = match &prefix {
+        Some(prefix) => format!("{url}/v1/{prefix}"),
+        None => format!("{url}/v1"),
+    };
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    println!(
+        "floe bench commits --url {url}: {} s per scenario, {} cores, namespaces floe_bench_{run}_*\n",
+        options.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print_commit_header();
+    let mut scenario = 0;
+    for kind in [CommitKind::MetadataOnly, CommitKind::SmallAppend] {
+        for &tables in &options.tables {
+            for &writers in &options.writers {
+                scenario += 1;
+                let endpoint =
+                    Endpoint::create(&http, &api, &format!("floe_bench_{run}_{scenario}")).await?;
+                let o = commits(&endpoint, &http, kind, writers, tables, options.seconds).await?;
+                print_commit_row(kind, writers, tables, &o);
+            }
+        }
+    }
+    let endpoint = Endpoint::create(&http, &api, &format!("floe_bench_{run}_load")).await?;
+    load_scenarios(&endpoint, &http, options.seconds).await
+}
+
+fn print_commit_header() {
+    println!("| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+}
+
+fn print_commit_row(kind: CommitKind, writers: usize, tables: usize, o: &Outcome) {
+    println!(
+        "| {} | {writers} | {tables} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        match kind {
+            CommitKind::MetadataOnly => "metadata-only",
+            CommitKind::SmallAppend => "small append",
+        },
+        o.committed as f64 / o.elapsed.as_secs_f64(),
+        ms(o.latency_us.value_at_quantile(0.5)),
+        ms(o.latency_us.value_at_quantile(0.99)),
+        ms(o.latency_us.max()),
+        o.conflicts
+    );
+}
+
+/// loadTable of a table of 1 and of 100 snapshots, by 1 and 8 readers.
+async fn load_scenarios(
+    endpoint: &Endpoint,
+    http: &reqwest::Client,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    println!("\n| loadTable | readers | snapshots | loads/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for snapshots in [1usize, 100] {
+        let table = format!("load{snapshots}");
+        let mut current = create_table(http, endpoint, &table).await?;
+        for i in 0..snapshots {
+            current = append(http, endpoint, &table, &current, i as i64).await?;
+        }
+        for readers in [1usize, 8] {
+            let o = loads(endpoint, http, &table, readers, seconds).await?;
+            println!(
+                "| full metadata | {readers} | {snapshots} | {:.0} | {:.2} | {:.2} |",
+                o.committed as f64 / o.elapsed.as_secs_f64(),
+                ms(o.latency_us.value_at_quantile(0.5)),
+                ms(o.latency_us.value_at_quantile(0.99)),
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn run_with_cluster(
@@ -112,55 +256,26 @@ async fn run_with_cluster(
         options.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    print_commit_header();
     let mut scenario = 0;
     for kind in [CommitKind::MetadataOnly, CommitKind::SmallAppend] {
         for &tables in &options.tables {
             for &writers in &options.writers {
                 scenario += 1;
                 let (server, http) = start_server(cluster, dir, scenario, writers).await?;
-                let outcome = commits(&server, &http, kind, writers, tables, options.seconds).await;
+                let endpoint = Endpoint::of_server(&server);
+                let outcome =
+                    commits(&endpoint, &http, kind, writers, tables, options.seconds).await;
                 server.stop().await;
-                let o = outcome?;
-                println!(
-                    "| {} | {writers} | {tables} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-                    match kind {
-                        CommitKind::MetadataOnly => "metadata-only",
-                        CommitKind::SmallAppend => "small append",
-                    },
-                    o.committed as f64 / o.elapsed.as_secs_f64(),
-                    ms(o.latency_us.value_at_quantile(0.5)),
-                    ms(o.latency_us.value_at_quantile(0.99)),
-                    ms(o.latency_us.max()),
-                    o.conflicts
-                );
+                print_commit_row(kind, writers, tables, &outcome?);
             }
         }
     }
-
-    println!("\n| loadTable | readers | snapshots | loads/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
     scenario += 1;
     let (server, http) = start_server(cluster, dir, scenario, 8).await?;
-    for snapshots in [1usize, 100] {
-        let table = format!("load{snapshots}");
-        let mut current = create_table(&http, &server, &table).await?;
-        for i in 0..snapshots {
-            current = append(&http, &server, &table, &current, i as i64).await?;
-        }
-        for readers in [1usize, 8] {
-            let o = loads(&server, &http, &table, readers, options.seconds).await?;
-            println!(
-                "| full metadata | {readers} | {snapshots} | {:.0} | {:.2} | {:.2} |",
-                o.committed as f64 / o.elapsed.as_secs_f64(),
-                ms(o.latency_us.value_at_quantile(0.5)),
-                ms(o.latency_us.value_at_quantile(0.99)),
-            );
-        }
-    }
+    let result = load_scenarios(&Endpoint::of_server(&server), &http, options.seconds).await;
     server.stop().await;
-    Ok(())
+    result
 }
 
 async fn start_server(
@@ -227,22 +342,15 @@ pub(crate) fn client(bearer: Option<&str>) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-fn table_url(server: &RunningServer, table: &str) -> String {
-    format!("{}/v1/bench/namespaces/b/tables/{table}", server.base_url())
-}
-
 pub(crate) async fn create_table(
     http: &reqwest::Client,
-    server: &RunningServer,
+    endpoint: &Endpoint,
     name: &str,
 ) -> anyhow::Result<Head> {
     let schema = json!({"type": "struct", "schema-id": 0, "fields": [
         {"id": 1, "name": "id", "type": "long", "required": false}]});
     let reply = http
-        .post(format!(
-            "{}/v1/bench/namespaces/b/tables",
-            server.base_url()
-        ))
+        .post(endpoint.tables())
         .json(&json!({"name": name, "schema": schema}))
         .send()
         .await?;
@@ -255,17 +363,13 @@ pub(crate) async fn create_table(
 /// One append on top of `current` (the table's metadata as last seen); returns the new metadata.
 async fn append(
     http: &reqwest::Client,
-    server: &RunningServer,
+    endpoint: &Endpoint,
     table: &str,
     current: &Head,
     salt: i64,
 ) -> anyhow::Result<Head> {
     let body = append_body(current, salt);
-    let reply = http
-        .post(table_url(server, table))
-        .json(&body)
-        .send()
-        .await?;
+    let reply = http.post(endpoint.table(table)).json(&body).send().await?;
     if !reply.status().is_success() {
         bail!("append to {table}: {}", reply.text().await?);
     }
@@ -296,7 +400,7 @@ fn append_body(current: &Head, salt: i64) -> Value {
 }
 
 pub(crate) async fn commits(
-    server: &RunningServer,
+    endpoint: &Endpoint,
     http: &reqwest::Client,
     kind: CommitKind,
     writers: usize,
@@ -305,14 +409,14 @@ pub(crate) async fn commits(
 ) -> anyhow::Result<Outcome> {
     let mut metadata = Vec::with_capacity(tables);
     for t in 0..tables {
-        metadata.push(create_table(http, server, &format!("t{t}")).await?);
+        metadata.push(create_table(http, endpoint, &format!("t{t}")).await?);
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for writer in 0..writers {
         let http = http.clone();
-        let base = server.base_url();
+        let endpoint = endpoint.clone();
         let mut metadata = metadata.clone();
         tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
@@ -321,7 +425,7 @@ pub(crate) async fn commits(
             while Instant::now() < deadline {
                 let t = (writer + i * writers) % tables;
                 i += 1;
-                let url = format!("{base}/v1/bench/namespaces/b/tables/t{t}");
+                let url = endpoint.table(&format!("t{t}"));
                 let body = match kind {
                     CommitKind::MetadataOnly => json!({"requirements": [], "updates": [
                         {"action": "set-properties", "updates": {"bench.writer": writer.to_string(),
@@ -351,13 +455,13 @@ pub(crate) async fn commits(
 }
 
 pub(crate) async fn loads(
-    server: &RunningServer,
+    endpoint: &Endpoint,
     http: &reqwest::Client,
     table: &str,
     readers: usize,
     seconds: u64,
 ) -> anyhow::Result<Outcome> {
-    let url = table_url(server, table);
+    let url = endpoint.table(table);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();

@@ -129,7 +129,8 @@ pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Resu
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct LogEntry {
-    /// Global sequence number: unique, increasing in commit order; may skip numbers.
+    /// Position in the log: unique, increasing along the log (by transaction id), skipping
+    /// numbers; a reader paging with `after=` is never given a smaller one later.
     pub seq: i64,
     pub warehouse: String,
     /// Shared by all entries of one multi-table transaction.

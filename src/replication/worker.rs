@@ -1,4 +1,5 @@
-//! The replicator: one per floe instance. Woken by the log's NOTIFY (with a polling fallback), it
+//! The replicator: one per floe instance. Woken by its own instance's commits in process and by
+//! other instances' coalesced NOTIFY (`log::wake`; with a polling fallback), it
 //! keeps the streams in line with the rules, leases due streams (`FOR UPDATE SKIP LOCKED`, so many
 //! instances on one database share the work and a dead instance's leases expire to the others),
 //! and drives each leased stream in its own task, bounded by `replication.workers`: first the
