@@ -926,15 +926,12 @@ async fn a_drop_ends_the_build_under_way_and_the_serving_replica() {
         .await
         .expect(200);
     // The drop, of generation 2, before the build completed.
-    let (code, body) = apply(
-        &replica,
-        change(
-            json!({ "version": applied, "step": 1 }),
-            json!({ "version": applied + 1, "step": 0 }),
-            json!({ "type": "drop", "purge": false }),
-        ),
-    )
-    .await;
+    let drop = change(
+        json!({ "version": applied, "step": 1 }),
+        json!({ "version": applied + 1, "step": 0 }),
+        json!({ "type": "drop", "purge": false }),
+    );
+    let (code, body) = apply(&replica, drop.clone()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(builds().await, 0);
     replica
@@ -942,15 +939,7 @@ async fn a_drop_ends_the_build_under_way_and_the_serving_replica() {
         .await
         .expect(404);
     // Sent again: acknowledged, nothing left to change.
-    let (code, body) = apply(
-        &replica,
-        change(
-            json!({ "version": applied, "step": 1 }),
-            json!({ "version": applied + 1, "step": 0 }),
-            json!({ "type": "drop", "purge": false }),
-        ),
-    )
-    .await;
+    let (code, body) = apply(&replica, drop).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["applied"], false);
     pool.close().await;

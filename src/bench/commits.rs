@@ -182,26 +182,34 @@ async fn run_against(url: &str, options: &BenchOptions) -> anyhow::Result<()> {
         options.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    print_commit_header();
+    commit_scenarios(options, async |scenario, kind, writers, tables| {
+        let endpoint =
+            Endpoint::create(&http, &api, &format!("floe_bench_{run}_{scenario}")).await?;
+        commits(&endpoint, &http, kind, writers, tables, options.seconds).await
+    })
+    .await?;
+    let endpoint = Endpoint::create(&http, &api, &format!("floe_bench_{run}_load")).await?;
+    load_scenarios(&endpoint, &http, options.seconds).await
+}
+
+/// Runs every commit scenario (kind x tables x writers), numbered from 1, and prints its row.
+async fn commit_scenarios(
+    options: &BenchOptions,
+    mut run: impl AsyncFnMut(usize, CommitKind, usize, usize) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<usize> {
+    println!("| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut scenario = 0;
     for kind in [CommitKind::MetadataOnly, CommitKind::SmallAppend] {
         for &tables in &options.tables {
             for &writers in &options.writers {
                 scenario += 1;
-                let endpoint =
-                    Endpoint::create(&http, &api, &format!("floe_bench_{run}_{scenario}")).await?;
-                let o = commits(&endpoint, &http, kind, writers, tables, options.seconds).await?;
-                print_commit_row(kind, writers, tables, &o);
+                let outcome = run(scenario, kind, writers, tables).await?;
+                print_commit_row(kind, writers, tables, &outcome);
             }
         }
     }
-    let endpoint = Endpoint::create(&http, &api, &format!("floe_bench_{run}_load")).await?;
-    load_scenarios(&endpoint, &http, options.seconds).await
-}
-
-fn print_commit_header() {
-    println!("| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    Ok(scenario)
 }
 
 fn print_commit_row(kind: CommitKind, writers: usize, tables: usize, o: &Outcome) {
@@ -256,23 +264,15 @@ async fn run_with_cluster(
         options.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    print_commit_header();
-    let mut scenario = 0;
-    for kind in [CommitKind::MetadataOnly, CommitKind::SmallAppend] {
-        for &tables in &options.tables {
-            for &writers in &options.writers {
-                scenario += 1;
-                let (server, http) = start_server(cluster, dir, scenario, writers).await?;
-                let endpoint = Endpoint::of_server(&server);
-                let outcome =
-                    commits(&endpoint, &http, kind, writers, tables, options.seconds).await;
-                server.stop().await;
-                print_commit_row(kind, writers, tables, &outcome?);
-            }
-        }
-    }
-    scenario += 1;
-    let (server, http) = start_server(cluster, dir, scenario, 8).await?;
+    let scenarios = commit_scenarios(options, async |scenario, kind, writers, tables| {
+        let (server, http) = start_server(cluster, dir, scenario, writers).await?;
+        let endpoint = Endpoint::of_server(&server);
+        let outcome = commits(&endpoint, &http, kind, writers, tables, options.seconds).await;
+        server.stop().await;
+        outcome
+    })
+    .await?;
+    let (server, http) = start_server(cluster, dir, scenarios + 1, 8).await?;
     let result = load_scenarios(&Endpoint::of_server(&server), &http, options.seconds).await;
     server.stop().await;
     result

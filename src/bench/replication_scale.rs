@@ -114,12 +114,16 @@ async fn run(cluster: &PgCluster, regions: &Regions, options: &ScaleOptions) -> 
     let started = Instant::now();
     let fleet_tables = create_tables(regions, "fleet", options.tables).await?;
     let created = started.elapsed();
+    stats.reset().await?;
     let started = Instant::now();
     regions.replicate("fleet", None).await?;
     stats
         .wait_for_replicas(&cluster.url("bench_replica"), "fleet", options.tables)
         .await?;
     let appeared = started.elapsed();
+    stats
+        .log_costliest(&format!("replicas of {} tables", options.tables))
+        .await?;
     let fleet = load(regions, &stats, &fleet_tables, rate, seconds, true).await?;
 
     let idle = idle(cluster, &stats, options.idle_seconds).await?;

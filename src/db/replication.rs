@@ -313,8 +313,19 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
         notify_streams_changed(&mut tx).await?;
     }
     tx.commit().await?;
+    if created + removed >= REANALYZE_AFTER {
+        // The planner's statistics still describe the table before this change (autovacuum
+        // looks at it a minute later at best): with them it reads every new stream at every
+        // lease, and sorts them, instead of taking the first few in index order.
+        sqlx::query("ANALYZE replication_stream")
+            .execute(pool)
+            .await?;
+    }
     Ok((created + reruled, removed))
 }
+
+/// Streams created or removed at once after which the table's statistics are refreshed.
+const REANALYZE_AFTER: u64 = 500;
 
 /// One lease of one stream (or job): the instance holding it and the fencing token it was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
