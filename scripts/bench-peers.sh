@@ -33,9 +33,9 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {  # URL: wait until it answers (60 s at most)
-  for _ in $(seq 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "no answer from $1" >&2; exit 1
+wait_http() {  # URL LOG: wait until URL answers (120 s at most); else show the server's log
+  for _ in $(seq 1200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "no answer from $1; its log ends:" >&2; tail -20 "$2" >&2; exit 1
 }
 
 # PostgreSQL with its durable defaults.
@@ -76,13 +76,14 @@ pids+=($!)
 # rustberg.
 rustberg_port=$(free_port)
 mkdir -p "$work/rustberg"
-(cd "$work/rustberg" && exec "$rustberg" --host 127.0.0.1 --port "$rustberg_port" \
-  --warehouse "file://$work/rustberg/wh") > "$work/rustberg.log" 2>&1 &
+"$rustberg" --host 127.0.0.1 --port "$rustberg_port" --warehouse "file://$work/rustberg/wh" \
+  --catalog-url "file://$work/rustberg/catalog.redb" --no-auth --dev --insecure-http \
+  > "$work/rustberg.log" 2>&1 &
 pids+=($!)
 
-wait_http "http://127.0.0.1:$floe_port/v1/config"
-wait_http "http://127.0.0.1:$java_port/v1/config"
-wait_http "http://127.0.0.1:$rustberg_port/v1/config"
+wait_http "http://127.0.0.1:$floe_port/v1/config" "$work/floe.log"
+wait_http "http://127.0.0.1:$java_port/v1/config" "$work/java.log"
+wait_http "http://127.0.0.1:$rustberg_port/v1/config" "$work/rustberg.log"
 
 echo "# $(date -u +%FT%TZ), $(nproc) cores, PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') with fsync on"
 for target in "floe|$floe_port" "Apache Iceberg reference catalog (JdbcCatalog, PostgreSQL)|$java_port" \

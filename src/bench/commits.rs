@@ -377,7 +377,8 @@ async fn append(
 }
 
 fn append_body(current: &Head, salt: i64) -> Value {
-    let parent = current.current_snapshot_id;
+    // -1 is how older writers (Apache Iceberg's Java catalog) say "no current snapshot".
+    let parent = current.current_snapshot_id.filter(|id| *id >= 0);
     let sequence = current.last_sequence_number + 1;
     let id = (uuid::Uuid::new_v4().as_u64_pair().0 >> 2) as i64 ^ salt;
     let now = chrono::Utc::now().timestamp_millis();

@@ -53,8 +53,8 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
 /// Log entries read per round to learn which tables changed.
 const CHANGES_BATCH: i64 = 10_000;
 /// How soon to look at the log again when committed entries wait behind an older transaction
-/// (doubling while they still wait, up to the poll interval).
-const HORIZON_RECHECK_FIRST: Duration = Duration::from_millis(2);
+/// (half as long again each time they still wait, up to the poll interval).
+const HORIZON_RECHECK_FIRST: Duration = Duration::from_millis(1);
 
 /// Why a stream stopped before catching up.
 #[derive(Debug)]
@@ -251,12 +251,12 @@ impl Replicator {
             let mut structural = HashSet::new();
             match log::changes_since(self.pool(), last_seq, CHANGES_BATCH).await {
                 Ok(changes) => {
-                    // Committed entries wait behind an older transaction: look again soon, a
-                    // little later each time it still runs.
+                    // Committed entries wait behind an older transaction (usually one of a few
+                    // milliseconds): look again soon, a little later each time it still runs.
                     waiting_for_horizon = match (changes.waiting, waiting_for_horizon) {
                         (false, _) => None,
                         (true, None) => Some(HORIZON_RECHECK_FIRST),
-                        (true, Some(delay)) => Some((delay * 2).min(poll)),
+                        (true, Some(delay)) => Some((delay * 3 / 2).min(poll)),
                     };
                     for (seq, table, kind) in changes.entries {
                         last_seq = last_seq.max(seq);
