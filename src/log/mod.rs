@@ -4,8 +4,8 @@
 //! transaction's id times 2^20 plus its place among that transaction's entries, so `seq` order is
 //! transaction-id order and appends to different tables never wait for each other. Readers take
 //! only the entries below the horizon of their snapshot, `floe_log_horizon()` (the oldest running
-//! transaction's id times 2^20). The argument that a reader paging with `after=` never skips an
-//! entry:
+//! transaction's id times 2^20, leaving out transactions seen to be another database's:
+//! migrations/0013). The argument that a reader paging with `after=` never skips an entry:
 //! - every transaction whose id is below the horizon has ended, so the set of entries below it
 //!   never grows: what a reader was not given there, it will never be given;
 //! - an entry that becomes visible later belongs to a transaction that was still running, or had
