@@ -721,6 +721,36 @@ async fn a_stream_that_cannot_progress_stops_alone() {
     replica.server.stop().await;
 }
 
+/// The source's table id of `db.<table>` (the replica's identity), from the primary's log.
+async fn source_table_id(primary: &TestFloe, table: &str) -> Value {
+    primary
+        .log()
+        .await
+        .iter()
+        .find(|e| e["table-name"] == table)
+        .map(|e| e["table-id"].clone())
+        .unwrap()
+}
+
+/// A replicated change to `db.t` from region `primary`, as its replicator sends one.
+fn replicated_change(
+    source_id: &Value,
+    generation: i64,
+    lease_token: i64,
+    (from, to): (Value, Value),
+    action: Value,
+) -> Value {
+    json!({ "source-region": "primary", "origin-region": "primary",
+        "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
+        "generation": generation, "lease-token": lease_token, "from": from, "to": to,
+        "action": action })
+}
+
+/// The position of a source version (step 0).
+fn at(version: i64) -> Value {
+    json!({ "version": version, "step": 0 })
+}
+
 /// Calls the replica's apply endpoint as the primary would.
 async fn apply(replica: &TestFloe, body: Value) -> (u16, Value) {
     let response = replica
@@ -742,24 +772,21 @@ async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
     let applied = status["destinations"][0]["applied-version"]
         .as_i64()
         .unwrap();
-    let log = primary.log().await;
-    let source_id = log
-        .iter()
-        .find(|e| e["table-name"] == "t")
-        .map(|e| e["table-id"].clone())
-        .unwrap();
+    let source_id = source_table_id(&primary, "t").await;
     let before = replica
         .get("/v1/wh/namespaces/db/tables/t")
         .await
         .expect(200);
     let lease_token = accepted_lease_token(&replica).await;
     let change = |from: i64, to: i64| {
-        json!({ "source-region": "primary", "origin-region": "primary",
-            "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
-            "generation": 1, "lease-token": lease_token, "from": { "version": from, "step": 0 },
-            "to": { "version": to, "step": 0 },
-            "action": { "type": "update", "updates": [
-                { "action": "set-properties", "updates": { "sneaky": "yes" } }] } })
+        replicated_change(
+            &source_id,
+            1,
+            lease_token,
+            (at(from), at(to)),
+            json!({ "type": "update", "updates": [
+                { "action": "set-properties", "updates": { "sneaky": "yes" } }] }),
+        )
     };
     // A repeat of the applied version: acknowledged, nothing changes.
     let (code, body) = apply(&replica, change(applied - 1, applied)).await;
@@ -799,13 +826,7 @@ async fn accepted_lease_token(replica: &TestFloe) -> i64 {
 #[tokio::test]
 async fn a_change_sent_under_a_revoked_lease_is_refused() {
     let (primary, replica) = replicated_table("t").await;
-    let source_id = primary
-        .log()
-        .await
-        .iter()
-        .find(|e| e["table-name"] == "t")
-        .map(|e| e["table-id"].clone())
-        .unwrap();
+    let source_id = source_table_id(&primary, "t").await;
     let first_lease = accepted_lease_token(&replica).await;
     assert!(first_lease > 0);
     // Pause and resume revoke the lease; the next commit replicates under a newer one.
@@ -841,12 +862,14 @@ async fn a_change_sent_under_a_revoked_lease_is_refused() {
         .await
         .expect(200);
     let change = |lease: i64, from: i64, to: i64| {
-        json!({ "source-region": "primary", "origin-region": "primary",
-            "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
-            "generation": 1, "lease-token": lease, "from": { "version": from, "step": 0 },
-            "to": { "version": to, "step": 0 },
-            "action": { "type": "update", "updates": [
-                { "action": "set-properties", "updates": { "late": "yes" } }] } })
+        replicated_change(
+            &source_id,
+            1,
+            lease,
+            (at(from), at(to)),
+            json!({ "type": "update", "updates": [
+                { "action": "set-properties", "updates": { "late": "yes" } }] }),
+        )
     };
     // The next change, sent under the revoked lease: refused, not applied.
     let (code, body) = apply(&replica, change(first_lease, applied, applied + 1)).await;
@@ -882,23 +905,14 @@ async fn a_drop_ends_the_build_under_way_and_the_serving_replica() {
     let applied = status["destinations"][0]["applied-version"]
         .as_i64()
         .unwrap();
-    let source_id = primary
-        .log()
-        .await
-        .iter()
-        .find(|e| e["table-name"] == "t")
-        .map(|e| e["table-id"].clone())
-        .unwrap();
+    let source_id = source_table_id(&primary, "t").await;
     let lease_token = accepted_lease_token(&replica).await;
     let serving = replica
         .get("/v1/wh/namespaces/db/tables/t")
         .await
         .expect(200);
     let change = |from: Value, to: Value, action: Value| {
-        json!({ "source-region": "primary", "origin-region": "primary",
-            "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"], "name": "t",
-            "generation": 2, "lease-token": lease_token, "from": from, "to": to,
-            "action": action })
+        replicated_change(&source_id, 2, lease_token, (from, to), action)
     };
     // Generation 2 begins: a build beside the serving replica.
     let (code, body) = apply(

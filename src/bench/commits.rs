@@ -317,14 +317,8 @@ pub(crate) async fn start_server_with(
     configure(&mut settings);
     let server = server::start(&settings, Arc::new(Faults::default())).await?;
     let http = client(bearer)?;
-    let reply = http
-        .post(format!("{}/v1/bench/namespaces", server.base_url()))
-        .json(&json!({"namespace": ["b"]}))
-        .send()
-        .await?;
-    if !reply.status().is_success() {
-        bail!("creating the namespace: {}", reply.text().await?);
-    }
+    let endpoint = Endpoint::of_server(&server);
+    Endpoint::create(&http, &endpoint.api, &endpoint.namespace).await?;
     Ok((server, http))
 }
 

@@ -70,21 +70,7 @@ impl Catalog {
         if req.to.step == 0 {
             return self.swap_in(tx, files, change, parsed, serving).await;
         }
-        let built = CachedMetadata::from_parsed(parsed)?;
-        let file = metadata::metadata_file_location(built.parsed.location(), 1)?;
-        files
-            .write(&wh.storage, &file, built.json.as_bytes())
-            .await?;
-        let location = file.to_string();
-        self.save_build(tx, change, &location).await?;
-        Ok((
-            ApplyResponse {
-                applied: true,
-                position: req.to,
-                metadata_location: Some(location),
-            },
-            None,
-        ))
+        self.stage_build(tx, files, change, parsed).await
     }
 
     /// The next step of a build; its last step swaps the build in.
@@ -116,17 +102,29 @@ impl Catalog {
                 .swap_in(tx, files, change, result.metadata, serving)
                 .await;
         }
-        let built = CachedMetadata::from_parsed(result.metadata)?;
+        self.stage_build(tx, files, change, result.metadata).await
+    }
+
+    /// A build step that does not complete the build: its metadata written to a file nothing
+    /// serves, and the build's position saved.
+    async fn stage_build(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        files: &mut PendingFiles,
+        change: &ReplicatedChange<'_>,
+        staged: TableMetadata,
+    ) -> CatalogResult<(ApplyResponse, Option<AfterCommit>)> {
+        let built = CachedMetadata::from_parsed(staged)?;
         let file = metadata::metadata_file_location(built.parsed.location(), 1)?;
         files
-            .write(&wh.storage, &file, built.json.as_bytes())
+            .write(&change.wh.storage, &file, built.json.as_bytes())
             .await?;
         let location = file.to_string();
         self.save_build(tx, change, &location).await?;
         Ok((
             ApplyResponse {
                 applied: true,
-                position: req.to,
+                position: change.req.to,
                 metadata_location: Some(location),
             },
             None,

@@ -254,11 +254,12 @@ pub struct Changes {
 /// statement (one snapshot, one horizon).
 pub async fn changes_since(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Changes> {
     let rows: Vec<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
-        "(SELECT seq, table_id, kind FROM commit_log
-          WHERE seq > $1 AND seq < floe_log_horizon() ORDER BY seq LIMIT $2)
+        "WITH h AS MATERIALIZED (SELECT floe_log_horizon() AS horizon)
+         (SELECT seq, table_id, kind FROM commit_log
+          WHERE seq > $1 AND seq < (SELECT horizon FROM h) ORDER BY seq LIMIT $2)
          UNION ALL
          (SELECT seq, NULL, NULL FROM commit_log
-          WHERE seq >= floe_log_horizon() AND seq > $1 LIMIT 1)",
+          WHERE seq >= (SELECT horizon FROM h) AND seq > $1 LIMIT 1)",
     )
     .bind(after)
     .bind(limit)
