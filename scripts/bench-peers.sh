@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # floe and its peers, measured by one tool in one run: `floe bench commits --url` against
 #   - floe serve (this checkout's release build) on a throwaway PostgreSQL (fsync on);
+#   - floe dev (the same build), whose replica region replicates every commit;
 #   - the Apache Iceberg reference catalog (../shared/tools/java-catalog: Iceberg's own REST
 #     handlers over a JdbcCatalog) on the same PostgreSQL;
 #   - rustberg 0.3.0 (embedded redb), installed with cargo into ~/.cache/floe-peers if missing.
@@ -67,6 +68,14 @@ TOML
 FLOE_CONFIG=$work/floe.toml "$floe" serve > "$work/floe.log" 2>&1 &
 pids+=($!)
 
+# floe dev: the same build with its replica region running (a second region in the process,
+# its own database on its own throwaway PostgreSQL, every commit replicated to it).
+dev_port=$(free_port) dev_replica_port=$(free_port)
+mkdir -p "$work/dev"
+"$floe" dev --state-dir "$work/dev" --port "$dev_port" --replica-port "$dev_replica_port" \
+  > "$work/dev.log" 2>&1 &
+pids+=($!)
+
 # The reference catalog.
 java_port=$(free_port)
 "$repo/../shared/tools/java-catalog/run.sh" "$java_port" "jdbc:postgresql://127.0.0.1:$pg_port/iceberg" \
@@ -82,11 +91,12 @@ mkdir -p "$work/rustberg"
 pids+=($!)
 
 wait_http "http://127.0.0.1:$floe_port/v1/config" "$work/floe.log"
+wait_http "http://127.0.0.1:$dev_port/v1/config" "$work/dev.log"
 wait_http "http://127.0.0.1:$java_port/v1/config" "$work/java.log"
 wait_http "http://127.0.0.1:$rustberg_port/v1/config" "$work/rustberg.log"
 
 echo "# $(date -u +%FT%TZ), $(nproc) cores, PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') with fsync on"
-for target in "floe|$floe_port" "Apache Iceberg reference catalog (JdbcCatalog, PostgreSQL)|$java_port" \
+for target in "floe|$floe_port" "floe dev, replica region running|$dev_port" "Apache Iceberg reference catalog (JdbcCatalog, PostgreSQL)|$java_port" \
               "rustberg 0.3.0 (redb)|$rustberg_port"; do
   name=${target%|*} port=${target#*|}
   echo; echo "## $name"; echo

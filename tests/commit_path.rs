@@ -143,6 +143,57 @@ async fn concurrent_committers_to_one_table_serialise() {
     );
 }
 
+/// Writers on two instances commit to one table at once. Each instance queues its own commits,
+/// so the two instances' commits race between reading the row and writing it: the loser of each
+/// race plans again on the winner's state. Every commit lands, versions run without a gap, and the
+/// metadata files of the attempts that lost are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_through_two_instances_to_one_table_all_land() {
+    const WRITERS: usize = 8;
+    const COMMITS: usize = 10;
+    let (floe, uuid) = floe_with_table().await;
+    let second = floe::server::start(&floe.settings, Arc::new(floe::catalog::Faults::default()))
+        .await
+        .unwrap();
+    let bases = [floe.server.base_url(), second.base_url()];
+    let files_before = floe.warehouse_files();
+    let writer = async |w: usize| {
+        for i in 0..COMMITS {
+            let body = json!({ "requirements": [], "updates": [{ "action": "set-properties",
+                "updates": { format!("w{w}"): i.to_string() } }] });
+            let reply = floe
+                .http
+                .post(format!("{}/v1/wh/namespaces/ns/tables/t", bases[w % 2]))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status().as_u16();
+            assert_eq!(status, 200, "{}", reply.text().await.unwrap());
+        }
+    };
+    futures::future::join_all((0..WRITERS).map(writer)).await;
+
+    let commits = (WRITERS * COMMITS) as i64;
+    assert_eq!(
+        versions_of(&floe.log().await, &uuid.uuid),
+        (1..=commits + 1).collect::<Vec<_>>()
+    );
+    let loaded = floe.get("/v1/wh/namespaces/ns/tables/t").await.expect(200);
+    for w in 0..WRITERS {
+        assert_eq!(
+            loaded["metadata"]["properties"][format!("w{w}")],
+            (COMMITS - 1).to_string(),
+            "writer {w}'s last commit is in the table"
+        );
+    }
+    assert_eq!(
+        floe.warehouse_files(),
+        files_before + commits as usize,
+        "one metadata file per commit that landed, none from attempts that lost a race"
+    );
+}
+
 #[tokio::test]
 async fn multi_table_transaction_is_all_or_nothing() {
     let floe = TestFloe::start().await;

@@ -1,24 +1,56 @@
 //! The commit path: commitTable and multi-table transactions, all or nothing.
 //!
-//! In one PostgreSQL transaction: lock every affected table row (in a fixed order, so concurrent
-//! transactions cannot deadlock), check each requirement, apply the updates with iceberg's
-//! `TableMetadataBuilder`, write the new metadata files, swap the pointers, append the log entries,
-//! COMMIT; then wake the log's readers (`log::wake`). The tables' change locks come first, before
-//! any write (`db::catalog::lock_table_names`), so their log entries stay in version order along
-//! the log with no lock common to all tables. Files written for a change that then fails are
-//! removed; a COMMIT whose outcome is unknown keeps them and answers "state unknown".
+//! Read each table's row, check each requirement, apply the updates with iceberg's
+//! `TableMetadataBuilder`, write the new metadata files (durably), then one statement that swaps
+//! the pointers of rows still at the versions read, appends the log entries and commits
+//! (`db::table_commit`: two round trips to PostgreSQL in all); then wake the log's readers
+//! (`log::wake`). A row that moved on in between fails the statement as a whole: the attempt's
+//! files are removed and the commit is planned again from what is read then, its requirements
+//! checked again, so nothing planned against a stale state is committed. Only another instance
+//! can move a row under a commit (this instance's commits to a table queue in `table_locks`), and
+//! the retries take the tables' change locks before they read, so a commit is not starved.
+//!
+//! The change locks are taken before any write (`db::catalog::lock_table_names`), so a table's log
+//! entries stay in version order along the log with no lock common to all tables. A statement
+//! that fails with a database error wrote nothing; one whose outcome is unknown (the connection
+//! lost) keeps its files and answers "state unknown".
 
 use std::sync::Arc;
 
 use iceberg::spec::TableMetadataBuildResult;
 use iceberg::{ErrorKind, TableRequirement, TableUpdate};
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
+
+/// Attempts at a commit whose tables keep moving between floe's read and its write. The first
+/// attempt takes no lock until its one statement; the others take the tables' change locks
+/// before reading, so only a concurrent create of the same name (which needs none) can still
+/// move them.
+const COMMIT_ATTEMPTS: usize = 4;
+
+/// The connection an attempt reads and commits on.
+enum Session {
+    /// Optimistic: reads without a lock, the commit statement is its own transaction.
+    Unlocked(PoolConnection<Postgres>),
+    /// After a lost race: a transaction that holds the tables' change locks from the start.
+    Locked(Transaction<'static, Postgres>),
+}
+
+impl Session {
+    fn conn(&mut self) -> &mut PgConnection {
+        match self {
+            Session::Unlocked(conn) => conn,
+            Session::Locked(tx) => tx,
+        }
+    }
+}
 use uuid::Uuid;
 
-use crate::db::catalog::{self as db, NewTable, TablePointer, TableRow};
+use crate::db::catalog::{self as db, TablePointer, TableRow};
+use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
 use crate::error::{CatalogError, CatalogResult};
-use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
+use crate::log::{EntryKind, NewEntry, TableVersionRef};
 use crate::storage::{Location, Storage};
 
 use super::metadata::{self, invalid};
@@ -64,6 +96,7 @@ impl PendingFiles {
 enum Plan {
     /// No update changed anything: nothing is written, the current state is returned.
     Unchanged {
+        table: TableName,
         row: TableRow,
         current: Arc<CachedMetadata>,
     },
@@ -73,6 +106,7 @@ enum Plan {
     },
     Create {
         built: Built,
+        namespace_id: Uuid,
     },
 }
 
@@ -82,6 +116,17 @@ struct Built {
     changes: Vec<TableUpdate>,
     metadata: Arc<CachedMetadata>,
     metadata_location: Location,
+}
+
+impl Built {
+    /// The row's pointer to this metadata, stored at `metadata_location` (this one's, spelled).
+    fn pointer<'a>(&'a self, metadata_location: &'a str) -> TablePointer<'a> {
+        TablePointer {
+            table_uuid: self.metadata.parsed.uuid(),
+            metadata_location,
+            location: self.metadata.parsed.location(),
+        }
+    }
 }
 
 fn requirement_failed(table: &TableName, err: iceberg::Error) -> CatalogError {
@@ -205,42 +250,78 @@ impl Catalog {
         changes: Vec<(TableName, Vec<TableRequirement>, Vec<TableUpdate>)>,
         principal: &str,
     ) -> CatalogResult<Vec<CommitOutcome>> {
-        // Queue behind other commits to these tables on this instance before touching the database.
+        // Queue behind other commits to these tables on this instance before touching the
+        // database: only another instance's change can then move a table under this commit.
         let _queued = self
             .table_locks
             .lock(wh.id, changes.iter().map(|(table, _, _)| table))
             .await;
-        self.with_pending_files(async |files| {
-            let names: Vec<&TableName> = changes.iter().map(|(table, _, _)| table).collect();
-            let mut tx = self.begin_table_change(wh, &names).await?;
-            // Lock rows in name order so two transactions over the same tables cannot deadlock.
-            let mut order: Vec<usize> = (0..changes.len()).collect();
-            order.sort_by(|&a, &b| {
-                let (ta, tb) = (&changes[a].0, &changes[b].0);
-                (ta.namespace.levels(), &ta.name).cmp(&(tb.namespace.levels(), &tb.name))
-            });
-            let mut rows: Vec<Option<TableRow>> = vec![None; changes.len()];
-            for i in order {
-                let table = &changes[i].0;
-                rows[i] =
-                    db::get_table(&mut tx, wh.id, &table.namespace, &table.name, true).await?;
+        for attempt in 1..=COMMIT_ATTEMPTS {
+            let locked = attempt > 1;
+            if let Some(outcomes) = self
+                .try_commit_changes(wh, &changes, principal, locked)
+                .await?
+            {
+                return Ok(outcomes);
             }
+        }
+        let names: Vec<String> = changes.iter().map(|(t, _, _)| t.to_string()).collect();
+        Err(CatalogError::CommitFailed(format!(
+            "Commit to {} failed: other writers kept changing it in between \
+             ({COMMIT_ATTEMPTS} attempts); try again",
+            names.join(", ")
+        )))
+    }
 
+    /// One attempt: read the rows, plan, write the metadata files, then commit them in one
+    /// statement (`db::table_commit`); `locked`, inside a transaction that took the tables'
+    /// change locks first. `None` when a table moved on after it was read: this attempt's files
+    /// are removed and nothing was committed.
+    async fn try_commit_changes(
+        &self,
+        wh: &Warehouse,
+        changes: &[(TableName, Vec<TableRequirement>, Vec<TableUpdate>)],
+        principal: &str,
+        locked: bool,
+    ) -> CatalogResult<Option<Vec<CommitOutcome>>> {
+        self.with_pending_files(async |files| {
+            let mut session = if locked {
+                let names: Vec<&TableName> = changes.iter().map(|(table, _, _)| table).collect();
+                Session::Locked(self.begin_table_change(wh, &names).await?)
+            } else {
+                Session::Unlocked(self.pool.acquire().await?)
+            };
+            let conn = session.conn();
             let mut plans = Vec::with_capacity(changes.len());
-            for ((table, requirements, updates), row) in changes.into_iter().zip(rows) {
-                let current = match &row {
-                    Some(row) => Some(
-                        self.metadata
-                            .load(&*wh.storage, &row.metadata_location)
-                            .await?,
+            for (table, requirements, updates) in changes {
+                let row = db::get_table(conn, wh.id, &table.namespace, &table.name, false).await?;
+                let (current, namespace_id) = match &row {
+                    Some(row) => (
+                        Some(
+                            self.metadata
+                                .load(&*wh.storage, &row.metadata_location)
+                                .await?,
+                        ),
+                        None,
                     ),
-                    None => None,
+                    None if requirements.contains(&TableRequirement::NotExist) => (
+                        None,
+                        Some(self.namespace_for_create(conn, wh, table).await?),
+                    ),
+                    None => (None, None),
                 };
-                plans.push(self.plan(wh, table, requirements, updates, row, current)?);
+                plans.push(self.plan(
+                    wh,
+                    table.clone(),
+                    requirements.clone(),
+                    updates.clone(),
+                    (row, current),
+                    namespace_id,
+                )?);
             }
 
             for plan in &plans {
-                if let Plan::Update { built, .. } | Plan::Create { built } = plan {
+                if let Plan::Update { built, .. } | Plan::Create { built, .. } = plan {
                     files
                         .write(
                             &wh.storage,
@@ -252,66 +333,58 @@ impl Catalog {
             }
 
             let txn_group = Uuid::now_v7();
+            let locations: Vec<String> = plans
+                .iter()
+                .map(|plan| match plan {
+                    Plan::Update { built, .. } | Plan::Create { built, .. } => {
+                        built.metadata_location.to_string()
+                    }
+                    Plan::Unchanged { row, .. } => row.metadata_location.clone(),
+                })
+                .collect();
+            let mut writes = Vec::with_capacity(plans.len());
             let mut entries = Vec::new();
-            for plan in &plans {
+            for (plan, metadata_location) in plans.iter().zip(&locations) {
                 match plan {
-                    Plan::Unchanged { .. } => {}
+                    Plan::Unchanged { table, row, .. } => writes.push(TableWrite {
+                        table,
+                        table_id: row.table_id,
+                        change: RowChange::Unchanged {
+                            expected_version: row.version,
+                        },
+                    }),
                     Plan::Update { row, built } => {
-                        let version = row.version + 1;
-                        db::update_table_pointer(
-                            &mut tx,
-                            row.table_id,
-                            &TablePointer {
-                                table_uuid: built.metadata.parsed.uuid(),
-                                metadata_location: &built.metadata_location.to_string(),
-                                location: built.metadata.parsed.location(),
+                        writes.push(TableWrite {
+                            table: &built.table,
+                            table_id: row.table_id,
+                            change: RowChange::Swap {
+                                expected_version: row.version,
+                                pointer: built.pointer(metadata_location),
                             },
-                            version,
-                        )
-                        .await?;
+                        });
                         entries.push(self.commit_entry(
                             wh,
                             txn_group,
                             EntryKind::CommitTable,
                             built,
-                            (row.table_id, version),
+                            (row.table_id, row.version + 1),
                             Some(row.metadata_location.clone()),
                             principal,
                         )?);
                     }
-                    Plan::Create { built } => {
-                        let ns = db::get_namespace(&mut tx, wh.id, &built.table.namespace, false)
-                            .await?
-                            .ok_or_else(|| {
-                                CatalogError::no_such_namespace(&built.table.namespace)
-                            })?;
-                        if let Some(origin) = &ns.origin_region {
-                            return Err(super::replica::read_only_namespace(
-                                &built.table.namespace,
-                                origin,
-                            ));
-                        }
+                    Plan::Create {
+                        built,
+                        namespace_id,
+                    } => {
                         let table_id = Uuid::now_v7();
-                        let inserted = db::insert_table(
-                            &mut tx,
-                            &NewTable {
-                                table_id,
-                                table_uuid: built.metadata.parsed.uuid(),
-                                warehouse_id: wh.id,
-                                namespace_id: ns.namespace_id,
-                                name: &built.table.name,
-                                metadata_location: &built.metadata_location.to_string(),
-                                location: built.metadata.parsed.location(),
+                        writes.push(TableWrite {
+                            table: &built.table,
+                            table_id,
+                            change: RowChange::Create {
+                                namespace_id: *namespace_id,
+                                pointer: built.pointer(metadata_location),
                             },
-                        )
-                        .await
-                        .map_err(|e| super::tables::namespace_gone(e, &built.table.namespace))?;
-                        if !inserted {
-                            return Err(CatalogError::CommitFailed(format!(
-                                "Commit to {} failed: the table was created concurrently",
-                                built.table
-                            )));
-                        }
+                        });
                         entries.push(self.commit_entry(
                             wh,
                             txn_group,
@@ -324,33 +397,86 @@ impl Catalog {
                     }
                 }
             }
-            if entries.is_empty() {
-                // Nothing changed anywhere (e.g. `updates: []`): write nothing, log nothing.
-                tx.rollback().await?;
-            } else {
-                log::append(&mut tx, &entries).await?;
-                self.commit_transaction_or_unknown(tx).await?;
-            }
-            Ok(plans
-                .into_iter()
-                .map(|plan| match plan {
-                    Plan::Unchanged { row, current } => CommitOutcome {
-                        metadata_location: row.metadata_location,
-                        metadata: current,
-                    },
-                    Plan::Update { built, .. } | Plan::Create { built } => {
-                        let metadata_location = built.metadata_location.to_string();
-                        self.metadata
-                            .insert(&metadata_location, built.metadata.clone());
-                        CommitOutcome {
-                            metadata_location,
-                            metadata: built.metadata,
-                        }
+            // Nothing changed anywhere (e.g. `updates: []`): write nothing, log nothing.
+            if !entries.is_empty() {
+                self.faults.check_before_commit()?;
+                let committed = table_commit::commit_tables(conn, wh.id, &writes, &entries)
+                    .await
+                    .map_err(|err| self.commit_error(err, &plans))?;
+                match (committed, session) {
+                    (Committed::Done(_), Session::Unlocked(_)) => self.log_wake.committed(),
+                    (Committed::Done(_), Session::Locked(tx)) => {
+                        self.commit_transaction_or_unknown(tx).await?
                     }
-                })
-                .collect())
+                    (Committed::Moved, _) => {
+                        std::mem::take(files).discard().await;
+                        return Ok(None);
+                    }
+                }
+            }
+            drop(writes);
+            Ok(Some(
+                plans
+                    .into_iter()
+                    .zip(locations)
+                    .map(|(plan, metadata_location)| match plan {
+                        Plan::Unchanged { current, .. } => CommitOutcome {
+                            metadata_location,
+                            metadata: current,
+                        },
+                        Plan::Update { built, .. } | Plan::Create { built, .. } => {
+                            self.metadata
+                                .insert(&metadata_location, built.metadata.clone());
+                            CommitOutcome {
+                                metadata_location,
+                                metadata: built.metadata,
+                            }
+                        }
+                    })
+                    .collect(),
+            ))
         })
         .await
+    }
+
+    /// The namespace a staged create's commit makes its table in: it must exist and not be a
+    /// replica's.
+    async fn namespace_for_create(
+        &self,
+        conn: &mut PgConnection,
+        wh: &Warehouse,
+        table: &TableName,
+    ) -> CatalogResult<Uuid> {
+        let ns = db::get_namespace(conn, wh.id, &table.namespace, false)
+            .await?
+            .ok_or_else(|| CatalogError::no_such_namespace(&table.namespace))?;
+        if let Some(origin) = &ns.origin_region {
+            return Err(super::replica::read_only_namespace(
+                &table.namespace,
+                origin,
+            ));
+        }
+        Ok(ns.namespace_id)
+    }
+
+    /// A failed commit statement: a database error wrote nothing (a create's namespace dropped
+    /// in between is a missing namespace); a lost connection leaves the outcome unknown.
+    fn commit_error(&self, err: sqlx::Error, plans: &[Plan]) -> CatalogError {
+        match &err {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => plans
+                .iter()
+                .find_map(|plan| match plan {
+                    Plan::Create { built, .. } => {
+                        Some(CatalogError::no_such_namespace(&built.table.namespace))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| err.into()),
+            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                err.into()
+            }
+            _ => CatalogError::CommitStateUnknown(err.to_string()),
+        }
     }
 
     /// Checks one table's requirements and builds its new metadata.
@@ -360,8 +486,8 @@ impl Catalog {
         table: TableName,
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
-        row: Option<TableRow>,
-        current: Option<Arc<CachedMetadata>>,
+        (row, current): (Option<TableRow>, Option<Arc<CachedMetadata>>),
+        namespace_id: Option<Uuid>,
     ) -> CatalogResult<Plan> {
         if let Some(mark) = row.as_ref().and_then(|row| row.replica.as_ref()) {
             return Err(super::replica::read_only_table(&table, mark));
@@ -375,9 +501,14 @@ impl Catalog {
                     .check(None)
                     .map_err(|e| requirement_failed(&table, e))?;
             }
+            let namespace_id =
+                namespace_id.ok_or_else(|| CatalogError::no_such_namespace(&table.namespace))?;
             let result = metadata::build_from_updates(wh, &table, updates)?;
             let built = Self::built(table, requirements, result, 1)?;
-            return Ok(Plan::Create { built });
+            return Ok(Plan::Create {
+                built,
+                namespace_id,
+            });
         };
 
         for requirement in &requirements {
@@ -395,7 +526,11 @@ impl Catalog {
         }
         let result = builder.build().map_err(invalid)?;
         if result.changes.is_empty() {
-            return Ok(Plan::Unchanged { row, current });
+            return Ok(Plan::Unchanged {
+                table,
+                row,
+                current,
+            });
         }
         if result.metadata.uuid() != current_uuid {
             return Err(CatalogError::BadRequest(format!(

@@ -214,8 +214,9 @@ const TABLE_COLUMNS: &str = "t.table_id, t.table_uuid, t.namespace_id, t.name, \
      t.metadata_location, t.version, t.source_region, t.source_table_id, t.origin_region, \
      t.origin_url, t.replica_generation, t.replica_version, t.replica_step, t.orphaned";
 
-/// Finds a table by name; with `lock`, holds its row lock until the transaction ends, which is what
-/// serialises concurrent commits to one table.
+/// Finds a table by name; with `lock`, holds its row lock until the transaction ends (a drop, a
+/// rename, a replica's change). Commits read without it and write with a compare-and-set
+/// (`db::table_commit`).
 pub async fn get_table(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
@@ -274,7 +275,7 @@ pub async fn list_tables(
 
 /// A table location as `iceberg_table.location` holds it, so the stored and the queried forms
 /// cannot differ: one spelling per file ([`Location`]'s), no trailing slash.
-fn location_key(location: &str) -> String {
+pub(super) fn location_key(location: &str) -> String {
     Location::parse(location)
         .map(|location| location.to_string())
         .unwrap_or_else(|_| location.to_string())
@@ -441,20 +442,22 @@ pub async fn lock_table_names(
     warehouse_id: Uuid,
     tables: &[&TableName],
 ) -> sqlx::Result<()> {
-    let names: Vec<String> = tables
-        .iter()
-        .map(|t| format!("{}\u{1e}{}", t.namespace.levels().join("\u{1f}"), t.name))
-        .collect();
-    sqlx::query(
-        "SELECT count(pg_advisory_xact_lock(k)) FROM (
-             SELECT DISTINCT hashtextextended($1::text || chr(29) || n, 7380396369697861481) AS k
-             FROM unnest($2::text[]) AS n ORDER BY k) keys",
-    )
-    .bind(warehouse_id)
-    .bind(&names)
-    .execute(conn)
-    .await?;
+    let names: Vec<String> = tables.iter().map(|t| table_lock_name(t)).collect();
+    sqlx::query("SELECT floe_lock_tables($1, $2)")
+        .bind(warehouse_id)
+        .bind(&names)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// A table's name as `floe_lock_tables` keys its change lock (migrations/0014).
+pub(super) fn table_lock_name(table: &TableName) -> String {
+    format!(
+        "{}\u{1e}{}",
+        table.namespace.levels().join("\u{1f}"),
+        table.name
+    )
 }
 
 /// Records that a change to a replica arrived under `lease_token` and returns true, or returns

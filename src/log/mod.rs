@@ -14,8 +14,9 @@
 //!
 //! The price: a committed entry becomes readable once every transaction older than its own has
 //! ended (commits are short; [`changes_since`] says when committed entries wait, so a reader can
-//! look again soon). Per-table versions stay gap-free and in order without this: each commit
-//! locks its table's row, so version v+1 commits after version v.
+//! look again soon). Per-table versions stay gap-free and in order without this: a commit
+//! writes its table's row only while the row is still at the version it read, under the table's
+//! change lock (`db::table_commit`), so version v+1 commits after version v.
 
 pub mod table_entry;
 pub mod wake;
@@ -96,33 +97,61 @@ pub struct NewEntry {
 /// the module docs). The caller wakes the log's readers once it has committed ([`wake`]).
 /// Returns the `seq` of each entry, in order.
 pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<Vec<i64>> {
-    let mut seqs = Vec::with_capacity(entries.len());
-    for e in entries {
-        let seq: i64 = sqlx::query_scalar(
-            "SELECT floe_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                    $15, $16)",
-        )
-        .bind(e.warehouse_id)
-        .bind(e.txn_group)
-        .bind(e.kind.as_str())
-        .bind(&e.namespace)
-        .bind(e.table.as_ref().map(|t| t.name.as_str()))
-        .bind(e.table.as_ref().map(|t| t.table_id))
-        .bind(e.table.as_ref().map(|t| t.table_uuid))
-        .bind(e.table.as_ref().map(|t| t.version))
-        .bind(&e.changes)
-        .bind(&e.requirements)
-        .bind(&e.metadata)
-        .bind(&e.details)
-        .bind(&e.principal)
-        .bind(&e.origin_region)
-        .bind(&e.previous_metadata_location)
-        .bind(&e.new_metadata_location)
-        .fetch_one(&mut *conn)
-        .await?;
-        seqs.push(seq);
+    sqlx::query_scalar("SELECT floe_log_append_entries($1)")
+        .bind(entries_json(entries))
+        .fetch_one(conn)
+        .await
+}
+
+/// Entries as `floe_log_append_entries` takes them (migrations/0014): one JSON array, so that
+/// any number of entries is one round trip. Serialised straight from the entries, not copied.
+pub fn entries_json(entries: &[NewEntry]) -> sqlx::types::Json<Vec<EntryArguments<'_>>> {
+    sqlx::types::Json(entries.iter().map(EntryArguments::from).collect())
+}
+
+/// One entry as `floe_log_append_entries` reads it: commit_log's columns by name.
+#[derive(Serialize)]
+pub struct EntryArguments<'a> {
+    warehouse_id: Uuid,
+    txn_group: Uuid,
+    kind: &'static str,
+    namespace: &'a [String],
+    table_name: Option<&'a str>,
+    table_id: Option<Uuid>,
+    table_uuid: Option<Uuid>,
+    table_version: Option<i64>,
+    changes: &'a Value,
+    requirements: &'a Value,
+    metadata: Option<&'a Value>,
+    details: &'a Value,
+    principal: &'a str,
+    origin_region: &'a str,
+    previous_metadata_location: Option<&'a str>,
+    new_metadata_location: Option<&'a str>,
+}
+
+impl<'a> From<&'a NewEntry> for EntryArguments<'a> {
+    fn from(e: &'a NewEntry) -> Self {
+        let table = e.table.as_ref();
+        EntryArguments {
+            warehouse_id: e.warehouse_id,
+            txn_group: e.txn_group,
+            kind: e.kind.as_str(),
+            namespace: &e.namespace,
+            table_name: table.map(|t| t.name.as_str()),
+            table_id: table.map(|t| t.table_id),
+            table_uuid: table.map(|t| t.table_uuid),
+            table_version: table.map(|t| t.version),
+            changes: &e.changes,
+            requirements: &e.requirements,
+            metadata: e.metadata.as_ref(),
+            details: &e.details,
+            principal: &e.principal,
+            origin_region: &e.origin_region,
+            previous_metadata_location: e.previous_metadata_location.as_deref(),
+            new_metadata_location: e.new_metadata_location.as_deref(),
+        }
     }
-    Ok(seqs)
 }
 
 /// An entry as read back.

@@ -10,7 +10,10 @@
 //! symbolic link below the root. The root itself is configured by the operator and may be a link.
 //!
 //! Durable writes survive a power cut, not only a crash: a new file's data and its directory entry
-//! are synced, and so is the parent of every directory created on the way to it.
+//! are synced, and so is the parent of every directory created on the way to it. Metadata files
+//! (`write_new`) are synced by a group sync of their filesystem (`group_sync`), shared with the
+//! commits writing at the same moment; it also writes back the filesystem's other dirty data
+//! (the data files clients wrote just before committing them, for one).
 
 use std::ffi::OsStr;
 use std::io::{ErrorKind, Read, Write};
@@ -26,6 +29,7 @@ use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 
+use super::group_sync::GroupSync;
 use super::{LIST_PAGE, ListPages, Location, Storage, StorageError};
 
 /// The buffer of a streamed copy: the memory one copy holds, whatever the file's size.
@@ -40,6 +44,8 @@ const DIR_MODE: u32 = 0o755;
 pub struct LocalStorage {
     root: Location,
     root_path: PathBuf,
+    /// Makes concurrent writes durable together (shared by the clones of this storage).
+    group_sync: std::sync::Arc<GroupSync>,
 }
 
 impl LocalStorage {
@@ -48,7 +54,11 @@ impl LocalStorage {
             location: root.to_string(),
             root: "a local directory".to_string(),
         })?;
-        Ok(Self { root, root_path })
+        Ok(Self {
+            root,
+            root_path,
+            group_sync: Default::default(),
+        })
     }
 
     /// The path of `location` relative to the root (empty for the root itself).
@@ -314,9 +324,9 @@ impl Storage for LocalStorage {
             let mut file = create_exclusive(&dir, name).map_err(|e| this.error(&owned, e))?;
             // The pointer to this file is committed right after: its bytes and its directory
             // entry must be on disk first, so that a power cut cannot leave a pointer to nothing.
+            // One filesystem sync for this and every concurrent write (`group_sync`).
             file.write_all(&bytes)
-                .and_then(|()| file.sync_data())
-                .and_then(|()| nix::unistd::fsync(dir.as_raw_fd()).map_err(Into::into))
+                .and_then(|()| this.group_sync.sync(&dir))
                 .map_err(|e| this.error(&owned, e))
         })
         .await

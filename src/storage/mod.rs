@@ -6,6 +6,7 @@
 //! following a symbolic link out of it ([`local`]). The root's scheme picks the implementation:
 //! [`local::LocalStorage`] or [`s3::S3Storage`].
 
+mod group_sync;
 pub mod local;
 pub mod location;
 pub mod s3;

@@ -1,0 +1,117 @@
+//! The one statement that commits table changes: change locks, each table row's compare-and-set
+//! (or its insert), the log entries, COMMIT, in one round trip (`floe_commit_tables`,
+//! migrations/0014).
+//!
+//! The invariant: a row is written only while it is still at the version its commit was planned
+//! against, and all of a commit's rows and entries are written together or not at all. The
+//! statement is its own transaction, so a row that moved on aborts all of it
+//! ([`Committed::Moved`]) and the caller plans again from what it reads then: nothing a stale
+//! plan built is ever committed.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::catalog::{TablePointer, location_key, table_lock_name};
+use crate::log::{self, NewEntry};
+use crate::names::TableName;
+
+/// One table a commit writes or relies on.
+pub struct TableWrite<'a> {
+    pub table: &'a TableName,
+    pub table_id: Uuid,
+    pub change: RowChange<'a>,
+}
+
+pub enum RowChange<'a> {
+    /// A new row, at version 1.
+    Create {
+        namespace_id: Uuid,
+        pointer: TablePointer<'a>,
+    },
+    /// The row at `expected_version` moves to the next version and this pointer.
+    Swap {
+        expected_version: i64,
+        pointer: TablePointer<'a>,
+    },
+    /// The row must still be at `expected_version` (its requirements were checked against it),
+    /// and stays there.
+    Unchanged { expected_version: i64 },
+}
+
+impl<'a> TableWrite<'a> {
+    /// As `floe_commit_tables` takes it: 0 for a create.
+    fn expected_version(&self) -> i64 {
+        match &self.change {
+            RowChange::Create { .. } => 0,
+            RowChange::Swap {
+                expected_version, ..
+            }
+            | RowChange::Unchanged { expected_version } => *expected_version,
+        }
+    }
+
+    fn namespace_id(&self) -> Option<Uuid> {
+        match &self.change {
+            RowChange::Create { namespace_id, .. } => Some(*namespace_id),
+            _ => None,
+        }
+    }
+
+    fn pointer(&self) -> Option<&TablePointer<'a>> {
+        match &self.change {
+            RowChange::Create { pointer, .. } | RowChange::Swap { pointer, .. } => Some(pointer),
+            RowChange::Unchanged { .. } => None,
+        }
+    }
+}
+
+/// One parameter array of `floe_commit_tables`: a field of every write.
+fn column<'w, 'a, T>(
+    writes: &'w [TableWrite<'a>],
+    field: impl Fn(&'w TableWrite<'a>) -> T,
+) -> Vec<T> {
+    writes.iter().map(field).collect()
+}
+
+/// What became of a commit.
+#[derive(Debug)]
+pub enum Committed {
+    /// Durably committed; the entries' `seq`s in order.
+    Done(Vec<i64>),
+    /// A row was no longer at its expected version, or a create found the name taken: nothing
+    /// was written.
+    Moved,
+}
+
+/// Sends the commit. An `Err` that is a database error means the statement failed and wrote
+/// nothing; any other error (the connection lost on the way) leaves its outcome unknown.
+pub async fn commit_tables(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    writes: &[TableWrite<'_>],
+    entries: &[NewEntry],
+) -> sqlx::Result<Committed> {
+    let result =
+        sqlx::query_scalar("SELECT floe_commit_tables($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(warehouse_id)
+            .bind(column(writes, |w| table_lock_name(w.table)))
+            .bind(column(writes, |w| w.table_id))
+            .bind(column(writes, TableWrite::expected_version))
+            .bind(column(writes, TableWrite::namespace_id))
+            .bind(column(writes, |w| w.table.name.as_str()))
+            .bind(column(writes, |w| w.pointer().map(|p| p.table_uuid)))
+            .bind(column(writes, |w| w.pointer().map(|p| p.metadata_location)))
+            .bind(column(writes, |w| {
+                w.pointer().map(|p| location_key(p.location))
+            }))
+            .bind(log::entries_json(entries))
+            .fetch_one(conn)
+            .await;
+    match result {
+        Ok(seqs) => Ok(Committed::Done(seqs)),
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("40001") => {
+            Ok(Committed::Moved)
+        }
+        Err(err) => Err(err),
+    }
+}
