@@ -26,13 +26,13 @@ END
 $$;
 
 -- Appends log entries given as a JSON array of objects keyed by commit_log's column names (all
--- but `seq`) in one statement; returns their `seq`s in order. It replaces `floe_log_append`
+-- but `seq`) in one statement. It replaces `floe_log_append`
 -- (one call per entry) and numbers entries the same way (migrations/0012): the transaction's
 -- id times 2^20, plus the entry's place among the transaction's entries.
 DROP FUNCTION floe_log_append(uuid, uuid, text, text[], text, uuid, uuid, bigint, jsonb, jsonb,
     jsonb, jsonb, text, text, text, text);
 
-CREATE FUNCTION floe_log_append_entries(p_entries jsonb) RETURNS bigint[]
+CREATE FUNCTION floe_log_append_entries(p_entries jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     -- This transaction's entries so far (a transaction-local setting).
@@ -60,7 +60,6 @@ BEGIN
         WITH ORDINALITY AS e(warehouse_id, txn_group, kind, namespace, table_name, table_id,
             table_uuid, table_version, changes, requirements, metadata, details, principal,
             origin_region, previous_metadata_location, new_metadata_location, ord);
-    RETURN ARRAY(SELECT first_seq + i FROM generate_series(0, n - 1) AS i);
 END
 $$;
 
@@ -68,12 +67,12 @@ $$;
 -- commit); any other swaps the pointer of the row at that version and gives it the next one, or,
 -- with no metadata location, only checks that the row is still at it (a table of a multi-table
 -- transaction whose requirements were checked but which does not change), holding it until
--- COMMIT. Replicas (source_region set) are never written here. Returns the entries' `seq`s.
+-- COMMIT. Replicas (source_region set) are never written here.
 CREATE FUNCTION floe_commit_tables(
     p_warehouse_id uuid, p_lock_names text[], p_table_ids uuid[], p_expected_versions bigint[],
     p_namespace_ids uuid[], p_names text[], p_table_uuids uuid[], p_metadata_locations text[],
     p_locations text[], p_entries jsonb
-) RETURNS bigint[] LANGUAGE plpgsql AS $$
+) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     changed bigint;
 BEGIN
@@ -104,6 +103,6 @@ BEGIN
                 USING ERRCODE = 'serialization_failure';
         END IF;
     END LOOP;
-    RETURN floe_log_append_entries(p_entries);
+    PERFORM floe_log_append_entries(p_entries);
 END
 $$;

@@ -23,6 +23,20 @@ use serde_json::json;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres, Transaction};
 
+use uuid::Uuid;
+
+use crate::db::catalog::{self as db, TablePointer, TableRow};
+use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
+use crate::error::{CatalogError, CatalogResult};
+use crate::log::{EntryKind, NewEntry, TableVersionRef};
+use crate::storage::{Location, Storage};
+
+use super::metadata::{self, invalid};
+use super::metadata_cache::CachedMetadata;
+use super::requests::{CommitTableRequest, CommitTransactionRequest};
+use super::{Catalog, Warehouse};
+use crate::names::TableName;
+
 /// Attempts at a commit whose tables keep moving between floe's read and its write. The first
 /// attempt takes no lock until its one statement; the others take the tables' change locks
 /// before reading, so only a concurrent create of the same name (which needs none) can still
@@ -45,19 +59,6 @@ impl Session {
         }
     }
 }
-use uuid::Uuid;
-
-use crate::db::catalog::{self as db, TablePointer, TableRow};
-use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
-use crate::error::{CatalogError, CatalogResult};
-use crate::log::{EntryKind, NewEntry, TableVersionRef};
-use crate::storage::{Location, Storage};
-
-use super::metadata::{self, invalid};
-use super::metadata_cache::CachedMetadata;
-use super::requests::{CommitTableRequest, CommitTransactionRequest};
-use super::{Catalog, Warehouse};
-use crate::names::TableName;
 
 /// What a client gets back from a commit.
 #[derive(Debug, Clone)]
@@ -304,9 +305,14 @@ impl Catalog {
                         ),
                         None,
                     ),
+                    // A staged create's commit: the table goes into this namespace.
                     None if requirements.contains(&TableRequirement::NotExist) => (
                         None,
-                        Some(self.namespace_for_create(conn, wh, table).await?),
+                        Some(
+                            super::replica::writable_namespace(conn, wh.id, &table.namespace)
+                                .await?
+                                .namespace_id,
+                        ),
                     ),
                     None => (None, None),
                 };
@@ -404,8 +410,8 @@ impl Catalog {
                     .await
                     .map_err(|err| self.commit_error(err, &plans))?;
                 match (committed, session) {
-                    (Committed::Done(_), Session::Unlocked(_)) => self.log_wake.committed(),
-                    (Committed::Done(_), Session::Locked(tx)) => {
+                    (Committed::Done, Session::Unlocked(_)) => self.log_wake.committed(),
+                    (Committed::Done, Session::Locked(tx)) => {
                         self.commit_transaction_or_unknown(tx).await?
                     }
                     (Committed::Moved, _) => {
@@ -414,7 +420,6 @@ impl Catalog {
                     }
                 }
             }
-            drop(writes);
             Ok(Some(
                 plans
                     .into_iter()
@@ -439,43 +444,22 @@ impl Catalog {
         .await
     }
 
-    /// The namespace a staged create's commit makes its table in: it must exist and not be a
-    /// replica's.
-    async fn namespace_for_create(
-        &self,
-        conn: &mut PgConnection,
-        wh: &Warehouse,
-        table: &TableName,
-    ) -> CatalogResult<Uuid> {
-        let ns = db::get_namespace(conn, wh.id, &table.namespace, false)
-            .await?
-            .ok_or_else(|| CatalogError::no_such_namespace(&table.namespace))?;
-        if let Some(origin) = &ns.origin_region {
-            return Err(super::replica::read_only_namespace(
-                &table.namespace,
-                origin,
-            ));
-        }
-        Ok(ns.namespace_id)
-    }
-
     /// A failed commit statement: a database error wrote nothing (a create's namespace dropped
     /// in between is a missing namespace); a lost connection leaves the outcome unknown.
     fn commit_error(&self, err: sqlx::Error, plans: &[Plan]) -> CatalogError {
-        match &err {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => plans
-                .iter()
-                .find_map(|plan| match plan {
-                    Plan::Create { built, .. } => {
-                        Some(CatalogError::no_such_namespace(&built.table.namespace))
-                    }
-                    _ => None,
-                })
-                .unwrap_or_else(|| err.into()),
-            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                err.into()
-            }
-            _ => CatalogError::CommitStateUnknown(err.to_string()),
+        if !matches!(
+            err,
+            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        ) {
+            return CatalogError::CommitStateUnknown(err.to_string());
+        }
+        let created_in = plans.iter().find_map(|plan| match plan {
+            Plan::Create { built, .. } => Some(&built.table.namespace),
+            _ => None,
+        });
+        match created_in {
+            Some(ns) => super::tables::namespace_gone(err, ns),
+            None => err.into(),
         }
     }
 

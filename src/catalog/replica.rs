@@ -45,6 +45,22 @@ pub fn read_only_table(table: &TableName, mark: &ReplicaMark) -> CatalogError {
     ))
 }
 
+/// The namespace a client makes a table in, or moves one into: it must exist (404) and not be one
+/// that replication created (403).
+pub(super) async fn writable_namespace(
+    conn: &mut sqlx::PgConnection,
+    warehouse_id: uuid::Uuid,
+    ns: &NamespaceName,
+) -> CatalogResult<crate::db::catalog::NamespaceRow> {
+    let namespace = crate::db::catalog::get_namespace(conn, warehouse_id, ns, false)
+        .await?
+        .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
+    if let Some(origin) = &namespace.origin_region {
+        return Err(read_only_namespace(ns, origin));
+    }
+    Ok(namespace)
+}
+
 /// The 403 a client gets for changing a namespace that replication created.
 pub fn read_only_namespace(ns: &NamespaceName, origin_region: &str) -> CatalogError {
     CatalogError::Forbidden(format!(

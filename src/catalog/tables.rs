@@ -99,12 +99,7 @@ impl Catalog {
     ) -> CatalogResult<LoadedTable> {
         let table = TableName::new(ns.clone(), req.name.clone())?;
         let mut conn = self.pool.acquire().await?;
-        let namespace = db::get_namespace(&mut conn, wh.id, ns, false)
-            .await?
-            .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
-        if let Some(origin) = &namespace.origin_region {
-            return Err(super::replica::read_only_namespace(ns, origin));
-        }
+        let namespace = super::replica::writable_namespace(&mut conn, wh.id, ns).await?;
         if db::get_table(&mut conn, wh.id, ns, &table.name, false)
             .await?
             .is_some()
@@ -268,15 +263,8 @@ impl Catalog {
         if let Some(mark) = &row.replica {
             return Err(super::replica::read_only_table(source, mark));
         }
-        let dest_ns = db::get_namespace(&mut tx, wh.id, &destination.namespace, false)
-            .await?
-            .ok_or_else(|| CatalogError::no_such_namespace(&destination.namespace))?;
-        if let Some(origin) = &dest_ns.origin_region {
-            return Err(super::replica::read_only_namespace(
-                &destination.namespace,
-                origin,
-            ));
-        }
+        let dest_ns =
+            super::replica::writable_namespace(&mut tx, wh.id, &destination.namespace).await?;
         let version = row.version + 1;
         let renamed = db::rename_table(
             &mut tx,
@@ -347,12 +335,7 @@ impl Catalog {
         let registered = Arc::new(CachedMetadata::from_parsed(parsed)?);
 
         let mut tx = self.pool.begin().await?;
-        let namespace = db::get_namespace(&mut tx, wh.id, ns, false)
-            .await?
-            .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
-        if let Some(origin) = &namespace.origin_region {
-            return Err(super::replica::read_only_namespace(ns, origin));
-        }
+        let namespace = super::replica::writable_namespace(&mut tx, wh.id, ns).await?;
         let existing = db::get_table(&mut tx, wh.id, ns, &table.name, true).await?;
         if let Some(mark) = existing.as_ref().and_then(|row| row.replica.as_ref()) {
             return Err(super::replica::read_only_table(&table, mark));

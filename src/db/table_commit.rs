@@ -76,8 +76,8 @@ fn column<'w, 'a, T>(
 /// What became of a commit.
 #[derive(Debug)]
 pub enum Committed {
-    /// Durably committed; the entries' `seq`s in order.
-    Done(Vec<i64>),
+    /// Durably committed.
+    Done,
     /// A row was no longer at its expected version, or a create found the name taken: nothing
     /// was written.
     Moved,
@@ -91,24 +91,23 @@ pub async fn commit_tables(
     writes: &[TableWrite<'_>],
     entries: &[NewEntry],
 ) -> sqlx::Result<Committed> {
-    let result =
-        sqlx::query_scalar("SELECT floe_commit_tables($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(warehouse_id)
-            .bind(column(writes, |w| table_lock_name(w.table)))
-            .bind(column(writes, |w| w.table_id))
-            .bind(column(writes, TableWrite::expected_version))
-            .bind(column(writes, TableWrite::namespace_id))
-            .bind(column(writes, |w| w.table.name.as_str()))
-            .bind(column(writes, |w| w.pointer().map(|p| p.table_uuid)))
-            .bind(column(writes, |w| w.pointer().map(|p| p.metadata_location)))
-            .bind(column(writes, |w| {
-                w.pointer().map(|p| location_key(p.location))
-            }))
-            .bind(log::entries_json(entries))
-            .fetch_one(conn)
-            .await;
+    let result = sqlx::query("SELECT floe_commit_tables($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .bind(warehouse_id)
+        .bind(column(writes, |w| table_lock_name(w.table)))
+        .bind(column(writes, |w| w.table_id))
+        .bind(column(writes, TableWrite::expected_version))
+        .bind(column(writes, TableWrite::namespace_id))
+        .bind(column(writes, |w| w.table.name.as_str()))
+        .bind(column(writes, |w| w.pointer().map(|p| p.table_uuid)))
+        .bind(column(writes, |w| w.pointer().map(|p| p.metadata_location)))
+        .bind(column(writes, |w| {
+            w.pointer().map(|p| location_key(p.location))
+        }))
+        .bind(log::entries_json(entries))
+        .execute(conn)
+        .await;
     match result {
-        Ok(seqs) => Ok(Committed::Done(seqs)),
+        Ok(_) => Ok(Committed::Done),
         Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("40001") => {
             Ok(Committed::Moved)
         }

@@ -95,12 +95,12 @@ pub struct NewEntry {
 
 /// Appends entries within the caller's transaction (their `seq`s follow its transaction id, see
 /// the module docs). The caller wakes the log's readers once it has committed ([`wake`]).
-/// Returns the `seq` of each entry, in order.
-pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar("SELECT floe_log_append_entries($1)")
+pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<()> {
+    sqlx::query("SELECT floe_log_append_entries($1)")
         .bind(entries_json(entries))
-        .fetch_one(conn)
-        .await
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Entries as `floe_log_append_entries` takes them (migrations/0014): one JSON array, so that

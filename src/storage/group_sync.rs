@@ -23,9 +23,8 @@ pub struct GroupSync {
 struct State {
     /// Syncs begun so far (the last one's number).
     begun: u64,
-    /// The number of the last sync that has ended.
+    /// The number of the last sync that has ended; one runs while it is below `begun`.
     ended: u64,
-    running: bool,
     /// The number of the last sync that failed, and how.
     last_failure: Option<(u64, io::ErrorKind, String)>,
 }
@@ -46,14 +45,12 @@ impl GroupSync {
                     _ => Ok(()),
                 };
             }
-            if !state.running {
-                state.running = true;
+            if state.ended == state.begun {
                 state.begun += 1;
                 let number = state.begun;
                 drop(state);
                 let result = nix::unistd::syncfs(fs.as_fd().as_raw_fd());
                 state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                state.running = false;
                 state.ended = number;
                 if let Err(errno) = result {
                     let err = io::Error::from(errno);
