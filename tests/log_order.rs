@@ -137,3 +137,53 @@ async fn a_reader_paging_under_32_writers_skips_nothing_and_repeats_nothing() {
     second.stop().await;
     floe.server.stop().await;
 }
+
+/// The log waits only for its own database's transactions (`floe_log_horizon`): a transaction
+/// holding an id in another database of the cluster (another application's, a report's) does not
+/// hide an entry committed after it began, while one in floe's own database does until it ends.
+#[tokio::test]
+async fn only_this_databases_running_transactions_hold_the_log_back() {
+    let floe = TestFloe::start().await;
+    floe.create_namespace(&["ns"]).await;
+    let own = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let other = sqlx::PgPool::connect(&common::new_database().await)
+        .await
+        .unwrap();
+    let names = |log: Vec<serde_json::Value>| -> Vec<String> {
+        log.iter()
+            .filter_map(|e| e["table-name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let holding_an_id = async |pool: &sqlx::PgPool| {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    };
+
+    let elsewhere = holding_an_id(&other).await;
+    floe.create_table("ns", "after_elsewhere").await;
+    assert_eq!(
+        names(floe.log().await),
+        ["after_elsewhere"],
+        "another database's open transaction held the log back"
+    );
+    elsewhere.rollback().await.unwrap();
+
+    let here = holding_an_id(&own).await;
+    floe.create_table("ns", "after_here").await;
+    assert_eq!(
+        names(floe.log().await),
+        ["after_elsewhere"],
+        "an entry above a running transaction of this database was given out"
+    );
+    here.rollback().await.unwrap();
+    assert_eq!(names(floe.log().await), ["after_elsewhere", "after_here"]);
+    own.close().await;
+    other.close().await;
+    floe.server.stop().await;
+}

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::cpu::{CpuSample, CpuUse};
 use crate::catalog::Faults;
 use crate::config::{Settings, WarehouseSettings};
 use crate::pgtemp::PgCluster;
@@ -89,19 +90,23 @@ pub(crate) struct Outcome {
     pub(crate) committed: u64,
     conflicts: u64,
     pub(crate) elapsed: Duration,
+    /// The whole machine's CPU over the scenario (see `bench::cpu`).
+    pub(crate) cpu: Option<CpuUse>,
 }
 
 impl Outcome {
     /// Joins the tasks, each returning (latencies, successes, conflicts), and sums their results.
+    /// `started`: when the tasks began, and the machine's CPU counters then.
     async fn gather(
         tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
-        started: Instant,
+        (started, cpu_before): (Instant, Option<CpuSample>),
     ) -> anyhow::Result<Self> {
         let mut outcome = Outcome {
             latency_us: histogram(),
             committed: 0,
             conflicts: 0,
             elapsed: Duration::ZERO,
+            cpu: None,
         };
         for task in tasks {
             let (latency, committed, conflicts) = task.await.context("bench task")??;
@@ -110,7 +115,24 @@ impl Outcome {
             outcome.conflicts += conflicts;
         }
         outcome.elapsed = started.elapsed();
+        outcome.cpu = cpu_before.zip(CpuSample::now()).map(|(a, b)| a.until(&b));
         Ok(outcome)
+    }
+
+    fn per_second(&self) -> f64 {
+        self.committed as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The machine's CPU milliseconds per success, and the steal share, as two table cells.
+    fn cpu_cells(&self) -> String {
+        match self.cpu {
+            Some(cpu) if self.committed > 0 => format!(
+                "{:.2} | {:.0}",
+                cpu.busy_seconds * 1000.0 / self.committed as f64,
+                cpu.steal_percent
+            ),
+            _ => "- | -".to_string(),
+        }
     }
 }
 
@@ -197,8 +219,11 @@ async fn commit_scenarios(
     options: &BenchOptions,
     mut run: impl AsyncFnMut(usize, CommitKind, usize, usize) -> anyhow::Result<Outcome>,
 ) -> anyhow::Result<usize> {
-    println!("| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| commit | writers | tables | commits/s | p50 ms | p99 ms | max ms | 409 retries | \
+         machine CPU ms/commit | steal % |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut scenario = 0;
     for kind in [CommitKind::MetadataOnly, CommitKind::SmallAppend] {
         for &tables in &options.tables {
@@ -214,16 +239,17 @@ async fn commit_scenarios(
 
 fn print_commit_row(kind: CommitKind, writers: usize, tables: usize, o: &Outcome) {
     println!(
-        "| {} | {writers} | {tables} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+        "| {} | {writers} | {tables} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
         match kind {
             CommitKind::MetadataOnly => "metadata-only",
             CommitKind::SmallAppend => "small append",
         },
-        o.committed as f64 / o.elapsed.as_secs_f64(),
+        o.per_second(),
         ms(o.latency_us.value_at_quantile(0.5)),
         ms(o.latency_us.value_at_quantile(0.99)),
         ms(o.latency_us.max()),
-        o.conflicts
+        o.conflicts,
+        o.cpu_cells()
     );
 }
 
@@ -233,8 +259,11 @@ async fn load_scenarios(
     http: &reqwest::Client,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    println!("\n| loadTable | readers | snapshots | loads/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "\n| loadTable | readers | snapshots | loads/s | p50 ms | p99 ms | machine CPU ms/load | \
+         steal % |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for snapshots in [1usize, 100] {
         let table = format!("load{snapshots}");
         let mut current = create_table(http, endpoint, &table).await?;
@@ -244,10 +273,11 @@ async fn load_scenarios(
         for readers in [1usize, 8] {
             let o = loads(endpoint, http, &table, readers, seconds).await?;
             println!(
-                "| full metadata | {readers} | {snapshots} | {:.0} | {:.2} | {:.2} |",
-                o.committed as f64 / o.elapsed.as_secs_f64(),
+                "| full metadata | {readers} | {snapshots} | {:.0} | {:.2} | {:.2} | {} |",
+                o.per_second(),
                 ms(o.latency_us.value_at_quantile(0.5)),
                 ms(o.latency_us.value_at_quantile(0.99)),
+                o.cpu_cells()
             );
         }
     }
@@ -406,8 +436,8 @@ pub(crate) async fn commits(
     for t in 0..tables {
         metadata.push(create_table(http, endpoint, &format!("t{t}")).await?);
     }
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
+    let started = (Instant::now(), CpuSample::now());
+    let deadline = started.0 + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for writer in 0..writers {
         let http = http.clone();
@@ -457,8 +487,8 @@ pub(crate) async fn loads(
     seconds: u64,
 ) -> anyhow::Result<Outcome> {
     let url = endpoint.table(table);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
+    let started = (Instant::now(), CpuSample::now());
+    let deadline = started.0 + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..readers {
         let (http, url) = (http.clone(), url.clone());

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod commits;
+mod cpu;
 pub mod files;
 pub mod replication;
 pub mod replication_scale;

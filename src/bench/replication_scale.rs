@@ -28,6 +28,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use sqlx::PgPool;
 
+use super::cpu::ticks_per_second;
 use super::files::SnapshotWriter;
 use super::replication::{Regions, ms, register_peer, start_regions};
 use crate::pgtemp::{PgCluster, PgOptions};
@@ -392,13 +393,6 @@ async fn idle(cluster: &PgCluster, stats: &Statements, seconds: u64) -> anyhow::
         primary_statements: primary as f64 / elapsed,
         replica_statements: replica as f64 / elapsed,
     })
-}
-
-fn ticks_per_second() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100.0, |t| t as f64)
 }
 
 /// A process's user + system CPU time so far, in clock ticks (0 when it is gone).

@@ -119,31 +119,31 @@ impl Catalog {
         let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
-            let mut tx = self.begin_table_change(wh, &[&table]).await?;
-            if !db::raise_replica_fence(
+            let mut tx = self.pool.begin().await?;
+            let Some(start) = db::open_replica_apply(
                 &mut tx,
                 wh.id,
+                &table,
                 &req.source_region,
                 req.source_table_id,
                 req.lease_token,
             )
             .await?
-            {
+            else {
                 return Err(CatalogError::StaleLease(format!(
                     "the change to {table} from region `{}` was sent under lease {}, which a \
                      newer lease of its stream has replaced; it is not applied",
                     req.source_region, req.lease_token
                 )));
-            }
-            let current = db::get_replica(&mut tx, wh.id, &req.source_region, req.source_table_id)
-                .await?
-                .map(|row| {
-                    let mark = row.replica.clone().expect("get_replica reads replicas");
-                    Current { row, mark }
-                });
-            let build =
-                db::get_replica_build(&mut tx, wh.id, &req.source_region, req.source_table_id)
-                    .await?;
+            };
+            let current = start.replica.map(|row| {
+                let mark = row
+                    .replica
+                    .clone()
+                    .expect("open_replica_apply reads replicas");
+                Current { row, mark }
+            });
+            let build = start.build;
             let change = ReplicatedChange {
                 wh,
                 req: &req,
@@ -325,8 +325,7 @@ impl Catalog {
                         metadata_location: &location,
                         location: built.parsed.location(),
                     };
-                    db::update_table_pointer(tx, row.table_id, &pointer, version).await?;
-                    db::set_replica_mark(tx, row.table_id, &mark).await?;
+                    db::update_replica_pointer(tx, row.table_id, &pointer, version, &mark).await?;
                     let mut entry = change.entry(
                         EntryKind::CommitTable,
                         table,

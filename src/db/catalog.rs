@@ -189,23 +189,28 @@ pub struct ReplicaMark {
 }
 
 fn table_row(r: sqlx::postgres::PgRow) -> TableRow {
-    let source_region: Option<String> = r.get(6);
+    table_row_at(&r, 0)
+}
+
+/// The columns of [`TABLE_COLUMNS`], in its order, from column `first` of `r` on.
+fn table_row_at(r: &sqlx::postgres::PgRow, first: usize) -> TableRow {
+    let source_region: Option<String> = r.get(first + 6);
     TableRow {
-        table_id: r.get(0),
-        table_uuid: r.get(1),
-        namespace_id: r.get(2),
-        name: r.get(3),
-        metadata_location: r.get(4),
-        version: r.get(5),
+        table_id: r.get(first),
+        table_uuid: r.get(first + 1),
+        namespace_id: r.get(first + 2),
+        name: r.get(first + 3),
+        metadata_location: r.get(first + 4),
+        version: r.get(first + 5),
         replica: source_region.map(|source_region| ReplicaMark {
             source_region,
-            source_table_id: r.get(7),
-            origin_region: r.get(8),
-            origin_url: r.get(9),
-            generation: r.get(10),
-            version: r.get(11),
-            step: r.get(12),
-            orphaned: r.get(13),
+            source_table_id: r.get(first + 7),
+            origin_region: r.get(first + 8),
+            origin_url: r.get(first + 9),
+            generation: r.get(first + 10),
+            version: r.get(first + 11),
+            step: r.get(first + 12),
+            orphaned: r.get(first + 13),
         }),
     }
 }
@@ -399,27 +404,6 @@ pub async fn delete_table(conn: &mut PgConnection, table_id: Uuid) -> sqlx::Resu
     Ok(())
 }
 
-/// Finds the replica of a source table, by its source identity (names may have changed).
-pub async fn get_replica(
-    conn: &mut PgConnection,
-    warehouse_id: Uuid,
-    source_region: &str,
-    source_table_id: Uuid,
-) -> sqlx::Result<Option<TableRow>> {
-    let sql = format!(
-        "SELECT {TABLE_COLUMNS} FROM iceberg_table t
-         WHERE t.warehouse_id = $1 AND t.source_region = $2 AND t.source_table_id = $3
-         FOR UPDATE OF t"
-    );
-    let row = sqlx::query(&sql)
-        .bind(warehouse_id)
-        .bind(source_region)
-        .bind(source_table_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(table_row))
-}
-
 /// A replica's next generation while it is built (see migration 0008).
 #[derive(Debug, Clone)]
 pub struct ReplicaBuild {
@@ -460,56 +444,48 @@ pub(super) fn table_lock_name(table: &TableName) -> String {
     )
 }
 
-/// Records that a change to a replica arrived under `lease_token` and returns true, or returns
-/// false when a change under a larger token was accepted before: the sender's lease was revoked
+/// What a replica's apply finds once it holds its locks (see [`open_replica_apply`]).
+#[derive(Debug)]
+pub struct ReplicaApplyStart {
+    /// The replica, found by its source identity (names may have changed), its row locked.
+    pub replica: Option<TableRow>,
+    /// The build of its next generation, its row locked.
+    pub build: Option<ReplicaBuild>,
+}
+
+/// Opens a replica's apply, in one round trip (`floe_open_replica_apply`, migrations/0016): takes
+/// the table's change lock (see [`lock_table_names`]), records that a change to the replica
+/// arrived under `lease_token`, then reads the replica and its build with their rows locked.
+/// `None` when a change under a larger token was accepted before: the sender's lease was revoked
 /// (paused, resynced, expired to another instance) and its change must not apply. The fence row
 /// stays locked until the transaction ends, so changes to one replica pass it one at a time.
-pub async fn raise_replica_fence(
+pub async fn open_replica_apply(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
+    table: &TableName,
     source_region: &str,
     source_table_id: Uuid,
     lease_token: i64,
-) -> sqlx::Result<bool> {
-    let accepted = sqlx::query(
-        "INSERT INTO replica_fence (warehouse_id, source_region, source_table_id, lease_token)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (warehouse_id, source_region, source_table_id) DO UPDATE
-             SET lease_token = EXCLUDED.lease_token
-             WHERE replica_fence.lease_token <= EXCLUDED.lease_token
-         RETURNING 1",
-    )
-    .bind(warehouse_id)
-    .bind(source_region)
-    .bind(source_table_id)
-    .bind(lease_token)
-    .fetch_optional(conn)
-    .await?;
-    Ok(accepted.is_some())
-}
-
-/// The build of a replica's next generation, its row locked until the transaction ends.
-pub async fn get_replica_build(
-    conn: &mut PgConnection,
-    warehouse_id: Uuid,
-    source_region: &str,
-    source_table_id: Uuid,
-) -> sqlx::Result<Option<ReplicaBuild>> {
-    let row = sqlx::query(
-        "SELECT generation, version, step, metadata_location FROM replica_build
-         WHERE warehouse_id = $1 AND source_region = $2 AND source_table_id = $3 FOR UPDATE",
-    )
-    .bind(warehouse_id)
-    .bind(source_region)
-    .bind(source_table_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| ReplicaBuild {
-        generation: r.get(0),
-        version: r.get(1),
-        step: r.get(2),
-        metadata_location: r.get(3),
-    }))
+) -> sqlx::Result<Option<ReplicaApplyStart>> {
+    let r = sqlx::query("SELECT * FROM floe_open_replica_apply($1, $2, $3, $4, $5)")
+        .bind(warehouse_id)
+        .bind([table_lock_name(table)])
+        .bind(source_region)
+        .bind(source_table_id)
+        .bind(lease_token)
+        .fetch_one(conn)
+        .await?;
+    if !r.get::<bool, _>(0) {
+        return Ok(None);
+    }
+    let replica = r.get::<Option<Uuid>, _>(1).map(|_| table_row_at(&r, 1));
+    let build = r.get::<Option<i64>, _>(15).map(|generation| ReplicaBuild {
+        generation,
+        version: r.get(16),
+        step: r.get(17),
+        metadata_location: r.get(18),
+    });
+    Ok(Some(ReplicaApplyStart { replica, build }))
 }
 
 /// Records a build's progress. A build of an older generation never replaces a newer one.
@@ -568,24 +544,55 @@ pub async fn set_replica_mark(
     table_id: Uuid,
     mark: &ReplicaMark,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE iceberg_table SET source_region = $2, source_table_id = $3, origin_region = $4,
-             origin_url = $5, replica_generation = $6, replica_version = $7, replica_step = $8,
-             orphaned = $9
-         WHERE table_id = $1",
-    )
-    .bind(table_id)
-    .bind(&mark.source_region)
-    .bind(mark.source_table_id)
-    .bind(&mark.origin_region)
-    .bind(&mark.origin_url)
-    .bind(mark.generation)
-    .bind(mark.version)
-    .bind(mark.step)
-    .bind(mark.orphaned)
-    .execute(conn)
-    .await?;
+    let sql = format!("UPDATE iceberg_table SET {REPLICA_MARK_SET} WHERE table_id = $1");
+    bind_replica_mark(sqlx::query(&sql).bind(table_id), mark)
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// Moves a replica's row to `version` and this pointer, with its mark, in one statement: what
+/// [`update_table_pointer`] then [`set_replica_mark`] would do.
+pub async fn update_replica_pointer(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    pointer: &TablePointer<'_>,
+    version: i64,
+    mark: &ReplicaMark,
+) -> sqlx::Result<()> {
+    let sql = format!(
+        "UPDATE iceberg_table SET {REPLICA_MARK_SET}, table_uuid = $10, metadata_location = $11,
+             version = $12, location = $13, updated_at = now()
+         WHERE table_id = $1"
+    );
+    bind_replica_mark(sqlx::query(&sql).bind(table_id), mark)
+        .bind(pointer.table_uuid)
+        .bind(pointer.metadata_location)
+        .bind(version)
+        .bind(location_key(pointer.location))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A replica's mark columns, set from parameters $2 to $9 ([`bind_replica_mark`]).
+const REPLICA_MARK_SET: &str = "source_region = $2, source_table_id = $3, origin_region = $4, \
+     origin_url = $5, replica_generation = $6, replica_version = $7, replica_step = $8, \
+     orphaned = $9";
+
+fn bind_replica_mark<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    mark: &'q ReplicaMark,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&mark.source_region)
+        .bind(mark.source_table_id)
+        .bind(&mark.origin_region)
+        .bind(&mark.origin_url)
+        .bind(mark.generation)
+        .bind(mark.version)
+        .bind(mark.step)
+        .bind(mark.orphaned)
 }
 
 /// Creates a namespace (and its missing parents) for replicated tables, marked with their origin.

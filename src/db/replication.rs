@@ -5,7 +5,7 @@
 //! stalled and the lease expired to another; an operator paused or resynced the stream) cannot
 //! overwrite newer progress, even on the same instance. Every change it sends carries the token
 //! too, and the destination refuses one older than the newest it has accepted
-//! (`db::catalog::raise_replica_fence`).
+//! (`db::catalog::open_replica_apply`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};

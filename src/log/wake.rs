@@ -5,14 +5,19 @@
 //! after a change that appended to the log has committed, [`LogWake::committed`]:
 //! - wakes this process's readers (the replicator) at once, in process;
 //! - asks the [`LogNotifier`] task to NOTIFY [`NOTIFY_CHANNEL`] for other instances, on its own
-//!   connection after the fact. While one NOTIFY is on its way, every commit meanwhile is folded
-//!   into the next one: a burst of commits costs two NOTIFYs, not one each.
+//!   connection after the fact. A NOTIFY is a transaction of its own (PostgreSQL gives it a
+//!   transaction id and flushes its commit), so the task sends at most one per
+//!   [`NOTIFY_INTERVAL`]: every commit meanwhile is folded into the next one. Under load that is
+//!   a hundred small transactions a second whatever the commit rate, where one per commit (as
+//!   measured: 4,360 NOTIFYs for 6,218 commits) cost PostgreSQL a transaction for nearly every
+//!   commit. Another instance learns of a commit at most that much later.
 //!
 //! A wake-up says only "look at the log": readers find what changed there, so one lost or folded
 //! NOTIFY loses nothing but a little time, and readers poll on a timer as well. The payload is the
 //! sending instance's id, so that an instance can ignore its own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -20,6 +25,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::NOTIFY_CHANNEL;
+
+/// The shortest time between two NOTIFYs of one instance (see the module docs).
+pub const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Where committers announce log appends, and where readers in this process wait for them.
 #[derive(Debug)]
@@ -79,6 +87,9 @@ impl LogNotifier {
                     // Other instances still find the change at their next poll.
                     tracing::debug!(%err, "could not notify other instances of a log append");
                 }
+                // Commits meanwhile leave their wake-up stored in `remote`: the next NOTIFY
+                // carries them all.
+                tokio::time::sleep(NOTIFY_INTERVAL).await;
             }
         });
         Self { task }
