@@ -24,6 +24,8 @@ pub(crate) struct CpuSample {
     busy: u64,
     /// Ticks the hypervisor ran something else while a core had work.
     steal: u64,
+    /// The cores the counters cover (the `cpuN` lines).
+    cores: usize,
     at: Instant,
 }
 
@@ -48,9 +50,17 @@ impl CpuSample {
             .collect::<Result<_, _>>()
             .ok()?;
         let field = |n: usize| fields.get(n).copied().unwrap_or(0);
+        let cores = stat
+            .lines()
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
         Some(Self {
             busy: field(0) + field(1) + field(2) + field(5) + field(6),
             steal: field(7),
+            cores: cores.max(1),
             at: Instant::now(),
         })
     }
@@ -59,7 +69,7 @@ impl CpuSample {
     pub(crate) fn until(&self, later: &Self) -> CpuUse {
         let ticks = ticks_per_second();
         let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = self.cores as f64;
         CpuUse {
             busy_seconds: later.busy.saturating_sub(self.busy) as f64 / ticks,
             steal_percent: later.steal.saturating_sub(self.steal) as f64 / ticks / (wall * cores)

@@ -332,18 +332,27 @@ pub async fn update_table_pointer(
     pointer: &TablePointer<'_>,
     version: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE iceberg_table SET table_uuid = $2, metadata_location = $3, version = $4,
              location = $5, updated_at = now() WHERE table_id = $1",
     )
-    .bind(table_id)
-    .bind(pointer.table_uuid)
-    .bind(pointer.metadata_location)
-    .bind(version)
-    .bind(location_key(pointer.location))
-    .execute(conn)
-    .await?;
+    .bind(table_id);
+    bind_pointer(query, pointer, version).execute(conn).await?;
     Ok(())
+}
+
+/// Binds a pointer and its row's new version, in the order both pointer updates take them
+/// (`table_uuid`, `metadata_location`, `version`, `location`).
+fn bind_pointer<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    pointer: &TablePointer<'q>,
+    version: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(pointer.table_uuid)
+        .bind(pointer.metadata_location)
+        .bind(version)
+        .bind(location_key(pointer.location))
 }
 
 /// Moves a locked table row to `version` without changing what it points to.
@@ -565,13 +574,8 @@ pub async fn update_replica_pointer(
              version = $12, location = $13, updated_at = now()
          WHERE table_id = $1"
     );
-    bind_replica_mark(sqlx::query(&sql).bind(table_id), mark)
-        .bind(pointer.table_uuid)
-        .bind(pointer.metadata_location)
-        .bind(version)
-        .bind(location_key(pointer.location))
-        .execute(conn)
-        .await?;
+    let query = bind_replica_mark(sqlx::query(&sql).bind(table_id), mark);
+    bind_pointer(query, pointer, version).execute(conn).await?;
     Ok(())
 }
 
