@@ -110,8 +110,15 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `err` says that PostgreSQL dropped or refused a connection (not that the pool was
+/// only busy): the connections that sat idle in the pool meanwhile may be dead too.
+pub fn is_lost_connection(err: &sqlx::Error) -> bool {
+    is_connection_error(err) && !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
 impl From<sqlx::Error> for CatalogError {
     fn from(err: sqlx::Error) -> Self {
+        crate::db::note_failure(&err);
         if is_connection_error(&err) {
             CatalogError::Unavailable(err.to_string())
         } else {

@@ -448,6 +448,49 @@ async fn lost_database_gives_503_and_recovers() {
         .unwrap();
 }
 
+/// When PostgreSQL drops every connection at once (a restart, an operator terminating backends),
+/// at most the request that first meets a dead connection answers 503: the connections that sat
+/// idle in the pool meanwhile are tested before their next use instead of each failing a request.
+/// (The pool tests a connection idle for over a second anyway; this runs well within that.)
+#[tokio::test]
+async fn dropped_connections_fail_at_most_one_request() {
+    let url = common::new_database().await;
+    let warehouse_dir = tempfile::tempdir().unwrap();
+    let floe =
+        TestFloe::start_with(common::settings(&url, warehouse_dir.path()), warehouse_dir).await;
+    floe.create_namespace(&["ns"]).await;
+    let warm = futures::future::join_all((0..8).map(|_| floe.get("/v1/wh/namespaces/ns"))).await;
+    for reply in warm {
+        reply.expect(200);
+    }
+
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'floe' \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(terminated >= 2, "the pool held {terminated} connections");
+
+    let mut unavailable = 0;
+    for _ in 0..terminated + 2 {
+        let reply = floe.get("/v1/wh/namespaces/ns").await;
+        match reply.status.as_u16() {
+            200 => {}
+            503 => unavailable += 1,
+            other => panic!("unexpected {other}: {:?}", reply.body),
+        }
+    }
+    assert!(
+        unavailable <= 1,
+        "{unavailable} requests met a dead pooled connection"
+    );
+    admin.close().await;
+}
+
 /// Several instances migrating one database at once each succeed, and migrations apply once.
 #[tokio::test]
 async fn concurrent_migrations_are_safe() {

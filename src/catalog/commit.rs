@@ -161,9 +161,10 @@ impl Catalog {
         tx: Transaction<'_, Postgres>,
     ) -> CatalogResult<()> {
         self.faults.check_before_commit()?;
-        tx.commit()
-            .await
-            .map_err(|e| CatalogError::CommitStateUnknown(e.to_string()))?;
+        tx.commit().await.map_err(|e| {
+            crate::db::note_failure(&e);
+            CatalogError::CommitStateUnknown(e.to_string())
+        })?;
         self.log_wake.committed();
         Ok(())
     }
@@ -447,6 +448,7 @@ impl Catalog {
     /// A failed commit statement: a database error wrote nothing (a create's namespace dropped
     /// in between is a missing namespace); a lost connection leaves the outcome unknown.
     fn commit_error(&self, err: sqlx::Error, plans: &[Plan]) -> CatalogError {
+        crate::db::note_failure(&err);
         if !matches!(
             err,
             sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed

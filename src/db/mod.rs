@@ -9,7 +9,9 @@ pub mod jobs;
 pub mod replication;
 pub mod table_commit;
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -67,20 +69,51 @@ pub fn background_pool(pool: &PgPool, max_connections: u32) -> PgPool {
 /// A connection idle for longer than this is tested (a round trip) before it is handed out.
 const TEST_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// Tests a connection on acquire only if it sat idle: sqlx already tests every connection when it
-/// is released, so one in steady use was live a moment ago, and testing it again would add a
-/// round trip to every request (a commit's two statements would be three). A connection that
-/// broke since (PostgreSQL restarted) fails its statement, answered 503, and is closed on release.
+/// Tests a connection on acquire only if it may have broken unseen: it sat idle for more than
+/// [`TEST_AFTER_IDLE`], or it was last released before this process last saw PostgreSQL drop a
+/// connection ([`note_failure`]). sqlx already tests every connection when it is released, so one
+/// in steady use was live a moment ago, and testing it again would add a round trip to every
+/// request (a commit's two statements would be three). When PostgreSQL restarts, every pooled
+/// connection dies at once but only the ones in use notice; without the second rule the idle ones
+/// would each fail one request with 503 after PostgreSQL is back.
 fn test_if_idle(
     conn: &mut sqlx::PgConnection,
     meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures::future::BoxFuture<'_, sqlx::Result<bool>> {
     Box::pin(async move {
-        if meta.idle_for > TEST_AFTER_IDLE {
+        if meta.idle_for > TEST_AFTER_IDLE || connection_loss_since(meta.idle_for) {
             sqlx::Connection::ping(conn).await?;
         }
         Ok(true)
     })
+}
+
+/// When this process last saw a connection to PostgreSQL lost, in milliseconds since
+/// [`process_clock`]'s origin, plus one (0: never).
+static LAST_CONNECTION_LOSS: AtomicU64 = AtomicU64::new(0);
+
+fn process_clock() -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed()
+}
+
+/// Records that PostgreSQL dropped a connection, if `err` says so, so that connections idle
+/// since then are tested before their next use. Called wherever a database error is classified.
+pub fn note_failure(err: &sqlx::Error) {
+    if crate::error::is_lost_connection(err) {
+        let now = process_clock().as_millis() as u64 + 1;
+        LAST_CONNECTION_LOSS.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// Whether a connection loss was seen since a connection idle for `idle_for` was released.
+fn connection_loss_since(idle_for: Duration) -> bool {
+    let lost = LAST_CONNECTION_LOSS.load(Ordering::Relaxed);
+    if lost == 0 {
+        return false;
+    }
+    let released = process_clock().saturating_sub(idle_for).as_millis() as u64 + 1;
+    lost >= released
 }
 
 /// Applies pending migrations. sqlx's migrator holds a PostgreSQL advisory lock while it runs, so

@@ -128,6 +128,7 @@ impl From<CatalogError> for Failure {
 
 impl From<sqlx::Error> for Failure {
     fn from(err: sqlx::Error) -> Self {
+        crate::db::note_failure(&err);
         Failure::Transient(format!("database: {err}"))
     }
 }
