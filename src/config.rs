@@ -275,6 +275,137 @@ pub struct WarehouseSettings {
     /// network, clients outside it); `s3.endpoint` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_s3_endpoint: Option<String>,
+    /// Who serves the warehouse's catalog: floe itself (`builtin`, the default) or an existing
+    /// Iceberg REST catalog floe fronts (`upstream`, configured under `upstream`).
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSettings>,
+}
+
+impl WarehouseSettings {
+    /// An `upstream` warehouse names its catalog and the settings its auth mode needs; a
+    /// `builtin` one has no `upstream` section.
+    fn validate_backend(&self) -> Result<(), SettingsError> {
+        let bad = |message: String| {
+            Err(SettingsError(format!(
+                "warehouse `{}`: {message}",
+                self.name
+            )))
+        };
+        let upstream = match (self.backend, &self.upstream) {
+            (Backend::Builtin, None) => return Ok(()),
+            (Backend::Builtin, Some(_)) => {
+                return bad("has an `upstream` section but `backend` is not \"upstream\"".into());
+            }
+            (Backend::Upstream, None) => {
+                return bad(
+                    "backend \"upstream\" needs an `upstream` section with its `url`".into(),
+                );
+            }
+            (Backend::Upstream, Some(upstream)) => upstream,
+        };
+        match url::Url::parse(&upstream.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
+            _ => {
+                return bad(format!(
+                    "upstream.url `{}` must be an http(s) URL with no query",
+                    upstream.url
+                ));
+            }
+        }
+        if upstream.timeout_ms == 0 {
+            return bad("upstream.timeout_ms must be at least 1".into());
+        }
+        match upstream.auth {
+            UpstreamAuthMode::PassThrough => Ok(()),
+            UpstreamAuthMode::Token if upstream.token.is_some() => Ok(()),
+            UpstreamAuthMode::Token => bad("upstream.auth = \"token\" needs upstream.token".into()),
+            UpstreamAuthMode::Oauth2 => {
+                let token_url = upstream.token_url.as_deref().map(url::Url::parse);
+                if !matches!(&token_url, Some(Ok(u)) if matches!(u.scheme(), "http" | "https"))
+                    || upstream.client_id.is_none()
+                    || upstream.client_secret.is_none()
+                {
+                    return bad(
+                        "upstream.auth = \"oauth2\" needs an http(s) upstream.token_url, \
+                         upstream.client_id and upstream.client_secret"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A warehouse floe serves itself, its files under `root`, with no S3 settings.
+    pub fn builtin(name: &str, root: String) -> Self {
+        Self {
+            name: name.to_string(),
+            root,
+            s3: None,
+            vend_credentials: false,
+            client_s3_endpoint: None,
+            backend: Backend::Builtin,
+            upstream: None,
+        }
+    }
+}
+
+/// Who serves a warehouse's catalog.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Builtin,
+    Upstream,
+}
+
+/// The Iceberg REST catalog an `upstream` warehouse fronts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// The catalog's base URL, the one its clients would be given (`/v1/config` is under it).
+    pub url: String,
+    /// Sent as `?warehouse=` to its `/v1/config`; the prefix it answers is used for every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    /// How floe authenticates to it: `pass-through` (the default), `token` or `oauth2`.
+    #[serde(default)]
+    pub auth: UpstreamAuthMode,
+    /// The bearer token of `auth = "token"`. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// `auth = "oauth2"`: the client-credentials grant against `token_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// How long one call to the upstream may take before the client gets 504.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    30_000
+}
+
+/// How floe authenticates to an upstream catalog.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuthMode {
+    /// Forward the client's own `Authorization` header (and send none when it sent none).
+    #[default]
+    PassThrough,
+    /// Send `upstream.token` as a bearer token, whoever the client is.
+    Token,
+    /// Trade `client_id`/`client_secret` for tokens at `token_url` (OAuth2 client credentials).
+    Oauth2,
 }
 
 impl Default for Settings {
@@ -319,6 +450,8 @@ const RESERVED_ENV: &[&str] = &[
     "CLIENTS_VENV",
     "S3S_FS",
     "REQUIRE_S3",
+    "JAVA_CATALOG",
+    "REQUIRE_UPSTREAM",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +485,7 @@ impl Settings {
             crate::names::validate_warehouse_name(&wh.name)
                 .map_err(|e| SettingsError(e.to_string()))?;
             crate::storage::parse_root(&wh.root).map_err(|e| SettingsError(e.to_string()))?;
+            wh.validate_backend()?;
         }
         self.validate_auth()?;
         for peer in &self.replication.accept {

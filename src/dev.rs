@@ -79,13 +79,10 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
     if settings.warehouses.is_empty() {
         let root = state_dir.join("warehouse");
         std::fs::create_dir_all(&root)?;
-        settings.warehouses.push(WarehouseSettings {
-            name: DEV_WAREHOUSE.to_string(),
-            root: format!("file://{}", root.display()),
-            s3: None,
-            vend_credentials: false,
-            client_s3_endpoint: None,
-        });
+        settings.warehouses.push(WarehouseSettings::builtin(
+            DEV_WAREHOUSE,
+            format!("file://{}", root.display()),
+        ));
     }
     settings.listen.set_port(options.port);
     settings.replication.public_url = Some(format!("http://{}", settings.listen));
@@ -124,13 +121,10 @@ fn replica_settings(
     let mut replica = primary.clone();
     replica.region = REPLICA_REGION.to_string();
     replica.database_url = Some(database_url.into());
-    replica.warehouses = vec![WarehouseSettings {
-        name: DEV_WAREHOUSE.to_string(),
-        root: format!("file://{}", root.display()),
-        s3: None,
-        vend_credentials: false,
-        client_s3_endpoint: None,
-    }];
+    replica.warehouses = vec![WarehouseSettings::builtin(
+        DEV_WAREHOUSE,
+        format!("file://{}", root.display()),
+    )];
     replica.default_warehouse = None;
     let port = options
         .replica_port

@@ -18,3 +18,4 @@ pub mod replication;
 pub mod secret;
 pub mod server;
 pub mod storage;
+pub mod upstream;

@@ -43,13 +43,10 @@ async fn secured_floe(issuer: &TestIssuer) -> TestFloe {
     let url = common::new_database().await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = common::settings(&url, &dir.path().join("wh"));
-    settings.warehouses.push(WarehouseSettings {
-        name: "other".to_string(),
-        root: format!("file://{}", dir.path().join("other").display()),
-        s3: None,
-        vend_credentials: false,
-        client_s3_endpoint: None,
-    });
+    settings.warehouses.push(WarehouseSettings::builtin(
+        "other",
+        format!("file://{}", dir.path().join("other").display()),
+    ));
     settings.auth.tokens = vec![
         token("alice-reader", READER, &[Role::Reader], None),
         token("bob-writer", WRITER, &[Role::Writer], None),

@@ -334,13 +334,10 @@ pub(crate) async fn start_server_with(
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse()?,
         database_url: Some(cluster.url(&database).into()),
-        warehouses: vec![WarehouseSettings {
-            name: "bench".to_string(),
-            root: format!("file://{}", root.display()),
-            s3: None,
-            vend_credentials: false,
-            client_s3_endpoint: None,
-        }],
+        warehouses: vec![WarehouseSettings::builtin(
+            "bench",
+            format!("file://{}", root.display()),
+        )],
         ..Settings::default()
     };
     settings.database.max_connections = settings.database.max_connections.max(writers as u32);

@@ -107,13 +107,10 @@ pub(super) async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Re
             region: region.to_string(),
             listen: "127.0.0.1:0".parse()?,
             database_url: Some(cluster.url(&format!("bench_{region}")).into()),
-            warehouses: vec![WarehouseSettings {
-                name: "bench".to_string(),
-                root: format!("file://{}", root.display()),
-                s3: None,
-                vend_credentials: false,
-                client_s3_endpoint: None,
-            }],
+            warehouses: vec![WarehouseSettings::builtin(
+                "bench",
+                format!("file://{}", root.display()),
+            )],
             ..Settings::default()
         };
         if region == "replica" {

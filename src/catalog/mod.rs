@@ -26,6 +26,7 @@ use crate::db;
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::wake::LogWake;
 use crate::storage::{self, Location, Storage};
+use crate::upstream::UpstreamCatalog;
 use metadata_cache::MetadataCache;
 use table_locks::TableLocks;
 
@@ -41,6 +42,8 @@ pub struct Warehouse {
     /// path style), and the keys added for clients that ask for vended credentials.
     pub client_config: BTreeMap<String, String>,
     pub vended_credentials: BTreeMap<String, String>,
+    /// The catalog that serves an `upstream` warehouse; `None` for floe's builtin catalog.
+    pub upstream: Option<Arc<UpstreamCatalog>>,
 }
 
 impl Warehouse {
@@ -142,6 +145,19 @@ impl Catalog {
             let owner = format!("warehouse `{}`", wh.name);
             let storage = storage::open(&root, wh.s3.as_ref(), &owner).await?;
             let [client_config, vended_credentials] = client_config(wh);
+            let upstream = match (&wh.upstream, wh.backend) {
+                (Some(upstream), crate::config::Backend::Upstream) => Some(Arc::new(
+                    UpstreamCatalog::new(&wh.name, upstream, settings.max_body_bytes).map_err(
+                        |e| {
+                            CatalogError::BadRequest(format!(
+                                "warehouse `{}`: upstream {e}",
+                                wh.name
+                            ))
+                        },
+                    )?,
+                )),
+                _ => None,
+            };
             warehouses.insert(
                 row.name.clone(),
                 Warehouse {
@@ -151,6 +167,7 @@ impl Catalog {
                     storage,
                     client_config,
                     vended_credentials,
+                    upstream,
                 },
             );
         }

@@ -8,6 +8,7 @@ pub mod internal;
 pub mod management;
 pub mod oauth;
 pub mod routes;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -46,8 +47,8 @@ pub fn route_specs() -> Vec<RouteSpec> {
     routes().into_iter().map(|r| r.spec).collect()
 }
 
-/// The whole HTTP surface, built from [`routes`] alone, every route behind the access guard, and
-/// ErrorModel answers for unknown routes and methods.
+/// The whole HTTP surface, built from [`routes`] alone, every route behind the access guard and
+/// the backend seam (`upstream`), and ErrorModel answers for unknown routes and methods.
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     let routes = routes();
     let guard = Arc::new(auth::Guard::new(
@@ -59,7 +60,12 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     for route in routes {
         router = router.route(route.spec.path, route.handler);
     }
+    // Layers wrap what is already there: the guard runs first, then the backend seam.
     router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            upstream::dispatch,
+        ))
         .route_layer(middleware::from_fn_with_state(guard, auth::guard))
         .fallback(async || {
             ApiError::new(

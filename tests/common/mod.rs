@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod iceberg_files;
+pub mod java_catalog;
 pub mod jwt;
 pub mod lake;
 pub mod region;
@@ -66,13 +67,10 @@ pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Setting
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: Some(database_url.into()),
         max_body_bytes: 1024 * 1024,
-        warehouses: vec![WarehouseSettings {
-            name: "wh".to_string(),
-            root: format!("file://{}", warehouse_root.display()),
-            s3: None,
-            vend_credentials: false,
-            client_s3_endpoint: None,
-        }],
+        warehouses: vec![WarehouseSettings::builtin(
+            "wh",
+            format!("file://{}", warehouse_root.display()),
+        )],
         ..Settings::default()
     }
 }

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{endpoint_strings, read_endpoint_strings};
 use crate::http::AppState;
 use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
+use crate::http::upstream::served_endpoint;
 
 #[derive(Debug, Deserialize)]
 pub struct ConfigQuery {
@@ -27,8 +30,20 @@ pub struct CatalogConfig {
 pub async fn get_config(
     State(state): State<Arc<AppState>>,
     IcebergQuery(query): IcebergQuery<ConfigQuery>,
-) -> ApiResult<Json<CatalogConfig>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let wh = state.catalog.warehouse(query.warehouse.as_deref())?;
+    if let Some(upstream) = &wh.upstream {
+        let remote = upstream
+            .remote_config(headers.get(header::AUTHORIZATION))
+            .await
+            .map_err(|e| e.to_api_error(&wh.name, upstream.url(), false))?;
+        let endpoints: Vec<String> = endpoint_strings()
+            .into_iter()
+            .filter(|endpoint| served_endpoint(endpoint))
+            .collect();
+        return Ok(Json(remote.for_clients(&wh.name, &endpoints)).into_response());
+    }
     // A warehouse of replicas only is read-only for clients: advertise what they can do there.
     let endpoints = if state.catalog.holds_only_replicas(wh).await? {
         read_endpoint_strings()
@@ -39,5 +54,6 @@ pub async fn get_config(
         defaults: BTreeMap::new(),
         overrides: BTreeMap::from([("prefix".to_string(), wh.name.clone())]),
         endpoints,
-    }))
+    })
+    .into_response())
 }

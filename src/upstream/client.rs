@@ -1,0 +1,145 @@
+//! One upstream catalog: where it is, how floe authenticates to it, and what its `/v1/config`
+//! says (its prefix and endpoints), asked once it is first needed and kept.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use tokio::sync::OnceCell;
+use url::Url;
+
+use super::auth::UpstreamAuth;
+use super::config::RemoteConfig;
+use super::errors::UpstreamError;
+use crate::config::UpstreamSettings;
+
+#[derive(Debug)]
+pub struct UpstreamCatalog {
+    /// The floe warehouse it serves, for messages.
+    warehouse: String,
+    /// The base URL, ending in `/`.
+    base: Url,
+    /// Sent as `?warehouse=` to its `/v1/config`.
+    remote_warehouse: Option<String>,
+    auth: UpstreamAuth,
+    http: reqwest::Client,
+    timeout_ms: u64,
+    /// The largest request body forwarded (floe's `max_body_bytes`).
+    max_body_bytes: usize,
+    remote: OnceCell<RemoteConfig>,
+}
+
+/// An upstream answer whose body is still to be read (it may be streamed on to the client).
+pub struct UpstreamAnswer {
+    pub status: reqwest::StatusCode,
+    pub headers: HeaderMap,
+    pub body: reqwest::Response,
+}
+
+impl UpstreamCatalog {
+    /// From validated settings (`Settings::validate` checked the URL).
+    pub fn new(
+        warehouse: &str,
+        settings: &UpstreamSettings,
+        max_body_bytes: usize,
+    ) -> Result<Self, UpstreamError> {
+        let mut base = Url::parse(&settings.url)
+            .map_err(|e| UpstreamError::Unreachable(format!("invalid URL: {e}")))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.timeout_ms.min(10_000)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            warehouse: warehouse.to_string(),
+            base,
+            remote_warehouse: settings.warehouse.clone(),
+            auth: UpstreamAuth::from_settings(settings),
+            http,
+            timeout_ms: settings.timeout_ms,
+            max_body_bytes,
+            remote: OnceCell::new(),
+        })
+    }
+
+    /// The base URL as configured (for messages; it holds no credentials).
+    pub fn url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    pub fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    /// The upstream's `/v1/config` for this warehouse, asked on first use (so floe starts while
+    /// the upstream is down) and kept; a failed attempt is tried again by the next request.
+    pub async fn remote_config(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<&RemoteConfig, UpstreamError> {
+        self.remote
+            .get_or_try_init(|| async {
+                let mut url = self.endpoint("v1/config")?;
+                if let Some(warehouse) = &self.remote_warehouse {
+                    url.query_pairs_mut().append_pair("warehouse", warehouse);
+                }
+                let mut headers = HeaderMap::new();
+                if let Some(value) = authorization {
+                    headers.insert(header::AUTHORIZATION, value.clone());
+                }
+                let answer = self.send(Method::GET, url, headers, None).await?;
+                RemoteConfig::read(answer).await
+            })
+            .await
+    }
+
+    /// `v1/<path>` under the base URL; `path` must already be percent-encoded.
+    pub(super) fn endpoint(&self, path: &str) -> Result<Url, UpstreamError> {
+        self.base
+            .join(path)
+            .map_err(|e| UpstreamError::InvalidAnswer(format!("cannot build a URL: {e}")))
+    }
+
+    /// One call; `headers` are sent as given, with the `Authorization` the auth mode gives for
+    /// the client's (`headers`' own, in pass-through mode).
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        mut headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        let from_client = headers.remove(header::AUTHORIZATION);
+        if let Some(value) = self
+            .auth
+            .authorization(&self.http, from_client.as_ref())
+            .await?
+        {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        let mut request = self.http.request(method, url).headers(headers);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(e, self.timeout_ms))?;
+        Ok(UpstreamAnswer {
+            status: answer.status(),
+            headers: answer.headers().clone(),
+            body: answer,
+        })
+    }
+}
