@@ -65,10 +65,7 @@ async fn catalog_calls_pass_through_to_the_upstream() {
         .map(|e| e.as_str().unwrap())
         .collect();
     assert!(endpoints.contains(&"GET /v1/{prefix}/namespaces/{namespace}/tables/{table}"));
-    assert!(
-        !endpoints.contains(&"POST /v1/{prefix}/transactions/commit"),
-        "commits are not forwarded yet: {endpoints:?}"
-    );
+    assert!(endpoints.contains(&"POST /v1/{prefix}/transactions/commit"));
 
     floe.post(
         "/v1/lake/namespaces",
@@ -154,10 +151,157 @@ async fn catalog_calls_pass_through_to_the_upstream() {
     );
 }
 
-/// Until floe logs the commits it forwards, it refuses them for upstream warehouses (rather
-/// than acknowledge a commit its log lacks), and the upstream's table is untouched.
+fn set_property(key: &str, value: &str) -> Value {
+    json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {key: value}}]})
+}
+
+/// The log entries of warehouse `lake`, in order.
+async fn lake_log(floe: &TestFloe) -> Vec<Value> {
+    floe.log()
+        .await
+        .into_iter()
+        .filter(|e| e["warehouse"] == "lake")
+        .collect()
+}
+
+/// Each entry follows the one before: versions 1, 2, ... and every entry's previous metadata
+/// location is the one before's new location.
+fn assert_chained(entries: &[Value]) {
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry["table-version"], json!(i + 1), "{entry}");
+        if i > 0 {
+            assert_eq!(
+                entry["previous-metadata-location"],
+                entries[i - 1]["new-metadata-location"],
+                "{entry}"
+            );
+        }
+    }
+}
+
+/// Commits through floe reach the upstream and are logged, one entry per acknowledged commit,
+/// in order; a commit the upstream refuses (409) is passed back as it sent it and not logged;
+/// a transaction's tables are logged together.
 #[tokio::test]
-async fn commits_to_an_upstream_warehouse_are_refused_and_change_nothing() {
+async fn commits_through_floe_are_logged_once_each_in_order() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
+    let config = floe.get("/v1/config?warehouse=lake").await.expect(200);
+    assert!(
+        config["endpoints"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("POST /v1/{prefix}/transactions/commit")),
+        "{config}"
+    );
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    for name in ["t", "u"] {
+        floe.post(
+            "/v1/lake/namespaces/ns/tables",
+            json!({"name": name, "schema": common::simple_schema()}),
+        )
+        .await
+        .expect(200);
+    }
+    let mut acknowledged = Vec::new();
+    for i in 0..3 {
+        let answer = floe
+            .post(
+                "/v1/lake/namespaces/ns/tables/t",
+                set_property("k", &i.to_string()),
+            )
+            .await
+            .expect(200);
+        acknowledged.push(answer["metadata-location"].as_str().unwrap().to_string());
+    }
+    let refused = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables/t",
+            json!({"requirements": [{"type": "assert-table-uuid",
+                                     "uuid": "00000000-0000-0000-0000-000000000000"}],
+                   "updates": [{"action": "set-properties", "updates": {"k": "no"}}]}),
+        )
+        .await;
+    assert_eq!(
+        refused.error_type(),
+        "CommitFailedException",
+        "{:?}",
+        refused.body
+    );
+    refused.expect(409);
+    let bad = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables/t",
+            json!({"updates": "none"}),
+        )
+        .await;
+    bad.expect(400);
+
+    let log = lake_log(&floe).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "observe-table",
+            "commit-table",
+            "commit-table",
+            "commit-table"
+        ],
+        "{log:#?}"
+    );
+    assert_chained(&log);
+    let new: Vec<&str> = log[1..]
+        .iter()
+        .map(|e| e["new-metadata-location"].as_str().unwrap())
+        .collect();
+    assert_eq!(new, acknowledged);
+    assert_eq!(log[3]["changes"][0]["updates"]["k"], "2", "{}", log[3]);
+    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/t").await;
+    assert_eq!(direct["metadata-location"], acknowledged[2].as_str());
+    assert_eq!(direct["metadata"]["properties"]["k"], "2");
+
+    floe.post(
+        "/v1/lake/transactions/commit",
+        json!({"table-changes": [
+            {"identifier": {"namespace": ["ns"], "name": "t"}, "requirements": [],
+             "updates": [{"action": "set-properties", "updates": {"txn": "1"}}]},
+            {"identifier": {"namespace": ["ns"], "name": "u"}, "requirements": [],
+             "updates": [{"action": "set-properties", "updates": {"txn": "1"}}]}]}),
+    )
+    .await
+    .expect(204);
+    let log = lake_log(&floe).await;
+    let last_two = &log[log.len() - 2..];
+    assert!(
+        last_two.iter().all(|e| e["kind"] == "commit-table"),
+        "{log:#?}"
+    );
+    assert_eq!(last_two[0]["txn-group"], last_two[1]["txn-group"]);
+    for table in ["t", "u"] {
+        let entries: Vec<Value> = log
+            .iter()
+            .filter(|e| e["table-name"] == table)
+            .cloned()
+            .collect();
+        assert_chained(&entries);
+        let (_, direct) =
+            upstream_get(&upstream, &format!("/v1/namespaces/ns/tables/{table}")).await;
+        assert_eq!(
+            entries.last().unwrap()["new-metadata-location"],
+            direct["metadata-location"]
+        );
+    }
+}
+
+/// Commits made directly at the upstream, past floe, are found when floe next commits to the
+/// table: the log holds every state in order, the ones floe did not make as `observe-table`
+/// entries with the metadata of that state.
+#[tokio::test]
+async fn commits_that_bypass_floe_are_logged_as_observed() {
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
@@ -165,31 +309,386 @@ async fn commits_to_an_upstream_warehouse_are_refused_and_change_nothing() {
     floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
         .await
         .expect(200);
-    let created = floe
-        .post(
-            "/v1/lake/namespaces/ns/tables",
-            json!({"name": "t", "schema": common::simple_schema()}),
-        )
+    floe.post(
+        "/v1/lake/namespaces/ns/tables",
+        json!({"name": "t", "schema": common::simple_schema()}),
+    )
+    .await
+    .expect(200);
+    floe.post(
+        "/v1/lake/namespaces/ns/tables/t",
+        set_property("via", "floe"),
+    )
+    .await
+    .expect(200);
+    let http = reqwest::Client::new();
+    let mut direct_locations = Vec::new();
+    for i in 0..3 {
+        let answer: Value = http
+            .post(format!("{}/v1/namespaces/ns/tables/t", upstream.url))
+            .json(&set_property("direct", &i.to_string()))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        direct_locations.push(answer["metadata-location"].as_str().unwrap().to_string());
+    }
+    floe.post(
+        "/v1/lake/namespaces/ns/tables/t",
+        set_property("via", "floe again"),
+    )
+    .await
+    .expect(200);
+
+    let log = lake_log(&floe).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "observe-table",
+            "commit-table",
+            "observe-table",
+            "observe-table",
+            "observe-table",
+            "commit-table"
+        ],
+        "{log:#?}"
+    );
+    assert_chained(&log);
+    for (entry, location) in log[2..5].iter().zip(&direct_locations) {
+        assert_eq!(entry["new-metadata-location"], location.as_str());
+        assert_eq!(entry["principal"], "upstream");
+    }
+    for (i, entry) in log[2..5].iter().enumerate() {
+        assert_eq!(
+            entry["metadata"]["properties"]["direct"],
+            i.to_string(),
+            "{entry}"
+        );
+    }
+    assert_eq!(log[5]["changes"][0]["updates"]["via"], "floe again");
+}
+
+/// A commit whose answer floe never saw (the connection to the upstream broke after the commit
+/// went out, as when floe is killed there) is settled from the upstream's state before the
+/// table's next commit: logged once when the upstream applied it, not at all when it never
+/// arrived; the client was told the outcome is unknown.
+#[tokio::test]
+async fn commits_with_lost_answers_are_settled_from_the_upstream() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let relay = Relay::start(&upstream.url).await;
+    let floe = floe_in_front_of(upstream_settings(&relay.url), upstream.warehouse.path()).await;
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
         .await
         .expect(200);
-    let refused = floe
+    floe.post(
+        "/v1/lake/namespaces/ns/tables",
+        json!({"name": "t", "schema": common::simple_schema()}),
+    )
+    .await
+    .expect(200);
+
+    // Applied by the upstream, its answer lost.
+    relay.set(RelayMode::LoseCommitAnswers);
+    let lost = floe
         .post(
             "/v1/lake/namespaces/ns/tables/t",
-            json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {"k": "v"}}]}),
+            set_property("k", "applied"),
         )
         .await;
-    assert_eq!(refused.error_type(), "UnsupportedOperationException");
-    let message = refused.expect(406)["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(message.contains(&upstream.url), "{message}");
-    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/t").await;
-    assert_eq!(direct["metadata-location"], created["metadata-location"]);
-    assert!(
-        direct["metadata"]["properties"].get("k").is_none(),
-        "{direct}"
+    assert_eq!(
+        lost.error_type(),
+        "CommitStateUnknownException",
+        "{:?}",
+        lost.body
     );
+    assert!(lost.status.is_server_error(), "{:?}", lost.body);
+    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/t").await;
+    assert_eq!(direct["metadata"]["properties"]["k"], "applied");
+    let applied = direct["metadata-location"].clone();
+
+    // Never reached the upstream.
+    relay.set(RelayMode::LoseCommitRequests);
+    let lost = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables/t",
+            set_property("k", "never"),
+        )
+        .await;
+    assert_eq!(
+        lost.error_type(),
+        "CommitStateUnknownException",
+        "{:?}",
+        lost.body
+    );
+    assert_eq!(
+        upstream_get(&upstream, "/v1/namespaces/ns/tables/t")
+            .await
+            .1["metadata-location"],
+        applied
+    );
+    assert_eq!(pending_intents(&floe).await, 1);
+
+    relay.set(RelayMode::Pass);
+    floe.post("/v1/lake/namespaces/ns/tables/t", set_property("k", "next"))
+        .await
+        .expect(200);
+    let log = lake_log(&floe).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["observe-table", "commit-table", "commit-table"],
+        "{log:#?}"
+    );
+    assert_chained(&log);
+    assert_eq!(log[1]["new-metadata-location"], applied);
+    assert_eq!(log[1]["changes"][0]["updates"]["k"], "applied");
+    assert_eq!(log[2]["changes"][0]["updates"]["k"], "next");
+    assert_eq!(pending_intents(&floe).await, 0);
+}
+
+/// kill -9 of a `floe serve` process while a commit's answer is on its way back (the upstream
+/// has applied or refused it; floe has not logged it), then a restart: the applied commit is in
+/// the log exactly once, the refused one not at all.
+#[tokio::test]
+async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let relay = Relay::start(&upstream.url).await;
+    let lake = format!(
+        "\n[[warehouses]]\nname = \"lake\"\nbackend = \"upstream\"\nroot = \"file://{}\"\n\
+         [warehouses.upstream]\nurl = \"{}\"\ntimeout_ms = 60000\n",
+        upstream.warehouse.path().display(),
+        relay.url
+    );
+    let mut floe = common::region::Region::start_with("r1", &[], None, &lake).await;
+    let lake_url = |path: &str| format!("{}/v1/lake{path}", floe.base);
+    let (status, _) =
+        common::region::post(lake_url("/namespaces"), json!({"namespace": ["ns"]})).await;
+    assert_eq!(status, 200);
+    let (status, _) = common::region::post(
+        lake_url("/namespaces/ns/tables"),
+        json!({"name": "t", "schema": common::simple_schema()}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let table = lake_url("/namespaces/ns/tables/t");
+
+    let interrupted = |body: Value| {
+        let table = table.clone();
+        tokio::spawn(async move { common::region::post(table, body).await })
+    };
+    let wait_held = |count: usize| {
+        let held = relay.held.clone();
+        async move {
+            for _ in 0..200 {
+                if held.load(std::sync::atomic::Ordering::SeqCst) >= count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no commit answer was held");
+        }
+    };
+
+    // Applied at the upstream, floe killed before it logged it.
+    relay.set(RelayMode::HoldCommitAnswers);
+    let pending = interrupted(set_property("k", "applied"));
+    wait_held(1).await;
+    floe.kill9();
+    pending.abort();
+    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/t").await;
+    assert_eq!(direct["metadata"]["properties"]["k"], "applied");
+    relay.set(RelayMode::Pass);
+    floe.spawn().await;
+
+    // Refused at the upstream, floe killed before it settled it.
+    relay.set(RelayMode::HoldCommitAnswers);
+    let pending = interrupted(json!({
+        "requirements": [{"type": "assert-table-uuid",
+                          "uuid": "00000000-0000-0000-0000-000000000000"}],
+        "updates": [{"action": "set-properties", "updates": {"k": "refused"}}]}));
+    wait_held(2).await;
+    floe.kill9();
+    pending.abort();
+    relay.set(RelayMode::Pass);
+    floe.spawn().await;
+
+    let (status, _) = common::region::post(table.clone(), set_property("k", "after")).await;
+    assert_eq!(status, 200);
+    let log: Vec<Value> = common::region::get(format!(
+        "{}/management/v1/log?after=0&limit=1000",
+        floe.base
+    ))
+    .await["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["warehouse"] == "lake")
+        .cloned()
+        .collect();
+    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["observe-table", "commit-table", "commit-table"],
+        "{log:#?}"
+    );
+    assert_chained(&log);
+    assert_eq!(log[1]["new-metadata-location"], direct["metadata-location"]);
+    assert_eq!(log[1]["changes"][0]["updates"]["k"], "applied");
+    assert_eq!(log[2]["changes"][0]["updates"]["k"], "after");
+    let pool = sqlx::PgPool::connect(&floe.database_url()).await.unwrap();
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM upstream_commit_intent ORDER BY created_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!(states, ["done", "failed", "done"]);
+}
+
+async fn pending_intents(floe: &TestFloe) -> i64 {
+    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let pending =
+        sqlx::query_scalar("SELECT count(*) FROM upstream_commit_intent WHERE state = 'pending'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    pending
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RelayMode {
+    Pass,
+    /// Commits (POSTs to a table) are forwarded, and their answers dropped.
+    LoseCommitAnswers,
+    /// Commits are dropped before they reach the upstream.
+    LoseCommitRequests,
+    /// Commits are forwarded, and their answers held back for ever (counted in `held`).
+    HoldCommitAnswers,
+}
+
+/// An HTTP relay in front of an upstream, one request per connection, that can lose commits'
+/// requests or answers (the connection closes without an answer).
+struct Relay {
+    url: String,
+    mode: std::sync::Arc<std::sync::Mutex<RelayMode>>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    async fn start(upstream_url: &str) -> Relay {
+        let target = upstream_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(RelayMode::Pass));
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shared, counted) = (mode.clone(), held.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (target, mode, held) = (target.clone(), shared.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let _ = relay_one(client, &target, &mode, &held).await;
+                });
+            }
+        });
+        Relay {
+            url,
+            mode,
+            held,
+            task,
+        }
+    }
+
+    fn set(&self, mode: RelayMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
+
+async fn relay_one(
+    mut client: tokio::net::TcpStream,
+    target: &str,
+    mode: &std::sync::Mutex<RelayMode>,
+    held: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while request.len() < head_end + length {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let commit = head.starts_with("POST ") && head.lines().next().unwrap().contains("/tables/");
+    let mode = *mode.lock().unwrap();
+    if commit && mode == RelayMode::LoseCommitRequests {
+        return Ok(());
+    }
+    // One request per upstream connection: ask it to close after answering.
+    let (first_line, rest) = head.split_once("\r\n").unwrap();
+    let mut sent = format!("{first_line}\r\nConnection: close\r\n").into_bytes();
+    sent.extend(
+        rest.lines()
+            .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+            .flat_map(|line| format!("{line}\r\n").into_bytes()),
+    );
+    sent.extend_from_slice(&request[head_end..]);
+    let mut server = tokio::net::TcpStream::connect(target).await?;
+    server.write_all(&sent).await?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer).await?;
+    if commit && mode == RelayMode::LoseCommitAnswers {
+        return Ok(());
+    }
+    if commit && mode == RelayMode::HoldCommitAnswers {
+        held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    client.write_all(&answer).await?;
+    client.shutdown().await
 }
 
 /// A name that would reach another endpoint of the upstream once decoded is refused by floe.

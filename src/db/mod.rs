@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod jobs;
 pub mod replication;
 pub mod table_commit;
+pub mod upstream;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

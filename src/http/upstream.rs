@@ -5,9 +5,8 @@
 //! has passed the same role checks as a builtin one, and for every route of the route table, so
 //! no endpoint of an upstream warehouse can reach a builtin handler by being left out.
 //!
-//! Commits (commitTable, transactions/commit) are the exception: floe must log each one it
-//! acknowledges, and until the intercepted commit path is built it refuses them for upstream
-//! warehouses rather than forward them unlogged; `/v1/config` does not advertise them there.
+//! Commits (commitTable, transactions/commit) are not forwarded as they are: floe logs each one
+//! it acknowledges, so they go through `upstream::commit`'s protocol instead.
 
 use std::sync::Arc;
 
@@ -18,8 +17,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::auth::Principal;
 use super::errors::ApiError;
+use crate::names::{NamespaceName, TableName};
 use crate::upstream::UpstreamCatalog;
+use crate::upstream::commit::{self, InterceptedCommit};
 use crate::upstream::forward::Forwarded;
 
 /// The routes of the Iceberg API that are under a warehouse's prefix.
@@ -33,14 +35,6 @@ pub fn is_commit(method: &Method, route: &str) -> bool {
             "/v1/{prefix}/namespaces/{namespace}/tables/{table}"
                 | "/v1/{prefix}/transactions/commit"
         )
-}
-
-/// The endpoints of `/v1/config` ("<VERB> <path>") floe serves for an upstream warehouse.
-pub fn served_endpoint(endpoint: &str) -> bool {
-    endpoint
-        .split_once(' ')
-        .and_then(|(verb, path)| Some((Method::from_bytes(verb.as_bytes()).ok()?, path)))
-        .is_some_and(|(method, path)| !is_commit(&method, path))
 }
 
 pub async fn dispatch(
@@ -69,30 +63,19 @@ pub async fn dispatch(
     else {
         return next.run(request).await;
     };
-    forward(&upstream, route, &params, request)
+    forward(&state, &upstream, route, &params, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn forward(
-    upstream: &UpstreamCatalog,
+    state: &Arc<AppState>,
+    upstream: &Arc<UpstreamCatalog>,
     route: &str,
     params: &[(&str, &str)],
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    if is_commit(&parts.method, route) {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "UnsupportedOperationException",
-            format!(
-                "warehouse `{}` is served by the upstream catalog at {}, and this floe does not \
-                 yet log commits made through it: commit to the upstream catalog directly",
-                upstream.warehouse(),
-                upstream.url()
-            ),
-        ));
-    }
     let limit = upstream.max_body_bytes();
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::rejection(
@@ -100,9 +83,12 @@ async fn forward(
             format!("the request body is larger than {limit} bytes"),
         )
     })?;
+    if is_commit(&parts.method, route) {
+        return intercept(state, upstream, params, parts, body).await;
+    }
     upstream
         .forward(Forwarded {
-            commit: is_commit(&parts.method, route),
+            commit: false,
             method: parts.method,
             route,
             params,
@@ -111,4 +97,43 @@ async fn forward(
             body,
         })
         .await
+}
+
+/// A commit, run through the intercepted-commit protocol in a task of its own (a client that
+/// hangs up must not cancel it between forwarding and logging).
+async fn intercept(
+    state: &Arc<AppState>,
+    upstream: &Arc<UpstreamCatalog>,
+    params: &[(&str, &str)],
+    parts: axum::http::request::Parts,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let principal = parts
+        .extensions
+        .get::<Principal>()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let table = match (param("namespace"), param("table")) {
+        (Some(namespace), Some(table)) => Some(TableName::new(
+            NamespaceName::from_url_segment(namespace)?,
+            table.to_string(),
+        )?),
+        _ => None,
+    };
+    let commit = InterceptedCommit::parse(table, body, parts.headers, principal)?;
+    let (state, upstream) = (state.clone(), upstream.clone());
+    let warehouse = param("prefix").map(str::to_string);
+    let task = tokio::spawn(async move {
+        let wh = state.catalog.warehouse(warehouse.as_deref())?;
+        commit::intercept(&state.catalog, wh, &upstream, commit).await
+    });
+    let answer = task.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "CommitStateUnknownException",
+            format!("the commit's task failed: {e}"),
+        )
+    })??;
+    Ok((answer.status, answer.headers, answer.body).into_response())
 }

@@ -48,6 +48,9 @@ pub enum EntryKind {
     UpdateNamespaceProperties,
     /// A replica whose source table was dropped (the rule keeps replicas of dropped tables).
     OrphanTable,
+    /// A state of an upstream warehouse's table that floe read from the upstream rather than
+    /// committed itself (a table it had not seen, commits made past it): the whole metadata.
+    ObserveTable,
 }
 
 impl EntryKind {
@@ -62,6 +65,7 @@ impl EntryKind {
             EntryKind::DropNamespace => "drop-namespace",
             EntryKind::UpdateNamespaceProperties => "update-namespace-properties",
             EntryKind::OrphanTable => "orphan-table",
+            EntryKind::ObserveTable => "observe-table",
         }
     }
 }

@@ -92,7 +92,7 @@ impl TryFrom<&LogEntry> for TableEntry {
                     .ok_or_else(|| fail("it does not say whether the drop purged".to_string()))?,
             },
             "orphan-table" => TableChange::Orphan,
-            "create-table" | "register-table" => TableChange::Replaced {
+            "create-table" | "register-table" | "observe-table" => TableChange::Replaced {
                 kind: entry.kind.clone(),
             },
             other => return Err(fail(format!("`{other}` is not a change of a table"))),

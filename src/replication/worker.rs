@@ -265,7 +265,10 @@ impl Replicator {
                             changed.insert(table);
                             if matches!(
                                 kind.as_str(),
-                                "create-table" | "register-table" | "rename-table"
+                                "create-table"
+                                    | "register-table"
+                                    | "observe-table"
+                                    | "rename-table"
                             ) {
                                 structural.insert(table);
                             }

@@ -38,6 +38,11 @@ impl UpstreamError {
     pub fn to_api_error(&self, warehouse: &str, url: &str, commit: bool) -> ApiError {
         let message = format!("the upstream catalog of warehouse `{warehouse}` at {url} {self}");
         let (status, r#type) = match self {
+            // The connection may have failed after the commit was sent.
+            Self::Unreachable(_) if commit => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CommitStateUnknownException",
+            ),
             Self::Unreachable(_) | Self::Auth(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailableException",

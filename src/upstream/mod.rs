@@ -17,9 +17,11 @@
 
 pub mod auth;
 pub mod client;
+pub mod commit;
 pub mod config;
 pub mod errors;
 pub mod forward;
+pub mod history;
 
 pub use client::UpstreamCatalog;
 pub use errors::UpstreamError;

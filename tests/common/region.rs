@@ -16,12 +16,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits (up to 10 s) until a `floe serve` at `base` answers `/v1/config`.
+/// Waits (up to 10 s) until a `floe serve` at `base` answers `/v1/config` (a 400 too: with
+/// several warehouses and no default, it asks which).
 pub async fn wait_until_serving(base: &str) {
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("{base}/v1/config")).send().await
-            && r.status().is_success()
+            && (r.status().is_success() || r.status() == reqwest::StatusCode::BAD_REQUEST)
         {
             return;
         }
@@ -43,6 +44,16 @@ impl Region {
     /// A region on a fresh database and warehouse, or another instance beside `sibling` (its
     /// database and warehouse, as instances behind one load balancer share them).
     pub async fn start(region: &str, accept: &[(&str, &str)], sibling: Option<&Region>) -> Self {
+        Self::start_with(region, accept, sibling, "").await
+    }
+
+    /// As [`Region::start`], with `extra` appended to the configuration file (more warehouses).
+    pub async fn start_with(
+        region: &str,
+        accept: &[(&str, &str)],
+        sibling: Option<&Region>,
+        extra: &str,
+    ) -> Self {
         let url = match sibling {
             Some(sibling) => sibling.database_url(),
             None => super::new_database().await,
@@ -65,6 +76,7 @@ impl Region {
                 "\n[[replication.accept]]\nregion = \"{source}\"\ntoken = \"{token}\"\n"
             ));
         }
+        text.push_str(extra);
         let config = dir.path().join("floe.toml");
         std::fs::write(&config, text).unwrap();
         let mut region = Self {

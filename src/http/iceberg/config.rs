@@ -13,7 +13,6 @@ use super::{endpoint_strings, read_endpoint_strings};
 use crate::http::AppState;
 use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
-use crate::http::upstream::served_endpoint;
 
 #[derive(Debug, Deserialize)]
 pub struct ConfigQuery {
@@ -38,11 +37,7 @@ pub async fn get_config(
             .remote_config(headers.get(header::AUTHORIZATION))
             .await
             .map_err(|e| e.to_api_error(&wh.name, upstream.url(), false))?;
-        let endpoints: Vec<String> = endpoint_strings()
-            .into_iter()
-            .filter(|endpoint| served_endpoint(endpoint))
-            .collect();
-        return Ok(Json(remote.for_clients(&wh.name, &endpoints)).into_response());
+        return Ok(Json(remote.for_clients(&wh.name, &endpoint_strings())).into_response());
     }
     // A warehouse of replicas only is read-only for clients: advertise what they can do there.
     let endpoints = if state.catalog.holds_only_replicas(wh).await? {

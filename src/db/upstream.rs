@@ -1,0 +1,158 @@
+//! SQL for upstream warehouses (migrations/0018): the tables floe has logged and the commits it
+//! forwards. The protocol these serve is in `upstream::commit`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::names::TableName;
+
+/// A table of an upstream warehouse as floe last logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTableRow {
+    pub table_id: Uuid,
+    pub table_uuid: Uuid,
+    pub version: i64,
+    pub metadata_location: String,
+}
+
+pub async fn get_table(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    table: &TableName,
+) -> sqlx::Result<Option<UpstreamTableRow>> {
+    let row = sqlx::query(
+        "SELECT table_id, table_uuid, version, metadata_location FROM upstream_table \
+         WHERE warehouse_id = $1 AND namespace = $2 AND name = $3",
+    )
+    .bind(warehouse_id)
+    .bind(table.namespace.levels())
+    .bind(&table.name)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(UpstreamTableRow {
+            table_id: row.try_get("table_id")?,
+            table_uuid: row.try_get("table_uuid")?,
+            version: row.try_get("version")?,
+            metadata_location: row.try_get("metadata_location")?,
+        })
+    })
+    .transpose()
+}
+
+/// Records the table's state after entries up to `row.version` (inserted at its first entry).
+pub async fn put_table(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    table: &TableName,
+    row: &UpstreamTableRow,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO upstream_table (table_id, warehouse_id, namespace, name, table_uuid, version, \
+             metadata_location) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (table_id) DO UPDATE SET table_uuid = EXCLUDED.table_uuid, \
+             version = EXCLUDED.version, metadata_location = EXCLUDED.metadata_location, \
+             updated_at = now()",
+    )
+    .bind(row.table_id)
+    .bind(warehouse_id)
+    .bind(table.namespace.levels())
+    .bind(&table.name)
+    .bind(row.table_uuid)
+    .bind(row.version)
+    .bind(&row.metadata_location)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One table of a forwarded commit, as its intent records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntentTable {
+    pub namespace: Vec<String>,
+    pub name: String,
+    /// The metadata floe last logged for it; `None` for a table the commit creates.
+    pub previous: Option<String>,
+    pub requirements: Value,
+    pub updates: Value,
+}
+
+/// A commit not yet settled.
+#[derive(Debug, Clone)]
+pub struct PendingIntent {
+    pub intent_id: Uuid,
+    pub txn_group: Uuid,
+    pub tables: Vec<IntentTable>,
+    pub principal: String,
+}
+
+/// Records a commit about to be forwarded, in its own transaction: durable before it leaves.
+pub async fn record_intent(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+    intent: &PendingIntent,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO upstream_commit_intent (intent_id, warehouse_id, txn_group, tables, principal) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(intent.intent_id)
+    .bind(warehouse_id)
+    .bind(intent.txn_group)
+    .bind(sqlx::types::Json(&intent.tables))
+    .bind(&intent.principal)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The pending commits that name `table`, oldest first.
+pub async fn pending_intents(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    table: &TableName,
+) -> sqlx::Result<Vec<PendingIntent>> {
+    let rows = sqlx::query(
+        "SELECT intent_id, txn_group, tables, principal FROM upstream_commit_intent \
+         WHERE warehouse_id = $1 AND state = 'pending' AND tables @> $2 \
+         ORDER BY created_at, intent_id",
+    )
+    .bind(warehouse_id)
+    .bind(serde_json::json!([{"namespace": table.namespace.levels(), "name": table.name}]))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let sqlx::types::Json(tables): sqlx::types::Json<Vec<IntentTable>> =
+                row.try_get("tables")?;
+            Ok(PendingIntent {
+                intent_id: row.try_get("intent_id")?,
+                txn_group: row.try_get("txn_group")?,
+                tables,
+                principal: row.try_get("principal")?,
+            })
+        })
+        .collect()
+}
+
+/// Settles a commit as `done` or `failed`, saying why; only a pending one (a settled intent is
+/// never settled again).
+pub async fn settle_intent(
+    conn: &mut PgConnection,
+    intent_id: Uuid,
+    done: bool,
+    outcome: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE upstream_commit_intent SET state = $2, outcome = $3, settled_at = clock_timestamp() \
+         WHERE intent_id = $1 AND state = 'pending'",
+    )
+    .bind(intent_id)
+    .bind(if done { "done" } else { "failed" })
+    .bind(outcome)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,657 @@
+//! Intercepted commits (commitTable, transactions/commit) of an upstream warehouse: every commit
+//! the upstream acknowledges through floe is in floe's log exactly once, and no refused one.
+//!
+//! The protocol, per commit, under the change lock of every table it names (the advisory lock
+//! builtin commits take, so commits through floe to one table are forwarded one at a time, in the
+//! order they are logged). Steps 1 and 2 commit on their own (a failed forward must not undo a
+//! settlement); the locks are then taken again and held from step 3 to the end, and if the tables'
+//! rows or pending intents changed in between, steps 1 and 2 run again:
+//! 1. **Settle what is pending** for those tables (a crash, a timeout or a 5xx left an intent):
+//!    the upstream's current metadata says whether the intent's commit landed (`history`): the
+//!    file after the intent's `previous` was produced by its updates, or no file follows it.
+//! 2. **Catch up**: states of the table floe has not logged (a table first seen, commits made
+//!    directly at the upstream) are appended as `observe-table` entries, oldest first.
+//! 3. **Record the intent** (the request, the last known metadata location per table) in its own
+//!    committed transaction, so that it is durable before the request leaves.
+//! 4. **Forward**, and on the answer: 2xx appends the entries and settles the intent `done` in one
+//!    transaction; a 4xx ErrorModel settles it `failed`; anything else leaves it pending, for
+//!    step 1 of the next commit to the table, and answers CommitStateUnknownException.
+//!
+//! Why exactly once: an entry is appended only in the transaction that settles its pending
+//! intent (`settle_intent` changes only a pending row, and the lock keeps two settlers apart), and
+//! every intent is settled before its tables' next commit is forwarded. A crash before step 3's
+//! commit forwards nothing; between 3 and 4's commit leaves the intent for step 1.
+//!
+//! The protocol runs in a task of its own, so a client that hangs up does not cancel it midway.
+
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use bytes::Bytes;
+use iceberg::TableUpdate;
+use iceberg::spec::TableMetadata;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::client::UpstreamCatalog;
+use super::errors::UpstreamError;
+use super::forward::UpstreamPath;
+use super::history;
+use crate::catalog::{Catalog, Warehouse, paths};
+use crate::db::upstream::{self as db, IntentTable, PendingIntent, UpstreamTableRow};
+use crate::error::{CatalogError, CatalogResult};
+use crate::http::errors::ApiError;
+use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
+use crate::names::{NamespaceName, TableName};
+
+/// How often a commit catches up with its tables before it gives up (each time, another
+/// instance committed to them while this one's locks were released).
+const MAX_CATCH_UP_ATTEMPTS: u32 = 5;
+
+const TABLE_ROUTE: &str = "/v1/{prefix}/namespaces/{namespace}/tables/{table}";
+const TRANSACTION_ROUTE: &str = "/v1/{prefix}/transactions/commit";
+
+/// One table's part of a commit, as the client sent it.
+#[derive(Debug, Clone)]
+pub struct TableChanges {
+    pub table: TableName,
+    pub requirements: Value,
+    pub updates: Value,
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    namespace: Vec<String>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CommitTableRequest {
+    identifier: Option<Identifier>,
+    #[serde(default)]
+    requirements: Value,
+    #[serde(default)]
+    updates: Value,
+}
+
+#[derive(Deserialize)]
+struct CommitTransactionRequest {
+    #[serde(rename = "table-changes")]
+    table_changes: Vec<CommitTableRequest>,
+}
+
+/// A commit to forward: commitTable (`table` from the path) or transactions/commit.
+pub struct InterceptedCommit {
+    pub tables: Vec<TableChanges>,
+    /// Whether this is transactions/commit (its 204 answer carries no metadata).
+    pub transaction: bool,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+    pub principal: String,
+}
+
+impl InterceptedCommit {
+    /// Parses the request as the spec defines it; a body that is not one is a 400 and nothing
+    /// is forwarded.
+    pub fn parse(
+        path_table: Option<TableName>,
+        body: Bytes,
+        headers: HeaderMap,
+        principal: String,
+    ) -> CatalogResult<Self> {
+        let bad = |e: serde_json::Error| CatalogError::BadRequest(format!("invalid commit: {e}"));
+        let (requests, transaction) = match &path_table {
+            Some(_) => (
+                vec![serde_json::from_slice::<CommitTableRequest>(&body).map_err(bad)?],
+                false,
+            ),
+            None => (
+                serde_json::from_slice::<CommitTransactionRequest>(&body)
+                    .map_err(bad)?
+                    .table_changes,
+                true,
+            ),
+        };
+        let mut tables = Vec::new();
+        for request in requests {
+            let table = match (&path_table, request.identifier) {
+                (Some(table), _) => table.clone(),
+                (None, Some(id)) => TableName::new(NamespaceName::new(id.namespace)?, id.name)?,
+                (None, None) => {
+                    return Err(CatalogError::BadRequest(
+                        "every table change of a transaction needs its identifier".to_string(),
+                    ));
+                }
+            };
+            // The updates must be Iceberg table updates: the resolver replays them.
+            serde_json::from_value::<Vec<TableUpdate>>(request.updates.clone()).map_err(bad)?;
+            if tables.iter().any(|t: &TableChanges| t.table == table) {
+                return Err(CatalogError::BadRequest(format!(
+                    "table `{table}` appears twice in one transaction"
+                )));
+            }
+            tables.push(TableChanges {
+                table,
+                requirements: request.requirements,
+                updates: request.updates,
+            });
+        }
+        if tables.is_empty() {
+            return Err(CatalogError::BadRequest(
+                "a transaction with no table changes".to_string(),
+            ));
+        }
+        Ok(Self {
+            tables,
+            transaction,
+            body,
+            headers,
+            principal,
+        })
+    }
+}
+
+/// A table as the upstream serves it now.
+struct Current {
+    location: String,
+    metadata: TableMetadata,
+}
+
+impl UpstreamCatalog {
+    /// loadTable at the upstream; `None` when it has no such table.
+    async fn current(
+        &self,
+        table: &TableName,
+        headers: &HeaderMap,
+    ) -> Result<Option<Current>, UpstreamError> {
+        let namespace = table.namespace.levels().join("\u{1f}");
+        let params = [
+            ("namespace", namespace.as_str()),
+            ("table", table.name.as_str()),
+        ];
+        let path = UpstreamPath::new(TABLE_ROUTE, &params)
+            .map_err(|e| UpstreamError::InvalidAnswer(e.to_string()))?;
+        let (status, _, body) = self.call(Method::GET, &path, headers, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::InvalidAnswer(format!(
+                "loadTable answered {status}"
+            )));
+        }
+        #[derive(Deserialize)]
+        struct LoadTable {
+            #[serde(rename = "metadata-location")]
+            location: String,
+            metadata: TableMetadata,
+        }
+        let answer: LoadTable = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::InvalidAnswer(format!("loadTable: {e}")))?;
+        Ok(Some(Current {
+            location: answer.location,
+            metadata: answer.metadata,
+        }))
+    }
+
+    /// One call whose answer is read whole (bounded by the body limit).
+    async fn call(
+        &self,
+        method: Method,
+        path: &UpstreamPath,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let remote = self
+            .remote_config(headers.get(header::AUTHORIZATION))
+            .await?;
+        let url = self.endpoint(&path.with_prefix(remote.prefix()))?;
+        let mut sent = HeaderMap::new();
+        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+            if let Some(value) = headers.get(&name) {
+                sent.insert(name, value.clone());
+            }
+        }
+        let answer = self.send(method, url, sent, body).await?;
+        let bytes = answer
+            .body
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(e, self.timeout_ms()))?;
+        if bytes.len() > self.max_body_bytes() {
+            return Err(UpstreamError::InvalidAnswer(
+                "its answer is too large".to_string(),
+            ));
+        }
+        Ok((answer.status, answer.headers, bytes))
+    }
+}
+
+/// The answer to give the client.
+pub struct CommitAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Runs the protocol of the module doc for one commit.
+pub async fn intercept(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    upstream: &UpstreamCatalog,
+    commit: InterceptedCommit,
+) -> Result<CommitAnswer, ApiError> {
+    let failed = |err: UpstreamError| err.to_api_error(upstream.warehouse(), upstream.url(), true);
+    let names: Vec<&TableName> = commit.tables.iter().map(|t| &t.table).collect();
+    // Steps 1 and 2 are committed before the intent is recorded (a later step that fails must
+    // not undo a settlement), so the locks are taken again for step 4: if anything changed
+    // while they were released (another instance's commit), catch up again.
+    let mut caught_up: Option<Vec<Option<UpstreamTableRow>>> = None;
+    let mut attempts = 0;
+    let (mut tx, known) = loop {
+        attempts += 1;
+        if attempts > MAX_CATCH_UP_ATTEMPTS {
+            return Err(CatalogError::Unavailable(format!(
+                "the tables of this commit changed {MAX_CATCH_UP_ATTEMPTS} times while floe \
+                 caught up with them; retry"
+            ))
+            .into());
+        }
+        let mut tx = catalog.pool().begin().await.map_err(CatalogError::from)?;
+        crate::db::catalog::lock_table_names(&mut tx, wh.id, &names)
+            .await
+            .map_err(CatalogError::from)?;
+        let mut rows = Vec::new();
+        let mut pending = false;
+        for table in &names {
+            rows.push(
+                db::get_table(&mut tx, wh.id, table)
+                    .await
+                    .map_err(CatalogError::from)?,
+            );
+            pending |= !db::pending_intents(&mut tx, wh.id, table)
+                .await
+                .map_err(CatalogError::from)?
+                .is_empty();
+        }
+        if !pending && caught_up.as_ref() == Some(&rows) {
+            break (tx, rows);
+        }
+        let mut after = Vec::new();
+        for table in &names {
+            let current = upstream
+                .current(table, &commit.headers)
+                .await
+                .map_err(failed)?;
+            after.push(catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?);
+        }
+        tx.commit().await.map_err(CatalogError::from)?;
+        catalog.log_wake().committed();
+        caught_up = Some(after);
+    };
+    // Step 3.
+    let intent = PendingIntent {
+        intent_id: Uuid::now_v7(),
+        txn_group: Uuid::now_v7(),
+        tables: commit
+            .tables
+            .iter()
+            .zip(&known)
+            .map(|(changes, row)| IntentTable {
+                namespace: changes.table.namespace.levels().to_vec(),
+                name: changes.table.name.clone(),
+                previous: row.as_ref().map(|r| r.metadata_location.clone()),
+                requirements: changes.requirements.clone(),
+                updates: changes.updates.clone(),
+            })
+            .collect(),
+        principal: commit.principal.clone(),
+    };
+    db::record_intent(catalog.pool(), wh.id, &intent)
+        .await
+        .map_err(CatalogError::from)?;
+    // Step 4.
+    let path = if commit.transaction {
+        UpstreamPath::new(TRANSACTION_ROUTE, &[])?
+    } else {
+        let table = &commit.tables[0].table;
+        let namespace = table.namespace.levels().join("\u{1f}");
+        UpstreamPath::new(
+            TABLE_ROUTE,
+            &[
+                ("namespace", namespace.as_str()),
+                ("table", table.name.as_str()),
+            ],
+        )?
+    };
+    let (status, headers, body) = upstream
+        .call(
+            Method::POST,
+            &path,
+            &commit.headers,
+            Some(commit.body.clone()),
+        )
+        .await
+        .map_err(failed)?;
+    if status.is_client_error() {
+        db::settle_intent(
+            &mut tx,
+            intent.intent_id,
+            false,
+            &format!("the upstream answered {status}"),
+        )
+        .await
+        .map_err(CatalogError::from)?;
+        tx.commit().await.map_err(CatalogError::from)?;
+        return Ok(CommitAnswer {
+            status,
+            headers,
+            body,
+        });
+    }
+    if !status.is_success() {
+        // Left pending: the next commit to these tables settles it from the upstream's state.
+        return Err(failed(UpstreamError::InvalidAnswer(format!(
+            "the commit answered {status}"
+        ))));
+    }
+    for (changes, row) in commit.tables.iter().zip(&known) {
+        // commitTable's answer names the state it made; transactions/commit's 204 does not,
+        // so the table is read back (a commit made directly at the upstream in between would be
+        // taken for this one's: a known limit of the draft).
+        let current = match commit_answer(&body, commit.transaction) {
+            Some(current) => current,
+            None => upstream
+                .current(&changes.table, &commit.headers)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| {
+                    failed(UpstreamError::InvalidAnswer(format!(
+                        "table `{}` is gone after its commit",
+                        changes.table
+                    )))
+                })?,
+        };
+        let previous = row.as_ref().map(|r| r.metadata_location.as_str());
+        log_landed(
+            catalog,
+            wh,
+            &mut tx,
+            changes,
+            row.clone(),
+            previous,
+            &current,
+            &intent,
+        )
+        .await?;
+    }
+    db::settle_intent(&mut tx, intent.intent_id, true, "acknowledged")
+        .await
+        .map_err(CatalogError::from)?;
+    tx.commit().await.map_err(CatalogError::from)?;
+    catalog.log_wake().committed();
+    Ok(CommitAnswer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The state a commitTable answer (CommitTableResponse) names.
+fn commit_answer(body: &[u8], transaction: bool) -> Option<Current> {
+    #[derive(Deserialize)]
+    struct CommitTableResponse {
+        #[serde(rename = "metadata-location")]
+        location: String,
+        metadata: TableMetadata,
+    }
+    if transaction {
+        return None;
+    }
+    let answer: CommitTableResponse = serde_json::from_slice(body).ok()?;
+    Some(Current {
+        location: answer.location,
+        metadata: answer.metadata,
+    })
+}
+
+/// Steps 1 and 2 for one table: settles its pending intents and logs the states floe has not;
+/// returns the table's row as logged (`None`: the upstream has no such table).
+async fn catch_up(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    table: &TableName,
+    current: Option<&Current>,
+) -> Result<Option<UpstreamTableRow>, ApiError> {
+    let mut row = db::get_table(conn, wh.id, table)
+        .await
+        .map_err(CatalogError::from)?;
+    for intent in db::pending_intents(conn, wh.id, table)
+        .await
+        .map_err(CatalogError::from)?
+    {
+        let mine = intent
+            .tables
+            .iter()
+            .find(|t| t.namespace == table.namespace.levels() && t.name == table.name)
+            .cloned();
+        let landed = match (&mine, current) {
+            (Some(part), Some(current)) => match &part.previous {
+                Some(previous) => {
+                    match history::states_after(previous, &current.location, &current.metadata) {
+                        Some(after) if !after.is_empty() => {
+                            let before = catalog.load_metadata(wh, previous).await?;
+                            let next = catalog.load_metadata(wh, &after[0]).await?;
+                            let updates: Vec<TableUpdate> =
+                                serde_json::from_value(part.updates.clone()).unwrap_or_default();
+                            history::produced_by(&before.parsed, previous, updates, &next.parsed)
+                                .then(|| after[0].clone())
+                        }
+                        _ => None,
+                    }
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        match (landed, mine) {
+            (Some(location), Some(part)) => {
+                let changes = TableChanges {
+                    table: table.clone(),
+                    requirements: part.requirements.clone(),
+                    updates: part.updates.clone(),
+                };
+                let next = catalog.load_metadata(wh, &location).await?;
+                let state = Current {
+                    location,
+                    metadata: next.parsed.clone(),
+                };
+                let previous = row.as_ref().map(|r| r.metadata_location.clone());
+                row = Some(
+                    append_commit(
+                        catalog,
+                        wh,
+                        conn,
+                        &changes,
+                        row.clone(),
+                        previous.as_deref(),
+                        &state,
+                        &intent,
+                    )
+                    .await?,
+                );
+                db::settle_intent(conn, intent.intent_id, true, "found at the upstream")
+                    .await
+                    .map_err(CatalogError::from)?;
+            }
+            _ => {
+                db::settle_intent(conn, intent.intent_id, false, "not at the upstream")
+                    .await
+                    .map_err(CatalogError::from)?;
+            }
+        }
+    }
+    let Some(current) = current else {
+        return Ok(row);
+    };
+    let after = match &row {
+        Some(known) => history::states_after(
+            &known.metadata_location,
+            &current.location,
+            &current.metadata,
+        )
+        .unwrap_or_else(|| vec![current.location.clone()]),
+        // A table floe has not seen: its history as far back as the metadata-log goes.
+        None => history::all_states(&current.location, &current.metadata),
+    };
+    for location in after {
+        row = Some(observe(catalog, wh, conn, table, row, &location).await?);
+    }
+    Ok(row)
+}
+
+/// Logs the upstream's state at `location` as an `observe-table` entry.
+async fn observe(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    table: &TableName,
+    row: Option<UpstreamTableRow>,
+    location: &str,
+) -> Result<UpstreamTableRow, ApiError> {
+    paths::under_root(wh, "metadata location", location)?;
+    let metadata = catalog.load_metadata(wh, location).await?;
+    let next = next_row(row.as_ref(), metadata.parsed.uuid(), location);
+    let entry = NewEntry {
+        warehouse_id: wh.id,
+        txn_group: Uuid::now_v7(),
+        kind: EntryKind::ObserveTable,
+        namespace: table.namespace.levels().to_vec(),
+        table: Some(TableVersionRef {
+            table_id: next.table_id,
+            table_uuid: next.table_uuid,
+            name: table.name.clone(),
+            version: next.version,
+        }),
+        changes: json!([]),
+        requirements: json!([]),
+        metadata: Some(serde_json::to_value(&metadata.parsed).map_err(CatalogError::Encoding)?),
+        details: json!({}),
+        principal: "upstream".to_string(),
+        origin_region: catalog.region().to_string(),
+        previous_metadata_location: row.map(|r| r.metadata_location),
+        new_metadata_location: Some(location.to_string()),
+    };
+    log::append(conn, &[entry])
+        .await
+        .map_err(CatalogError::from)?;
+    db::put_table(conn, wh.id, table, &next)
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(next)
+}
+
+/// The commit landed at `current`: logs the states before it that floe missed, then the commit.
+#[allow(clippy::too_many_arguments)]
+async fn log_landed(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    changes: &TableChanges,
+    mut row: Option<UpstreamTableRow>,
+    previous: Option<&str>,
+    current: &Current,
+    intent: &PendingIntent,
+) -> Result<(), ApiError> {
+    let replaced = current
+        .metadata
+        .metadata_log()
+        .last()
+        .map(|m| m.metadata_file.clone());
+    if let (Some(replaced), Some(previous)) = (&replaced, previous)
+        && replaced != previous
+    {
+        for location in history::states_after(
+            previous,
+            replaced,
+            &catalog.load_metadata(wh, replaced).await?.parsed,
+        )
+        .unwrap_or_else(|| vec![replaced.clone()])
+        {
+            row = Some(observe(catalog, wh, conn, &changes.table, row, &location).await?);
+        }
+    }
+    let before = row.as_ref().map(|r| r.metadata_location.clone());
+    append_commit(
+        catalog,
+        wh,
+        conn,
+        changes,
+        row,
+        before.as_deref(),
+        current,
+        intent,
+    )
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append_commit(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    changes: &TableChanges,
+    row: Option<UpstreamTableRow>,
+    previous: Option<&str>,
+    current: &Current,
+    intent: &PendingIntent,
+) -> Result<UpstreamTableRow, ApiError> {
+    paths::under_root(wh, "metadata location", &current.location)?;
+    let created = row.is_none();
+    let next = next_row(row.as_ref(), current.metadata.uuid(), &current.location);
+    let entry = NewEntry {
+        warehouse_id: wh.id,
+        txn_group: intent.txn_group,
+        kind: if created {
+            EntryKind::CreateTable
+        } else {
+            EntryKind::CommitTable
+        },
+        namespace: changes.table.namespace.levels().to_vec(),
+        table: Some(TableVersionRef {
+            table_id: next.table_id,
+            table_uuid: next.table_uuid,
+            name: changes.table.name.clone(),
+            version: next.version,
+        }),
+        changes: changes.updates.clone(),
+        requirements: changes.requirements.clone(),
+        metadata: created
+            .then(|| serde_json::to_value(&current.metadata))
+            .transpose()
+            .map_err(CatalogError::Encoding)?,
+        details: json!({}),
+        principal: intent.principal.clone(),
+        origin_region: catalog.region().to_string(),
+        previous_metadata_location: previous.map(str::to_string),
+        new_metadata_location: Some(current.location.clone()),
+    };
+    log::append(conn, &[entry])
+        .await
+        .map_err(CatalogError::from)?;
+    db::put_table(conn, wh.id, &changes.table, &next)
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(next)
+}
+
+fn next_row(row: Option<&UpstreamTableRow>, table_uuid: Uuid, location: &str) -> UpstreamTableRow {
+    UpstreamTableRow {
+        table_id: row.map_or_else(Uuid::now_v7, |r| r.table_id),
+        table_uuid,
+        version: row.map_or(1, |r| r.version + 1),
+        metadata_location: location.to_string(),
+    }
+}
