@@ -470,9 +470,9 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
     );
     let mut floe = common::region::Region::start_with("r1", &[], None, &lake).await;
     let lake_url = |path: &str| format!("{}/v1/lake{path}", floe.base);
-    let (status, _) =
+    let (status, body) =
         common::region::post(lake_url("/namespaces"), json!({"namespace": ["ns"]})).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     let (status, _) = common::region::post(
         lake_url("/namespaces/ns/tables"),
         json!({"name": "t", "schema": common::simple_schema()}),
@@ -687,7 +687,11 @@ async fn relay_one(
         held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::future::pending::<()>().await;
     }
-    client.write_all(&answer).await?;
+    // Tell the client too that the connection closes, so it does not reuse it for a next request.
+    let status_line_end = answer.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
+    client.write_all(&answer[..status_line_end]).await?;
+    client.write_all(b"Connection: close\r\n").await?;
+    client.write_all(&answer[status_line_end..]).await?;
     client.shutdown().await
 }
 

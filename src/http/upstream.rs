@@ -88,7 +88,6 @@ async fn forward(
     }
     upstream
         .forward(Forwarded {
-            commit: false,
             method: parts.method,
             route,
             params,

@@ -151,6 +151,15 @@ impl InterceptedCommit {
     }
 }
 
+/// The upstream path of a table's endpoint (loadTable, commitTable).
+fn table_path(table: &TableName) -> CatalogResult<UpstreamPath> {
+    let namespace = table.namespace.levels().join("\u{1f}");
+    UpstreamPath::new(
+        TABLE_ROUTE,
+        &[("namespace", &namespace), ("table", &table.name)],
+    )
+}
+
 /// A table as the upstream serves it now.
 struct Current {
     location: String,
@@ -164,13 +173,7 @@ impl UpstreamCatalog {
         table: &TableName,
         headers: &HeaderMap,
     ) -> Result<Option<Current>, UpstreamError> {
-        let namespace = table.namespace.levels().join("\u{1f}");
-        let params = [
-            ("namespace", namespace.as_str()),
-            ("table", table.name.as_str()),
-        ];
-        let path = UpstreamPath::new(TABLE_ROUTE, &params)
-            .map_err(|e| UpstreamError::InvalidAnswer(e.to_string()))?;
+        let path = table_path(table).map_err(|e| UpstreamError::InvalidAnswer(e.to_string()))?;
         let (status, _, body) = self.call(Method::GET, &path, headers, None).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -314,15 +317,7 @@ pub async fn intercept(
     let path = if commit.transaction {
         UpstreamPath::new(TRANSACTION_ROUTE, &[])?
     } else {
-        let table = &commit.tables[0].table;
-        let namespace = table.namespace.levels().join("\u{1f}");
-        UpstreamPath::new(
-            TABLE_ROUTE,
-            &[
-                ("namespace", namespace.as_str()),
-                ("table", table.name.as_str()),
-            ],
-        )?
+        table_path(&commit.tables[0].table)?
     };
     let (status, headers, body) = upstream
         .call(

@@ -70,8 +70,6 @@ pub struct Forwarded<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: bytes::Bytes,
-    /// A commit: an unknown outcome is reported as CommitStateUnknownException.
-    pub commit: bool,
 }
 
 /// The path of a request at the upstream, its names checked and encoded; the upstream's prefix
@@ -139,8 +137,7 @@ impl UpstreamPath {
 impl UpstreamCatalog {
     /// Forwards `request` and answers as the upstream did (see the module doc).
     pub async fn forward(&self, request: Forwarded<'_>) -> ApiResult<Response> {
-        let failed =
-            |err: UpstreamError| err.to_api_error(self.warehouse(), self.url(), request.commit);
+        let failed = |err: UpstreamError| err.to_api_error(self.warehouse(), self.url(), false);
         let path = UpstreamPath::new(request.route, request.params)?;
         let remote = self
             .remote_config(request.headers.get(header::AUTHORIZATION))
