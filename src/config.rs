@@ -389,10 +389,19 @@ pub struct UpstreamSettings {
     /// How long one call to the upstream may take before the client gets 504.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+    /// How often floe visits every table of the upstream to find commits that bypassed it
+    /// (`upstream::observer`); 0 turns the poll off (loadTable answers and commits through floe
+    /// still catch up).
+    #[serde(default = "default_upstream_poll_interval_ms")]
+    pub poll_interval_ms: u64,
 }
 
 fn default_upstream_timeout_ms() -> u64 {
     30_000
+}
+
+fn default_upstream_poll_interval_ms() -> u64 {
+    60_000
 }
 
 /// How floe authenticates to an upstream catalog.

@@ -16,6 +16,7 @@ use crate::db;
 use crate::http::{self, AppState};
 use crate::log::wake::LogNotifier;
 use crate::replication::{Replicator, ReplicatorHandle};
+use crate::upstream::observer::UpstreamObserver;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -40,6 +41,7 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     replicator: Option<ReplicatorHandle>,
     purges: PurgeWorker,
+    observer: UpstreamObserver,
     notifier: LogNotifier,
 }
 
@@ -54,6 +56,7 @@ impl RunningServer {
             replicator.stop().await;
         }
         self.purges.stop().await;
+        self.observer.stop().await;
         let _ = self.shutdown.send(());
         let _ = self.task.await;
         self.notifier.stop().await;
@@ -73,6 +76,7 @@ impl RunningServer {
             mut task,
             replicator,
             purges,
+            observer,
             notifier,
             ..
         } = self;
@@ -95,6 +99,7 @@ impl RunningServer {
                 replicator.stop().await;
             }
             purges.stop().await;
+            observer.stop().await;
             let _ = task.await;
             notifier.stop().await;
             catalog.pool().close().await;
@@ -171,6 +176,7 @@ pub async fn start_with_pool(
         Duration::from_millis(settings.replication.poll_interval_ms.max(100)),
         settings.replication.lease_seconds,
     );
+    let observer = UpstreamObserver::spawn(catalog.clone());
     let notifier = LogNotifier::spawn(catalog.log_wake().clone(), catalog.pool().clone());
     Ok(RunningServer {
         addr,
@@ -179,6 +185,7 @@ pub async fn start_with_pool(
         task,
         replicator,
         purges,
+        observer,
         notifier,
     })
 }

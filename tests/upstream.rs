@@ -23,6 +23,8 @@ fn upstream_settings(url: &str) -> UpstreamSettings {
         client_secret: None,
         scope: None,
         timeout_ms: 5_000,
+        // Off unless a test turns it on: it would catch up tables at times a test does not set.
+        poll_interval_ms: 0,
     }
 }
 
@@ -241,7 +243,12 @@ async fn commits_through_floe_are_logged_once_each_in_order() {
         .await;
     bad.expect(400);
 
-    let log = lake_log(&floe).await;
+    // (`u`'s create is logged too, as the observer sees it pass through.)
+    let log: Vec<Value> = lake_log(&floe)
+        .await
+        .into_iter()
+        .filter(|e| e["table-name"] == "t")
+        .collect();
     let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -371,6 +378,198 @@ async fn commits_that_bypass_floe_are_logged_as_observed() {
         );
     }
     assert_eq!(log[5]["changes"][0]["updates"]["via"], "floe again");
+}
+
+/// The log of warehouse `lake` once it holds `len` entries (waiting up to 20 s).
+async fn lake_log_of_len(floe: &TestFloe, len: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = lake_log(floe).await;
+        if log.len() >= len || std::time::Instant::now() > deadline {
+            assert_eq!(log.len(), len, "{log:#?}");
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A call made directly at the upstream, past floe; its answer's JSON.
+async fn direct(
+    upstream: &JavaCatalog,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", upstream.url));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status();
+    let text = answer.text().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Namespace `ns` and table `ns.t` made directly at the upstream; the create's answer.
+async fn direct_create(upstream: &JavaCatalog) -> Value {
+    let namespace = json!({"namespace": ["ns"]});
+    direct(
+        upstream,
+        reqwest::Method::POST,
+        "/v1/namespaces",
+        Some(namespace),
+    )
+    .await;
+    let table = json!({"name": "t", "schema": common::simple_schema()});
+    direct(
+        upstream,
+        reqwest::Method::POST,
+        "/v1/namespaces/ns/tables",
+        Some(table),
+    )
+    .await
+}
+
+fn actions(entry: &Value) -> Vec<&str> {
+    entry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect()
+}
+
+/// With no commit through floe at all, the poll finds what writers did at the upstream directly:
+/// a new table (with the changes that made it), its commits (the changes derived from the
+/// metadata before and after), and its drop, in order.
+#[tokio::test]
+async fn the_poll_logs_what_writers_did_past_floe() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let mut settings = upstream_settings(&upstream.url);
+    settings.poll_interval_ms = 200;
+    let floe = floe_in_front_of(settings, upstream.warehouse.path()).await;
+    let created = direct_create(&upstream).await;
+    let log = lake_log_of_len(&floe, 1).await;
+    assert_eq!(log[0]["kind"], "observe-table", "{log:#?}");
+    assert_eq!(log[0]["table-name"], "t");
+    assert_eq!(
+        log[0]["new-metadata-location"],
+        created["metadata-location"]
+    );
+    for action in [
+        "assign-uuid",
+        "add-schema",
+        "set-current-schema",
+        "set-location",
+    ] {
+        assert!(
+            actions(&log[0]).contains(&action),
+            "{action}: {}",
+            log[0]["changes"]
+        );
+    }
+
+    let committed = direct(
+        &upstream,
+        reqwest::Method::POST,
+        "/v1/namespaces/ns/tables/t",
+        Some(set_property("direct", "1")),
+    )
+    .await;
+    let log = lake_log_of_len(&floe, 2).await;
+    assert_chained(&log);
+    assert_eq!(log[1]["kind"], "observe-table");
+    assert_eq!(
+        log[1]["new-metadata-location"],
+        committed["metadata-location"]
+    );
+    assert_eq!(
+        log[1]["changes"],
+        json!([{"action": "set-properties", "updates": {"direct": "1"}}]),
+        "{}",
+        log[1]
+    );
+
+    direct(
+        &upstream,
+        reqwest::Method::DELETE,
+        "/v1/namespaces/ns/tables/t",
+        None,
+    )
+    .await;
+    let log = lake_log_of_len(&floe, 3).await;
+    assert_eq!(log[2]["kind"], "drop-table", "{log:#?}");
+    assert_eq!(log[2]["table-version"], 3);
+    assert_eq!(log[2]["table-id"], log[0]["table-id"]);
+    assert_eq!(
+        log[2]["previous-metadata-location"],
+        committed["metadata-location"]
+    );
+    assert_eq!(log[2]["principal"], "upstream");
+    // Nothing more happens, and nothing more is logged.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(lake_log(&floe).await.len(), 3);
+}
+
+/// With the poll off, what passes through floe is enough: a loadTable answer naming a state floe
+/// has not logged makes it catch up (the states before it included), and a drop or a create
+/// forwarded through floe is logged; a loadTable of a state already logged adds nothing.
+#[tokio::test]
+async fn what_passes_through_floe_is_observed() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
+    direct_create(&upstream).await;
+    direct(
+        &upstream,
+        reqwest::Method::POST,
+        "/v1/namespaces/ns/tables/t",
+        Some(set_property("direct", "1")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        lake_log(&floe).await.is_empty(),
+        "logged before anything passed through"
+    );
+
+    let loaded = floe
+        .get("/v1/lake/namespaces/ns/tables/t")
+        .await
+        .expect(200);
+    let log = lake_log_of_len(&floe, 2).await;
+    assert_chained(&log);
+    assert_eq!(log[1]["new-metadata-location"], loaded["metadata-location"]);
+    floe.get("/v1/lake/namespaces/ns/tables/t")
+        .await
+        .expect(200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        lake_log(&floe).await.len(),
+        2,
+        "a load of a logged state was logged"
+    );
+
+    floe.delete("/v1/lake/namespaces/ns/tables/t")
+        .await
+        .expect(204);
+    let log = lake_log_of_len(&floe, 3).await;
+    assert_eq!(log[2]["kind"], "drop-table", "{log:#?}");
+
+    floe.post(
+        "/v1/lake/namespaces/ns/tables",
+        json!({"name": "u", "schema": common::simple_schema()}),
+    )
+    .await
+    .expect(200);
+    let log = lake_log_of_len(&floe, 4).await;
+    assert_eq!(log[3]["kind"], "observe-table", "{log:#?}");
+    assert_eq!(log[3]["table-name"], "u");
+    assert_eq!(log[3]["table-version"], 1);
 }
 
 /// A commit whose answer floe never saw (the connection to the upstream broke after the commit

@@ -156,3 +156,50 @@ pub async fn settle_intent(
     .await?;
     Ok(())
 }
+
+/// Forgets a table the upstream no longer serves (its drop is logged with this).
+pub async fn delete_table(conn: &mut PgConnection, table_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM upstream_table WHERE table_id = $1")
+        .bind(table_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether a commit naming `table` is still pending.
+pub async fn has_pending_intents(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    table: &TableName,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM upstream_commit_intent \
+         WHERE warehouse_id = $1 AND state = 'pending' AND tables @> $2)",
+    )
+    .bind(warehouse_id)
+    .bind(serde_json::json!([{"namespace": table.namespace.levels(), "name": table.name}]))
+    .fetch_one(conn)
+    .await
+}
+
+/// Every table of the warehouse floe has logged.
+pub async fn list_tables(pool: &PgPool, warehouse_id: Uuid) -> sqlx::Result<Vec<TableName>> {
+    let rows = sqlx::query(
+        "SELECT namespace, name FROM upstream_table WHERE warehouse_id = $1 ORDER BY namespace, name",
+    )
+    .bind(warehouse_id)
+    .fetch_all(pool)
+    .await?;
+    let mut tables = Vec::new();
+    for row in rows {
+        let levels: Vec<String> = row.try_get("namespace")?;
+        let name: String = row.try_get("name")?;
+        // Rows were written from validated names; one that no longer validates is skipped.
+        if let Ok(table) =
+            crate::names::NamespaceName::new(levels).and_then(|ns| TableName::new(ns, name))
+        {
+            tables.push(table);
+        }
+    }
+    Ok(tables)
+}

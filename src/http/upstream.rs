@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -20,21 +20,16 @@ use super::AppState;
 use super::auth::Principal;
 use super::errors::ApiError;
 use crate::names::{NamespaceName, TableName};
-use crate::upstream::UpstreamCatalog;
 use crate::upstream::commit::{self, InterceptedCommit};
 use crate::upstream::forward::Forwarded;
+use crate::upstream::{UpstreamCatalog, observer};
 
 /// The routes of the Iceberg API that are under a warehouse's prefix.
 const UNDER_PREFIX: &str = "/v1/{prefix}/";
 
 /// Whether a route commits table changes (see the module doc).
 pub fn is_commit(method: &Method, route: &str) -> bool {
-    *method == Method::POST
-        && matches!(
-            route,
-            "/v1/{prefix}/namespaces/{namespace}/tables/{table}"
-                | "/v1/{prefix}/transactions/commit"
-        )
+    *method == Method::POST && matches!(route, TABLE_ROUTE | "/v1/{prefix}/transactions/commit")
 }
 
 pub async fn dispatch(
@@ -86,16 +81,95 @@ async fn forward(
     if is_commit(&parts.method, route) {
         return intercept(state, upstream, params, parts, body).await;
     }
-    upstream
+    let changed = changed_tables(&parts.method, route, params, &body);
+    let answer = upstream
         .forward(Forwarded {
-            method: parts.method,
+            method: parts.method.clone(),
             route,
             params,
             query: parts.uri.query(),
             headers: &parts.headers,
             body,
         })
-        .await
+        .await?;
+    if !answer.status().is_success() {
+        return Ok(answer);
+    }
+    let authorization = parts.headers.get(header::AUTHORIZATION);
+    if parts.method == Method::GET
+        && route == TABLE_ROUTE
+        && let Some(table) = path_table(params)
+    {
+        return Ok(observer::watch_load_table(
+            answer,
+            upstream.clone(),
+            table,
+            authorization.cloned(),
+            upstream.max_body_bytes(),
+        ));
+    }
+    for table in changed {
+        upstream.observations().note(table, None, authorization);
+    }
+    Ok(answer)
+}
+
+const TABLE_ROUTE: &str = "/v1/{prefix}/namespaces/{namespace}/tables/{table}";
+
+/// The table a route's path names, if it names one floe can serve.
+fn path_table(params: &[(&str, &str)]) -> Option<TableName> {
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let namespace = NamespaceName::from_url_segment(param("namespace")?).ok()?;
+    TableName::new(namespace, param("table")?.to_string()).ok()
+}
+
+/// The tables a forwarded request changes without a commit (create, register, drop, rename):
+/// once it succeeds, each is a hint for the warehouse's observer (`upstream::observer`).
+fn changed_tables(
+    method: &Method,
+    route: &str,
+    params: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<TableName> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Identifier {
+        namespace: Vec<String>,
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Rename {
+        source: Identifier,
+        destination: Identifier,
+    }
+    let named = |body: &[u8]| {
+        let name = serde_json::from_slice::<Named>(body).ok()?.name;
+        let param = |key: &str| params.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let namespace = NamespaceName::from_url_segment(param("namespace")?).ok()?;
+        TableName::new(namespace, name).ok()
+    };
+    let identified =
+        |id: Identifier| TableName::new(NamespaceName::new(id.namespace).ok()?, id.name).ok();
+    match (method.as_str(), route) {
+        ("POST", "/v1/{prefix}/namespaces/{namespace}/tables")
+        | ("POST", "/v1/{prefix}/namespaces/{namespace}/register") => {
+            named(body).into_iter().collect()
+        }
+        ("DELETE", TABLE_ROUTE) => path_table(params).into_iter().collect(),
+        ("POST", "/v1/{prefix}/tables/rename") => serde_json::from_slice::<Rename>(body)
+            .ok()
+            .map(|rename| {
+                [rename.source, rename.destination]
+                    .into_iter()
+                    .filter_map(identified)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// A commit, run through the intercepted-commit protocol in a task of its own (a client that

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use bytes::Bytes;
 use tokio::sync::OnceCell;
 use url::Url;
 
 use super::auth::UpstreamAuth;
 use super::config::RemoteConfig;
 use super::errors::UpstreamError;
+use super::forward::UpstreamPath;
+use super::observer::Observations;
 use crate::config::UpstreamSettings;
 
 #[derive(Debug)]
@@ -23,6 +26,9 @@ pub struct UpstreamCatalog {
     auth: UpstreamAuth,
     http: reqwest::Client,
     timeout_ms: u64,
+    poll_interval_ms: u64,
+    /// Hints for the warehouse's observer (`observer`).
+    observations: Observations,
     /// The largest request body forwarded (floe's `max_body_bytes`).
     max_body_bytes: usize,
     remote: OnceCell<RemoteConfig>,
@@ -60,6 +66,8 @@ impl UpstreamCatalog {
             auth: UpstreamAuth::from_settings(settings),
             http,
             timeout_ms: settings.timeout_ms,
+            poll_interval_ms: settings.poll_interval_ms,
+            observations: Observations::default(),
             max_body_bytes,
             remote: OnceCell::new(),
         })
@@ -80,6 +88,15 @@ impl UpstreamCatalog {
 
     pub fn timeout_ms(&self) -> u64 {
         self.timeout_ms
+    }
+
+    pub fn poll_interval_ms(&self) -> u64 {
+        self.poll_interval_ms
+    }
+
+    /// Where what passes through leaves hints of changed tables.
+    pub fn observations(&self) -> &Observations {
+        &self.observations
     }
 
     /// The upstream's `/v1/config` for this warehouse, asked on first use (so floe starts while
@@ -141,5 +158,51 @@ impl UpstreamCatalog {
             headers: answer.headers().clone(),
             body: answer,
         })
+    }
+
+    /// One call whose answer is read whole, up to the body limit; `query` is percent-encoded
+    /// here. Of `headers`, only those a catalog call carries are sent.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &UpstreamPath,
+        query: &[(&str, &str)],
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let remote = self
+            .remote_config(headers.get(header::AUTHORIZATION))
+            .await?;
+        let mut url = self.endpoint(&path.with_prefix(remote.prefix()))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut sent = HeaderMap::new();
+        for name in [
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+        ] {
+            if let Some(value) = headers.get(&name) {
+                sent.insert(name, value.clone());
+            }
+        }
+        let mut answer = self.send(method, url, sent, body).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = answer
+            .body
+            .chunk()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(e, self.timeout_ms))?
+        {
+            if bytes.len() + chunk.len() > self.max_body_bytes {
+                return Err(UpstreamError::InvalidAnswer(format!(
+                    "its answer is larger than {} bytes",
+                    self.max_body_bytes
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((answer.status, answer.headers, Bytes::from(bytes)))
     }
 }

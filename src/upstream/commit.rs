@@ -24,40 +24,29 @@
 //!
 //! The protocol runs in a task of its own, so a client that hangs up does not cancel it midway.
 
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
 use iceberg::TableUpdate;
 use iceberg::spec::TableMetadata;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use sqlx::PgConnection;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::client::UpstreamCatalog;
 use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
-use super::history;
-use crate::catalog::{Catalog, Warehouse, paths};
+use super::table_log::{Current, TableChanges, catch_up, log_landed, table_path};
+use crate::catalog::{Catalog, Warehouse};
 use crate::db::upstream::{self as db, IntentTable, PendingIntent, UpstreamTableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::http::errors::ApiError;
-use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::names::{NamespaceName, TableName};
 
 /// How often a commit catches up with its tables before it gives up (each time, another
 /// instance committed to them while this one's locks were released).
 const MAX_CATCH_UP_ATTEMPTS: u32 = 5;
 
-const TABLE_ROUTE: &str = "/v1/{prefix}/namespaces/{namespace}/tables/{table}";
 const TRANSACTION_ROUTE: &str = "/v1/{prefix}/transactions/commit";
-
-/// One table's part of a commit, as the client sent it.
-#[derive(Debug, Clone)]
-pub struct TableChanges {
-    pub table: TableName,
-    pub requirements: Value,
-    pub updates: Value,
-}
 
 #[derive(Deserialize)]
 struct Identifier {
@@ -148,85 +137,6 @@ impl InterceptedCommit {
             headers,
             principal,
         })
-    }
-}
-
-/// The upstream path of a table's endpoint (loadTable, commitTable).
-fn table_path(table: &TableName) -> CatalogResult<UpstreamPath> {
-    let namespace = table.namespace.levels().join("\u{1f}");
-    UpstreamPath::new(
-        TABLE_ROUTE,
-        &[("namespace", &namespace), ("table", &table.name)],
-    )
-}
-
-/// A table as the upstream serves it now.
-struct Current {
-    location: String,
-    metadata: TableMetadata,
-}
-
-impl UpstreamCatalog {
-    /// loadTable at the upstream; `None` when it has no such table.
-    async fn current(
-        &self,
-        table: &TableName,
-        headers: &HeaderMap,
-    ) -> Result<Option<Current>, UpstreamError> {
-        let path = table_path(table).map_err(|e| UpstreamError::InvalidAnswer(e.to_string()))?;
-        let (status, _, body) = self.call(Method::GET, &path, headers, None).await?;
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(UpstreamError::InvalidAnswer(format!(
-                "loadTable answered {status}"
-            )));
-        }
-        #[derive(Deserialize)]
-        struct LoadTable {
-            #[serde(rename = "metadata-location")]
-            location: String,
-            metadata: TableMetadata,
-        }
-        let answer: LoadTable = serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::InvalidAnswer(format!("loadTable: {e}")))?;
-        Ok(Some(Current {
-            location: answer.location,
-            metadata: answer.metadata,
-        }))
-    }
-
-    /// One call whose answer is read whole (bounded by the body limit).
-    async fn call(
-        &self,
-        method: Method,
-        path: &UpstreamPath,
-        headers: &HeaderMap,
-        body: Option<Bytes>,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
-        let remote = self
-            .remote_config(headers.get(header::AUTHORIZATION))
-            .await?;
-        let url = self.endpoint(&path.with_prefix(remote.prefix()))?;
-        let mut sent = HeaderMap::new();
-        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-            if let Some(value) = headers.get(&name) {
-                sent.insert(name, value.clone());
-            }
-        }
-        let answer = self.send(method, url, sent, body).await?;
-        let bytes = answer
-            .body
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::from_reqwest(e, self.timeout_ms()))?;
-        if bytes.len() > self.max_body_bytes() {
-            return Err(UpstreamError::InvalidAnswer(
-                "its answer is too large".to_string(),
-            ));
-        }
-        Ok((answer.status, answer.headers, bytes))
     }
 }
 
@@ -323,6 +233,7 @@ pub async fn intercept(
         .call(
             Method::POST,
             &path,
+            &[],
             &commit.headers,
             Some(commit.body.clone()),
         )
@@ -408,245 +319,4 @@ fn commit_answer(body: &[u8], transaction: bool) -> Option<Current> {
         location: answer.location,
         metadata: answer.metadata,
     })
-}
-
-/// Steps 1 and 2 for one table: settles its pending intents and logs the states floe has not;
-/// returns the table's row as logged (`None`: the upstream has no such table).
-async fn catch_up(
-    catalog: &Catalog,
-    wh: &Warehouse,
-    conn: &mut PgConnection,
-    table: &TableName,
-    current: Option<&Current>,
-) -> Result<Option<UpstreamTableRow>, ApiError> {
-    let mut row = db::get_table(conn, wh.id, table)
-        .await
-        .map_err(CatalogError::from)?;
-    for intent in db::pending_intents(conn, wh.id, table)
-        .await
-        .map_err(CatalogError::from)?
-    {
-        let mine = intent
-            .tables
-            .iter()
-            .find(|t| t.namespace == table.namespace.levels() && t.name == table.name)
-            .cloned();
-        let landed = match (&mine, current) {
-            (Some(part), Some(current)) => match &part.previous {
-                Some(previous) => {
-                    match history::states_after(previous, &current.location, &current.metadata) {
-                        Some(after) if !after.is_empty() => {
-                            let before = catalog.load_metadata(wh, previous).await?;
-                            let next = catalog.load_metadata(wh, &after[0]).await?;
-                            let updates: Vec<TableUpdate> =
-                                serde_json::from_value(part.updates.clone()).unwrap_or_default();
-                            history::produced_by(&before.parsed, previous, updates, &next.parsed)
-                                .then(|| after[0].clone())
-                        }
-                        _ => None,
-                    }
-                }
-                None => None,
-            },
-            _ => None,
-        };
-        match (landed, mine) {
-            (Some(location), Some(part)) => {
-                let changes = TableChanges {
-                    table: table.clone(),
-                    requirements: part.requirements.clone(),
-                    updates: part.updates.clone(),
-                };
-                let next = catalog.load_metadata(wh, &location).await?;
-                let state = Current {
-                    location,
-                    metadata: next.parsed.clone(),
-                };
-                let previous = row.as_ref().map(|r| r.metadata_location.clone());
-                row = Some(
-                    append_commit(
-                        catalog,
-                        wh,
-                        conn,
-                        &changes,
-                        row.clone(),
-                        previous.as_deref(),
-                        &state,
-                        &intent,
-                    )
-                    .await?,
-                );
-                db::settle_intent(conn, intent.intent_id, true, "found at the upstream")
-                    .await
-                    .map_err(CatalogError::from)?;
-            }
-            _ => {
-                db::settle_intent(conn, intent.intent_id, false, "not at the upstream")
-                    .await
-                    .map_err(CatalogError::from)?;
-            }
-        }
-    }
-    let Some(current) = current else {
-        return Ok(row);
-    };
-    let after = match &row {
-        Some(known) => history::states_after(
-            &known.metadata_location,
-            &current.location,
-            &current.metadata,
-        )
-        .unwrap_or_else(|| vec![current.location.clone()]),
-        // A table floe has not seen: its history as far back as the metadata-log goes.
-        None => history::all_states(&current.location, &current.metadata),
-    };
-    for location in after {
-        row = Some(observe(catalog, wh, conn, table, row, &location).await?);
-    }
-    Ok(row)
-}
-
-/// Logs the upstream's state at `location` as an `observe-table` entry.
-async fn observe(
-    catalog: &Catalog,
-    wh: &Warehouse,
-    conn: &mut PgConnection,
-    table: &TableName,
-    row: Option<UpstreamTableRow>,
-    location: &str,
-) -> Result<UpstreamTableRow, ApiError> {
-    paths::under_root(wh, "metadata location", location)?;
-    let metadata = catalog.load_metadata(wh, location).await?;
-    let next = next_row(row.as_ref(), metadata.parsed.uuid(), location);
-    let entry = NewEntry {
-        warehouse_id: wh.id,
-        txn_group: Uuid::now_v7(),
-        kind: EntryKind::ObserveTable,
-        namespace: table.namespace.levels().to_vec(),
-        table: Some(TableVersionRef {
-            table_id: next.table_id,
-            table_uuid: next.table_uuid,
-            name: table.name.clone(),
-            version: next.version,
-        }),
-        changes: json!([]),
-        requirements: json!([]),
-        metadata: Some(serde_json::to_value(&metadata.parsed).map_err(CatalogError::Encoding)?),
-        details: json!({}),
-        principal: "upstream".to_string(),
-        origin_region: catalog.region().to_string(),
-        previous_metadata_location: row.map(|r| r.metadata_location),
-        new_metadata_location: Some(location.to_string()),
-    };
-    log::append(conn, &[entry])
-        .await
-        .map_err(CatalogError::from)?;
-    db::put_table(conn, wh.id, table, &next)
-        .await
-        .map_err(CatalogError::from)?;
-    Ok(next)
-}
-
-/// The commit landed at `current`: logs the states before it that floe missed, then the commit.
-#[allow(clippy::too_many_arguments)]
-async fn log_landed(
-    catalog: &Catalog,
-    wh: &Warehouse,
-    conn: &mut PgConnection,
-    changes: &TableChanges,
-    mut row: Option<UpstreamTableRow>,
-    previous: Option<&str>,
-    current: &Current,
-    intent: &PendingIntent,
-) -> Result<(), ApiError> {
-    let replaced = current
-        .metadata
-        .metadata_log()
-        .last()
-        .map(|m| m.metadata_file.clone());
-    if let (Some(replaced), Some(previous)) = (&replaced, previous)
-        && replaced != previous
-    {
-        for location in history::states_after(
-            previous,
-            replaced,
-            &catalog.load_metadata(wh, replaced).await?.parsed,
-        )
-        .unwrap_or_else(|| vec![replaced.clone()])
-        {
-            row = Some(observe(catalog, wh, conn, &changes.table, row, &location).await?);
-        }
-    }
-    let before = row.as_ref().map(|r| r.metadata_location.clone());
-    append_commit(
-        catalog,
-        wh,
-        conn,
-        changes,
-        row,
-        before.as_deref(),
-        current,
-        intent,
-    )
-    .await?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn append_commit(
-    catalog: &Catalog,
-    wh: &Warehouse,
-    conn: &mut PgConnection,
-    changes: &TableChanges,
-    row: Option<UpstreamTableRow>,
-    previous: Option<&str>,
-    current: &Current,
-    intent: &PendingIntent,
-) -> Result<UpstreamTableRow, ApiError> {
-    paths::under_root(wh, "metadata location", &current.location)?;
-    let created = row.is_none();
-    let next = next_row(row.as_ref(), current.metadata.uuid(), &current.location);
-    let entry = NewEntry {
-        warehouse_id: wh.id,
-        txn_group: intent.txn_group,
-        kind: if created {
-            EntryKind::CreateTable
-        } else {
-            EntryKind::CommitTable
-        },
-        namespace: changes.table.namespace.levels().to_vec(),
-        table: Some(TableVersionRef {
-            table_id: next.table_id,
-            table_uuid: next.table_uuid,
-            name: changes.table.name.clone(),
-            version: next.version,
-        }),
-        changes: changes.updates.clone(),
-        requirements: changes.requirements.clone(),
-        metadata: created
-            .then(|| serde_json::to_value(&current.metadata))
-            .transpose()
-            .map_err(CatalogError::Encoding)?,
-        details: json!({}),
-        principal: intent.principal.clone(),
-        origin_region: catalog.region().to_string(),
-        previous_metadata_location: previous.map(str::to_string),
-        new_metadata_location: Some(current.location.clone()),
-    };
-    log::append(conn, &[entry])
-        .await
-        .map_err(CatalogError::from)?;
-    db::put_table(conn, wh.id, &changes.table, &next)
-        .await
-        .map_err(CatalogError::from)?;
-    Ok(next)
-}
-
-fn next_row(row: Option<&UpstreamTableRow>, table_uuid: Uuid, location: &str) -> UpstreamTableRow {
-    UpstreamTableRow {
-        table_id: row.map_or_else(Uuid::now_v7, |r| r.table_id),
-        table_uuid,
-        version: row.map_or(1, |r| r.version + 1),
-        metadata_location: location.to_string(),
-    }
 }

@@ -19,9 +19,12 @@ pub mod auth;
 pub mod client;
 pub mod commit;
 pub mod config;
+pub mod diff;
 pub mod errors;
 pub mod forward;
 pub mod history;
+pub mod observer;
+pub mod table_log;
 
 pub use client::UpstreamCatalog;
 pub use errors::UpstreamError;

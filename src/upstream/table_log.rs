@@ -1,0 +1,392 @@
+//! What floe logs of an upstream warehouse's tables: the states it reads from the upstream, and
+//! the commits it forwarded, appended to the update log in the order the upstream made them.
+//!
+//! Both `commit` (before and after forwarding a commit) and `observer` (after a loadTable, a
+//! create, a drop or a rename passes through, and on its poll) bring a table's log up to the
+//! upstream's state with [`catch_up`], always under the table's change lock and with the state
+//! the upstream serves *now* (read under that lock), for two reasons:
+//!
+//! - **The log never goes back.** The state caught up to is read after the lock is taken, and no
+//!   floe commit to the table can be in flight while it is held (commits hold it from forwarding
+//!   to logging), so that state is at least as new as the last logged one; an answer a client saw
+//!   earlier is only ever a hint to look. The states in between are those the new state's
+//!   metadata-log lists after the logged one (`history::states_after`), or, when the log no
+//!   longer names it (`previous-versions-max` dropped it), the new state alone.
+//! - **A pending intent is settled from a current state.** Whether a commit whose answer was lost
+//!   landed is decided from the upstream's state after it, never from an older answer.
+//!
+//! A table the upstream no longer serves is logged as dropped (`drop-table`, principal
+//! `upstream`) and forgotten, so a table made again under that name starts a new history.
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use iceberg::TableUpdate;
+use iceberg::spec::TableMetadata;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::client::UpstreamCatalog;
+use super::errors::UpstreamError;
+use super::forward::UpstreamPath;
+use super::{diff, history};
+use crate::catalog::{Catalog, Warehouse, paths};
+use crate::db::upstream::{self as db, PendingIntent, UpstreamTableRow};
+use crate::error::{CatalogError, CatalogResult};
+use crate::http::errors::ApiError;
+use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
+use crate::names::TableName;
+
+const TABLE_ROUTE: &str = "/v1/{prefix}/namespaces/{namespace}/tables/{table}";
+
+/// One table's part of a commit, as the client sent it.
+#[derive(Debug, Clone)]
+pub struct TableChanges {
+    pub table: TableName,
+    pub requirements: Value,
+    pub updates: Value,
+}
+
+/// The upstream path of a table's endpoint (loadTable, commitTable).
+pub(super) fn table_path(table: &TableName) -> CatalogResult<UpstreamPath> {
+    let namespace = table.namespace.levels().join("\u{1f}");
+    UpstreamPath::new(
+        TABLE_ROUTE,
+        &[("namespace", &namespace), ("table", &table.name)],
+    )
+}
+
+/// A table as the upstream serves it now.
+pub(super) struct Current {
+    pub(super) location: String,
+    pub(super) metadata: TableMetadata,
+}
+
+impl UpstreamCatalog {
+    /// loadTable at the upstream; `None` when it has no such table.
+    pub(super) async fn current(
+        &self,
+        table: &TableName,
+        headers: &HeaderMap,
+    ) -> Result<Option<Current>, UpstreamError> {
+        let path = table_path(table).map_err(|e| UpstreamError::InvalidAnswer(e.to_string()))?;
+        let (status, _, body) = self.call(Method::GET, &path, &[], headers, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::InvalidAnswer(format!(
+                "loadTable answered {status}"
+            )));
+        }
+        #[derive(Deserialize)]
+        struct LoadTable {
+            #[serde(rename = "metadata-location")]
+            location: String,
+            metadata: TableMetadata,
+        }
+        let answer: LoadTable = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::InvalidAnswer(format!("loadTable: {e}")))?;
+        Ok(Some(Current {
+            location: answer.location,
+            metadata: answer.metadata,
+        }))
+    }
+}
+
+/// Steps 1 and 2 for one table: settles its pending intents and logs the states floe has not;
+/// returns the table's row as logged (`None`: the upstream has no such table).
+pub(super) async fn catch_up(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    table: &TableName,
+    current: Option<&Current>,
+) -> Result<Option<UpstreamTableRow>, ApiError> {
+    let mut row = db::get_table(conn, wh.id, table)
+        .await
+        .map_err(CatalogError::from)?;
+    for intent in db::pending_intents(conn, wh.id, table)
+        .await
+        .map_err(CatalogError::from)?
+    {
+        let mine = intent
+            .tables
+            .iter()
+            .find(|t| t.namespace == table.namespace.levels() && t.name == table.name)
+            .cloned();
+        let landed = match (&mine, current) {
+            (Some(part), Some(current)) => match &part.previous {
+                Some(previous) => {
+                    match history::states_after(previous, &current.location, &current.metadata) {
+                        Some(after) if !after.is_empty() => {
+                            let before = catalog.load_metadata(wh, previous).await?;
+                            let next = catalog.load_metadata(wh, &after[0]).await?;
+                            let updates: Vec<TableUpdate> =
+                                serde_json::from_value(part.updates.clone()).unwrap_or_default();
+                            history::produced_by(&before.parsed, previous, updates, &next.parsed)
+                                .then(|| after[0].clone())
+                        }
+                        _ => None,
+                    }
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        match (landed, mine) {
+            (Some(location), Some(part)) => {
+                let changes = TableChanges {
+                    table: table.clone(),
+                    requirements: part.requirements.clone(),
+                    updates: part.updates.clone(),
+                };
+                let next = catalog.load_metadata(wh, &location).await?;
+                let state = Current {
+                    location,
+                    metadata: next.parsed.clone(),
+                };
+                let previous = row.as_ref().map(|r| r.metadata_location.clone());
+                row = Some(
+                    append_commit(
+                        catalog,
+                        wh,
+                        conn,
+                        &changes,
+                        row.clone(),
+                        previous.as_deref(),
+                        &state,
+                        &intent,
+                    )
+                    .await?,
+                );
+                db::settle_intent(conn, intent.intent_id, true, "found at the upstream")
+                    .await
+                    .map_err(CatalogError::from)?;
+            }
+            _ => {
+                db::settle_intent(conn, intent.intent_id, false, "not at the upstream")
+                    .await
+                    .map_err(CatalogError::from)?;
+            }
+        }
+    }
+    let Some(current) = current else {
+        if let Some(gone) = row {
+            log_dropped(catalog, wh, conn, table, gone).await?;
+        }
+        return Ok(None);
+    };
+    let after = match &row {
+        Some(known) => history::states_after(
+            &known.metadata_location,
+            &current.location,
+            &current.metadata,
+        )
+        .unwrap_or_else(|| vec![current.location.clone()]),
+        // A table floe has not seen: its history as far back as the metadata-log goes.
+        None => history::all_states(&current.location, &current.metadata),
+    };
+    for location in after {
+        row = Some(observe(catalog, wh, conn, table, row, &location).await?);
+    }
+    Ok(row)
+}
+
+/// Logs the upstream's state at `location` as an `observe-table` entry.
+async fn observe(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    table: &TableName,
+    row: Option<UpstreamTableRow>,
+    location: &str,
+) -> Result<UpstreamTableRow, ApiError> {
+    paths::under_root(wh, "metadata location", location)?;
+    let metadata = catalog.load_metadata(wh, location).await?;
+    let next = next_row(row.as_ref(), metadata.parsed.uuid(), location);
+    // The changes from the state before; a previous file the upstream has since deleted leaves
+    // them unknown (the entry still carries the whole metadata).
+    let (changes, details) = match &row {
+        None => (diff::changes_between(None, &metadata.parsed), json!({})),
+        Some(known) => match catalog.load_metadata(wh, &known.metadata_location).await {
+            Ok(before) => (
+                diff::changes_between(Some(&before.parsed), &metadata.parsed),
+                json!({}),
+            ),
+            Err(err) => (
+                Vec::new(),
+                json!({ "changes-unknown": format!("the previous metadata is unreadable: {err}") }),
+            ),
+        },
+    };
+    let entry = NewEntry {
+        warehouse_id: wh.id,
+        txn_group: Uuid::now_v7(),
+        kind: EntryKind::ObserveTable,
+        namespace: table.namespace.levels().to_vec(),
+        table: Some(TableVersionRef {
+            table_id: next.table_id,
+            table_uuid: next.table_uuid,
+            name: table.name.clone(),
+            version: next.version,
+        }),
+        changes: Value::Array(changes),
+        requirements: json!([]),
+        metadata: Some(serde_json::to_value(&metadata.parsed).map_err(CatalogError::Encoding)?),
+        details,
+        principal: "upstream".to_string(),
+        origin_region: catalog.region().to_string(),
+        previous_metadata_location: row.map(|r| r.metadata_location),
+        new_metadata_location: Some(location.to_string()),
+    };
+    log::append(conn, &[entry])
+        .await
+        .map_err(CatalogError::from)?;
+    db::put_table(conn, wh.id, table, &next)
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(next)
+}
+
+/// Logs that the upstream no longer serves `table` and forgets it.
+async fn log_dropped(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    table: &TableName,
+    gone: UpstreamTableRow,
+) -> Result<(), ApiError> {
+    let entry = NewEntry {
+        warehouse_id: wh.id,
+        txn_group: Uuid::now_v7(),
+        kind: EntryKind::DropTable,
+        namespace: table.namespace.levels().to_vec(),
+        table: Some(TableVersionRef {
+            table_id: gone.table_id,
+            table_uuid: gone.table_uuid,
+            name: table.name.clone(),
+            version: gone.version + 1,
+        }),
+        changes: json!([]),
+        requirements: json!([]),
+        metadata: None,
+        // Whether the upstream purged the files is not known; floe's replicas keep theirs.
+        details: json!({ "purge": false, "observed": true }),
+        principal: "upstream".to_string(),
+        origin_region: catalog.region().to_string(),
+        previous_metadata_location: Some(gone.metadata_location),
+        new_metadata_location: None,
+    };
+    log::append(conn, &[entry])
+        .await
+        .map_err(CatalogError::from)?;
+    db::delete_table(conn, gone.table_id)
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(())
+}
+
+/// The commit landed at `current`: logs the states before it that floe missed, then the commit.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn log_landed(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    changes: &TableChanges,
+    mut row: Option<UpstreamTableRow>,
+    previous: Option<&str>,
+    current: &Current,
+    intent: &PendingIntent,
+) -> Result<(), ApiError> {
+    let replaced = current
+        .metadata
+        .metadata_log()
+        .last()
+        .map(|m| m.metadata_file.clone());
+    if let (Some(replaced), Some(previous)) = (&replaced, previous)
+        && replaced != previous
+    {
+        for location in history::states_after(
+            previous,
+            replaced,
+            &catalog.load_metadata(wh, replaced).await?.parsed,
+        )
+        .unwrap_or_else(|| vec![replaced.clone()])
+        {
+            row = Some(observe(catalog, wh, conn, &changes.table, row, &location).await?);
+        }
+    }
+    let before = row.as_ref().map(|r| r.metadata_location.clone());
+    append_commit(
+        catalog,
+        wh,
+        conn,
+        changes,
+        row,
+        before.as_deref(),
+        current,
+        intent,
+    )
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append_commit(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    conn: &mut PgConnection,
+    changes: &TableChanges,
+    row: Option<UpstreamTableRow>,
+    previous: Option<&str>,
+    current: &Current,
+    intent: &PendingIntent,
+) -> Result<UpstreamTableRow, ApiError> {
+    paths::under_root(wh, "metadata location", &current.location)?;
+    let created = row.is_none();
+    let next = next_row(row.as_ref(), current.metadata.uuid(), &current.location);
+    let entry = NewEntry {
+        warehouse_id: wh.id,
+        txn_group: intent.txn_group,
+        kind: if created {
+            EntryKind::CreateTable
+        } else {
+            EntryKind::CommitTable
+        },
+        namespace: changes.table.namespace.levels().to_vec(),
+        table: Some(TableVersionRef {
+            table_id: next.table_id,
+            table_uuid: next.table_uuid,
+            name: changes.table.name.clone(),
+            version: next.version,
+        }),
+        changes: changes.updates.clone(),
+        requirements: changes.requirements.clone(),
+        metadata: created
+            .then(|| serde_json::to_value(&current.metadata))
+            .transpose()
+            .map_err(CatalogError::Encoding)?,
+        details: json!({}),
+        principal: intent.principal.clone(),
+        origin_region: catalog.region().to_string(),
+        previous_metadata_location: previous.map(str::to_string),
+        new_metadata_location: Some(current.location.clone()),
+    };
+    log::append(conn, &[entry])
+        .await
+        .map_err(CatalogError::from)?;
+    db::put_table(conn, wh.id, &changes.table, &next)
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(next)
+}
+
+fn next_row(row: Option<&UpstreamTableRow>, table_uuid: Uuid, location: &str) -> UpstreamTableRow {
+    UpstreamTableRow {
+        table_id: row.map_or_else(Uuid::now_v7, |r| r.table_id),
+        table_uuid,
+        version: row.map_or(1, |r| r.version + 1),
+        metadata_location: location.to_string(),
+    }
+}
