@@ -21,10 +21,7 @@ async fn replicated(
     snapshots: usize,
     max_manifest_bytes: u64,
 ) -> (TestFloe, TestFloe, SnapshotWriter) {
-    let url = common::new_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = common::settings(&url, dir.path());
-    settings.region = "primary".to_string();
+    let (mut settings, dir) = common::region_settings("primary", &[]).await;
     settings.replication.poll_interval_ms = 100;
     settings.replication.retry_base_ms = 20;
     settings.replication.retry_max_ms = 200;

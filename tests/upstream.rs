@@ -572,6 +572,167 @@ async fn what_passes_through_floe_is_observed() {
     assert_eq!(log[3]["table-version"], 1);
 }
 
+const REPLICA_TOKEN: &str = "lake-to-replica-token";
+
+/// The replication status of `lake.db.<table>` once every destination has applied the source's
+/// version and `done` holds for the replica's copy (waiting up to 30 s).
+async fn wait_replicated(
+    primary: &TestFloe,
+    replica: &TestFloe,
+    table: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let status_path = format!("/management/v1/tables/lake/db/{table}/replication");
+    let copy_path = format!("/v1/wh/namespaces/db/tables/{table}");
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = primary.get(&status_path).await.expect(200);
+        if common::replication_completed(&last) {
+            let copy = replica.get(&copy_path).await;
+            if copy.status == 200 && done(&copy.body) {
+                return copy.body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replication did not complete: {last}");
+}
+
+/// An upstream warehouse replicates as a builtin one does: a rule on it backfills what floe has
+/// logged, commits through floe and commits past it follow, the data files are copied with
+/// their paths rewritten, and the replica is read-only.
+#[tokio::test]
+async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let replica = TestFloe::start_region("replica", &[("primary", REPLICA_TOKEN)]).await;
+    let (mut settings, own) = common::region_settings("primary", &[]).await;
+    let mut lake = WarehouseSettings::builtin(
+        "lake",
+        format!("file://{}", upstream.warehouse.path().display()),
+    );
+    lake.backend = Backend::Upstream;
+    let mut upstream_config = upstream_settings(&upstream.url);
+    upstream_config.poll_interval_ms = 200;
+    lake.upstream = Some(upstream_config);
+    settings.warehouses.push(lake);
+    let primary = TestFloe::start_with(settings, own).await;
+    primary
+        .put(
+            "/management/v1/peers/replica",
+            json!({
+                "region": "replica",
+                "base-url": replica.server.base_url(),
+                "credential": REPLICA_TOKEN,
+                "warehouses": [{ "warehouse": "wh", "storage-root": replica.warehouse_root() }]
+            }),
+        )
+        .await
+        .expect(200);
+
+    primary
+        .post("/v1/lake/namespaces", json!({"namespace": ["db"]}))
+        .await
+        .expect(200);
+    primary
+        .post(
+            "/v1/lake/namespaces/db/tables",
+            json!({"name": "events", "schema": common::simple_schema()}),
+        )
+        .await
+        .expect(200);
+    let mut files = floe::bench::files::SnapshotWriter::default();
+    let append = async |files: &mut floe::bench::files::SnapshotWriter| {
+        let mut loaded = primary
+            .get("/v1/lake/namespaces/db/tables/events")
+            .await
+            .expect(200);
+        // The reference catalog writes -1 for "no current snapshot".
+        if loaded["metadata"]["current-snapshot-id"] == -1 {
+            loaded["metadata"]["current-snapshot-id"] = Value::Null;
+        }
+        let next = common::prepare_append(&loaded, files, &common::host_files(), 2, 4096).await;
+        primary
+            .post("/v1/lake/namespaces/db/tables/events", next.body)
+            .await
+            .expect(200);
+        next.snapshot_id
+    };
+    let set_owner_directly = async |owner: &str| {
+        let path = "/v1/namespaces/db/tables/events";
+        direct(
+            &upstream,
+            reqwest::Method::POST,
+            path,
+            Some(set_property("owner", owner)),
+        )
+        .await
+    };
+    let first = append(&mut files).await;
+    set_owner_directly("ops").await;
+
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({"warehouse": "lake", "destinations": [{"peer": "replica", "warehouse": "wh"}]}),
+        )
+        .await
+        .expect(201);
+    let copy = wait_replicated(&primary, &replica, "events", |copy| {
+        copy["metadata"]["properties"]["owner"] == "ops"
+    })
+    .await;
+    let (_, source) = upstream_get(&upstream, "/v1/namespaces/db/tables/events").await;
+    assert_eq!(
+        copy["metadata"]["table-uuid"],
+        source["metadata"]["table-uuid"]
+    );
+    assert_eq!(copy["metadata"]["current-snapshot-id"], first);
+    assert!(
+        copy["metadata"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with(&replica.warehouse_root()),
+        "{}",
+        copy["metadata"]["location"]
+    );
+
+    // The tail: a commit through floe and one past it reach the replica without any action.
+    let newest = append(&mut files).await;
+    set_owner_directly("data").await;
+    let copy = wait_replicated(&primary, &replica, "events", |copy| {
+        copy["metadata"]["properties"]["owner"] == "data"
+    })
+    .await;
+    assert_eq!(copy["metadata"]["current-snapshot-id"], newest);
+    assert_eq!(common::snapshot_ids(&copy).len(), 2);
+    let parquet = common::files_under(replica.warehouse_dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    assert_eq!(parquet, 4, "2 snapshots x 2 data files copied");
+    let source_root = upstream.warehouse.path().display().to_string();
+    let leaks = common::iceberg_files::files_mentioning(replica.warehouse_dir.path(), &source_root);
+    assert!(leaks.is_empty(), "replica files name the source: {leaks:?}");
+
+    let refused = replica
+        .post(
+            "/v1/wh/namespaces/db/tables/events",
+            set_property("owner", "replica"),
+        )
+        .await;
+    assert_eq!(
+        refused.error_type(),
+        "ForbiddenException",
+        "{}",
+        refused.body
+    );
+    refused.expect(403);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
 /// A commit whose answer floe never saw (the connection to the upstream broke after the commit
 /// went out, as when floe is killed there) is settled from the upstream's state before the
 /// table's next commit: logged once when the upstream applied it, not at all when it never

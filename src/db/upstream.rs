@@ -1,5 +1,6 @@
-//! SQL for upstream warehouses (migrations/0018): the tables floe has logged and the commits it
-//! forwards. The protocol these serve is in `upstream::commit`.
+//! SQL for upstream warehouses (migrations/0018, 0019): the tables floe has logged (rows of
+//! `iceberg_table`, as builtin tables are) and the commits it forwards. The protocol these
+//! serve is in `upstream::commit` and `upstream::table_log`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,8 +24,9 @@ pub async fn get_table(
     table: &TableName,
 ) -> sqlx::Result<Option<UpstreamTableRow>> {
     let row = sqlx::query(
-        "SELECT table_id, table_uuid, version, metadata_location FROM upstream_table \
-         WHERE warehouse_id = $1 AND namespace = $2 AND name = $3",
+        "SELECT t.table_id, t.table_uuid, t.version, t.metadata_location \
+         FROM iceberg_table t JOIN namespace n USING (namespace_id) \
+         WHERE n.warehouse_id = $1 AND n.levels = $2 AND t.name = $3",
     )
     .bind(warehouse_id)
     .bind(table.namespace.levels())
@@ -42,27 +44,41 @@ pub async fn get_table(
     .transpose()
 }
 
-/// Records the table's state after entries up to `row.version` (inserted at its first entry).
+/// Records the table's state after entries up to `row.version`: its row is inserted at its
+/// first entry (in its namespace's row, made then), then moved on. `location` is the table
+/// location of that state's metadata.
 pub async fn put_table(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
     table: &TableName,
     row: &UpstreamTableRow,
+    location: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO upstream_table (table_id, warehouse_id, namespace, name, table_uuid, version, \
-             metadata_location) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (table_id) DO UPDATE SET table_uuid = EXCLUDED.table_uuid, \
-             version = EXCLUDED.version, metadata_location = EXCLUDED.metadata_location, \
-             updated_at = now()",
+    let namespace_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO namespace (namespace_id, warehouse_id, levels) VALUES ($1, $2, $3) \
+         ON CONFLICT (warehouse_id, levels) DO UPDATE SET levels = EXCLUDED.levels \
+         RETURNING namespace_id",
     )
-    .bind(row.table_id)
+    .bind(Uuid::now_v7())
     .bind(warehouse_id)
     .bind(table.namespace.levels())
-    .bind(&table.name)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO iceberg_table (table_id, table_uuid, warehouse_id, namespace_id, name, \
+             metadata_location, version, location) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (table_id) DO UPDATE SET table_uuid = EXCLUDED.table_uuid, \
+             version = EXCLUDED.version, metadata_location = EXCLUDED.metadata_location, \
+             location = EXCLUDED.location, updated_at = now()",
+    )
+    .bind(row.table_id)
     .bind(row.table_uuid)
-    .bind(row.version)
+    .bind(warehouse_id)
+    .bind(namespace_id)
+    .bind(&table.name)
     .bind(&row.metadata_location)
+    .bind(row.version)
+    .bind(super::catalog::location_key(location))
     .execute(conn)
     .await?;
     Ok(())
@@ -159,7 +175,7 @@ pub async fn settle_intent(
 
 /// Forgets a table the upstream no longer serves (its drop is logged with this).
 pub async fn delete_table(conn: &mut PgConnection, table_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM upstream_table WHERE table_id = $1")
+    sqlx::query("DELETE FROM iceberg_table WHERE table_id = $1")
         .bind(table_id)
         .execute(conn)
         .await?;
@@ -185,7 +201,8 @@ pub async fn has_pending_intents(
 /// Every table of the warehouse floe has logged.
 pub async fn list_tables(pool: &PgPool, warehouse_id: Uuid) -> sqlx::Result<Vec<TableName>> {
     let rows = sqlx::query(
-        "SELECT namespace, name FROM upstream_table WHERE warehouse_id = $1 ORDER BY namespace, name",
+        "SELECT n.levels AS namespace, t.name FROM iceberg_table t JOIN namespace n \
+         USING (namespace_id) WHERE t.warehouse_id = $1 ORDER BY n.levels, t.name",
     )
     .bind(warehouse_id)
     .fetch_all(pool)

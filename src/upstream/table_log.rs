@@ -205,20 +205,12 @@ async fn observe(
     paths::under_root(wh, "metadata location", location)?;
     let metadata = catalog.load_metadata(wh, location).await?;
     let next = next_row(row.as_ref(), metadata.parsed.uuid(), location);
-    // The changes from the state before; a previous file the upstream has since deleted leaves
-    // them unknown (the entry still carries the whole metadata).
-    let (changes, details) = match &row {
-        None => (diff::changes_between(None, &metadata.parsed), json!({})),
-        Some(known) => match catalog.load_metadata(wh, &known.metadata_location).await {
-            Ok(before) => (
-                diff::changes_between(Some(&before.parsed), &metadata.parsed),
-                json!({}),
-            ),
-            Err(err) => (
-                Vec::new(),
-                json!({ "changes-unknown": format!("the previous metadata is unreadable: {err}") }),
-            ),
-        },
+    // A previous file the upstream has since deleted leaves the changes unknown (the entry still
+    // carries the whole metadata).
+    let (changes, details) = match changes_since(catalog, wh, row.as_ref(), &metadata.parsed).await
+    {
+        Ok(changes) => (changes, json!({})),
+        Err(unknown) => (Vec::new(), json!({ "changes-unknown": unknown })),
     };
     let entry = NewEntry {
         warehouse_id: wh.id,
@@ -243,7 +235,7 @@ async fn observe(
     log::append(conn, &[entry])
         .await
         .map_err(CatalogError::from)?;
-    db::put_table(conn, wh.id, table, &next)
+    db::put_table(conn, wh.id, table, &next, metadata.parsed.location())
         .await
         .map_err(CatalogError::from)?;
     Ok(next)
@@ -361,7 +353,12 @@ async fn append_commit(
             name: changes.table.name.clone(),
             version: next.version,
         }),
-        changes: changes.updates.clone(),
+        // As the builtin catalog logs a commit: the changes it made, canonical (`diff`), or the
+        // client's updates when the state before cannot be read any more.
+        changes: match changes_since(catalog, wh, row.as_ref(), &current.metadata).await {
+            Ok(derived) => Value::Array(derived),
+            Err(_) => changes.updates.clone(),
+        },
         requirements: changes.requirements.clone(),
         metadata: created
             .then(|| serde_json::to_value(&current.metadata))
@@ -376,10 +373,34 @@ async fn append_commit(
     log::append(conn, &[entry])
         .await
         .map_err(CatalogError::from)?;
-    db::put_table(conn, wh.id, &changes.table, &next)
-        .await
-        .map_err(CatalogError::from)?;
+    db::put_table(
+        conn,
+        wh.id,
+        &changes.table,
+        &next,
+        current.metadata.location(),
+    )
+    .await
+    .map_err(CatalogError::from)?;
     Ok(next)
+}
+
+/// The changes from the logged state `row` (`None`: no table yet) to `after`; `Err` says why
+/// they cannot be known (the file of the logged state is unreadable).
+async fn changes_since(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    row: Option<&UpstreamTableRow>,
+    after: &TableMetadata,
+) -> Result<Vec<Value>, String> {
+    let Some(known) = row else {
+        return Ok(diff::changes_between(None, after));
+    };
+    let before = catalog
+        .load_metadata(wh, &known.metadata_location)
+        .await
+        .map_err(|e| format!("the previous metadata is unreadable: {e}"))?;
+    Ok(diff::changes_between(Some(&before.parsed), after))
 }
 
 fn next_row(row: Option<&UpstreamTableRow>, table_uuid: Uuid, location: &str) -> UpstreamTableRow {

@@ -75,6 +75,29 @@ pub fn settings(database_url: &str, warehouse_root: &std::path::Path) -> Setting
     }
 }
 
+/// The settings of [`TestFloe::start_region`], on a fresh database and warehouse directory,
+/// for a test to change before it starts the region.
+pub async fn region_settings(
+    region: &str,
+    accept: &[(&str, &str)],
+) -> (Settings, tempfile::TempDir) {
+    let url = new_database().await;
+    let warehouse_dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&url, warehouse_dir.path());
+    settings.region = region.to_string();
+    settings.replication.poll_interval_ms = 200;
+    settings.replication.retry_base_ms = 50;
+    settings.replication.retry_max_ms = 1_000;
+    settings.replication.accept = accept
+        .iter()
+        .map(|(region, token)| floe::config::AcceptedPeer {
+            region: region.to_string(),
+            token: (*token).into(),
+        })
+        .collect();
+    (settings, warehouse_dir)
+}
+
 /// floe on a fresh database and warehouse.
 pub struct TestFloe {
     pub server: RunningServer,
@@ -138,20 +161,7 @@ impl TestFloe {
                 .with_test_writer()
                 .try_init();
         }
-        let url = new_database().await;
-        let warehouse_dir = tempfile::tempdir().unwrap();
-        let mut settings = settings(&url, warehouse_dir.path());
-        settings.region = region.to_string();
-        settings.replication.poll_interval_ms = 200;
-        settings.replication.retry_base_ms = 50;
-        settings.replication.retry_max_ms = 1_000;
-        settings.replication.accept = accept
-            .iter()
-            .map(|(region, token)| floe::config::AcceptedPeer {
-                region: region.to_string(),
-                token: (*token).into(),
-            })
-            .collect();
+        let (settings, warehouse_dir) = region_settings(region, accept).await;
         Self::start_with(settings, warehouse_dir).await
     }
 
