@@ -68,6 +68,11 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
                     .await??;
             cluster.ensure_database(DEV_DATABASE).await?;
             cluster.ensure_database(DEV_REPLICA_DATABASE).await?;
+            // For psql, and for tools a developer runs beside floe on the same server.
+            eprintln!(
+                "floe dev: PostgreSQL at {} (the replica region's database: {DEV_REPLICA_DATABASE})",
+                cluster.url(DEV_DATABASE)
+            );
             settings.database_url = Some(cluster.url(DEV_DATABASE).into());
             replica_database = Some(cluster.url(DEV_REPLICA_DATABASE));
             Some(cluster)
