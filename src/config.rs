@@ -396,6 +396,24 @@ pub struct UpstreamSettings {
     pub poll_interval_ms: u64,
 }
 
+impl UpstreamSettings {
+    /// The catalog at `url`, with the client's own credentials passed through and the defaults.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            warehouse: None,
+            auth: UpstreamAuthMode::PassThrough,
+            token: None,
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            scope: None,
+            timeout_ms: default_upstream_timeout_ms(),
+            poll_interval_ms: default_upstream_poll_interval_ms(),
+        }
+    }
+}
+
 fn default_upstream_timeout_ms() -> u64 {
     30_000
 }

@@ -106,6 +106,26 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// What floe adds in front of an upstream catalog: commits and loadTable, direct and through
+    /// floe, in alternating rounds.
+    Proxy {
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds of each scenario per path.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Start the Apache Iceberg reference catalog with this `run.sh`
+        /// (../shared/tools/java-catalog/run.sh) on the benchmark's PostgreSQL.
+        #[arg(long)]
+        java_catalog: Option<PathBuf>,
+        /// Or measure a running upstream catalog at this base URL...
+        #[arg(long, conflicts_with = "java_catalog", requires = "upstream_root")]
+        upstream: Option<String>,
+        /// ... whose tables' files are under this root.
+        #[arg(long, requires = "upstream")]
+        upstream_root: Option<String>,
+    },
     /// Replication's file copies against an S3-compatible server (s3s-fs), against `aws s3 cp`.
     S3Copy {
         /// The s3s-fs binary (default: ~/.cargo/bin/s3s-fs).
@@ -210,6 +230,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Auth { seconds }) => {
             floe::bench::auth::run_auth(floe::bench::auth::AuthBenchOptions { seconds }).await?;
+        }
+        Command::Bench(Bench::Proxy {
+            seconds,
+            rounds,
+            java_catalog,
+            upstream,
+            upstream_root,
+        }) => {
+            let options = floe::bench::proxy::ProxyBenchOptions {
+                seconds,
+                rounds,
+                java_catalog,
+                upstream,
+                upstream_root,
+            };
+            floe::bench::proxy::run_proxy(options).await?;
         }
         Command::Bench(Bench::S3Copy {
             s3s_fs,

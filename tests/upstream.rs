@@ -14,17 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn upstream_settings(url: &str) -> UpstreamSettings {
     UpstreamSettings {
-        url: url.to_string(),
-        warehouse: None,
-        auth: UpstreamAuthMode::PassThrough,
-        token: None,
-        token_url: None,
-        client_id: None,
-        client_secret: None,
-        scope: None,
         timeout_ms: 5_000,
         // Off unless a test turns it on: it would catch up tables at times a test does not set.
         poll_interval_ms: 0,
+        ..UpstreamSettings::new(url)
     }
 }
 
@@ -249,7 +242,7 @@ async fn commits_through_floe_are_logged_once_each_in_order() {
         .into_iter()
         .filter(|e| e["table-name"] == "t")
         .collect();
-    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds = kinds(&log);
     assert_eq!(
         kinds,
         [
@@ -352,7 +345,7 @@ async fn commits_that_bypass_floe_are_logged_as_observed() {
     .expect(200);
 
     let log = lake_log(&floe).await;
-    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds = kinds(&log);
     assert_eq!(
         kinds,
         [
@@ -429,6 +422,11 @@ async fn direct_create(upstream: &JavaCatalog) -> Value {
         Some(table),
     )
     .await
+}
+
+/// The kinds of the entries, in order.
+fn kinds(log: &[Value]) -> Vec<&str> {
+    log.iter().map(|e| e["kind"].as_str().unwrap()).collect()
 }
 
 fn actions(entry: &Value) -> Vec<&str> {
@@ -733,6 +731,43 @@ async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
     replica.server.stop().await;
 }
 
+/// floe in front of `upstream` through a relay (whose mode a test sets), with table `ns.t`
+/// made through it.
+async fn floe_with_table_behind_relay(upstream: &JavaCatalog) -> (Relay, TestFloe) {
+    let relay = Relay::start(&upstream.url).await;
+    let floe = floe_in_front_of(upstream_settings(&relay.url), upstream.warehouse.path()).await;
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    let table = json!({"name": "t", "schema": common::simple_schema()});
+    floe.post("/v1/lake/namespaces/ns/tables", table)
+        .await
+        .expect(200);
+    (relay, floe)
+}
+
+/// Commits `k = value` to `ns.t` through floe with the upstream's answer lost on its way back:
+/// the client is told the outcome is unknown; returns the upstream's loadTable after it.
+async fn commit_with_answer_lost(
+    relay: &Relay,
+    floe: &TestFloe,
+    upstream: &JavaCatalog,
+    value: &str,
+) -> Value {
+    relay.set(RelayMode::LoseCommitAnswers);
+    let lost = floe
+        .post("/v1/lake/namespaces/ns/tables/t", set_property("k", value))
+        .await;
+    assert_eq!(
+        lost.error_type(),
+        "CommitStateUnknownException",
+        "{:?}",
+        lost.body
+    );
+    assert!(lost.status.is_server_error(), "{:?}", lost.body);
+    upstream_get(upstream, "/v1/namespaces/ns/tables/t").await.1
+}
+
 /// A commit whose answer floe never saw (the connection to the upstream broke after the commit
 /// went out, as when floe is killed there) is settled from the upstream's state before the
 /// table's next commit: logged once when the upstream applied it, not at all when it never
@@ -742,34 +777,10 @@ async fn commits_with_lost_answers_are_settled_from_the_upstream() {
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
-    let relay = Relay::start(&upstream.url).await;
-    let floe = floe_in_front_of(upstream_settings(&relay.url), upstream.warehouse.path()).await;
-    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
-        .await
-        .expect(200);
-    floe.post(
-        "/v1/lake/namespaces/ns/tables",
-        json!({"name": "t", "schema": common::simple_schema()}),
-    )
-    .await
-    .expect(200);
+    let (relay, floe) = floe_with_table_behind_relay(&upstream).await;
 
     // Applied by the upstream, its answer lost.
-    relay.set(RelayMode::LoseCommitAnswers);
-    let lost = floe
-        .post(
-            "/v1/lake/namespaces/ns/tables/t",
-            set_property("k", "applied"),
-        )
-        .await;
-    assert_eq!(
-        lost.error_type(),
-        "CommitStateUnknownException",
-        "{:?}",
-        lost.body
-    );
-    assert!(lost.status.is_server_error(), "{:?}", lost.body);
-    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/t").await;
+    let direct = commit_with_answer_lost(&relay, &floe, &upstream, "applied").await;
     assert_eq!(direct["metadata"]["properties"]["k"], "applied");
     let applied = direct["metadata-location"].clone();
 
@@ -800,7 +811,7 @@ async fn commits_with_lost_answers_are_settled_from_the_upstream() {
         .await
         .expect(200);
     let log = lake_log(&floe).await;
-    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds = kinds(&log);
     assert_eq!(
         kinds,
         ["observe-table", "commit-table", "commit-table"],
@@ -810,6 +821,60 @@ async fn commits_with_lost_answers_are_settled_from_the_upstream() {
     assert_eq!(log[1]["new-metadata-location"], applied);
     assert_eq!(log[1]["changes"][0]["updates"]["k"], "applied");
     assert_eq!(log[2]["changes"][0]["updates"]["k"], "next");
+    assert_eq!(pending_intents(&floe).await, 0);
+}
+
+/// A commit whose answer is lost, forwarded when a commit made past floe had already landed
+/// (floe did not know of it: the commit went out on the last state floe logged), is found after
+/// that one: the log holds the commit past floe as observed, then floe's, then the next.
+#[tokio::test]
+async fn a_lost_answer_behind_a_commit_past_floe_is_found_after_it() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let (relay, floe) = floe_with_table_behind_relay(&upstream).await;
+    floe.post(
+        "/v1/lake/namespaces/ns/tables/t",
+        set_property("k", "first"),
+    )
+    .await
+    .expect(200);
+    let past = direct(
+        &upstream,
+        reqwest::Method::POST,
+        "/v1/namespaces/ns/tables/t",
+        Some(set_property("direct", "1")),
+    )
+    .await;
+
+    let applied = commit_with_answer_lost(&relay, &floe, &upstream, "applied").await;
+    assert_eq!(applied["metadata"]["properties"]["k"], "applied");
+    assert_eq!(applied["metadata"]["properties"]["direct"], "1");
+
+    relay.set(RelayMode::Pass);
+    floe.post("/v1/lake/namespaces/ns/tables/t", set_property("k", "next"))
+        .await
+        .expect(200);
+    let log = lake_log(&floe).await;
+    let kinds = kinds(&log);
+    assert_eq!(
+        kinds,
+        [
+            "observe-table",
+            "commit-table",
+            "observe-table",
+            "commit-table",
+            "commit-table"
+        ],
+        "{log:#?}"
+    );
+    assert_chained(&log);
+    assert_eq!(log[2]["new-metadata-location"], past["metadata-location"]);
+    assert_eq!(
+        log[3]["new-metadata-location"],
+        applied["metadata-location"]
+    );
+    assert_ne!(log[3]["principal"], "upstream");
     assert_eq!(pending_intents(&floe).await, 0);
 }
 
@@ -894,7 +959,7 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
         .filter(|e| e["warehouse"] == "lake")
         .cloned()
         .collect();
-    let kinds: Vec<&str> = log.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds = kinds(&log);
     assert_eq!(
         kinds,
         ["observe-table", "commit-table", "commit-table"],

@@ -48,7 +48,11 @@ impl Endpoint {
     }
 
     /// A namespace of its own at the catalog whose API is at `api`, created now.
-    async fn create(http: &reqwest::Client, api: &str, namespace: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(
+        http: &reqwest::Client,
+        api: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
         let reply = http
             .post(format!("{api}/namespaces"))
             .json(&json!({ "namespace": [namespace] }))
@@ -119,7 +123,7 @@ impl Outcome {
         Ok(outcome)
     }
 
-    fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.committed as f64 / self.elapsed.as_secs_f64()
     }
 
@@ -180,24 +184,7 @@ pub async fn run_commits(options: BenchOptions) -> anyhow::Result<()> {
 async fn run_against(url: &str, options: &BenchOptions) -> anyhow::Result<()> {
     let http = client(None)?;
     let url = url.trim_end_matches('/');
-    let prefix = match &options.prefix {
-        Some(prefix) => Some(prefix.clone()),
-        None => {
-            let config: Value = http
-                .get(format!("{url}/v1/config"))
-                .send()
-                .await?
-                .error_for_status()
-                .context("GET /v1/config")?
-                .json()
-                .await?;
-            config["overrides"]["prefix"].as_str().map(str::to_string)
-        }
-    };
-    let api = match &prefix {
-        Some(prefix) => format!("{url}/v1/{prefix}"),
-        None => format!("{url}/v1"),
-    };
+    let api = catalog_api(&http, url, options.prefix.as_deref()).await?;
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     println!(
         "floe bench commits --url {url}: {} s per scenario, {} cores, namespaces floe_bench_{run}_*\n",
@@ -212,6 +199,32 @@ async fn run_against(url: &str, options: &BenchOptions) -> anyhow::Result<()> {
     .await?;
     let endpoint = Endpoint::create(&http, &api, &format!("floe_bench_{run}_load")).await?;
     load_scenarios(&endpoint, &http, options.seconds).await
+}
+
+/// A catalog's `/v1[/{prefix}]`: with `prefix`, or the one its `/v1/config` answers, if any.
+pub(crate) async fn catalog_api(
+    http: &reqwest::Client,
+    url: &str,
+    prefix: Option<&str>,
+) -> anyhow::Result<String> {
+    let prefix = match prefix {
+        Some(prefix) => Some(prefix.to_string()),
+        None => {
+            let config: Value = http
+                .get(format!("{url}/v1/config"))
+                .send()
+                .await?
+                .error_for_status()
+                .context("GET /v1/config")?
+                .json()
+                .await?;
+            config["overrides"]["prefix"].as_str().map(str::to_string)
+        }
+    };
+    Ok(match prefix {
+        Some(prefix) => format!("{url}/v1/{prefix}"),
+        None => format!("{url}/v1"),
+    })
 }
 
 /// Runs every commit scenario (kind x tables x writers), numbered from 1, and prints its row.

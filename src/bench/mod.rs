@@ -5,6 +5,7 @@ pub mod auth;
 pub mod commits;
 mod cpu;
 pub mod files;
+pub mod proxy;
 pub mod replication;
 pub mod replication_scale;
 pub mod s3;

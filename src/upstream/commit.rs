@@ -3,14 +3,18 @@
 //!
 //! The protocol, per commit, under the change lock of every table it names (the advisory lock
 //! builtin commits take, so commits through floe to one table are forwarded one at a time, in the
-//! order they are logged). Steps 1 and 2 commit on their own (a failed forward must not undo a
-//! settlement); the locks are then taken again and held from step 3 to the end, and if the tables'
-//! rows or pending intents changed in between, steps 1 and 2 run again:
+//! order they are logged). Steps 1 and 2 run only when a table has a pending intent or is one floe
+//! has not logged yet; they commit on their own (a failed forward must not undo a settlement), the
+//! locks are then taken again and held from step 3 to the end, and if the tables' rows or pending
+//! intents changed in between, steps 1 and 2 run again:
 //! 1. **Settle what is pending** for those tables (a crash, a timeout or a 5xx left an intent):
-//!    the upstream's current metadata says whether the intent's commit landed (`history`): the
-//!    file after the intent's `previous` was produced by its updates, or no file follows it.
+//!    the upstream's current metadata says whether the intent's commit landed (`history`): a
+//!    state after the intent's `previous` that its updates produce from the state before it, or
+//!    none.
 //! 2. **Catch up**: states of the table floe has not logged (a table first seen, commits made
-//!    directly at the upstream) are appended as `observe-table` entries, oldest first.
+//!    directly at the upstream) are appended as `observe-table` entries, oldest first. For a
+//!    table floe knows, the commit's own answer names them (its metadata-log), and they are
+//!    logged before the commit in step 4.
 //! 3. **Record the intent** (the request, the last known metadata location per table) in its own
 //!    committed transaction, so that it is durable before the request leaves.
 //! 4. **Forward**, and on the answer: 2xx appends the entries and settles the intent `done` in one
@@ -187,7 +191,11 @@ pub async fn intercept(
                 .map_err(CatalogError::from)?
                 .is_empty();
         }
-        if !pending && caught_up.as_ref() == Some(&rows) {
+        // Nothing to settle and every table known: the states made past floe since the last
+        // logged one are in the answer's metadata-log, logged before the commit (`log_landed`),
+        // so the upstream is not asked first (that would double its work per commit).
+        let known = rows.iter().all(Option::is_some);
+        if !pending && (caught_up.as_ref() == Some(&rows) || (caught_up.is_none() && known)) {
             break (tx, rows);
         }
         let mut after = Vec::new();

@@ -115,27 +115,25 @@ pub(super) async fn catch_up(
             .iter()
             .find(|t| t.namespace == table.namespace.levels() && t.name == table.name)
             .cloned();
-        let landed = match (&mine, current) {
-            (Some(part), Some(current)) => match &part.previous {
-                Some(previous) => {
-                    match history::states_after(previous, &current.location, &current.metadata) {
-                        Some(after) if !after.is_empty() => {
-                            let before = catalog.load_metadata(wh, previous).await?;
-                            let next = catalog.load_metadata(wh, &after[0]).await?;
-                            let updates: Vec<TableUpdate> =
-                                serde_json::from_value(part.updates.clone()).unwrap_or_default();
-                            history::produced_by(&before.parsed, previous, updates, &next.parsed)
-                                .then(|| after[0].clone())
-                        }
-                        _ => None,
-                    }
-                }
-                None => None,
-            },
+        let landed = match (&mine, current, &row) {
+            (Some(part), Some(current), Some(known)) if part.previous.is_some() => {
+                landed_at(
+                    catalog,
+                    wh,
+                    &known.metadata_location,
+                    &part.updates,
+                    current,
+                )
+                .await?
+            }
             _ => None,
         };
         match (landed, mine) {
-            (Some(location), Some(part)) => {
+            (Some((missed, location)), Some(part)) => {
+                // Commits made past floe before this one landed come first, as they did there.
+                for state in &missed {
+                    row = Some(observe(catalog, wh, conn, table, row, state).await?);
+                }
                 let changes = TableChanges {
                     table: table.clone(),
                     requirements: part.requirements.clone(),
@@ -191,6 +189,42 @@ pub(super) async fn catch_up(
         row = Some(observe(catalog, wh, conn, table, row, &location).await?);
     }
     Ok(row)
+}
+
+/// Where a pending commit landed: the first state after `known` (the state floe last logged,
+/// which the commit was forwarded on) that its `updates` produce from the state before it, with
+/// the states before that one (commits made past floe in between); `None` when no state after
+/// `known` is its work, or `known` is no longer in the upstream's metadata-log.
+async fn landed_at(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    known: &str,
+    updates: &Value,
+    current: &Current,
+) -> Result<Option<(Vec<String>, String)>, ApiError> {
+    let Some(after) = history::states_after(known, &current.location, &current.metadata) else {
+        return Ok(None);
+    };
+    let Ok(updates) = serde_json::from_value::<Vec<TableUpdate>>(updates.clone()) else {
+        return Ok(None);
+    };
+    let mut before_location = known.to_string();
+    let mut before = catalog.load_metadata(wh, known).await?;
+    for (i, location) in after.iter().enumerate() {
+        paths::under_root(wh, "metadata location", location)?;
+        let next = catalog.load_metadata(wh, location).await?;
+        if history::produced_by(
+            &before.parsed,
+            &before_location,
+            updates.clone(),
+            &next.parsed,
+        ) {
+            return Ok(Some((after[..i].to_vec(), location.clone())));
+        }
+        before_location = location.clone();
+        before = next;
+    }
+    Ok(None)
 }
 
 /// Logs the upstream's state at `location` as an `observe-table` entry.

@@ -1,0 +1,235 @@
+//! `floe bench proxy`: what floe adds in front of an upstream Iceberg REST catalog. The same
+//! workload (metadata-only commits over 100 tables, and loadTable of one table, by 1 and by 8
+//! connections) against the upstream directly and through floe (an `upstream` warehouse, on a
+//! throwaway PostgreSQL with fsync on), in alternating rounds (direct, through floe, direct, ...)
+//! so that drift on shared cores hits both paths alike. Prints Markdown tables for BENCHMARKS.md.
+//!
+//! The upstream is the Apache Iceberg reference catalog, started here on the same PostgreSQL
+//! server (`--java-catalog`), or any catalog already running (`--upstream` with the root of its
+//! warehouse, where floe reads the metadata files it logs).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::commits::{self, CommitKind, Endpoint, Outcome, client, ms};
+use crate::catalog::Faults;
+use crate::config::{Backend, Settings, UpstreamSettings, WarehouseSettings};
+use crate::pgtemp::PgCluster;
+use crate::server;
+
+#[derive(Debug, Clone)]
+pub struct ProxyBenchOptions {
+    pub seconds: u64,
+    /// Rounds of each scenario per path.
+    pub rounds: usize,
+    /// The reference catalog's `run.sh`, to start it here.
+    pub java_catalog: Option<PathBuf>,
+    /// Or a running upstream's base URL...
+    pub upstream: Option<String>,
+    /// ... and its warehouse root (`file://...` or `s3://...`).
+    pub upstream_root: Option<String>,
+}
+
+/// The reference catalog's process group, killed when dropped.
+struct JavaCatalog(Child);
+
+impl Drop for JavaCatalog {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn run_proxy(options: ProxyBenchOptions) -> anyhow::Result<()> {
+    super::with_throwaway_cluster(async |cluster, dir| run(cluster, dir, &options).await).await
+}
+
+async fn run(cluster: &PgCluster, dir: &Path, options: &ProxyBenchOptions) -> anyhow::Result<()> {
+    let http = client(None)?;
+    let (upstream, root, _java) = match (&options.java_catalog, &options.upstream) {
+        (Some(launcher), _) => {
+            let (url, root, java) = start_java_catalog(cluster, dir, launcher, &http).await?;
+            (url, root, Some(java))
+        }
+        (None, Some(url)) => {
+            let root = options
+                .upstream_root
+                .clone()
+                .context("--upstream needs --upstream-root: where its tables' files are")?;
+            (url.trim_end_matches('/').to_string(), root, None)
+        }
+        (None, None) => bail!("give --java-catalog, or --upstream and --upstream-root"),
+    };
+    cluster.ensure_database("proxy").await?;
+    let mut lake = WarehouseSettings::builtin("lake", root);
+    lake.backend = Backend::Upstream;
+    lake.upstream = Some(UpstreamSettings::new(&upstream));
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse()?,
+        database_url: Some(cluster.url("proxy").into()),
+        warehouses: vec![lake],
+        ..Settings::default()
+    };
+    settings.database.max_connections = 32;
+    let floe = server::start(&settings, Arc::new(Faults::default())).await?;
+    let result = measure(&http, &upstream, &floe.base_url(), options).await;
+    floe.stop().await;
+    result
+}
+
+/// One scenario's figures on one path.
+struct Row {
+    scenario: &'static str,
+    connections: usize,
+    path: &'static str,
+    outcome: Outcome,
+}
+
+async fn measure(
+    http: &reqwest::Client,
+    upstream: &str,
+    floe: &str,
+    options: &ProxyBenchOptions,
+) -> anyhow::Result<()> {
+    let direct_api = commits::catalog_api(http, upstream, None).await?;
+    let floe_api = format!("{floe}/v1/lake");
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    println!(
+        "floe bench proxy --upstream {upstream}: {} s per scenario, {} rounds, {} cores\n",
+        options.seconds,
+        options.rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut rows = Vec::new();
+    let mut namespace = 0;
+    for round in 0..options.rounds {
+        for connections in [1usize, 8] {
+            for (path, api) in [("direct", &direct_api), ("through floe", &floe_api)] {
+                namespace += 1;
+                let ns = format!("proxy_{run}_{namespace}");
+                let endpoint = Endpoint::create(http, api, &ns).await?;
+                let outcome = commits::commits(
+                    &endpoint,
+                    http,
+                    CommitKind::MetadataOnly,
+                    connections,
+                    100,
+                    options.seconds,
+                )
+                .await?;
+                rows.push(Row {
+                    scenario: "commit (metadata-only, 100 tables)",
+                    connections,
+                    path,
+                    outcome,
+                });
+                commits::create_table(http, &endpoint, "load").await?;
+                let outcome =
+                    commits::loads(&endpoint, http, "load", connections, options.seconds).await?;
+                rows.push(Row {
+                    scenario: "loadTable",
+                    connections,
+                    path,
+                    outcome,
+                });
+            }
+        }
+        eprintln!("round {} of {} done", round + 1, options.rounds);
+    }
+    println!("| operation | connections | path | ops/s | p50 ms | p99 ms |");
+    println!("|---|---:|---|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            row.scenario,
+            row.connections,
+            row.path,
+            row.outcome.per_second(),
+            ms(row.outcome.latency_us.value_at_quantile(0.5)),
+            ms(row.outcome.latency_us.value_at_quantile(0.99)),
+        );
+    }
+    println!(
+        "\nThrough floe against direct, all rounds' latencies together (added p50 and p99, and \
+         throughput through floe as a share of direct):\n"
+    );
+    println!("| operation | connections | p50 added ms | p99 added ms | throughput |");
+    println!("|---|---:|---:|---:|---:|");
+    for scenario in ["commit (metadata-only, 100 tables)", "loadTable"] {
+        for connections in [1usize, 8] {
+            let pick = |path: &str| {
+                let mut latency = commits::histogram();
+                let (mut ops, mut seconds) = (0u64, 0f64);
+                for row in rows.iter().filter(|r| {
+                    r.scenario == scenario && r.connections == connections && r.path == path
+                }) {
+                    let _ = latency.add(&row.outcome.latency_us);
+                    ops += row.outcome.committed;
+                    seconds += row.outcome.elapsed.as_secs_f64();
+                }
+                (latency, ops as f64 / seconds)
+            };
+            let (direct, direct_rate) = pick("direct");
+            let (through, through_rate) = pick("through floe");
+            let added = |q: f64| ms(through.value_at_quantile(q)) - ms(direct.value_at_quantile(q));
+            println!(
+                "| {scenario} | {connections} | {:+.2} | {:+.2} | {:.0}% |",
+                added(0.5),
+                added(0.99),
+                100.0 * through_rate / direct_rate
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The reference catalog on 127.0.0.1, its tables in database `upstream` of `cluster` and its
+/// files under `dir`; returns its URL and warehouse root.
+async fn start_java_catalog(
+    cluster: &PgCluster,
+    dir: &Path,
+    launcher: &Path,
+    http: &reqwest::Client,
+) -> anyhow::Result<(String, String, JavaCatalog)> {
+    cluster.ensure_database("upstream").await?;
+    let warehouse = dir.join("upstream-warehouse");
+    std::fs::create_dir_all(&warehouse)?;
+    let root = format!("file://{}", warehouse.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new("bash")
+        .arg(launcher)
+        .arg(port.to_string())
+        .arg(format!(
+            "jdbc:postgresql://127.0.0.1:{}/upstream",
+            cluster.port()
+        ))
+        .arg("postgres")
+        .arg(&root)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", launcher.display()))?;
+    let java = JavaCatalog(child);
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..900 {
+        if http
+            .get(format!("{url}/v1/config"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok((url, root, java));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("the reference catalog did not start at {url}")
+}
