@@ -572,6 +572,20 @@ async fn what_passes_through_floe_is_observed() {
 
 const REPLICA_TOKEN: &str = "lake-to-replica-token";
 
+/// Registers `replica` as `primary`'s peer `replica`, its warehouse `warehouse` the destination.
+async fn register_replica(primary: &TestFloe, replica: &TestFloe, warehouse: &str) {
+    let peer = json!({
+        "region": "replica",
+        "base-url": replica.server.base_url(),
+        "credential": REPLICA_TOKEN,
+        "warehouses": [{ "warehouse": warehouse, "storage-root": replica.warehouse_root() }]
+    });
+    primary
+        .put("/management/v1/peers/replica", peer)
+        .await
+        .expect(200);
+}
+
 /// The replication status of `lake.db.<table>` once every destination has applied the source's
 /// version and `done` holds for the replica's copy (waiting up to 30 s).
 async fn wait_replicated(
@@ -616,18 +630,7 @@ async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
     lake.upstream = Some(upstream_config);
     settings.warehouses.push(lake);
     let primary = TestFloe::start_with(settings, own).await;
-    primary
-        .put(
-            "/management/v1/peers/replica",
-            json!({
-                "region": "replica",
-                "base-url": replica.server.base_url(),
-                "credential": REPLICA_TOKEN,
-                "warehouses": [{ "warehouse": "wh", "storage-root": replica.warehouse_root() }]
-            }),
-        )
-        .await
-        .expect(200);
+    register_replica(&primary, &replica, "wh").await;
 
     primary
         .post("/v1/lake/namespaces", json!({"namespace": ["db"]}))
@@ -766,6 +769,60 @@ async fn commit_with_answer_lost(
     );
     assert!(lost.status.is_server_error(), "{:?}", lost.body);
     upstream_get(upstream, "/v1/namespaces/ns/tables/t").await.1
+}
+
+/// A peer warehouse that is an upstream warehouse at the destination cannot take replicas yet:
+/// the stream stops with that reason, and the destination holds no replica row.
+#[tokio::test]
+async fn replicas_into_an_upstream_warehouse_are_refused() {
+    let replica = {
+        let (mut settings, dir) =
+            common::region_settings("replica", &[("primary", REPLICA_TOKEN)]).await;
+        let mut lake =
+            WarehouseSettings::builtin("lake", format!("file://{}", dir.path().display()));
+        lake.backend = Backend::Upstream;
+        let unreachable = format!("http://127.0.0.1:{}", common::region::free_port());
+        lake.upstream = Some(upstream_settings(&unreachable));
+        settings.warehouses = vec![lake];
+        TestFloe::start_with(settings, dir).await
+    };
+    let primary = TestFloe::start_region("primary", &[]).await;
+    register_replica(&primary, &replica, "lake").await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "t").await;
+    primary
+        .post(
+            "/management/v1/replication-rules",
+            json!({"warehouse": "wh", "destinations": [{"peer": "replica", "warehouse": "lake"}]}),
+        )
+        .await
+        .expect(201);
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = primary
+            .get("/management/v1/tables/wh/db/t/replication")
+            .await
+            .expect(200);
+        if status["destinations"][0]["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let destination = &status["destinations"][0];
+    assert_eq!(destination["state"], "failed", "{status}");
+    let reason = destination.to_string();
+    assert!(reason.contains("upstream catalog"), "{status}");
+    let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM iceberg_table")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    pool.close().await;
+    primary.server.stop().await;
+    replica.server.stop().await;
 }
 
 /// A commit whose answer floe never saw (the connection to the upstream broke after the commit
@@ -1161,12 +1218,25 @@ async fn an_unreachable_upstream_is_503_naming_it_and_recovers() {
     );
     let config = floe.get("/v1/config?warehouse=lake").await;
     config.expect(503);
+    let commit = floe
+        .post("/v1/lake/namespaces/ns/tables/t", set_property("k", "v"))
+        .await;
+    let message = commit.expect(503)["error"]["message"].clone();
+    assert!(message.as_str().unwrap().contains(&url), "{message}");
+    assert!(
+        lake_log(&floe).await.is_empty(),
+        "a commit that never left was logged"
+    );
 
     let Some(_upstream) = java_catalog::start_on(port).await else {
         return;
     };
     floe.get("/v1/config?warehouse=lake").await.expect(200);
     floe.get("/v1/lake/namespaces").await.expect(200);
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    assert!(lake_log(&floe).await.is_empty());
 }
 
 /// No answer in time is 504; an answer that is not an Iceberg ErrorModel is 502; both name the

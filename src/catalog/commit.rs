@@ -34,6 +34,7 @@ use crate::storage::{Location, Storage};
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
 use super::requests::{CommitTableRequest, CommitTransactionRequest};
+use super::write_rule::{table_for_write, writable_namespace};
 use super::{Catalog, Warehouse};
 use crate::names::TableName;
 
@@ -296,7 +297,7 @@ impl Catalog {
             let conn = session.conn();
             let mut plans = Vec::with_capacity(changes.len());
             for (table, requirements, updates) in changes {
-                let row = db::get_table(conn, wh.id, &table.namespace, &table.name, false).await?;
+                let row = table_for_write(conn, wh.id, table, false).await?;
                 let (current, namespace_id) = match &row {
                     Some(row) => (
                         Some(
@@ -310,7 +311,7 @@ impl Catalog {
                     None if requirements.contains(&TableRequirement::NotExist) => (
                         None,
                         Some(
-                            super::replica::writable_namespace(conn, wh.id, &table.namespace)
+                            writable_namespace(conn, wh.id, &table.namespace)
                                 .await?
                                 .namespace_id,
                         ),
@@ -475,9 +476,6 @@ impl Catalog {
         (row, current): (Option<TableRow>, Option<Arc<CachedMetadata>>),
         namespace_id: Option<Uuid>,
     ) -> CatalogResult<Plan> {
-        if let Some(mark) = row.as_ref().and_then(|row| row.replica.as_ref()) {
-            return Err(super::replica::read_only_table(&table, mark));
-        }
         let (Some(row), Some(current)) = (row, current) else {
             if !requirements.contains(&TableRequirement::NotExist) {
                 return Err(CatalogError::no_such_table(&table));

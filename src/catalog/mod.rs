@@ -13,6 +13,7 @@ pub mod replica_build;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;
+pub mod write_rule;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry};
 
 use super::requests::{UpdateNamespacePropertiesRequest, UpdateNamespacePropertiesResponse};
+use super::write_rule::namespace_for_write;
 use super::{Catalog, Warehouse};
 use crate::names::NamespaceName;
 
@@ -151,20 +152,16 @@ impl Catalog {
         if ns.levels().len() > 1 {
             let parent = NamespaceName::new(ns.parent_levels().to_vec())?;
             // Locked so the parent cannot be dropped while its child is being created.
-            match db::get_namespace(&mut tx, wh.id, &parent, true).await? {
-                None => {
-                    return Err(CatalogError::NotFound {
-                        kind: "NoSuchNamespaceException",
-                        message: format!(
-                            "Cannot create namespace {ns}: parent namespace {parent} does not exist"
-                        ),
-                    });
-                }
-                Some(parent_row) => {
-                    if let Some(origin) = &parent_row.origin_region {
-                        return Err(super::replica::read_only_namespace(&parent, origin));
-                    }
-                }
+            if namespace_for_write(&mut tx, wh.id, &parent, true)
+                .await?
+                .is_none()
+            {
+                return Err(CatalogError::NotFound {
+                    kind: "NoSuchNamespaceException",
+                    message: format!(
+                        "Cannot create namespace {ns}: parent namespace {parent} does not exist"
+                    ),
+                });
             }
         }
         let props = serde_json::to_value(&properties).expect("string maps serialise");
@@ -204,12 +201,9 @@ impl Catalog {
         principal: &str,
     ) -> CatalogResult<()> {
         let mut tx = self.pool.begin().await?;
-        let row = db::get_namespace(&mut tx, wh.id, ns, true)
+        let row = namespace_for_write(&mut tx, wh.id, ns, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
-        if let Some(origin) = &row.origin_region {
-            return Err(super::replica::read_only_namespace(ns, origin));
-        }
         if db::namespace_has_children(&mut tx, wh.id, row.namespace_id, &row.levels).await? {
             return Err(CatalogError::NamespaceNotEmpty(format!(
                 "Namespace {ns} is not empty: drop its tables and child namespaces first"
@@ -243,12 +237,9 @@ impl Catalog {
             )));
         }
         let mut tx = self.pool.begin().await?;
-        let row = db::get_namespace(&mut tx, wh.id, ns, true)
+        let row = namespace_for_write(&mut tx, wh.id, ns, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
-        if let Some(origin) = &row.origin_region {
-            return Err(super::replica::read_only_namespace(ns, origin));
-        }
         let mut properties: BTreeMap<String, String> =
             serde_json::from_value(row.properties).unwrap_or_default();
         let mut response = UpdateNamespacePropertiesResponse::default();

@@ -1,6 +1,6 @@
 //! Replica tables at a destination: applying one replicated change, fenced on the replica's
-//! generation and position, and the read-only rule that keeps every client change away from
-//! replicas.
+//! generation and position (the rule that keeps client changes away from replicas is
+//! `write_rule`'s).
 //!
 //! A change applies in one PostgreSQL transaction, like a client commit: pass the replica's fence
 //! (a change sent under a lease older than one already seen is refused, so a task whose lease was
@@ -31,43 +31,6 @@ use super::commit::PendingFiles;
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
 use super::{Catalog, Warehouse};
-
-/// The 403 a client gets for trying to change a replica table.
-pub fn read_only_table(table: &TableName, mark: &ReplicaMark) -> CatalogError {
-    let target = match &mark.origin_url {
-        Some(url) => format!("region `{}`'s catalog at {url}", mark.origin_region),
-        None => format!("region `{}`'s catalog", mark.origin_region),
-    };
-    CatalogError::Forbidden(format!(
-        "Table {table} is a read-only replica of region `{}`; it changes only by replication. \
-         Write to {target} instead",
-        mark.origin_region
-    ))
-}
-
-/// The namespace a client makes a table in, or moves one into: it must exist (404) and not be one
-/// that replication created (403).
-pub(super) async fn writable_namespace(
-    conn: &mut sqlx::PgConnection,
-    warehouse_id: uuid::Uuid,
-    ns: &NamespaceName,
-) -> CatalogResult<crate::db::catalog::NamespaceRow> {
-    let namespace = crate::db::catalog::get_namespace(conn, warehouse_id, ns, false)
-        .await?
-        .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
-    if let Some(origin) = &namespace.origin_region {
-        return Err(read_only_namespace(ns, origin));
-    }
-    Ok(namespace)
-}
-
-/// The 403 a client gets for changing a namespace that replication created.
-pub fn read_only_namespace(ns: &NamespaceName, origin_region: &str) -> CatalogError {
-    CatalogError::Forbidden(format!(
-        "Namespace {ns} holds replicas of region `{origin_region}` and is read-only here; create, \
-         drop or change it in region `{origin_region}`'s catalog instead"
-    ))
-}
 
 fn mismatch(message: String, position: Option<ReplicaPosition>) -> CatalogError {
     CatalogError::ReplicaPosition { message, position }
@@ -116,6 +79,14 @@ impl Catalog {
         req: ApplyRequest,
         principal: &str,
     ) -> CatalogResult<ApplyResponse> {
+        if wh.upstream.is_some() {
+            // Its tables are the upstream's; a replica floe made beside them would be served by
+            // nobody (and taken by the observer for a table the upstream dropped).
+            return Err(CatalogError::Unprocessable(format!(
+                "warehouse `{}` is served by an upstream catalog, which cannot hold replicas yet;                  map the peer's warehouse to a builtin warehouse of region `{}`",
+                wh.name, self.region
+            )));
+        }
         let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {

@@ -14,6 +14,7 @@ use super::metadata::{self, SnapshotsMode};
 use super::metadata_cache::CachedMetadata;
 use super::namespaces::{Page, PageRequest, page_token, paginate};
 use super::requests::{CreateTableRequest, RegisterTableRequest};
+use super::write_rule::{table_for_write, writable_namespace};
 use super::{Catalog, Warehouse};
 use crate::names::{NamespaceName, TableName};
 
@@ -99,7 +100,7 @@ impl Catalog {
     ) -> CatalogResult<LoadedTable> {
         let table = TableName::new(ns.clone(), req.name.clone())?;
         let mut conn = self.pool.acquire().await?;
-        let namespace = super::replica::writable_namespace(&mut conn, wh.id, ns).await?;
+        let namespace = writable_namespace(&mut conn, wh.id, ns).await?;
         if db::get_table(&mut conn, wh.id, ns, &table.name, false)
             .await?
             .is_some()
@@ -209,12 +210,9 @@ impl Catalog {
         principal: &str,
     ) -> CatalogResult<()> {
         let mut tx = self.begin_table_change(wh, &[table]).await?;
-        let row = db::get_table(&mut tx, wh.id, &table.namespace, &table.name, true)
+        let row = table_for_write(&mut tx, wh.id, table, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_table(table))?;
-        if let Some(mark) = &row.replica {
-            return Err(super::replica::read_only_table(table, mark));
-        }
         db::delete_table(&mut tx, row.table_id).await?;
         let mut entry = self.table_entry(
             wh,
@@ -257,14 +255,10 @@ impl Catalog {
         principal: &str,
     ) -> CatalogResult<()> {
         let mut tx = self.begin_table_change(wh, &[source, destination]).await?;
-        let row = db::get_table(&mut tx, wh.id, &source.namespace, &source.name, true)
+        let row = table_for_write(&mut tx, wh.id, source, true)
             .await?
             .ok_or_else(|| CatalogError::no_such_table(source))?;
-        if let Some(mark) = &row.replica {
-            return Err(super::replica::read_only_table(source, mark));
-        }
-        let dest_ns =
-            super::replica::writable_namespace(&mut tx, wh.id, &destination.namespace).await?;
+        let dest_ns = writable_namespace(&mut tx, wh.id, &destination.namespace).await?;
         let version = row.version + 1;
         let renamed = db::rename_table(
             &mut tx,
@@ -335,11 +329,8 @@ impl Catalog {
         let registered = Arc::new(CachedMetadata::from_parsed(parsed)?);
 
         let mut tx = self.pool.begin().await?;
-        let namespace = super::replica::writable_namespace(&mut tx, wh.id, ns).await?;
-        let existing = db::get_table(&mut tx, wh.id, ns, &table.name, true).await?;
-        if let Some(mark) = existing.as_ref().and_then(|row| row.replica.as_ref()) {
-            return Err(super::replica::read_only_table(&table, mark));
-        }
+        let namespace = writable_namespace(&mut tx, wh.id, ns).await?;
+        let existing = table_for_write(&mut tx, wh.id, &table, true).await?;
         let (table_id, version, previous) = match existing {
             Some(_) if !req.overwrite => {
                 return Err(CatalogError::AlreadyExists(format!(

@@ -45,7 +45,7 @@ pub async fn get_table(
 }
 
 /// Records the table's state after entries up to `row.version`: its row is inserted at its
-/// first entry (in its namespace's row, made then), then moved on. `location` is the table
+/// first entry, version 1 (in its namespace's row, made then), then moved on. `location` is the table
 /// location of that state's metadata.
 pub async fn put_table(
     conn: &mut PgConnection,
@@ -54,6 +54,21 @@ pub async fn put_table(
     row: &UpstreamTableRow,
     location: &str,
 ) -> sqlx::Result<()> {
+    if row.version > 1 {
+        // The row exists (it was inserted at version 1): it moves on.
+        sqlx::query(
+            "UPDATE iceberg_table SET table_uuid = $2, version = $3, metadata_location = $4, \
+                 location = $5, updated_at = now() WHERE table_id = $1",
+        )
+        .bind(row.table_id)
+        .bind(row.table_uuid)
+        .bind(row.version)
+        .bind(&row.metadata_location)
+        .bind(super::catalog::location_key(location))
+        .execute(conn)
+        .await?;
+        return Ok(());
+    }
     let namespace_id: Uuid = sqlx::query_scalar(
         "INSERT INTO namespace (namespace_id, warehouse_id, levels) VALUES ($1, $2, $3) \
          ON CONFLICT (warehouse_id, levels) DO UPDATE SET levels = EXCLUDED.levels \
@@ -66,10 +81,7 @@ pub async fn put_table(
     .await?;
     sqlx::query(
         "INSERT INTO iceberg_table (table_id, table_uuid, warehouse_id, namespace_id, name, \
-             metadata_location, version, location) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (table_id) DO UPDATE SET table_uuid = EXCLUDED.table_uuid, \
-             version = EXCLUDED.version, metadata_location = EXCLUDED.metadata_location, \
-             location = EXCLUDED.location, updated_at = now()",
+             metadata_location, version, location) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(row.table_id)
     .bind(row.table_uuid)
@@ -104,12 +116,24 @@ pub struct PendingIntent {
     pub principal: String,
 }
 
-/// Records a commit about to be forwarded, in its own transaction: durable before it leaves.
+/// Records a commit about to be forwarded, in its own transaction, committed (visible to every
+/// instance) before the request leaves.
+///
+/// Its commit does not wait for the WAL flush (`synchronous_commit = off`): the transaction that
+/// settles it, and is what the client's acknowledgement waits for, flushes the WAL up to itself,
+/// this record included. Only a crash of PostgreSQL itself in between can lose it, and then the
+/// client was never acknowledged and the commit, if the upstream applied it, is logged as observed
+/// when floe catches up with the table: in the log once all the same, as a state floe did not
+/// make. That saves each commit a flush.
 pub async fn record_intent(
     pool: &PgPool,
     warehouse_id: Uuid,
     intent: &PendingIntent,
 ) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO upstream_commit_intent (intent_id, warehouse_id, txn_group, tables, principal) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -119,9 +143,9 @@ pub async fn record_intent(
     .bind(intent.txn_group)
     .bind(sqlx::types::Json(&intent.tables))
     .bind(&intent.principal)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// The pending commits that name `table`, oldest first.

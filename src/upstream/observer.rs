@@ -61,6 +61,10 @@ struct Hint {
 #[derive(Default)]
 pub struct Observations {
     pending: Mutex<HashMap<TableName, Hint>>,
+    /// Per table, the last location a look found logged: a load naming it again is no news (a
+    /// logged state stays logged), so the common case, loads of an unchanged table, costs no
+    /// query. Bounded like `pending`.
+    logged: Mutex<HashMap<TableName, String>>,
     wake: Notify,
 }
 
@@ -82,6 +86,9 @@ impl Observations {
             value.set_sensitive(true);
             value
         });
+        if location.is_some() && self.logged_location(&table) == location {
+            return;
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_PENDING_HINTS && !pending.contains_key(&table) {
             return;
@@ -95,6 +102,20 @@ impl Observations {
         );
         drop(pending);
         self.wake.notify_one();
+    }
+
+    fn logged_location(&self, table: &TableName) -> Option<String> {
+        let logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        logged.get(table).cloned()
+    }
+
+    /// Records that `location` is logged for `table` (see `logged`).
+    fn found_logged(&self, table: &TableName, location: &str) {
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() >= MAX_PENDING_HINTS && !logged.contains_key(table) {
+            logged.clear();
+        }
+        logged.insert(table.clone(), location.to_string());
     }
 
     fn take(&self) -> HashMap<TableName, Hint> {
@@ -241,6 +262,9 @@ async fn look(
     let location = hint.location.as_deref();
     let mut conn = catalog.pool().acquire().await.map_err(CatalogError::from)?;
     if already_logged(&mut conn, wh, table, location).await? {
+        if let Some(location) = location {
+            upstream.observations().found_logged(table, location);
+        }
         return Ok(());
     }
     drop(conn);
@@ -262,6 +286,11 @@ async fn look(
     catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?;
     tx.commit().await.map_err(CatalogError::from)?;
     catalog.log_wake().committed();
+    if let Some(current) = &current {
+        upstream
+            .observations()
+            .found_logged(table, &current.location);
+    }
     Ok(())
 }
 
