@@ -119,8 +119,11 @@ enum Bench {
         /// (../shared/tools/java-catalog/run.sh) on the benchmark's PostgreSQL.
         #[arg(long)]
         java_catalog: Option<PathBuf>,
+        /// Or floe's own builtin catalog, in process, as the upstream.
+        #[arg(long, conflicts_with = "java_catalog")]
+        builtin_upstream: bool,
         /// Or measure a running upstream catalog at this base URL...
-        #[arg(long, conflicts_with = "java_catalog", requires = "upstream_root")]
+        #[arg(long, conflicts_with_all = ["java_catalog", "builtin_upstream"], requires = "upstream_root")]
         upstream: Option<String>,
         /// ... whose tables' files are under this root.
         #[arg(long, requires = "upstream")]
@@ -235,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
             java_catalog,
+            builtin_upstream,
             upstream,
             upstream_root,
         }) => {
@@ -242,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
                 seconds,
                 rounds,
                 java_catalog,
+                builtin_upstream,
                 upstream,
                 upstream_root,
             };

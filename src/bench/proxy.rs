@@ -5,8 +5,9 @@
 //! so that drift on shared cores hits both paths alike. Prints Markdown tables for BENCHMARKS.md.
 //!
 //! The upstream is the Apache Iceberg reference catalog, started here on the same PostgreSQL
-//! server (`--java-catalog`), or any catalog already running (`--upstream` with the root of its
-//! warehouse, where floe reads the metadata files it logs).
+//! server (`--java-catalog`), floe's own builtin catalog in process (`--builtin-upstream`: a
+//! catalog fast enough that what the proxy adds shows), or any catalog already running
+//! (`--upstream` with the root of its warehouse, where floe reads the metadata files it logs).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct ProxyBenchOptions {
     pub rounds: usize,
     /// The reference catalog's `run.sh`, to start it here.
     pub java_catalog: Option<PathBuf>,
+    /// floe's own builtin catalog as the upstream, in process (what the proxy adds, measured
+    /// against a catalog with millisecond latencies).
+    pub builtin_upstream: bool,
     /// Or a running upstream's base URL...
     pub upstream: Option<String>,
     /// ... and its warehouse root (`file://...` or `s3://...`).
@@ -52,6 +56,7 @@ pub async fn run_proxy(options: ProxyBenchOptions) -> anyhow::Result<()> {
 
 async fn run(cluster: &PgCluster, dir: &Path, options: &ProxyBenchOptions) -> anyhow::Result<()> {
     let http = client(None)?;
+    let mut builtin = None;
     let (upstream, root, _java) = match (&options.java_catalog, &options.upstream) {
         (Some(launcher), _) => {
             let (url, root, java) = start_java_catalog(cluster, dir, launcher, &http).await?;
@@ -64,7 +69,17 @@ async fn run(cluster: &PgCluster, dir: &Path, options: &ProxyBenchOptions) -> an
                 .context("--upstream needs --upstream-root: where its tables' files are")?;
             (url.trim_end_matches('/').to_string(), root, None)
         }
-        (None, None) => bail!("give --java-catalog, or --upstream and --upstream-root"),
+        (None, None) if options.builtin_upstream => {
+            let (server, _) =
+                commits::start_server_with(cluster, dir, "upstream", 8, |_| {}, None).await?;
+            let url = server.base_url();
+            let root = format!("file://{}", dir.join("warehouseupstream").display());
+            builtin = Some(server);
+            (url, root, None)
+        }
+        (None, None) => {
+            bail!("give --java-catalog, --builtin-upstream, or --upstream and --upstream-root")
+        }
     };
     cluster.ensure_database("proxy").await?;
     let mut lake = WarehouseSettings::builtin("lake", root);
@@ -80,6 +95,9 @@ async fn run(cluster: &PgCluster, dir: &Path, options: &ProxyBenchOptions) -> an
     let floe = server::start(&settings, Arc::new(Faults::default())).await?;
     let result = measure(&http, &upstream, &floe.base_url(), options).await;
     floe.stop().await;
+    if let Some(builtin) = builtin {
+        builtin.stop().await;
+    }
     result
 }
 

@@ -52,6 +52,9 @@ const MAX_RESTARTS: i32 = 5;
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(30);
 /// Log entries read per round to learn which tables changed.
 const CHANGES_BATCH: i64 = 10_000;
+/// The least time between two rounds (see the loop in `run`): a bound on the replicator's cost
+/// per second, whatever the commit rate, for at most this much added lag.
+const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(5);
 /// How soon to look at the log again when committed entries wait behind an older transaction
 /// (half as long again each time they still wait, up to the poll interval).
 const HORIZON_RECHECK_FIRST: Duration = Duration::from_millis(1);
@@ -244,7 +247,19 @@ impl Replicator {
         let mut after_task: HashSet<Uuid> = HashSet::new();
         // Set by a NOTIFY on the streams channel (streams created, an operator's action).
         let mut streams_changed = false;
+        let mut last_round: Option<Instant> = None;
         loop {
+            // Rounds are spaced: under a steady stream of commits every wake would otherwise be a
+            // round of its own (and entries nearly always wait behind some running transaction),
+            // two queries per commit that the commit path pays for in CPU. A round serves every
+            // commit since the last one.
+            if let Some(at) = last_round {
+                let since = at.elapsed();
+                if since < MIN_ROUND_INTERVAL {
+                    tokio::time::sleep(MIN_ROUND_INTERVAL - since).await;
+                }
+            }
+            last_round = Some(Instant::now());
             if listener.is_none() {
                 listener = self.listen().await;
             }
