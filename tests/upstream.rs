@@ -438,9 +438,9 @@ fn actions(entry: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// With no commit through floe at all, the poll finds what writers did at the upstream directly:
-/// a new table (with the changes that made it), its commits (the changes derived from the
-/// metadata before and after), and its drop, in order.
+/// The poll finds what writers did at the upstream directly: a new table (with the changes that
+/// made it), its commits (the changes derived from the metadata before and after), and its drop,
+/// in order; and it deletes commit intents settled more than an hour ago.
 #[tokio::test]
 async fn the_poll_logs_what_writers_did_past_floe() {
     let Some(upstream) = java_catalog::start().await else {
@@ -491,6 +491,43 @@ async fn the_poll_logs_what_writers_did_past_floe() {
         log[1]
     );
 
+    // A commit through floe: its intent, once settled for an hour, is deleted by the poll.
+    let through = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables/t",
+            set_property("via", "floe"),
+        )
+        .await
+        .expect(200);
+    assert_eq!(lake_log_of_len(&floe, 3).await[2]["kind"], "commit-table");
+    let url = floe
+        .settings
+        .database_url
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_string();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let intents = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM upstream_commit_intent")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(intents().await, 1);
+    sqlx::query("UPDATE upstream_commit_intent SET settled_at = settled_at - interval '2 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if intents().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(intents().await, 0, "a settled intent outlived its hour");
+    pool.close().await;
+
     direct(
         &upstream,
         reqwest::Method::DELETE,
@@ -498,18 +535,18 @@ async fn the_poll_logs_what_writers_did_past_floe() {
         None,
     )
     .await;
-    let log = lake_log_of_len(&floe, 3).await;
-    assert_eq!(log[2]["kind"], "drop-table", "{log:#?}");
-    assert_eq!(log[2]["table-version"], 3);
-    assert_eq!(log[2]["table-id"], log[0]["table-id"]);
+    let log = lake_log_of_len(&floe, 4).await;
+    assert_eq!(log[3]["kind"], "drop-table", "{log:#?}");
+    assert_eq!(log[3]["table-version"], 4);
+    assert_eq!(log[3]["table-id"], log[0]["table-id"]);
     assert_eq!(
-        log[2]["previous-metadata-location"],
-        committed["metadata-location"]
+        log[3]["previous-metadata-location"],
+        through["metadata-location"]
     );
-    assert_eq!(log[2]["principal"], "upstream");
+    assert_eq!(log[3]["principal"], "upstream");
     // Nothing more happens, and nothing more is logged.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(lake_log(&floe).await.len(), 3);
+    assert_eq!(lake_log(&floe).await.len(), 4);
 }
 
 /// With the poll off, what passes through floe is enough: a loadTable answer naming a state floe
@@ -935,6 +972,65 @@ async fn a_lost_answer_behind_a_commit_past_floe_is_found_after_it() {
     assert_eq!(pending_intents(&floe).await, 0);
 }
 
+/// A transaction's answer (204) names no state, so floe reads its tables back: a commit made
+/// directly at the upstream in between is not taken for the transaction's. The log holds the
+/// transaction's own state, then the direct commit as observed.
+#[tokio::test]
+async fn a_commit_past_floe_right_after_a_transaction_is_not_taken_for_it() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let (relay, floe) = floe_with_table_behind_relay(&upstream).await;
+    floe.post(
+        "/v1/lake/namespaces/ns/tables/t",
+        set_property("k", "first"),
+    )
+    .await
+    .expect(200);
+    relay.set(RelayMode::CommitPastFloeAfterTransactions);
+    floe.post(
+        "/v1/lake/transactions/commit",
+        json!({"table-changes": [{"identifier": {"namespace": ["ns"], "name": "t"},
+            "requirements": [], "updates": [{"action": "set-properties", "updates": {"k": "txn"}}]}]}),
+    )
+    .await
+    .expect(204);
+    relay.set(RelayMode::Pass);
+    floe.post("/v1/lake/namespaces/ns/tables/t", set_property("k", "next"))
+        .await
+        .expect(200);
+
+    let log = lake_log(&floe).await;
+    let kinds = kinds(&log);
+    assert_eq!(
+        kinds,
+        [
+            "observe-table",
+            "commit-table",
+            "commit-table",
+            "observe-table",
+            "commit-table"
+        ],
+        "{log:#?}"
+    );
+    assert_chained(&log);
+    let state = |entry: &Value| -> Value {
+        let location = entry["new-metadata-location"].as_str().unwrap();
+        let path = location
+            .trim_start_matches("file:")
+            .trim_start_matches("//");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    assert_eq!(state(&log[2])["properties"]["k"], "txn");
+    assert!(
+        state(&log[2])["properties"].get("direct").is_none(),
+        "{}",
+        log[2]
+    );
+    assert_eq!(state(&log[3])["properties"]["direct"], "after");
+    assert_eq!(log[3]["principal"], "upstream");
+}
+
 /// kill -9 of a `floe serve` process while a commit's answer is on its way back (the upstream
 /// has applied or refused it; floe has not logged it), then a restart: the applied commit is in
 /// the log exactly once, the refused one not at all.
@@ -1058,6 +1154,9 @@ enum RelayMode {
     LoseCommitRequests,
     /// Commits are forwarded, and their answers held back for ever (counted in `held`).
     HoldCommitAnswers,
+    /// A transaction is forwarded, then `ns.t` is committed to directly (`direct = after`)
+    /// before the transaction's answer goes back.
+    CommitPastFloeAfterTransactions,
 }
 
 /// An HTTP relay in front of an upstream, one request per connection, that can lose commits'
@@ -1164,6 +1263,17 @@ async fn relay_one(
     server.read_to_end(&mut answer).await?;
     if commit && mode == RelayMode::LoseCommitAnswers {
         return Ok(());
+    }
+    let transaction = head.starts_with("POST ") && head.contains("/transactions/commit ");
+    if transaction && mode == RelayMode::CommitPastFloeAfterTransactions {
+        reqwest::Client::new()
+            .post(format!("http://{target}/v1/namespaces/ns/tables/t"))
+            .json(&set_property("direct", "after"))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     }
     if commit && mode == RelayMode::HoldCommitAnswers {
         held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

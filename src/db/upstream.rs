@@ -244,3 +244,21 @@ pub async fn list_tables(pool: &PgPool, warehouse_id: Uuid) -> sqlx::Result<Vec<
     }
     Ok(tables)
 }
+
+/// Deletes the warehouse's settled intents older than `older_than_seconds` (their entries are in
+/// the log; a pending one is never deleted); returns how many.
+pub async fn prune_settled_intents(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+    older_than_seconds: f64,
+) -> sqlx::Result<u64> {
+    let deleted = sqlx::query(
+        "DELETE FROM upstream_commit_intent WHERE warehouse_id = $1 AND state <> 'pending' \
+         AND settled_at < clock_timestamp() - make_interval(secs => $2)",
+    )
+    .bind(warehouse_id)
+    .bind(older_than_seconds)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}

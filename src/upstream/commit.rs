@@ -39,7 +39,7 @@ use uuid::Uuid;
 use super::client::UpstreamCatalog;
 use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
-use super::table_log::{Current, TableChanges, catch_up, log_landed, table_path};
+use super::table_log::{self, Current, TableChanges, catch_up, log_landed, table_path};
 use crate::catalog::{Catalog, Warehouse};
 use crate::db::upstream::{self as db, IntentTable, PendingIntent, UpstreamTableRow};
 use crate::error::{CatalogError, CatalogResult};
@@ -270,21 +270,44 @@ pub async fn intercept(
         ))));
     }
     for (changes, row) in commit.tables.iter().zip(&known) {
-        // commitTable's answer names the state it made; transactions/commit's 204 does not,
-        // so the table is read back (a commit made directly at the upstream in between would be
-        // taken for this one's: a known limit of the draft).
+        // commitTable's answer names the state it made; transactions/commit's 204 does not, so
+        // the table is read back, and the state this commit made is the first after the one it
+        // went out on that its updates produce (a commit made directly at the upstream since
+        // would otherwise be taken for this one's; it is logged at the table's next catch-up).
         let current = match commit_answer(&body, commit.transaction) {
             Some(current) => current,
-            None => upstream
-                .current(&changes.table, &commit.headers)
-                .await
-                .map_err(failed)?
-                .ok_or_else(|| {
-                    failed(UpstreamError::InvalidAnswer(format!(
-                        "table `{}` is gone after its commit",
-                        changes.table
-                    )))
-                })?,
+            None => {
+                let read = upstream
+                    .current(&changes.table, &commit.headers)
+                    .await
+                    .map_err(failed)?
+                    .ok_or_else(|| {
+                        failed(UpstreamError::InvalidAnswer(format!(
+                            "table `{}` is gone after its commit",
+                            changes.table
+                        )))
+                    })?;
+                let made = match row {
+                    Some(known) => {
+                        table_log::landed_at(
+                            catalog,
+                            wh,
+                            &known.metadata_location,
+                            &changes.updates,
+                            &read,
+                        )
+                        .await?
+                    }
+                    None => None,
+                };
+                match made {
+                    Some((_, location)) if location != read.location => Current {
+                        metadata: catalog.load_metadata(wh, &location).await?.parsed.clone(),
+                        location,
+                    },
+                    _ => read,
+                }
+            }
         };
         let previous = row.as_ref().map(|r| r.metadata_location.as_str());
         log_landed(

@@ -10,7 +10,8 @@
 //! - **The poll**, every `poll_interval_ms` (0: never): every table the upstream lists is loaded
 //!   with the ETag of its last answer (`If-None-Match`, so an unchanged table costs a 304 where
 //!   the upstream supports it); a changed one is looked at, and so is every table floe has logged
-//!   that the upstream no longer lists.
+//!   that the upstream no longer lists. The poll also deletes commit intents settled more than an
+//!   hour ago.
 //!
 //! A hint is only a reason to look, never a state to log: looking takes the table's change lock
 //! and reads the upstream's state again under it (`table_log::catch_up`), so an answer a client
@@ -44,6 +45,10 @@ use crate::names::{NamespaceName, TableName};
 
 /// The most tables with a hint waiting; more are left to the poll (hints are only hints).
 const MAX_PENDING_HINTS: usize = 10_000;
+
+/// How long a settled commit intent is kept (for operators: its outcome says why it was settled
+/// as it was); the poll deletes older ones, so the table holds what is pending and recent.
+const SETTLED_INTENTS_KEPT_SECONDS: f64 = 3600.0;
 
 /// The most namespaces one poll walks (a bound on an upstream that lists without end).
 const MAX_POLLED_NAMESPACES: usize = 100_000;
@@ -228,6 +233,16 @@ async fn run(catalog: Arc<Catalog>, warehouse: String, mut stop: watch::Receiver
         if let Some(interval) = interval
             && Instant::now() >= next_poll
         {
+            match db::prune_settled_intents(catalog.pool(), wh.id, SETTLED_INTENTS_KEPT_SECONDS)
+                .await
+            {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::debug!(warehouse = %wh.name, pruned, "settled intents pruned")
+                }
+                Err(err) => tracing::warn!(warehouse = %wh.name, %err,
+                    "could not prune settled commit intents"),
+            }
             match poll(&catalog, wh, &upstream, &mut etags).await {
                 Ok(looked) => tracing::debug!(warehouse = %wh.name, looked, "polled the upstream"),
                 Err(err) => tracing::warn!(warehouse = %wh.name, error = %err,

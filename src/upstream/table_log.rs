@@ -191,11 +191,11 @@ pub(super) async fn catch_up(
     Ok(row)
 }
 
-/// Where a pending commit landed: the first state after `known` (the state floe last logged,
-/// which the commit was forwarded on) that its `updates` produce from the state before it, with
+/// Where a commit landed: the first state after `known` (the state floe last logged, which the
+/// commit was forwarded on) that its `updates` produce from the state before it, with
 /// the states before that one (commits made past floe in between); `None` when no state after
 /// `known` is its work, or `known` is no longer in the upstream's metadata-log.
-async fn landed_at(
+pub(super) async fn landed_at(
     catalog: &Catalog,
     wh: &Warehouse,
     known: &str,
