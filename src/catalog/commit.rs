@@ -247,7 +247,7 @@ impl Catalog {
         Ok(())
     }
 
-    async fn commit_changes(
+    pub(super) async fn commit_changes(
         &self,
         wh: &Warehouse,
         changes: Vec<(TableName, Vec<TableRequirement>, Vec<TableUpdate>)>,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use iceberg::TableRequirement;
 use iceberg::spec::TableMetadata;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -91,6 +92,10 @@ impl Catalog {
         Ok(paginate(names, size, Clone::clone))
     }
 
+    /// createTable. A staged create stores nothing; any other is the staged create's commit (the
+    /// `assert-create` requirement and the updates that make the table) through the commit path,
+    /// so one writer makes every new table's row and log entry, with the commit path's file
+    /// durability, faults and answers.
     pub async fn create_table(
         &self,
         wh: &Warehouse,
@@ -100,76 +105,38 @@ impl Catalog {
     ) -> CatalogResult<LoadedTable> {
         let table = TableName::new(ns.clone(), req.name.clone())?;
         let mut conn = self.pool.acquire().await?;
-        let namespace = writable_namespace(&mut conn, wh.id, ns).await?;
+        writable_namespace(&mut conn, wh.id, ns).await?;
         if db::get_table(&mut conn, wh.id, ns, &table.name, false)
             .await?
             .is_some()
         {
-            return Err(CatalogError::AlreadyExists(format!(
-                "Table already exists: {table}"
-            )));
+            return Err(already_exists(&table));
         }
         drop(conn);
         let built = metadata::build_from_request(wh, &table, &req)?;
-        let changes = built.changes;
-        let created = Arc::new(CachedMetadata::from_parsed(built.metadata)?);
         if req.stage_create {
             // Nothing is stored: the client commits the table later with `assert-create`.
+            let created = Arc::new(CachedMetadata::from_parsed(built.metadata)?);
             return Ok(LoadedTable::new(None, created));
         }
-        let metadata_file = metadata::metadata_file_location(created.parsed.location(), 1)?;
-        let metadata_location = metadata_file.to_string();
-        let table_uuid = created.parsed.uuid();
-        self.with_pending_files(async |files| {
-            files
-                .write(&wh.storage, &metadata_file, created.json.as_bytes())
-                .await?;
-            let mut tx = self.pool.begin().await?;
-            let table_id = Uuid::now_v7();
-            let inserted = db::insert_table(
-                &mut tx,
-                &NewTable {
-                    table_id,
-                    table_uuid,
-                    warehouse_id: wh.id,
-                    namespace_id: namespace.namespace_id,
-                    name: &table.name,
-                    metadata_location: &metadata_location,
-                    location: created.parsed.location(),
-                },
+        let updates = built.changes;
+        let mut outcomes = self
+            .commit_changes(
+                wh,
+                vec![(table.clone(), vec![TableRequirement::NotExist], updates)],
+                principal,
             )
             .await
-            .map_err(|e| namespace_gone(e, ns))?;
-            if !inserted {
-                return Err(CatalogError::AlreadyExists(format!(
-                    "Table already exists: {table}"
-                )));
-            }
-            let mut entry = self.table_entry(
-                wh,
-                EntryKind::CreateTable,
-                &table,
-                TableVersionRef {
-                    table_id,
-                    table_uuid,
-                    name: table.name.clone(),
-                    version: 1,
-                },
-                principal,
-            );
-            entry.changes = serde_json::to_value(&changes).map_err(CatalogError::Encoding)?;
-            entry.metadata =
-                Some(serde_json::to_value(&created.parsed).map_err(CatalogError::Encoding)?);
-            entry.new_metadata_location = Some(metadata_location.clone());
-            log::append(&mut tx, &[entry]).await?;
-            self.commit_transaction_or_unknown(tx).await?;
-            self.metadata.insert(&metadata_location, created.clone());
-            Ok(LoadedTable::new(
-                Some(metadata_location.clone()),
-                created.clone(),
-            ))
-        })
-        .await
+            .map_err(|err| match err {
+                // Made by another client since the check above.
+                CatalogError::CommitFailed(_) => already_exists(&table),
+                other => other,
+            })?;
+        let outcome = outcomes.remove(0);
+        Ok(LoadedTable::new(
+            Some(outcome.metadata_location),
+            outcome.metadata,
+        ))
     }
 
     /// The metadata at a location [`Self::table_metadata_location`] returned.
@@ -398,6 +365,10 @@ impl Catalog {
         self.metadata.insert(&metadata_location, registered.clone());
         Ok(LoadedTable::new(Some(metadata_location), registered))
     }
+}
+
+fn already_exists(table: &TableName) -> CatalogError {
+    CatalogError::AlreadyExists(format!("Table already exists: {table}"))
 }
 
 /// A foreign-key violation on insert means the namespace was dropped concurrently.
