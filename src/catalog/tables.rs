@@ -7,7 +7,8 @@ use iceberg::spec::TableMetadata;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::db::catalog::{self as db, NewTable, TablePointer};
+use crate::db::catalog::{self as db, TablePointer};
+use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 
@@ -42,6 +43,9 @@ impl LoadedTable {
         self.filtered_json.as_deref().unwrap_or(&self.metadata.json)
     }
 }
+
+/// Attempts at a registration whose table keeps moving between its read and its write.
+const REGISTER_ATTEMPTS: usize = 4;
 
 impl Catalog {
     fn table_entry(
@@ -295,75 +299,92 @@ impl Catalog {
         let table_uuid = parsed.uuid();
         let registered = Arc::new(CachedMetadata::from_parsed(parsed)?);
 
-        let mut tx = self.pool.begin().await?;
-        let namespace = writable_namespace(&mut tx, wh.id, ns).await?;
-        let existing = table_for_write(&mut tx, wh.id, &table, true).await?;
-        let (table_id, version, previous) = match existing {
-            Some(_) if !req.overwrite => {
-                return Err(CatalogError::AlreadyExists(format!(
-                    "Table already exists: {table} (pass overwrite=true to replace its pointer)"
-                )));
-            }
-            Some(row) => {
-                let version = row.version + 1;
-                db::update_table_pointer(
-                    &mut tx,
-                    row.table_id,
-                    &TablePointer {
-                        table_uuid,
-                        metadata_location: &metadata_location,
-                        location: registered.parsed.location(),
-                    },
-                    version,
-                )
-                .await
-                .map_err(|e| uuid_taken(e, &table, table_uuid))?;
-                (row.table_id, version, Some(row.metadata_location))
-            }
-            None => {
-                let table_id = Uuid::now_v7();
-                let inserted = db::insert_table(
-                    &mut tx,
-                    &NewTable {
-                        table_id,
-                        table_uuid,
-                        warehouse_id: wh.id,
-                        namespace_id: namespace.namespace_id,
-                        name: &table.name,
-                        metadata_location: &metadata_location,
-                        location: registered.parsed.location(),
-                    },
-                )
-                .await?;
-                if !inserted {
+        let pointer = TablePointer {
+            table_uuid,
+            metadata_location: &metadata_location,
+            location: registered.parsed.location(),
+        };
+        // As a commit writes: read, then one statement that takes the change lock, writes the
+        // row only if it is still as read (or inserts it) and appends the entry; a row that moved
+        // on in between is read again.
+        let mut conn = self.pool.acquire().await?;
+        let mut created_and_moved = false;
+        for _ in 0..REGISTER_ATTEMPTS {
+            let namespace = writable_namespace(&mut conn, wh.id, ns).await?;
+            let existing = table_for_write(&mut conn, wh.id, &table, false).await?;
+            let (table_id, version, previous, change) = match existing {
+                Some(_) if !req.overwrite => {
                     return Err(CatalogError::AlreadyExists(format!(
-                        "Cannot register {table}: table UUID {table_uuid} is already registered in warehouse {}",
-                        wh.name
+                        "Table already exists: {table} (pass overwrite=true to replace its pointer)"
                     )));
                 }
-                (table_id, 1, None)
-            }
-        };
-        let mut entry = self.table_entry(
-            wh,
-            EntryKind::RegisterTable,
-            &table,
-            TableVersionRef {
+                Some(row) => (
+                    row.table_id,
+                    row.version + 1,
+                    Some(row.metadata_location),
+                    RowChange::Swap {
+                        expected_version: row.version,
+                        pointer,
+                    },
+                ),
+                // The name was free and the insert still failed: the UUID is another table's.
+                None if created_and_moved => break,
+                None => (
+                    Uuid::now_v7(),
+                    1,
+                    None,
+                    RowChange::Create {
+                        namespace_id: namespace.namespace_id,
+                        pointer,
+                    },
+                ),
+            };
+            let creates = matches!(change, RowChange::Create { .. });
+            let mut entry = self.table_entry(
+                wh,
+                EntryKind::RegisterTable,
+                &table,
+                TableVersionRef {
+                    table_id,
+                    table_uuid,
+                    name: table.name.clone(),
+                    version,
+                },
+                principal,
+            );
+            entry.metadata = Some(metadata_value.clone());
+            entry.details = json!({ "overwrite": req.overwrite });
+            entry.previous_metadata_location = previous;
+            entry.new_metadata_location = Some(metadata_location.clone());
+            self.faults.check_before_commit()?;
+            let write = TableWrite {
+                table: &table,
                 table_id,
-                table_uuid,
-                name: table.name.clone(),
-                version,
-            },
-            principal,
-        );
-        entry.metadata = Some(metadata_value);
-        entry.details = json!({ "overwrite": req.overwrite });
-        entry.previous_metadata_location = previous;
-        entry.new_metadata_location = Some(metadata_location.clone());
-        log::append(&mut tx, &[entry]).await?;
-        self.commit_transaction_or_unknown(tx).await?;
-        self.metadata.insert(&metadata_location, registered.clone());
-        Ok(LoadedTable::new(Some(metadata_location), registered))
+                change,
+            };
+            match table_commit::commit_tables(&mut conn, wh.id, &[write], &[entry]).await {
+                Ok(Committed::Done) => {
+                    self.log_wake().committed();
+                    self.metadata.insert(&metadata_location, registered.clone());
+                    return Ok(LoadedTable::new(Some(metadata_location), registered));
+                }
+                Ok(Committed::Moved) => created_and_moved = creates,
+                Err(err) => {
+                    crate::db::note_failure(&err);
+                    return Err(match err {
+                        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => {
+                            namespace_gone(err, ns)
+                        }
+                        sqlx::Error::Database(_) => uuid_taken(err, &table, table_uuid),
+                        other => CatalogError::CommitStateUnknown(other.to_string()),
+                    });
+                }
+            }
+        }
+        Err(CatalogError::AlreadyExists(format!(
+            "Cannot register {table}: table UUID {table_uuid} is already registered in warehouse {}",
+            wh.name
+        )))
     }
 }
 

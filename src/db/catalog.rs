@@ -319,6 +319,7 @@ pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx
 }
 
 /// Where a table row points: its metadata file and that metadata's table location.
+#[derive(Clone, Copy)]
 pub struct TablePointer<'a> {
     pub table_uuid: Uuid,
     pub metadata_location: &'a str,
