@@ -23,6 +23,7 @@ pub mod diff;
 pub mod errors;
 pub mod forward;
 pub mod history;
+pub mod listing;
 pub mod observer;
 pub mod table_log;
 

@@ -20,7 +20,7 @@
 //! hint that fails (the upstream down) is dropped: the next poll, or the table's next commit
 //! through floe, catches up the same way.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,13 +35,13 @@ use tokio::time::Instant;
 
 use super::client::UpstreamCatalog;
 use super::errors::UpstreamError;
-use super::forward::UpstreamPath;
+use super::listing;
 use super::table_log::{catch_up, table_path};
 use crate::catalog::{Catalog, Warehouse};
 use crate::db::upstream as db;
 use crate::error::CatalogError;
 use crate::http::errors::ApiError;
-use crate::names::{NamespaceName, TableName};
+use crate::names::TableName;
 
 /// The most tables with a hint waiting; more are left to the poll (hints are only hints).
 const MAX_PENDING_HINTS: usize = 10_000;
@@ -49,9 +49,6 @@ const MAX_PENDING_HINTS: usize = 10_000;
 /// How long a settled commit intent is kept (for operators: its outcome says why it was settled
 /// as it was); the poll deletes older ones, so the table holds what is pending and recent.
 const SETTLED_INTENTS_KEPT_SECONDS: f64 = 3600.0;
-
-/// The most namespaces one poll walks (a bound on an upstream that lists without end).
-const MAX_POLLED_NAMESPACES: usize = 100_000;
 
 /// What floe saw of a table: a reason to look at it.
 struct Hint {
@@ -331,14 +328,14 @@ async fn poll(
     upstream: &UpstreamCatalog,
     etags: &mut HashMap<TableName, HeaderValue>,
 ) -> Result<usize, UpstreamError> {
-    let listed: HashSet<TableName> = list_tables(upstream).await?.into_iter().collect();
+    let listed: HashSet<TableName> = listing::all_tables(upstream).await?.into_iter().collect();
     let mut looked = 0;
     for table in &listed {
         let mut headers = HeaderMap::new();
         if let Some(etag) = etags.get(table) {
             headers.insert(header::IF_NONE_MATCH, etag.clone());
         }
-        let path = table_path(table).map_err(invalid_name)?;
+        let path = table_path(table).map_err(listing::invalid_name)?;
         let (status, answer_headers, body) = upstream
             .call(Method::GET, &path, &[], &headers, None)
             .await?;
@@ -394,115 +391,6 @@ async fn poll(
         }
     }
     Ok(looked)
-}
-
-fn invalid_name(err: CatalogError) -> UpstreamError {
-    UpstreamError::InvalidAnswer(format!("it lists a name floe cannot serve: {err}"))
-}
-
-/// Every table of every namespace the upstream lists (nested ones through `parent`).
-async fn list_tables(upstream: &UpstreamCatalog) -> Result<Vec<TableName>, UpstreamError> {
-    #[derive(Deserialize)]
-    struct Namespaces {
-        namespaces: Vec<Vec<String>>,
-        #[serde(rename = "next-page-token")]
-        next: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Identifier {
-        namespace: Vec<String>,
-        name: String,
-    }
-    #[derive(Deserialize)]
-    struct Tables {
-        identifiers: Vec<Identifier>,
-        #[serde(rename = "next-page-token")]
-        next: Option<String>,
-    }
-    let mut namespaces = Vec::new();
-    let mut seen = HashSet::new();
-    let mut parents: VecDeque<Option<NamespaceName>> = VecDeque::from([None]);
-    let list_route = UpstreamPath::new("/v1/{prefix}/namespaces", &[]).map_err(invalid_name)?;
-    while let Some(parent) = parents.pop_front() {
-        let parent_param = parent.as_ref().map(|ns| ns.levels().join("\u{1f}"));
-        let pages = pages(
-            upstream,
-            &list_route,
-            parent_param.as_deref(),
-            |page: Namespaces| (page.namespaces, page.next),
-        )
-        .await?;
-        for levels in pages {
-            let ns = NamespaceName::new(levels).map_err(invalid_name)?;
-            if seen.insert(ns.clone()) {
-                if seen.len() > MAX_POLLED_NAMESPACES {
-                    return Err(UpstreamError::InvalidAnswer(format!(
-                        "it lists more than {MAX_POLLED_NAMESPACES} namespaces"
-                    )));
-                }
-                namespaces.push(ns.clone());
-                parents.push_back(Some(ns));
-            }
-        }
-    }
-    let mut tables = Vec::new();
-    for ns in namespaces {
-        let joined = ns.levels().join("\u{1f}");
-        let route = UpstreamPath::new(
-            "/v1/{prefix}/namespaces/{namespace}/tables",
-            &[("namespace", &joined)],
-        )
-        .map_err(invalid_name)?;
-        for id in pages(upstream, &route, None, |page: Tables| {
-            (page.identifiers, page.next)
-        })
-        .await?
-        {
-            match NamespaceName::new(id.namespace).and_then(|ns| TableName::new(ns, id.name)) {
-                Ok(table) => tables.push(table),
-                Err(err) => tracing::warn!(warehouse = %upstream.warehouse(), error = %err,
-                    "the upstream lists a table floe cannot serve; not observed"),
-            }
-        }
-    }
-    Ok(tables)
-}
-
-/// Every item of a paged list (`pageToken`, `next-page-token`); a token repeated ends it.
-async fn pages<Page: serde::de::DeserializeOwned, Item>(
-    upstream: &UpstreamCatalog,
-    route: &UpstreamPath,
-    parent: Option<&str>,
-    split: impl Fn(Page) -> (Vec<Item>, Option<String>),
-) -> Result<Vec<Item>, UpstreamError> {
-    let mut items = Vec::new();
-    let mut token: Option<String> = None;
-    let mut tokens = HashSet::new();
-    loop {
-        let mut query = Vec::new();
-        if let Some(parent) = parent {
-            query.push(("parent", parent));
-        }
-        if let Some(token) = &token {
-            query.push(("pageToken", token.as_str()));
-        }
-        let (status, _, body) = upstream
-            .call(Method::GET, route, &query, &HeaderMap::new(), None)
-            .await?;
-        if !status.is_success() {
-            return Err(UpstreamError::InvalidAnswer(format!(
-                "listing answered {status}"
-            )));
-        }
-        let page: Page = serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::InvalidAnswer(format!("a listing: {e}")))?;
-        let (page_items, next) = split(page);
-        items.extend(page_items);
-        match next.filter(|next| !next.is_empty()) {
-            Some(next) if tokens.insert(next.clone()) => token = Some(next),
-            _ => return Ok(items),
-        }
-    }
 }
 
 impl UpstreamCatalog {
