@@ -197,15 +197,6 @@ pub async fn settle_intent(
     Ok(())
 }
 
-/// Forgets a table the upstream no longer serves (its drop is logged with this).
-pub async fn delete_table(conn: &mut PgConnection, table_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM iceberg_table WHERE table_id = $1")
-        .bind(table_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Whether a commit naming `table` is still pending.
 pub async fn has_pending_intents(
     conn: &mut PgConnection,

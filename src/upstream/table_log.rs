@@ -307,7 +307,8 @@ async fn log_dropped(
     log::append(conn, &[entry])
         .await
         .map_err(CatalogError::from)?;
-    db::delete_table(conn, gone.table_id)
+    // Its row is an `iceberg_table` row like a builtin table's (migrations/0019).
+    crate::db::catalog::delete_table(conn, gone.table_id)
         .await
         .map_err(CatalogError::from)?;
     Ok(())
