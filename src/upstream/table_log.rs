@@ -246,32 +246,13 @@ async fn observe(
         Ok(changes) => (changes, json!({})),
         Err(unknown) => (Vec::new(), json!({ "changes-unknown": unknown })),
     };
-    let entry = NewEntry {
-        warehouse_id: wh.id,
-        txn_group: Uuid::now_v7(),
-        kind: EntryKind::ObserveTable,
-        namespace: table.namespace.levels().to_vec(),
-        table: Some(TableVersionRef {
-            table_id: next.table_id,
-            table_uuid: next.table_uuid,
-            name: table.name.clone(),
-            version: next.version,
-        }),
-        changes: Value::Array(changes),
-        requirements: json!([]),
-        metadata: Some(serde_json::to_value(&metadata.parsed).map_err(CatalogError::Encoding)?),
-        details,
-        principal: "upstream".to_string(),
-        origin_region: catalog.region().to_string(),
-        previous_metadata_location: row.map(|r| r.metadata_location),
-        new_metadata_location: Some(location.to_string()),
-    };
-    log::append(conn, &[entry])
-        .await
-        .map_err(CatalogError::from)?;
-    db::put_table(conn, wh.id, table, &next, metadata.parsed.location())
-        .await
-        .map_err(CatalogError::from)?;
+    let mut entry = table_entry(catalog, wh, table, EntryKind::ObserveTable, &next);
+    entry.changes = Value::Array(changes);
+    entry.metadata = Some(serde_json::to_value(&metadata.parsed).map_err(CatalogError::Encoding)?);
+    entry.details = details;
+    entry.previous_metadata_location = row.map(|r| r.metadata_location);
+    entry.new_metadata_location = Some(location.to_string());
+    log_state(conn, wh, table, entry, &next, metadata.parsed.location()).await?;
     Ok(next)
 }
 
@@ -283,27 +264,14 @@ async fn log_dropped(
     table: &TableName,
     gone: UpstreamTableRow,
 ) -> Result<(), ApiError> {
-    let entry = NewEntry {
-        warehouse_id: wh.id,
-        txn_group: Uuid::now_v7(),
-        kind: EntryKind::DropTable,
-        namespace: table.namespace.levels().to_vec(),
-        table: Some(TableVersionRef {
-            table_id: gone.table_id,
-            table_uuid: gone.table_uuid,
-            name: table.name.clone(),
-            version: gone.version + 1,
-        }),
-        changes: json!([]),
-        requirements: json!([]),
-        metadata: None,
-        // Whether the upstream purged the files is not known; floe's replicas keep theirs.
-        details: json!({ "purge": false, "observed": true }),
-        principal: "upstream".to_string(),
-        origin_region: catalog.region().to_string(),
-        previous_metadata_location: Some(gone.metadata_location),
-        new_metadata_location: None,
+    let version = UpstreamTableRow {
+        version: gone.version + 1,
+        ..gone.clone()
     };
+    let mut entry = table_entry(catalog, wh, table, EntryKind::DropTable, &version);
+    // Whether the upstream purged the files is not known; floe's replicas keep theirs.
+    entry.details = json!({ "purge": false, "observed": true });
+    entry.previous_metadata_location = Some(gone.metadata_location);
     log::append(conn, &[entry])
         .await
         .map_err(CatalogError::from)?;
@@ -373,51 +341,80 @@ async fn append_commit(
     paths::under_root(wh, "metadata location", &current.location)?;
     let created = row.is_none();
     let next = next_row(row.as_ref(), current.metadata.uuid(), &current.location);
-    let entry = NewEntry {
-        warehouse_id: wh.id,
-        txn_group: intent.txn_group,
-        kind: if created {
-            EntryKind::CreateTable
-        } else {
-            EntryKind::CommitTable
-        },
-        namespace: changes.table.namespace.levels().to_vec(),
-        table: Some(TableVersionRef {
-            table_id: next.table_id,
-            table_uuid: next.table_uuid,
-            name: changes.table.name.clone(),
-            version: next.version,
-        }),
-        // As the builtin catalog logs a commit: the changes it made, canonical (`diff`), or the
-        // client's updates when the state before cannot be read any more.
-        changes: match changes_since(catalog, wh, row.as_ref(), &current.metadata).await {
-            Ok(derived) => Value::Array(derived),
-            Err(_) => changes.updates.clone(),
-        },
-        requirements: changes.requirements.clone(),
-        metadata: created
-            .then(|| serde_json::to_value(&current.metadata))
-            .transpose()
-            .map_err(CatalogError::Encoding)?,
-        details: json!({}),
-        principal: intent.principal.clone(),
-        origin_region: catalog.region().to_string(),
-        previous_metadata_location: previous.map(str::to_string),
-        new_metadata_location: Some(current.location.clone()),
+    let kind = if created {
+        EntryKind::CreateTable
+    } else {
+        EntryKind::CommitTable
     };
+    let mut entry = table_entry(catalog, wh, &changes.table, kind, &next);
+    entry.txn_group = intent.txn_group;
+    entry.principal = intent.principal.clone();
+    // As the builtin catalog logs a commit: the changes it made, canonical (`diff`), or the
+    // client's updates when the state before cannot be read any more.
+    entry.changes = match changes_since(catalog, wh, row.as_ref(), &current.metadata).await {
+        Ok(derived) => Value::Array(derived),
+        Err(_) => changes.updates.clone(),
+    };
+    entry.requirements = changes.requirements.clone();
+    entry.metadata = created
+        .then(|| serde_json::to_value(&current.metadata))
+        .transpose()
+        .map_err(CatalogError::Encoding)?;
+    entry.previous_metadata_location = previous.map(str::to_string);
+    entry.new_metadata_location = Some(current.location.clone());
+    let location = current.metadata.location();
+    log_state(conn, wh, &changes.table, entry, &next, location).await?;
+    Ok(next)
+}
+
+/// An entry of `table` at `version` (its ids and version number), by the upstream, in its own
+/// transaction group, with nothing else said: the callers fill in what their kind says.
+fn table_entry(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    table: &TableName,
+    kind: EntryKind,
+    version: &UpstreamTableRow,
+) -> NewEntry {
+    NewEntry {
+        warehouse_id: wh.id,
+        txn_group: Uuid::now_v7(),
+        kind,
+        namespace: table.namespace.levels().to_vec(),
+        table: Some(TableVersionRef {
+            table_id: version.table_id,
+            table_uuid: version.table_uuid,
+            name: table.name.clone(),
+            version: version.version,
+        }),
+        changes: json!([]),
+        requirements: json!([]),
+        metadata: None,
+        details: json!({}),
+        principal: "upstream".to_string(),
+        origin_region: catalog.region().to_string(),
+        previous_metadata_location: None,
+        new_metadata_location: None,
+    }
+}
+
+/// Appends `entry` and moves the table's row to `next` (`location`: its table location), in the
+/// caller's transaction: the one writer of an upstream table's row and its entry.
+async fn log_state(
+    conn: &mut PgConnection,
+    wh: &Warehouse,
+    table: &TableName,
+    entry: NewEntry,
+    next: &UpstreamTableRow,
+    location: &str,
+) -> Result<(), ApiError> {
     log::append(conn, &[entry])
         .await
         .map_err(CatalogError::from)?;
-    db::put_table(
-        conn,
-        wh.id,
-        &changes.table,
-        &next,
-        current.metadata.location(),
-    )
-    .await
-    .map_err(CatalogError::from)?;
-    Ok(next)
+    db::put_table(conn, wh.id, table, next, location)
+        .await
+        .map_err(CatalogError::from)?;
+    Ok(())
 }
 
 /// The changes from the logged state `row` (`None`: no table yet) to `after`; `Err` says why
