@@ -34,6 +34,10 @@ pub enum CatalogError {
     /// stream sent changes already (409). The sender stops; the newer lease carries on.
     #[error("{0}")]
     StaleLease(String),
+    /// A replica held by an upstream catalog was changed there directly: floe does not
+    /// overwrite it (409); the source's stream stops with the reason.
+    #[error("{0}")]
+    ReplicaDiverged(String),
     /// The request is well formed but contradicts itself (422).
     #[error("{0}")]
     Unprocessable(String),

@@ -609,13 +609,14 @@ async fn what_passes_through_floe_is_observed() {
 
 const REPLICA_TOKEN: &str = "lake-to-replica-token";
 
-/// Registers `replica` as `primary`'s peer `replica`, its warehouse `warehouse` the destination.
-async fn register_replica(primary: &TestFloe, replica: &TestFloe, warehouse: &str) {
+/// Registers `replica` as `primary`'s peer `replica`, its warehouse `warehouse` (files under
+/// `root`) the destination.
+async fn register_replica(primary: &TestFloe, replica: &TestFloe, warehouse: &str, root: &str) {
     let peer = json!({
         "region": "replica",
         "base-url": replica.server.base_url(),
         "credential": REPLICA_TOKEN,
-        "warehouses": [{ "warehouse": warehouse, "storage-root": replica.warehouse_root() }]
+        "warehouses": [{ "warehouse": warehouse, "storage-root": root }]
     });
     primary
         .put("/management/v1/peers/replica", peer)
@@ -647,15 +648,8 @@ async fn wait_replicated(
     panic!("replication did not complete: {last}");
 }
 
-/// An upstream warehouse replicates as a builtin one does: a rule on it backfills what floe has
-/// logged, commits through floe and commits past it follow, the data files are copied with
-/// their paths rewritten, and the replica is read-only.
-#[tokio::test]
-async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
-    let Some(upstream) = java_catalog::start().await else {
-        return;
-    };
-    let replica = TestFloe::start_region("replica", &[("primary", REPLICA_TOKEN)]).await;
+/// floe in region `primary` with warehouse `lake` in front of `upstream`, polling it every 200 ms.
+async fn primary_in_front_of(upstream: &JavaCatalog) -> TestFloe {
     let (mut settings, own) = common::region_settings("primary", &[]).await;
     let mut lake = WarehouseSettings::builtin(
         "lake",
@@ -666,37 +660,53 @@ async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
     upstream_config.poll_interval_ms = 200;
     lake.upstream = Some(upstream_config);
     settings.warehouses.push(lake);
-    let primary = TestFloe::start_with(settings, own).await;
-    register_replica(&primary, &replica, "wh").await;
+    TestFloe::start_with(settings, own).await
+}
 
-    primary
-        .post("/v1/lake/namespaces", json!({"namespace": ["db"]}))
+/// Namespace `db` and table `lake.db.events`, made through `floe`.
+async fn create_events(floe: &TestFloe) {
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["db"]}))
         .await
         .expect(200);
-    primary
-        .post(
-            "/v1/lake/namespaces/db/tables",
-            json!({"name": "events", "schema": common::simple_schema()}),
-        )
+    floe.post(
+        "/v1/lake/namespaces/db/tables",
+        json!({"name": "events", "schema": common::simple_schema()}),
+    )
+    .await
+    .expect(200);
+}
+
+/// Appends a snapshot of two data files to `lake.db.events` through `floe`; returns its id.
+async fn append_to_events(floe: &TestFloe, files: &mut floe::bench::files::SnapshotWriter) -> i64 {
+    let mut loaded = floe
+        .get("/v1/lake/namespaces/db/tables/events")
         .await
         .expect(200);
-    let mut files = floe::bench::files::SnapshotWriter::default();
-    let append = async |files: &mut floe::bench::files::SnapshotWriter| {
-        let mut loaded = primary
-            .get("/v1/lake/namespaces/db/tables/events")
-            .await
-            .expect(200);
-        // The reference catalog writes -1 for "no current snapshot".
-        if loaded["metadata"]["current-snapshot-id"] == -1 {
-            loaded["metadata"]["current-snapshot-id"] = Value::Null;
-        }
-        let next = common::prepare_append(&loaded, files, &common::host_files(), 2, 4096).await;
-        primary
-            .post("/v1/lake/namespaces/db/tables/events", next.body)
-            .await
-            .expect(200);
-        next.snapshot_id
+    // The reference catalog writes -1 for "no current snapshot".
+    if loaded["metadata"]["current-snapshot-id"] == -1 {
+        loaded["metadata"]["current-snapshot-id"] = Value::Null;
+    }
+    let next = common::prepare_append(&loaded, files, &common::host_files(), 2, 4096).await;
+    floe.post("/v1/lake/namespaces/db/tables/events", next.body)
+        .await
+        .expect(200);
+    next.snapshot_id
+}
+
+/// An upstream warehouse replicates as a builtin one does: a rule on it backfills what floe has
+/// logged, commits through floe and commits past it follow, the data files are copied with
+/// their paths rewritten, and the replica is read-only.
+#[tokio::test]
+async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
     };
+    let replica = TestFloe::start_region("replica", &[("primary", REPLICA_TOKEN)]).await;
+    let primary = primary_in_front_of(&upstream).await;
+    register_replica(&primary, &replica, "wh", &replica.warehouse_root()).await;
+
+    create_events(&primary).await;
+    let mut files = floe::bench::files::SnapshotWriter::default();
     let set_owner_directly = async |owner: &str| {
         let path = "/v1/namespaces/db/tables/events";
         direct(
@@ -707,7 +717,7 @@ async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
         )
         .await
     };
-    let first = append(&mut files).await;
+    let first = append_to_events(&primary, &mut files).await;
     set_owner_directly("ops").await;
 
     primary
@@ -737,7 +747,7 @@ async fn an_upstream_warehouse_replicates_like_a_builtin_one() {
     );
 
     // The tail: a commit through floe and one past it reach the replica without any action.
-    let newest = append(&mut files).await;
+    let newest = append_to_events(&primary, &mut files).await;
     set_owner_directly("data").await;
     let copy = wait_replicated(&primary, &replica, "events", |copy| {
         copy["metadata"]["properties"]["owner"] == "data"
@@ -808,56 +818,218 @@ async fn commit_with_answer_lost(
     upstream_get(upstream, "/v1/namespaces/ns/tables/t").await.1
 }
 
-/// A peer warehouse that is an upstream warehouse at the destination cannot take replicas yet:
-/// the stream stops with that reason, and the destination holds no replica row.
+/// The replica's loadTable at its own catalog, asked directly, once `done` holds for it and the
+/// source's stream has completed (waiting up to 30 s).
+async fn wait_held_upstream(
+    primary: &TestFloe,
+    holder: &JavaCatalog,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let status = primary
+            .get("/management/v1/tables/lake/db/events/replication")
+            .await
+            .expect(200);
+        if common::replication_completed(&status) {
+            let (code, held) = upstream_get(holder, "/v1/namespaces/db/tables/events").await;
+            if code == 200 && done(&held) {
+                return held;
+            }
+        }
+        last = status;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replica did not reach its catalog: {last}");
+}
+
+/// A peer's destination warehouse that fronts its own catalog keeps the replica there: the
+/// backfill registers it, the tail commits to it (commits through floe and past it at the
+/// source, data files copied, paths rewritten), readers of that catalog and of floe see it, and
+/// it is read-only through floe. A write made at that catalog directly is divergence: the next
+/// replicated change is refused, the stream fails saying so, and the catalog's table is left as
+/// that writer left it.
 #[tokio::test]
-async fn replicas_into_an_upstream_warehouse_are_refused() {
+async fn an_upstream_catalog_holds_replicas_and_reports_divergence() {
+    let Some(source) = java_catalog::start().await else {
+        return;
+    };
+    let Some(holder) = java_catalog::start().await else {
+        return;
+    };
+    let holder_root = format!("file://{}", holder.warehouse.path().display());
     let replica = {
         let (mut settings, dir) =
             common::region_settings("replica", &[("primary", REPLICA_TOKEN)]).await;
-        let mut lake =
-            WarehouseSettings::builtin("lake", format!("file://{}", dir.path().display()));
+        let mut lake = WarehouseSettings::builtin("lake", holder_root.clone());
         lake.backend = Backend::Upstream;
-        let unreachable = format!("http://127.0.0.1:{}", common::region::free_port());
-        lake.upstream = Some(upstream_settings(&unreachable));
+        // The observer polls the replica's catalog too: it must leave replicas alone.
+        let mut upstream_config = upstream_settings(&holder.url);
+        upstream_config.poll_interval_ms = 200;
+        lake.upstream = Some(upstream_config);
         settings.warehouses = vec![lake];
         TestFloe::start_with(settings, dir).await
     };
-    let primary = TestFloe::start_region("primary", &[]).await;
-    register_replica(&primary, &replica, "lake").await;
-    primary.create_namespace(&["db"]).await;
-    primary.create_table("db", "t").await;
+    let primary = primary_in_front_of(&source).await;
+    register_replica(&primary, &replica, "lake", &holder_root).await;
+    create_events(&primary).await;
+    let mut files = floe::bench::files::SnapshotWriter::default();
+    let first = append_to_events(&primary, &mut files).await;
     primary
         .post(
             "/management/v1/replication-rules",
-            json!({"warehouse": "wh", "destinations": [{"peer": "replica", "warehouse": "lake"}]}),
+            json!({"warehouse": "lake", "destinations": [{"peer": "replica", "warehouse": "lake"}]}),
         )
         .await
         .expect(201);
+    let held = wait_held_upstream(&primary, &holder, |held| {
+        held["metadata"]["current-snapshot-id"] == first
+    })
+    .await;
+    let (_, at_source) = upstream_get(&source, "/v1/namespaces/db/tables/events").await;
+    assert_eq!(
+        held["metadata"]["table-uuid"],
+        at_source["metadata"]["table-uuid"]
+    );
+    for location in [&held["metadata-location"], &held["metadata"]["location"]] {
+        assert!(
+            location.as_str().unwrap().starts_with(&holder_root),
+            "{location}"
+        );
+    }
+
+    // The tail: a commit through floe and one made at the source's catalog directly.
+    let newest = append_to_events(&primary, &mut files).await;
+    direct(
+        &source,
+        reqwest::Method::POST,
+        "/v1/namespaces/db/tables/events",
+        Some(set_property("owner", "data")),
+    )
+    .await;
+    let held = wait_held_upstream(&primary, &holder, |held| {
+        held["metadata"]["properties"]["owner"] == "data"
+    })
+    .await;
+    assert_eq!(held["metadata"]["current-snapshot-id"], newest);
+    assert_eq!(common::snapshot_ids(&held).len(), 2);
+    let through_floe = replica
+        .get("/v1/lake/namespaces/db/tables/events")
+        .await
+        .expect(200);
+    assert_eq!(through_floe["metadata-location"], held["metadata-location"]);
+    let parquet = common::files_under(holder.warehouse.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    assert_eq!(parquet, 4, "2 snapshots x 2 data files copied");
+    let source_root = source.warehouse.path().display().to_string();
+    let leaks = common::iceberg_files::files_mentioning(holder.warehouse.path(), &source_root);
+    assert!(leaks.is_empty(), "replica files name the source: {leaks:?}");
+    // The replica's log holds what replication made, one entry per source commit after the
+    // backfill (the direct one followed as a commit, not a new backfill; the observer, polling,
+    // logged nothing of its own), each entry the one after the one before.
+    let log = lake_log(&replica).await;
+    assert_eq!(
+        kinds(&log),
+        ["create-table", "commit-table", "commit-table"],
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .all(|e| e["details"]["replicated-from"] == "primary")
+    );
+    assert_chained(&log);
+    assert_eq!(log[2]["new-metadata-location"], held["metadata-location"]);
+
+    // A change placed in the catalog whose recording then fails (as a crash between the two
+    // would leave it): the source sends it again, and floe adopts the state the catalog holds,
+    // neither committing it twice nor taking it for divergence.
+    let path = "/v1/lake/namespaces/db/tables/events";
+    let fail_before_commit = |on: bool| {
+        replica
+            .faults
+            .fail_before_commit
+            .store(on, std::sync::atomic::Ordering::SeqCst)
+    };
+    let files_before = held["metadata"]["metadata-log"].as_array().unwrap().len();
+    fail_before_commit(true);
+    primary
+        .post(path, set_property("stage", "adopted"))
+        .await
+        .expect(200);
+    let status_path = "/management/v1/tables/lake/db/events/replication";
     let mut status = Value::Null;
-    for _ in 0..200 {
-        status = primary
-            .get("/management/v1/tables/wh/db/t/replication")
-            .await
-            .expect(200);
+    for _ in 0..600 {
+        status = primary.get(status_path).await.expect(200);
+        let (_, now) = upstream_get(&holder, "/v1/namespaces/db/tables/events").await;
+        let failure = status["destinations"][0]["failure"].as_str();
+        if now["metadata"]["properties"]["stage"] == "adopted"
+            && failure.is_some_and(|f| f.contains("injected"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status.to_string().contains("injected"),
+        "the change was not placed and then refused: {status}"
+    );
+    fail_before_commit(false);
+    let held = wait_held_upstream(&primary, &holder, |held| {
+        held["metadata"]["properties"]["stage"] == "adopted"
+    })
+    .await;
+    let files_after = held["metadata"]["metadata-log"].as_array().unwrap().len();
+    assert_eq!(files_after, files_before + 1, "committed once: {held}");
+    let log = lake_log(&replica).await;
+    assert_eq!(log.len(), 4, "{log:#?}");
+    assert_chained(&log);
+    assert_eq!(log[3]["new-metadata-location"], held["metadata-location"]);
+
+    // Read-only through floe: a commit, a drop and a rename are refused before they reach the
+    // catalog.
+    let refused = replica.post(path, set_property("owner", "replica")).await;
+    assert_eq!(
+        refused.error_type(),
+        "ForbiddenException",
+        "{}",
+        refused.body
+    );
+    replica.delete(path).await.expect(403);
+    let rename = json!({"source": {"namespace": ["db"], "name": "events"},
+                        "destination": {"namespace": ["db"], "name": "moved"}});
+    replica
+        .post("/v1/lake/tables/rename", rename)
+        .await
+        .expect(403);
+    let (_, unchanged) = upstream_get(&holder, "/v1/namespaces/db/tables/events").await;
+    assert_eq!(unchanged["metadata-location"], held["metadata-location"]);
+
+    // A write at the replica's catalog directly, then a change at the source.
+    direct(
+        &holder,
+        reqwest::Method::POST,
+        "/v1/namespaces/db/tables/events",
+        Some(set_property("owner", "someone")),
+    )
+    .await;
+    primary
+        .post(path, set_property("owner", "source"))
+        .await
+        .expect(200);
+    for _ in 0..600 {
+        status = primary.get(status_path).await.expect(200);
         if status["destinations"][0]["state"] == "failed" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let destination = &status["destinations"][0];
-    assert_eq!(destination["state"], "failed", "{status}");
-    let reason = destination.to_string();
-    assert!(reason.contains("upstream catalog"), "{status}");
-    let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM iceberg_table")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
-    pool.close().await;
+    assert_eq!(status["destinations"][0]["state"], "failed", "{status}");
+    assert!(status.to_string().contains("diverged"), "{status}");
+    let (_, kept) = upstream_get(&holder, "/v1/namespaces/db/tables/events").await;
+    assert_eq!(kept["metadata"]["properties"]["owner"], "someone");
+    assert_eq!(lake_log(&replica).await.len(), 4);
     primary.server.stop().await;
     replica.server.stop().await;
 }

@@ -10,6 +10,7 @@ pub mod purge;
 pub mod purge_jobs;
 pub mod replica;
 pub mod replica_build;
+pub mod replica_home;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;

@@ -79,14 +79,6 @@ impl Catalog {
         req: ApplyRequest,
         principal: &str,
     ) -> CatalogResult<ApplyResponse> {
-        if wh.upstream.is_some() {
-            // Its tables are the upstream's; a replica floe made beside them would be served by
-            // nobody (and taken by the observer for a table the upstream dropped).
-            return Err(CatalogError::Unprocessable(format!(
-                "warehouse `{}` is served by an upstream catalog, which cannot hold replicas yet;                  map the peer's warehouse to a builtin warehouse of region `{}`",
-                wh.name, self.region
-            )));
-        }
         let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
@@ -286,11 +278,10 @@ impl Catalog {
                     let metadata = with_last_updated(result.metadata, req.last_updated_ms)?;
                     let built = Arc::new(CachedMetadata::from_parsed(metadata)?);
                     let version = row.version + 1;
-                    let file = metadata::metadata_file_location(built.parsed.location(), version)?;
-                    files
-                        .write(&wh.storage, &file, built.json.as_bytes())
+                    let recorded = Some(row.metadata_location.as_str());
+                    let (location, built) = self
+                        .place_state(files, change, recorded, built, version, false)
                         .await?;
-                    let location = file.to_string();
                     let pointer = TablePointer {
                         table_uuid: row.table_uuid,
                         metadata_location: &location,
@@ -316,6 +307,7 @@ impl Catalog {
                 let target = TableName::new(NamespaceName::new(namespace.clone())?, name.clone())?;
                 let namespace_id = self.replica_namespace(tx, wh, &target, req).await?;
                 let version = row.version + 1;
+                self.place_rename(change, &target, row.table_uuid).await?;
                 if !db::rename_table(tx, row.table_id, namespace_id, &target.name, version).await? {
                     return Err(CatalogError::AlreadyExists(format!(
                         "cannot rename the replica {table} to {target} in warehouse {}: a table \
@@ -337,6 +329,7 @@ impl Catalog {
                 Some(row.metadata_location)
             }
             ApplyAction::Drop { purge } => {
+                let purge_here = self.place_drop(change, *purge).await?;
                 db::delete_table(tx, row.table_id).await?;
                 let mut entry = change.entry(
                     EntryKind::DropTable,
@@ -346,7 +339,7 @@ impl Catalog {
                 entry.details["purge"] = json!(purge);
                 entry.previous_metadata_location = Some(row.metadata_location.clone());
                 log::append(tx, &[entry]).await?;
-                if *purge {
+                if purge_here {
                     crate::db::jobs::insert_purge_job(
                         tx,
                         wh.id,

@@ -199,8 +199,6 @@ impl Catalog {
         let metadata = with_last_updated(metadata, req.last_updated_ms)?;
         super::paths::check_metadata(wh, &metadata)?;
         let uuid = metadata.uuid();
-        let metadata_value = serde_json::to_value(&metadata)
-            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
         let built = Arc::new(CachedMetadata::from_parsed(metadata)?);
         let (table_id, version, previous) = match &serving {
             Some(current) => (
@@ -210,12 +208,13 @@ impl Catalog {
             ),
             None => (Uuid::now_v7(), 1, None),
         };
-        let file = metadata::metadata_file_location(built.parsed.location(), version)?;
-        files
-            .write(&wh.storage, &file, built.json.as_bytes())
-            .await?;
-        let location = file.to_string();
         let namespace_id = self.replica_namespace(tx, wh, table, req).await?;
+        let recorded = previous.as_deref();
+        let (location, built) = self
+            .place_state(files, change, recorded, built, version, true)
+            .await?;
+        let metadata_value = serde_json::to_value(&built.parsed)
+            .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
         match &serving {
             Some(current) => {
                 let pointer = TablePointer {

@@ -5,7 +5,8 @@
 //! [`namespace_for_write`], on the connection (and under the lock or compare-and-set) that guards
 //! the write itself, so what was checked is what is written: a row read before its lock could have
 //! become a replica in between (dropped, and made again by replication). Replication's own
-//! changes (`replica`, `replica_build`) read rows without this rule.
+//! changes (`replica`, `replica_build`) read rows without this rule. Writes to an upstream
+//! warehouse, forwarded rather than made by floe, pass [`check_forwarded_write`] first.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -75,4 +76,22 @@ fn read_only_namespace(ns: &NamespaceName, origin_region: &str) -> CatalogError 
         "Namespace {ns} holds replicas of region `{origin_region}` and is read-only here; create, \
          drop or change it in region `{origin_region}`'s catalog instead"
     ))
+}
+
+/// A write forwarded to an upstream warehouse's catalog (floe's rows record its tables): refused
+/// when it changes one of `tables` that is a replica, or one of `namespaces` that replication
+/// made, before anything is sent.
+pub async fn check_forwarded_write(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    tables: &[&TableName],
+    namespaces: &[&NamespaceName],
+) -> CatalogResult<()> {
+    for table in tables {
+        table_for_write(conn, warehouse_id, table, false).await?;
+    }
+    for ns in namespaces {
+        namespace_for_write(conn, warehouse_id, ns, false).await?;
+    }
+    Ok(())
 }

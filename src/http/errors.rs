@@ -110,6 +110,9 @@ impl From<CatalogError> for ApiError {
                 crate::contract::peer_protocol::STALE_LEASE_TYPE,
                 message,
             ),
+            CatalogError::ReplicaDiverged(_) => {
+                Self::new(S::CONFLICT, "ReplicaDivergedException", message)
+            }
             CatalogError::Unprocessable(_) => Self::new(
                 S::UNPROCESSABLE_ENTITY,
                 "UnprocessableEntityException",

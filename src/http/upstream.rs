@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::auth::Principal;
 use super::errors::ApiError;
+use crate::catalog::write_rule;
+use crate::error::CatalogError;
 use crate::names::{NamespaceName, TableName};
 use crate::upstream::commit::{self, InterceptedCommit};
 use crate::upstream::forward::Forwarded;
@@ -50,21 +52,22 @@ pub async fn dispatch(
         .find(|(key, _)| *key == "prefix")
         .map(|(_, value)| *value);
     // An unknown warehouse is the builtin handler's 404 to give.
-    let Some(upstream) = state
+    let Some((warehouse_id, upstream)) = state
         .catalog
         .warehouse(prefix)
         .ok()
-        .and_then(|wh| wh.upstream.clone())
+        .and_then(|wh| Some((wh.id, wh.upstream.clone()?)))
     else {
         return next.run(request).await;
     };
-    forward(&state, &upstream, route, &params, request)
+    forward(&state, warehouse_id, &upstream, route, &params, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn forward(
     state: &Arc<AppState>,
+    warehouse_id: uuid::Uuid,
     upstream: &Arc<UpstreamCatalog>,
     route: &str,
     params: &[(&str, &str)],
@@ -80,6 +83,18 @@ async fn forward(
     })?;
     if is_commit(&parts.method, route) {
         return intercept(state, upstream, params, parts, body).await;
+    }
+    let (tables, namespaces) = written(&parts.method, route, params, &body);
+    if !tables.is_empty() || !namespaces.is_empty() {
+        let mut conn = state
+            .catalog
+            .pool()
+            .acquire()
+            .await
+            .map_err(CatalogError::from)?;
+        let tables: Vec<&TableName> = tables.iter().collect();
+        let namespaces: Vec<&NamespaceName> = namespaces.iter().collect();
+        write_rule::check_forwarded_write(&mut conn, warehouse_id, &tables, &namespaces).await?;
     }
     let changed = changed_tables(&parts.method, route, params, &body);
     let answer = upstream
@@ -123,6 +138,34 @@ fn path_table(params: &[(&str, &str)]) -> Option<TableName> {
     TableName::new(namespace, param("table")?.to_string()).ok()
 }
 
+/// A renameTable body's tables (`None` for one that is not valid: the upstream refuses it).
+struct Rename {
+    source: Option<TableName>,
+    destination: Option<TableName>,
+}
+
+impl Rename {
+    fn parse(body: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Identifier {
+            namespace: Vec<String>,
+            name: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            source: Identifier,
+            destination: Identifier,
+        }
+        let table =
+            |id: Identifier| TableName::new(NamespaceName::new(id.namespace).ok()?, id.name).ok();
+        let body: Body = serde_json::from_slice(body).ok()?;
+        Some(Self {
+            source: table(body.source),
+            destination: table(body.destination),
+        })
+    }
+}
+
 /// The tables a forwarded request changes without a commit (create, register, drop, rename):
 /// once it succeeds, each is a hint for the warehouse's observer (`upstream::observer`).
 fn changed_tables(
@@ -135,40 +178,64 @@ fn changed_tables(
     struct Named {
         name: String,
     }
-    #[derive(serde::Deserialize)]
-    struct Identifier {
-        namespace: Vec<String>,
-        name: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Rename {
-        source: Identifier,
-        destination: Identifier,
-    }
     let named = |body: &[u8]| {
         let name = serde_json::from_slice::<Named>(body).ok()?.name;
         let param = |key: &str| params.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let namespace = NamespaceName::from_url_segment(param("namespace")?).ok()?;
         TableName::new(namespace, name).ok()
     };
-    let identified =
-        |id: Identifier| TableName::new(NamespaceName::new(id.namespace).ok()?, id.name).ok();
     match (method.as_str(), route) {
         ("POST", "/v1/{prefix}/namespaces/{namespace}/tables")
         | ("POST", "/v1/{prefix}/namespaces/{namespace}/register") => {
             named(body).into_iter().collect()
         }
         ("DELETE", TABLE_ROUTE) => path_table(params).into_iter().collect(),
-        ("POST", "/v1/{prefix}/tables/rename") => serde_json::from_slice::<Rename>(body)
-            .ok()
+        ("POST", "/v1/{prefix}/tables/rename") => Rename::parse(body)
             .map(|rename| {
                 [rename.source, rename.destination]
                     .into_iter()
-                    .filter_map(identified)
+                    .flatten()
                     .collect()
             })
             .unwrap_or_default(),
         _ => Vec::new(),
+    }
+}
+
+/// The replicas and replicated namespaces a forwarded request would change, for the write rule
+/// (`catalog::write_rule`): a drop or rename of a table; a namespace's drop or properties; a
+/// table made in a namespace, or moved into one. Commits are checked under their locks instead
+/// (`upstream::commit`).
+fn written(
+    method: &Method,
+    route: &str,
+    params: &[(&str, &str)],
+    body: &[u8],
+) -> (Vec<TableName>, Vec<NamespaceName>) {
+    let namespace = || {
+        let param = params.iter().find(|(k, _)| *k == "namespace")?.1;
+        NamespaceName::from_url_segment(param).ok()
+    };
+    match (method.as_str(), route) {
+        ("DELETE", "/v1/{prefix}/namespaces/{namespace}")
+        | ("POST", "/v1/{prefix}/namespaces/{namespace}/properties")
+        | ("POST", "/v1/{prefix}/namespaces/{namespace}/tables")
+        | ("POST", "/v1/{prefix}/namespaces/{namespace}/register") => {
+            (Vec::new(), namespace().into_iter().collect())
+        }
+        ("DELETE", TABLE_ROUTE) => (path_table(params).into_iter().collect(), Vec::new()),
+        ("POST", "/v1/{prefix}/tables/rename") => match Rename::parse(body) {
+            Some(rename) => (
+                rename.source.into_iter().collect(),
+                rename
+                    .destination
+                    .map(|t| t.namespace)
+                    .into_iter()
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        },
+        _ => (Vec::new(), Vec::new()),
     }
 }
 

@@ -92,6 +92,15 @@ impl TryFrom<&LogEntry> for TableEntry {
                     .ok_or_else(|| fail("it does not say whether the drop purged".to_string()))?,
             },
             "orphan-table" => TableChange::Orphan,
+            "observe-table" if let Some(updates) = observed_step(entry, version) => {
+                TableChange::Commit {
+                    updates,
+                    new_metadata_location: required(
+                        entry.new_metadata_location.as_deref(),
+                        "new metadata location",
+                    )?,
+                }
+            }
             "create-table" | "register-table" | "observe-table" => TableChange::Replaced {
                 kind: entry.kind.clone(),
             },
@@ -105,6 +114,24 @@ impl TryFrom<&LogEntry> for TableEntry {
             change,
         })
     }
+}
+
+/// The updates of an `observe-table` entry that is a step of a table floe knew (a commit made
+/// past floe at an upstream, its changes derived from the state before): replayable as a commit,
+/// so a replica follows it without a backfill. `None` for a first state, a step whose changes are
+/// unknown (the state before was unreadable), or one that gives the table another identity.
+fn observed_step(entry: &LogEntry, version: i64) -> Option<Vec<TableUpdate>> {
+    if version <= 1 || !entry.details["changes-unknown"].is_null() {
+        return None;
+    }
+    let updates: Vec<TableUpdate> = serde_json::from_value(entry.changes.clone()).ok()?;
+    let another_table = updates.iter().any(|u| {
+        matches!(
+            u,
+            TableUpdate::AssignUuid { .. } | TableUpdate::UpgradeFormatVersion { .. }
+        )
+    });
+    (!another_table).then_some(updates)
 }
 
 #[cfg(test)]
@@ -145,6 +172,28 @@ mod tests {
         match TableEntry::try_from(&commit).unwrap().change {
             TableChange::Commit { updates, .. } => assert_eq!(updates.len(), 1),
             other => panic!("{other:?}"),
+        }
+        let observed = entry(
+            "observe-table",
+            json!([{ "action": "set-properties", "updates": { "a": "b" } }]),
+            json!({}),
+        );
+        assert!(matches!(
+            TableEntry::try_from(&observed).unwrap().change,
+            TableChange::Commit { .. }
+        ));
+        // A first state, changes unknown, or a new identity: the whole metadata is sent again.
+        let mut first = observed.clone();
+        first.table_version = Some(1);
+        let mut unknown = observed.clone();
+        unknown.details = json!({ "changes-unknown": "the previous metadata is unreadable" });
+        let mut replaced = observed.clone();
+        replaced.changes = json!([{ "action": "assign-uuid", "uuid": uuid::Uuid::nil() }]);
+        for whole in [first, unknown, replaced] {
+            assert!(matches!(
+                TableEntry::try_from(&whole).unwrap().change,
+                TableChange::Replaced { .. }
+            ));
         }
         let drop = entry("drop-table", json!([]), json!({ "purge": true }));
         assert!(matches!(

@@ -40,7 +40,7 @@ use super::client::UpstreamCatalog;
 use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
 use super::table_log::{self, Current, TableChanges, catch_up, log_landed, table_path};
-use crate::catalog::{Catalog, Warehouse};
+use crate::catalog::{Catalog, Warehouse, write_rule};
 use crate::db::upstream::{self as db, IntentTable, PendingIntent, UpstreamTableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::http::errors::ApiError;
@@ -178,6 +178,8 @@ pub async fn intercept(
         crate::db::catalog::lock_table_names(&mut tx, wh.id, &names)
             .await
             .map_err(CatalogError::from)?;
+        // A replica floe keeps in this upstream changes only by replication.
+        write_rule::check_forwarded_write(&mut tx, wh.id, &names, &[]).await?;
         let mut rows = Vec::new();
         let mut pending = false;
         for table in &names {

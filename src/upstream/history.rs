@@ -58,6 +58,11 @@ pub fn produced_by(
     }
 }
 
+/// Whether two states agree on everything a commit decides (see [`produced_by`]).
+pub fn same_state(a: &TableMetadata, b: &TableMetadata) -> bool {
+    Fingerprint::of(a) == Fingerprint::of(b)
+}
+
 /// What a commit decides about a table's state: these fields of its metadata, as JSON.
 #[derive(Debug, PartialEq)]
 struct Fingerprint(Vec<Value>);
@@ -79,8 +84,51 @@ const DECIDED: [&str; 12] = [
 ];
 
 impl Fingerprint {
+    /// The lists sorted: the order of a metadata's snapshots (and schemas, specs, sort orders)
+    /// is the writer's, not part of the state (iceberg-rust keeps them in hash maps).
     fn of(metadata: &TableMetadata) -> Self {
-        let json = serde_json::to_value(metadata).unwrap_or(Value::Null);
-        Self(DECIDED.iter().map(|key| json[key].clone()).collect())
+        Self::of_json(&serde_json::to_value(metadata).unwrap_or(Value::Null))
+    }
+
+    fn of_json(json: &Value) -> Self {
+        Self(
+            DECIDED
+                .iter()
+                .map(|key| match &json[key] {
+                    Value::Array(items) => {
+                        let mut items = items.clone();
+                        items.sort_by_cached_key(Value::to_string);
+                        Value::Array(items)
+                    }
+                    other => other.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_order_of_a_states_lists_is_not_part_of_it() {
+        let snapshot = |id: i64| json!({"snapshot-id": id, "sequence-number": id});
+        let state = |snapshots: Vec<Value>, owner: &str| json!({"snapshots": snapshots, "properties": {"owner": owner, "k": "v"}});
+        let one = state(vec![snapshot(1), snapshot(2)], "a");
+        assert_eq!(
+            Fingerprint::of_json(&one),
+            Fingerprint::of_json(&state(vec![snapshot(2), snapshot(1)], "a"))
+        );
+        assert_ne!(
+            Fingerprint::of_json(&one),
+            Fingerprint::of_json(&state(vec![snapshot(1)], "a"))
+        );
+        assert_ne!(
+            Fingerprint::of_json(&one),
+            Fingerprint::of_json(&state(vec![snapshot(1), snapshot(2)], "b"))
+        );
     }
 }

@@ -25,6 +25,7 @@ pub mod forward;
 pub mod history;
 pub mod listing;
 pub mod observer;
+pub mod replica;
 pub mod table_log;
 
 pub use client::UpstreamCatalog;

@@ -19,6 +19,10 @@
 //! A hint whose location is the one floe last logged costs one query and no upstream call. A
 //! hint that fails (the upstream down) is dropped: the next poll, or the table's next commit
 //! through floe, catches up the same way.
+//!
+//! Replicas floe keeps in the upstream (`upstream::replica`) are not caught up: their states
+//! are floe's to make, so one made there directly is divergence, warned of here and refused at
+//! the replica's next replicated change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -295,6 +299,20 @@ async fn look(
         .current(table, &headers)
         .await
         .map_err(|e| e.to_api_error(upstream.warehouse(), upstream.url(), false))?;
+    let row = crate::db::catalog::get_table(&mut tx, wh.id, &table.namespace, &table.name, false)
+        .await
+        .map_err(CatalogError::from)?;
+    if let Some(row) = row.filter(|row| row.replica.is_some()) {
+        // A replica floe keeps here changes only by replication (`upstream::replica`); a state
+        // it did not make is divergence, refused at the replica's next change, never logged.
+        let serving = current.as_ref().map(|c| c.location.as_str());
+        if serving != Some(row.metadata_location.as_str()) {
+            tracing::warn!(warehouse = %wh.name, %table, recorded = %row.metadata_location,
+                serving = serving.unwrap_or("no table"),
+                "a replica was changed at the upstream catalog directly: it has diverged");
+        }
+        return Ok(());
+    }
     catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?;
     tx.commit().await.map_err(CatalogError::from)?;
     catalog.log_wake().committed();
