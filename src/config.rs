@@ -45,6 +45,9 @@ pub struct Settings {
     /// floe refuses to listen beyond loopback unless this says so.
     pub allow_anonymous: bool,
     pub replication: ReplicationSettings,
+    /// How long a retry may reuse an Idempotency-Key and get the first answer again (advertised
+    /// by `/v1/config` as `idempotency-key-lifetime`).
+    pub idempotency_key_lifetime_seconds: u64,
 }
 
 /// Cross-region replication: this floe as a source (the replicator) and as a destination (which
@@ -452,6 +455,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             allow_anonymous: false,
             replication: ReplicationSettings::default(),
+            idempotency_key_lifetime_seconds: 30 * 60,
         }
     }
 }

@@ -145,6 +145,9 @@ pub async fn start_with_pool(
         catalog: catalog.clone(),
         authenticator,
         allowed_peer_hosts: settings.replication.allowed_peer_hosts.clone(),
+        idempotency_key_lifetime: std::time::Duration::from_secs(
+            settings.idempotency_key_lifetime_seconds,
+        ),
     });
     let app = http::router(state, settings.max_body_bytes);
     let listener =

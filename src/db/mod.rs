@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod idempotency;
 pub mod jobs;
 pub mod replication;
 pub mod table_commit;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod errors;
 pub mod extract;
 pub mod iceberg;
+pub mod idempotency;
 pub mod internal;
 pub mod management;
 pub mod oauth;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// `replication.allowed_peer_hosts`: where a registered peer may be.
     pub allowed_peer_hosts: Option<Vec<String>>,
+    /// `idempotency_key_lifetime_seconds`: how long an Idempotency-Key's answer is replayed.
+    pub idempotency_key_lifetime: std::time::Duration,
 }
 
 /// Every route floe serves: the Iceberg API, its token endpoint, the management API and the peer
@@ -60,11 +63,16 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     for route in routes {
         router = router.route(route.spec.path, route.handler);
     }
-    // Layers wrap what is already there: the guard runs first, then the backend seam.
+    // Layers wrap what is already there: the guard runs first, then Idempotency-Key replay,
+    // then the backend seam.
     router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             upstream::dispatch,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::replay_or_run,
         ))
         .route_layer(middleware::from_fn_with_state(guard, auth::guard))
         .fallback(async || {

@@ -23,6 +23,8 @@ pub mod wake;
 
 pub use table_entry::{TableChange, TableEntry, UndecodableEntry};
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -107,8 +109,17 @@ pub async fn append(conn: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Resu
     Ok(())
 }
 
+tokio::task_local! {
+    /// The Idempotency-Key of the request being served, set by `http::idempotency` around the
+    /// request's handler: every entry the request appends carries it (`details.idempotency-key`),
+    /// in the transaction of the change itself, so whether a keyed request took effect is in the
+    /// log even when its answer was lost (migrations/0020).
+    pub static REQUEST_IDEMPOTENCY_KEY: Uuid;
+}
+
 /// Entries as `floe_log_append_entries` takes them (migrations/0014): one JSON array, so that
-/// any number of entries is one round trip. Serialised straight from the entries, not copied.
+/// any number of entries is one round trip. Serialised straight from the entries, not copied
+/// (but for the details of a keyed request's entries, which gain its key).
 pub fn entries_json(entries: &[NewEntry]) -> sqlx::types::Json<Vec<EntryArguments<'_>>> {
     sqlx::types::Json(entries.iter().map(EntryArguments::from).collect())
 }
@@ -127,7 +138,7 @@ pub struct EntryArguments<'a> {
     changes: &'a Value,
     requirements: &'a Value,
     metadata: Option<&'a Value>,
-    details: &'a Value,
+    details: Cow<'a, Value>,
     principal: &'a str,
     origin_region: &'a str,
     previous_metadata_location: Option<&'a str>,
@@ -149,7 +160,16 @@ impl<'a> From<&'a NewEntry> for EntryArguments<'a> {
             changes: &e.changes,
             requirements: &e.requirements,
             metadata: e.metadata.as_ref(),
-            details: &e.details,
+            details: match REQUEST_IDEMPOTENCY_KEY.try_with(|key| *key) {
+                Ok(key) => {
+                    let mut details = e.details.clone();
+                    if let Some(fields) = details.as_object_mut() {
+                        fields.insert("idempotency-key".to_string(), key.to_string().into());
+                    }
+                    Cow::Owned(details)
+                }
+                Err(_) => Cow::Borrowed(&e.details),
+            },
             principal: &e.principal,
             origin_region: &e.origin_region,
             previous_metadata_location: e.previous_metadata_location.as_deref(),

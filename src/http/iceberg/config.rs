@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{endpoint_strings, read_endpoint_strings};
+use crate::error::CatalogError;
 use crate::http::AppState;
 use crate::http::errors::ApiResult;
 use crate::http::extract::IcebergQuery;
@@ -24,6 +25,9 @@ pub struct CatalogConfig {
     defaults: BTreeMap<String, String>,
     overrides: BTreeMap<String, String>,
     endpoints: Vec<String>,
+    /// floe keeps the answers to keyed requests this long (`http::idempotency`).
+    #[serde(rename = "idempotency-key-lifetime")]
+    idempotency_key_lifetime: String,
 }
 
 pub async fn get_config(
@@ -37,7 +41,11 @@ pub async fn get_config(
             .remote_config(headers.get(header::AUTHORIZATION))
             .await
             .map_err(|e| e.to_api_error(&wh.name, upstream.url(), false))?;
-        return Ok(Json(remote.for_clients(&wh.name, &endpoint_strings())).into_response());
+        // floe replays keyed requests to upstream warehouses too.
+        let mut config = serde_json::to_value(remote.for_clients(&wh.name, &endpoint_strings()))
+            .map_err(CatalogError::Encoding)?;
+        config["idempotency-key-lifetime"] = lifetime(&state).into();
+        return Ok(Json(config).into_response());
     }
     // A warehouse of replicas only is read-only for clients: advertise what they can do there.
     let endpoints = if state.catalog.holds_only_replicas(wh).await? {
@@ -49,6 +57,17 @@ pub async fn get_config(
         defaults: BTreeMap::new(),
         overrides: BTreeMap::from([("prefix".to_string(), wh.name.clone())]),
         endpoints,
+        idempotency_key_lifetime: lifetime(&state),
     })
     .into_response())
+}
+
+/// The Idempotency-Key lifetime as an ISO-8601 duration (`PT30M`).
+fn lifetime(state: &AppState) -> String {
+    let seconds = state.idempotency_key_lifetime.as_secs();
+    if seconds.is_multiple_of(60) {
+        format!("PT{}M", seconds / 60)
+    } else {
+        format!("PT{seconds}S")
+    }
 }

@@ -4,6 +4,8 @@ mod config;
 mod namespaces;
 mod tables;
 
+pub(crate) use tables::{json_response, load_result, table_body};
+
 use axum::http::Method;
 use serde::Deserialize;
 

@@ -50,7 +50,7 @@ pub struct ListTablesResponse {
 
 /// A JSON response assembled from pre-serialised parts, so the stored metadata text is passed through
 /// without being parsed again.
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [(
@@ -63,7 +63,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// The body of LoadTableResult / CommitTableResponse.
-fn table_body(
+pub(crate) fn table_body(
     metadata_location: Option<&str>,
     metadata_json: &str,
     config: Option<&BTreeMap<String, String>>,
@@ -86,7 +86,7 @@ fn table_body(
 }
 
 /// A LoadTableResult, with the `config` clients need to read the warehouse's files.
-fn load_result(wh: &Warehouse, headers: &HeaderMap, table: &LoadedTable) -> Response {
+pub(crate) fn load_result(wh: &Warehouse, headers: &HeaderMap, table: &LoadedTable) -> Response {
     let config = wh.table_config(delegation_requested(headers));
     json_response(
         StatusCode::OK,
