@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -35,6 +35,9 @@ pub struct LogWake {
     instance: Uuid,
     local: Notify,
     remote: Notify,
+    /// How many appends this process has committed: every long-polling reader of the log
+    /// (`http::management::log`) watches it.
+    commits: watch::Sender<u64>,
 }
 
 impl Default for LogWake {
@@ -43,6 +46,7 @@ impl Default for LogWake {
             instance: Uuid::now_v7(),
             local: Notify::new(),
             remote: Notify::new(),
+            commits: watch::Sender::new(0),
         }
     }
 }
@@ -58,6 +62,13 @@ impl LogWake {
     pub fn committed(&self) {
         self.local.notify_one();
         self.remote.notify_one();
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A watch of this process's commits, for any number of readers (each sees every change of
+    /// the count after it subscribed; commits of other instances are not in it).
+    pub fn watch_commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Resolves at the next [`LogWake::committed`] (or at once, if one came since the last
