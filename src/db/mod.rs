@@ -124,3 +124,22 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await?;
     Ok(())
 }
+
+/// The migrations this binary embeds that the database has not applied (empty: up to date).
+/// An error means the database cannot be asked.
+pub async fn missing_migrations(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .or_else(|err| match &err {
+                // No migration table: none applied.
+                sqlx::Error::Database(e) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+                _ => Err(err),
+            })?;
+    Ok(MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|version| !applied.contains(version))
+        .collect())
+}

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod errors;
 pub mod extract;
+pub mod health;
 pub mod iceberg;
 pub mod idempotency;
 pub mod internal;
@@ -35,13 +36,14 @@ pub struct AppState {
     pub idempotency_key_lifetime: std::time::Duration,
 }
 
-/// Every route floe serves: the Iceberg API, its token endpoint, the management API and the peer
-/// endpoint.
+/// Every route floe serves: the Iceberg API, its token endpoint, the management API, the peer
+/// endpoint and the health probes.
 pub fn routes() -> Vec<Route> {
     let mut routes = iceberg::routes();
     routes.extend(oauth::routes());
     routes.extend(management::routes());
     routes.extend(internal::routes());
+    routes.extend(health::routes());
     routes
 }
 

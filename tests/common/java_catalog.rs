@@ -38,11 +38,15 @@ fn launcher() -> Option<PathBuf> {
 /// The catalog, or `None` (with a message) where it cannot run and is not required
 /// (`FLOE_REQUIRE_UPSTREAM`, which tests/run.sh sets when ../shared and Java are there).
 pub async fn start() -> Option<JavaCatalog> {
-    start_on(super::region::free_port()).await
+    start_with(None).await
 }
 
 /// As [`start`], on a given port (a test that starts floe before its upstream).
 pub async fn start_on(port: u16) -> Option<JavaCatalog> {
+    start_with(Some(port)).await
+}
+
+async fn start_with(port: Option<u16>) -> Option<JavaCatalog> {
     let Some(launcher) = launcher() else {
         assert!(
             std::env::var("FLOE_REQUIRE_UPSTREAM").is_err(),
@@ -58,33 +62,45 @@ pub async fn start_on(port: u16) -> Option<JavaCatalog> {
         database.port().unwrap(),
         database.path()
     );
-    let warehouse = tempfile::tempdir().unwrap();
+    let mut warehouse = tempfile::tempdir().unwrap();
     // One start at a time: the first on a machine compiles the server into a shared directory.
     static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _starting = STARTING.lock().await;
-    let child = Command::new("bash")
-        .arg(&launcher)
-        .arg(port.to_string())
-        .arg(&jdbc)
-        .arg(database.username())
-        .arg(format!("file://{}", warehouse.path().display()))
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the reference catalog");
-    let catalog = JavaCatalog {
-        child,
-        port,
-        url: format!("http://127.0.0.1:{port}"),
-        warehouse,
-    };
-    // The first start on a machine compiles the server.
-    for _ in 0..3000 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(catalog);
+    // A port picked free may be taken by another test's server before the catalog binds it
+    // (the catalog then exits): a catalog that exits is started again on another port.
+    for _ in 0..5 {
+        let port = port.unwrap_or_else(super::region::free_port);
+        let child = Command::new("bash")
+            .arg(&launcher)
+            .arg(port.to_string())
+            .arg(&jdbc)
+            .arg(database.username())
+            .arg(format!("file://{}", warehouse.path().display()))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the reference catalog");
+        let mut catalog = JavaCatalog {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            warehouse,
+        };
+        // The first start on a machine compiles the server.
+        for _ in 0..3000 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(catalog);
+            }
+            if catalog.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if catalog.child.try_wait().ok().flatten().is_none() {
+            panic!("the reference catalog did not start on port {port} within 300 s");
+        }
+        warehouse = std::mem::replace(&mut catalog.warehouse, tempfile::tempdir().unwrap());
     }
-    panic!("the reference catalog did not start on port {port} within 300 s");
+    panic!("the reference catalog exited at every start");
 }
