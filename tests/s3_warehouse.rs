@@ -1,6 +1,7 @@
 //! A warehouse on S3 (s3s-fs, which checks SigV4 signatures): the catalog writes and reads its
 //! metadata there, loadTable's `config` tells clients how to reach the files (with the keys only
-//! when vending is on and the client asks), and wrong keys give a clear error and leave nothing.
+//! when vending is on and the client asks, and from loadCredentials), and wrong keys give a
+//! clear error and leave nothing.
 
 mod common;
 
@@ -68,6 +69,17 @@ async fn tables_live_in_s3_and_clients_get_the_config_to_read_them() {
     let vended = load(&floe, Some("vended-credentials")).await;
     assert_eq!(vended["config"]["s3.access-key-id"], common::s3::ACCESS_KEY);
     assert_eq!(vended["config"]["s3.secret-access-key"], SECRET_KEY);
+    // loadCredentials: the same keys and settings, for the warehouse root they cover.
+    let credentials = floe.get(CREDENTIALS).await.expect(200);
+    let credentials = credentials["storage-credentials"].as_array().unwrap();
+    assert_eq!(credentials.len(), 1, "{credentials:?}");
+    assert_eq!(credentials[0]["prefix"], format!("s3://{BUCKET}/wh"));
+    assert_eq!(credentials[0]["config"], vended["config"]);
+    let missing = floe
+        .get("/v1/wh/namespaces/db/tables/nope/credentials")
+        .await;
+    assert_eq!(missing.error_type(), "NoSuchTableException");
+    missing.expect(404);
     floe.server.stop().await;
 
     // Without vending, no keys even when asked.
@@ -76,8 +88,12 @@ async fn tables_live_in_s3_and_clients_get_the_config_to_read_them() {
     floe.create_table("db", "t").await;
     let asked = load(&floe, Some("vended-credentials")).await;
     assert!(asked["config"].get("s3.secret-access-key").is_none());
+    let none = floe.get(CREDENTIALS).await.expect(200);
+    assert_eq!(none["storage-credentials"], json!([]));
     floe.server.stop().await;
 }
+
+const CREDENTIALS: &str = "/v1/wh/namespaces/db/tables/t/credentials";
 
 #[tokio::test]
 async fn wrong_keys_give_a_clear_error_and_write_nothing() {

@@ -4,6 +4,7 @@ import os
 
 import pyarrow as pa
 
+from conftest import S3_KEY, S3_SECRET
 from test_clients import duck, pyiceberg_catalog
 
 
@@ -16,6 +17,11 @@ def test_pyiceberg_and_duckdb_write_and_read_through_vended_config(floe_s3):
     for i in range(2):
         tbl.append(pa.table({"id": [i * 10 + j for j in range(10)], "v": [f"b{i}"] * 10}, schema=schema))
     assert cat.load_table(("s3ns", "t")).scan().to_arrow().num_rows == 20
+
+    # loadCredentials: PyIceberg picks the credential whose prefix covers the table's files.
+    creds = cat.load_credentials(("s3ns", "t"), tbl.metadata_location)
+    assert creds["s3.access-key-id"] == S3_KEY and creds["s3.secret-access-key"] == S3_SECRET, creds
+    assert creds["s3.endpoint"].startswith("http://127.0.0.1:"), creds
 
     # DuckDB reads PyIceberg's table and writes its own, from the vended config alone.
     con = duck(floe_s3)

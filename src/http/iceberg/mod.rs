@@ -121,6 +121,13 @@ pub fn routes() -> Vec<Route> {
             "table.rename",
             tables::rename,
         ),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
+            read,
+            "table.credentials",
+            tables::load_credentials,
+        ),
         // Metrics reports change nothing (floe discards them), so a reader may send them.
         route(
             M::POST,

@@ -203,6 +203,28 @@ pub async fn load(
     Ok(response)
 }
 
+/// loadCredentials: the keys a warehouse that vends credentials gives a reader of its tables
+/// (the same `s3.*` settings loadTable's `config` carries when vended credentials are asked
+/// for), for the warehouse root, which they cover; none for a warehouse that vends none.
+pub async fn load_credentials(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+) -> ApiResult<axum::Json<Value>> {
+    let (wh, table) = path.resolve(&state)?;
+    state.catalog.table_metadata_location(wh, &table).await?;
+    let credentials = if wh.vended_credentials.is_empty() {
+        Vec::new()
+    } else {
+        vec![serde_json::json!({
+            "prefix": wh.root.to_string(),
+            "config": wh.table_config(true),
+        })]
+    };
+    Ok(axum::Json(
+        serde_json::json!({ "storage-credentials": credentials }),
+    ))
+}
+
 pub async fn exists(
     State(state): State<Arc<AppState>>,
     IcebergPath(path): IcebergPath<TablePath>,
