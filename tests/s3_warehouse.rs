@@ -75,6 +75,42 @@ async fn tables_live_in_s3_and_clients_get_the_config_to_read_them() {
     assert_eq!(credentials.len(), 1, "{credentials:?}");
     assert_eq!(credentials[0]["prefix"], format!("s3://{BUCKET}/wh"));
     assert_eq!(credentials[0]["config"], vended["config"]);
+    // A keyed create that asked for vended keys: its answer (keys included) is not kept in the
+    // database; the retry gets the table with keys vended afresh, and nothing is made twice.
+    let key = uuid::Uuid::now_v7().to_string();
+    let keyed_create = async || {
+        let answer = floe
+            .http
+            .post(floe.url("/v1/wh/namespaces/db/tables"))
+            .header("Idempotency-Key", &key)
+            .header("X-Iceberg-Access-Delegation", "vended-credentials")
+            .json(&json!({"name": "keyed", "schema": common::simple_schema()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json::<Value>().await.unwrap()
+    };
+    let made = keyed_create().await;
+    let again = keyed_create().await;
+    assert_eq!(again["metadata-location"], made["metadata-location"]);
+    assert_eq!(again["config"]["s3.secret-access-key"], SECRET_KEY);
+    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let kept: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT body FROM idempotency_answer")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, [None], "the answer's body, keys and all, is not kept");
+    pool.close().await;
+    let creates = floe
+        .log()
+        .await
+        .into_iter()
+        .filter(|e| e["table-name"] == "keyed")
+        .count();
+    assert_eq!(creates, 1);
     let missing = floe
         .get("/v1/wh/namespaces/db/tables/nope/credentials")
         .await;

@@ -14,7 +14,9 @@
 //!    (`log::REQUEST_IDEMPOTENCY_KEY`), so this is known for certain; the retry is answered from
 //!    the current state (the spec allows a newer one) without running again.
 //! 4. **Otherwise** the request runs, with its key set for the log, and its answer is kept in the
-//!    lock's transaction if final: 2xx and 4xx, never 5xx (a retry of those runs again).
+//!    lock's transaction if final: 2xx and 4xx, never 5xx (a retry of those runs again). The body
+//!    of an answer too large, or one that may carry vended keys, is not kept (a retry is then
+//!    answered as in 3), so no secret reaches the database.
 //!
 //! Forwarded requests of an upstream warehouse are replayed the same way; their changes are
 //! logged by floe's protocol tasks rather than the request (`upstream::commit`), without the
@@ -173,6 +175,10 @@ async fn keyed(
         };
         return request.answer_from_current_state(catalog).await;
     }
+    // An answer that may carry vended keys (loadTable's `config` of a create or register that
+    // asked for them) is not kept: no secret is written to the database. A retry is answered
+    // from the current state, with keys vended afresh.
+    let asks_for_credentials = parts.headers.contains_key("x-iceberg-access-delegation");
     let request = Request::from_parts(parts, Body::from(body));
     let answer = REQUEST_IDEMPOTENCY_KEY.scope(key, next.run(request)).await;
     let status = answer.status();
@@ -193,7 +199,9 @@ async fn keyed(
         fingerprint,
         status: status.as_u16(),
         content_type,
-        body: (answer_body.len() <= MAX_KEPT_BODY_BYTES).then(|| answer_body.to_vec()),
+        body: (answer_body.len() <= MAX_KEPT_BODY_BYTES
+            && !(asks_for_credentials && status.is_success()))
+        .then(|| answer_body.to_vec()),
     };
     // The change is committed and logged with the key already; an answer that cannot be kept
     // is still the client's (a retry is then answered from the log and the current state).
