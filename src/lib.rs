@@ -18,4 +18,5 @@ pub mod replication;
 pub mod secret;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod upstream;

@@ -141,6 +141,7 @@ pub async fn start_with_pool(
         &settings.replication.accept,
         &settings.region,
     ));
+    crate::telemetry::install();
     let state = Arc::new(AppState {
         catalog: catalog.clone(),
         authenticator,

@@ -493,15 +493,7 @@ async fn pause_resume_and_resync() {
     assert_eq!(status["destinations"][0]["state"], "paused");
     assert_eq!(status["destinations"][0]["lag-versions"], 1);
     // The same figures for Prometheus.
-    let metrics = primary
-        .http
-        .get(primary.url("/management/v1/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = primary.get_text("/management/v1/metrics").await;
     let labels =
         r#"warehouse="wh",namespace="db",table="t",peer="replica",destination_warehouse="wh""#;
     assert!(
@@ -524,6 +516,22 @@ async fn pause_resume_and_resync() {
         .await
         .expect(200);
     assert_eq!(copy["metadata"]["properties"]["k"], "v");
+    // This instance's own figures (`telemetry`) beside the streams' (the recorder is the test
+    // process's, shared by its servers: only their presence is this test's to check).
+    let metrics = primary.get_text("/management/v1/metrics").await;
+    for expected in [
+        "# TYPE floe_http_request_duration_seconds histogram",
+        r#"route="/v1/{prefix}/namespaces/{namespace}/tables/{table}""#,
+        "floe_http_requests_total{",
+        r#"floe_commits_total{warehouse="wh"}"#,
+        "floe_log_append_duration_seconds_bucket{",
+        r#"floe_db_pool_connections{state="idle"}"#,
+        r#"floe_replication_apply_duration_seconds_count{peer="replica"}"#,
+        r#"floe_replication_end_to_end_lag_seconds_count{peer="replica",destination_warehouse="wh"}"#,
+        "floe_replication_lag_versions{",
+    ] {
+        assert!(metrics.contains(expected), "no `{expected}` in {metrics}");
+    }
 
     let resynced = primary
         .post(&format!("{base}/resync"), json!({}))

@@ -253,6 +253,23 @@ impl Catalog {
         changes: Vec<(TableName, Vec<TableRequirement>, Vec<TableUpdate>)>,
         principal: &str,
     ) -> CatalogResult<Vec<CommitOutcome>> {
+        let result = self.commit_changes_in_turn(wh, changes, principal).await;
+        match &result {
+            Ok(outcomes) => crate::telemetry::record_commit(&wh.name, outcomes.len(), false),
+            Err(CatalogError::CommitFailed(_)) => {
+                crate::telemetry::record_commit(&wh.name, 0, true)
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn commit_changes_in_turn(
+        &self,
+        wh: &Warehouse,
+        changes: Vec<(TableName, Vec<TableRequirement>, Vec<TableUpdate>)>,
+        principal: &str,
+    ) -> CatalogResult<Vec<CommitOutcome>> {
         // Queue behind other commits to these tables on this instance before touching the
         // database: only another instance's change can then move a table under this commit.
         let _queued = self

@@ -91,6 +91,7 @@ pub async fn commit_tables(
     writes: &[TableWrite<'_>],
     entries: &[NewEntry],
 ) -> sqlx::Result<Committed> {
+    let started = std::time::Instant::now();
     let result = sqlx::query("SELECT floe_commit_tables($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(warehouse_id)
         .bind(column(writes, |w| table_lock_name(w.table)))
@@ -106,6 +107,7 @@ pub async fn commit_tables(
         .bind(log::entries_json(entries))
         .execute(conn)
         .await;
+    crate::telemetry::record_log_append(started.elapsed());
     match result {
         Ok(_) => Ok(Committed::Done),
         Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("40001") => {

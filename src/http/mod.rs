@@ -65,8 +65,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     for route in routes {
         router = router.route(route.spec.path, route.handler);
     }
-    // Layers wrap what is already there: the guard runs first, then Idempotency-Key replay,
-    // then the backend seam.
+    // Layers wrap what is already there: the measurement runs first (so refusals are counted
+    // too), then the guard, then Idempotency-Key replay, then the backend seam.
     router
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             idempotency::replay_or_run,
         ))
         .route_layer(middleware::from_fn_with_state(guard, auth::guard))
+        .route_layer(middleware::from_fn(measured))
         .fallback(async || {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -94,4 +95,22 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Counts and times every request of a declared route (`telemetry`), by its route template.
+async fn measured(
+    matched: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    crate::telemetry::record_request(
+        matched.as_str(),
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }

@@ -268,6 +268,7 @@ impl Copier {
         self.stats
             .bytes_copied
             .fetch_add(written, Ordering::Relaxed);
+        crate::telemetry::record_bytes_copied(written);
         Ok(())
     }
 
@@ -317,6 +318,7 @@ impl Copier {
             .await?;
         self.stats.files_copied.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);
+        crate::telemetry::record_bytes_copied(len);
         Ok(())
     }
 }

@@ -814,11 +814,18 @@ impl Replicator {
         target: &Target,
         entry: LogEntry,
     ) -> Result<Option<Done>, Failure> {
+        let committed_at = entry.committed_at;
         let entry = TableEntry::try_from(&entry).map_err(|e| Failure::Permanent(e.to_string()))?;
         let context = format!("log entry {} (version {})", entry.seq, entry.version);
-        self.apply_table_entry(s, target, entry)
+        let done = self
+            .apply_table_entry(s, target, entry)
             .await
-            .map_err(|failure| failure.within(&context))
+            .map_err(|failure| failure.within(&context))?;
+        // From the change's commit here to its apply there (a backfill is not a change's lag).
+        if let Ok(lag) = (chrono::Utc::now() - committed_at).to_std() {
+            crate::telemetry::record_end_to_end(&s.peer_region, &s.dest_warehouse, lag);
+        }
+        Ok(done)
     }
 
     async fn apply_table_entry(
@@ -962,7 +969,8 @@ impl Replicator {
             retention: s.retention,
             last_updated_ms,
         };
-        match self
+        let started = std::time::Instant::now();
+        let answer = self
             .client
             .apply(
                 &s.peer_region,
@@ -972,8 +980,9 @@ impl Replicator {
                     .map(crate::secret::Secret::expose),
                 &request,
             )
-            .await
-        {
+            .await;
+        crate::telemetry::record_apply(&s.peer_region, started.elapsed());
+        match answer {
             Ok(response) => Ok(response.metadata_location),
             Err(PeerError::Unavailable { message, .. }) => Err(Failure::Transient(message)),
             Err(PeerError::LeaseRevoked { message, .. }) => {

@@ -250,6 +250,9 @@ pub async fn intercept(
         .await
         .map_err(failed)?;
     if status.is_client_error() {
+        if status == StatusCode::CONFLICT {
+            crate::telemetry::record_commit(&wh.name, 0, true);
+        }
         db::settle_intent(
             &mut tx,
             intent.intent_id,
@@ -329,6 +332,7 @@ pub async fn intercept(
         .map_err(CatalogError::from)?;
     tx.commit().await.map_err(CatalogError::from)?;
     catalog.log_wake().committed();
+    crate::telemetry::record_commit(&wh.name, commit.tables.len(), false);
     Ok(CommitAnswer {
         status,
         headers,

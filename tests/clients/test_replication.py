@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pyarrow as pa
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
 from conftest import Floe, http_json
@@ -109,6 +110,23 @@ def test_backfill_then_tail_read_by_duckdb(floe_no_rule):
         assert e.code == 403 and body["error"]["type"] == "ForbiddenException", body
         assert "primary" in body["error"]["message"] and floe.url in body["error"]["message"], body
     assert pyiceberg_catalog(replica_of(floe), "r2").load_table(("bf", "events")).scan().to_arrow().num_rows == 101
+
+    # The metrics, read by Prometheus' own parser: the request histogram by route, the commit
+    # counter, the replication lag histogram, and the streams' gauges.
+    with urllib.request.urlopen(f"{floe.url}/management/v1/metrics", timeout=10) as r:
+        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+    requests = families["floe_http_request_duration_seconds"]
+    assert requests.type == "histogram"
+    commit_route = "/v1/{prefix}/namespaces/{namespace}/tables/{table}"
+    assert any(s.labels.get("route") == commit_route and s.labels.get("method") == "POST"
+               for s in requests.samples), requests.samples
+    commits = [s.value for s in families["floe_commits"].samples
+               if s.name == "floe_commits_total" and s.labels["warehouse"] == "demo"]
+    assert commits and commits[0] >= 11, commits
+    lag = families["floe_replication_end_to_end_lag_seconds"]
+    assert lag.type == "histogram"
+    assert any(s.name.endswith("_count") and s.value >= 1 for s in lag.samples), lag.samples
+    assert families["floe_replication_lag_versions"].type == "gauge"
 
 
 SPARK_READ_REPLICA = textwrap.dedent("""

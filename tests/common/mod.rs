@@ -226,6 +226,13 @@ impl TestFloe {
         }
     }
 
+    /// A GET's body as text (an answer that is not JSON), once it answered 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let answer = self.http.get(self.url(path)).send().await.expect("request");
+        assert_eq!(answer.status(), 200, "{path}");
+        answer.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, None).await
     }

@@ -1,4 +1,6 @@
-//! `GET /management/v1/metrics`: replication lag and stream states for Prometheus.
+//! `GET /management/v1/metrics`: this instance's figures (`telemetry`: requests, commits, log
+//! appends, the database pool, replication applies, lag and bytes copied) and every replication
+//! stream's lag and state, for Prometheus.
 
 use std::sync::Arc;
 
@@ -10,8 +12,9 @@ use crate::http::AppState;
 use crate::http::errors::ApiResult;
 use crate::replication::admin;
 
-/// Every replication stream's lag (versions and seconds), failed attempts and state, in the
-/// Prometheus text format. Computed from the database, so all instances report the same figures.
+/// This instance's figures, then every replication stream's lag (versions and seconds), failed
+/// attempts and state (computed from the database, so all instances report the same), in the
+/// Prometheus text format.
 #[utoipa::path(
     get,
     path = "/management/v1/metrics",
@@ -23,7 +26,16 @@ use crate::replication::admin;
     tag = "replication"
 )]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let text = admin::metrics_text(&state.catalog).await?;
+    let pool = state.catalog.pool();
+    crate::telemetry::set_pool(
+        pool.size(),
+        pool.num_idle(),
+        pool.options().get_max_connections(),
+    );
+    // The replication gauges are the shared streams' state, read from the database at each
+    // scrape; the rest is this process's own (`telemetry`).
+    let mut text = crate::telemetry::render();
+    text.push_str(&admin::metrics_text(&state.catalog).await?);
     Ok((
         [(
             header::CONTENT_TYPE,
