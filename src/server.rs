@@ -146,8 +146,11 @@ pub async fn start_with_pool(
         catalog: catalog.clone(),
         authenticator,
         allowed_peer_hosts: settings.replication.allowed_peer_hosts.clone(),
-        idempotency_key_lifetime: std::time::Duration::from_secs(
-            settings.idempotency_key_lifetime_seconds,
+        idempotency: http::idempotency::Idempotency::new(
+            catalog.pool(),
+            std::time::Duration::from_secs(settings.idempotency_key_lifetime_seconds),
+            settings.max_body_bytes,
+            settings.database.max_connections,
         ),
     });
     let app = http::router(state, settings.max_body_bytes);

@@ -93,6 +93,12 @@ async fn a_retried_commit_is_answered_again_and_applied_once() {
     let (status, body) = keyed(&floe, Method::POST, TABLE, "not-a-uuid", None).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("Idempotency-Key"), "{body}");
+    // A keyed body is read within the same limit as any other (1 MiB in tests).
+    let large = set_property("big", &"x".repeat(2 * 1024 * 1024));
+    let key = Uuid::now_v7().to_string();
+    let (status, body) = keyed(&floe, Method::POST, TABLE, &key, Some(large)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("\"code\":413"), "{body}");
     floe.server.stop().await;
 }
 

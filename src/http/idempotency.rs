@@ -2,8 +2,9 @@
 //! key of a request that was answered gets that answer again, and changes nothing.
 //!
 //! Per keyed request, scoped by its principal (another caller's key is another key):
-//! 1. **One at a time.** A transaction on a connection of its own takes the key's advisory lock
-//!    and holds it to the end; a retry that arrives while the first is served waits for it (up
+//! 1. **One at a time.** A transaction on a connection of its own (from a pool apart from the
+//!    requests', so lock holders cannot starve the requests they wait for) takes the key's
+//!    advisory lock and holds it to the end; a retry that arrives while the first is served waits for it (up
 //!    to [`KEY_WAIT`], then 503 to retry). PostgreSQL releases the lock if this floe dies.
 //! 2. **An answer kept** within the lifetime is replayed if the request is the same one (method,
 //!    path, query and body, by digest); a key first used for another request is refused (422)
@@ -60,6 +61,33 @@ const MAX_KEPT_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Answers kept are pruned after every this many kept.
 const PRUNE_EVERY: u64 = 256;
 
+/// What replay needs, fixed when the server starts.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// How long an answer is replayed (`idempotency_key_lifetime_seconds`).
+    pub lifetime: Duration,
+    /// The connections that hold the keys' locks, apart from the requests' pool: a request
+    /// holding its key's lock must never wait for a connection that lock holders took.
+    locks: sqlx::PgPool,
+    /// `max_body_bytes`: a keyed request's body is read here, within the same limit.
+    max_body_bytes: usize,
+}
+
+impl Idempotency {
+    pub fn new(
+        pool: &sqlx::PgPool,
+        lifetime: Duration,
+        max_body_bytes: usize,
+        max_connections: u32,
+    ) -> Self {
+        Self {
+            lifetime,
+            locks: crate::db::background_pool(pool, max_connections),
+            max_body_bytes,
+        }
+    }
+}
+
 /// Whether `method route` changes the catalog (and so honours a key): every POST and DELETE
 /// under a warehouse's prefix but the metrics report, which changes nothing.
 fn is_mutation(method: &Method, route: &str) -> bool {
@@ -106,14 +134,23 @@ async fn keyed(
         .map(|p| p.0.clone())
         .unwrap_or_default();
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        ApiError::rejection(StatusCode::BAD_REQUEST, format!("unreadable body: {e}"))
+    let limit = state.idempotency.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        )
     })?;
     let endpoint = format!("{} {route}", parts.method);
     let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
-    let lifetime = state.idempotency_key_lifetime.as_secs_f64();
+    let lifetime = state.idempotency.lifetime.as_secs_f64();
     let catalog = &state.catalog;
-    let mut tx = catalog.pool().begin().await.map_err(CatalogError::from)?;
+    let mut tx = state
+        .idempotency
+        .locks
+        .begin()
+        .await
+        .map_err(CatalogError::from)?;
     sqlx::query(&format!(
         "SET LOCAL lock_timeout = {}",
         KEY_WAIT.as_millis()

@@ -32,8 +32,8 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// `replication.allowed_peer_hosts`: where a registered peer may be.
     pub allowed_peer_hosts: Option<Vec<String>>,
-    /// `idempotency_key_lifetime_seconds`: how long an Idempotency-Key's answer is replayed.
-    pub idempotency_key_lifetime: std::time::Duration,
+    /// What Idempotency-Key replay needs (`idempotency`).
+    pub idempotency: idempotency::Idempotency,
 }
 
 /// Every route floe serves: the Iceberg API, its token endpoint, the management API, the peer

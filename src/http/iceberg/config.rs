@@ -64,7 +64,7 @@ pub async fn get_config(
 
 /// The Idempotency-Key lifetime as an ISO-8601 duration (`PT30M`).
 fn lifetime(state: &AppState) -> String {
-    let seconds = state.idempotency_key_lifetime.as_secs();
+    let seconds = state.idempotency.lifetime.as_secs();
     if seconds.is_multiple_of(60) {
         format!("PT{}M", seconds / 60)
     } else {
