@@ -4,7 +4,7 @@ mod common;
 
 use common::{TestFloe, append_commit, simple_schema};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn config_names_the_prefix_and_lists_served_endpoints() {
@@ -593,4 +593,16 @@ async fn purge_spares_other_tables_under_the_same_location() {
     floe.get("/v1/wh/namespaces/ns/tables/inner")
         .await
         .expect(200);
+}
+
+/// The management API's OpenAPI document is served as checked in, for tools and browsers.
+#[tokio::test]
+async fn the_management_openapi_document_is_served() {
+    let floe = TestFloe::start().await;
+    let served: Value = floe.get("/management/v1/openapi.json").await.expect(200);
+    let checked_in: Value =
+        serde_json::from_str(include_str!("../openapi/management.json")).unwrap();
+    assert_eq!(served, checked_in);
+    assert!(served["paths"]["/management/v1/log"].is_object());
+    floe.server.stop().await;
 }

@@ -22,6 +22,7 @@ use crate::auth::Access;
         version = "1"
     ),
     paths(
+        openapi_document,
         log::read_log,
         audit::read_audit,
         metrics::metrics,
@@ -86,6 +87,23 @@ pub fn openapi_json() -> String {
         .expect("the OpenAPI document serialises")
 }
 
+/// This document, served (the same text as openapi/management.json).
+#[utoipa::path(
+    get,
+    path = "/management/v1/openapi.json",
+    responses(
+        (status = 200, description = "The management API's OpenAPI 3.1 document", body = String,
+            content_type = "application/json")
+    ),
+    tag = "api"
+)]
+pub async fn openapi_document() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
+}
+
 /// Every route of the management API; all need the admin role (on the table's warehouse for the
 /// per-table routes, on every warehouse for the region-wide ones).
 pub fn routes() -> Vec<Route> {
@@ -93,6 +111,13 @@ pub fn routes() -> Vec<Route> {
     let admin = Access::Admin;
     let table = "/management/v1/tables/{warehouse}/{namespace}/{table}/replication";
     vec![
+        route(
+            M::GET,
+            "/management/v1/openapi.json",
+            admin,
+            "openapi.read",
+            openapi_document,
+        ),
         route(
             M::GET,
             "/management/v1/log",
