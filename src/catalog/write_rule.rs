@@ -17,7 +17,7 @@ use crate::names::{NamespaceName, TableName};
 
 /// The table a client changes (`None`: there is none); a replica is refused (403). With `lock`,
 /// its row lock is held until the transaction ends.
-pub(super) async fn table_for_write(
+pub async fn table_for_write(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
     table: &TableName,

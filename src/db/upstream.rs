@@ -18,6 +18,17 @@ pub struct UpstreamTableRow {
     pub metadata_location: String,
 }
 
+impl From<super::catalog::TableRow> for UpstreamTableRow {
+    fn from(row: super::catalog::TableRow) -> Self {
+        Self {
+            table_id: row.table_id,
+            table_uuid: row.table_uuid,
+            version: row.version,
+            metadata_location: row.metadata_location,
+        }
+    }
+}
+
 pub async fn get_table(
     conn: &mut PgConnection,
     warehouse_id: Uuid,

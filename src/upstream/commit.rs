@@ -178,16 +178,12 @@ pub async fn intercept(
         crate::db::catalog::lock_table_names(&mut tx, wh.id, &names)
             .await
             .map_err(CatalogError::from)?;
-        // A replica floe keeps in this upstream changes only by replication.
-        write_rule::check_forwarded_write(&mut tx, wh.id, &names, &[]).await?;
         let mut rows = Vec::new();
         let mut pending = false;
         for table in &names {
-            rows.push(
-                db::get_table(&mut tx, wh.id, table)
-                    .await
-                    .map_err(CatalogError::from)?,
-            );
+            // A replica floe keeps in this upstream changes only by replication.
+            let row = write_rule::table_for_write(&mut tx, wh.id, table, false).await?;
+            rows.push(row.map(UpstreamTableRow::from));
             pending |= !db::pending_intents(&mut tx, wh.id, table)
                 .await
                 .map_err(CatalogError::from)?

@@ -107,7 +107,12 @@ pub async fn read_log(
         }
         let nap = OTHER_INSTANCES_POLL.min(deadline - now);
         tokio::select! {
-            _ = commits.changed() => {}
+            woken = commits.changed() => {
+                if woken.is_err() {
+                    // The catalog is shutting down: no more wake-ups, only the timer.
+                    tokio::time::sleep(nap).await;
+                }
+            }
             () = tokio::time::sleep(nap) => {}
         }
     };
