@@ -193,3 +193,35 @@ async fn a_retry_after_a_lost_answer_is_answered_from_the_log() {
     pool.close().await;
     floe.server.stop().await;
 }
+
+/// The management API honours keys too: a rule created twice with one key is one rule.
+#[tokio::test]
+async fn a_management_change_sent_twice_with_one_key_is_made_once() {
+    let floe = TestFloe::start().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let peer = json!({
+        "region": "replica",
+        "base-url": "http://127.0.0.1:9",
+        "credential": "a-peer-token-0123456789",
+        "warehouses": [{ "warehouse": "wh",
+                         "storage-root": format!("file://{}", elsewhere.path().display()) }]
+    });
+    floe.put("/management/v1/peers/replica", peer)
+        .await
+        .expect(200);
+    let key = Uuid::now_v7().to_string();
+    let rule = json!({"warehouse": "wh", "destinations": [{"peer": "replica", "warehouse": "wh"}]});
+    let path = "/management/v1/replication-rules";
+    let first = keyed(&floe, Method::POST, path, &key, Some(rule.clone())).await;
+    assert_eq!(first.0, 201, "{}", first.1);
+    let again = keyed(&floe, Method::POST, path, &key, Some(rule)).await;
+    assert_eq!(again, first);
+    let rules = floe.get(path).await.expect(200);
+    let rules = rules
+        .as_array()
+        .or_else(|| rules["rules"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    floe.server.stop().await;
+}

@@ -1,5 +1,6 @@
-//! Idempotency-Key (Iceberg REST spec 1.11) on every mutating Iceberg endpoint: a retry with the
-//! key of a request that was answered gets that answer again, and changes nothing.
+//! Idempotency-Key (Iceberg REST spec 1.11) on every mutating endpoint, of the Iceberg API and of
+//! the management API: a retry with the key of a request that was answered gets that answer
+//! again, and changes nothing.
 //!
 //! Per keyed request, scoped by its principal (another caller's key is another key):
 //! 1. **One at a time.** A transaction on a connection of its own (from a pool apart from the
@@ -22,7 +23,9 @@
 //! Forwarded requests of an upstream warehouse are replayed the same way; their changes are
 //! logged by floe's protocol tasks rather than the request (`upstream::commit`), without the
 //! key, so after a lost answer a retry is forwarded again, key included, for the upstream to
-//! decide.
+//! decide. Management changes write no log entries either: after a lost answer their retry runs
+//! again (all of them set a whole state or act idempotently, but a rule's create, which makes
+//! another rule).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,12 +91,14 @@ impl Idempotency {
     }
 }
 
-/// Whether `method route` changes the catalog (and so honours a key): every POST and DELETE
-/// under a warehouse's prefix but the metrics report, which changes nothing.
+/// Whether `method route` changes something (and so honours a key): every POST and DELETE
+/// under a warehouse's prefix but the metrics report, which changes nothing, and every POST,
+/// PUT and DELETE of the management API (peers, rules, stream actions).
 fn is_mutation(method: &Method, route: &str) -> bool {
-    (*method == Method::POST || *method == Method::DELETE)
-        && route.starts_with("/v1/{prefix}/")
-        && !route.ends_with("/metrics")
+    let writes = *method == Method::POST || *method == Method::DELETE || *method == Method::PUT;
+    writes
+        && ((route.starts_with("/v1/{prefix}/") && !route.ends_with("/metrics"))
+            || route.starts_with("/management/v1/"))
 }
 
 pub async fn replay_or_run(
