@@ -987,8 +987,20 @@ async fn an_upstream_catalog_holds_replicas_and_reports_divergence() {
     assert_chained(&log);
     assert_eq!(log[3]["new-metadata-location"], held["metadata-location"]);
 
-    // Read-only through floe: a commit, a drop and a rename are refused before they reach the
-    // catalog.
+    // Read-only through floe: its /v1/config advertises reads only (the warehouse holds nothing
+    // but replicas), and a commit, a drop and a rename are refused before they reach the catalog.
+    let config = replica.get("/v1/config?warehouse=lake").await.expect(200);
+    let endpoints: Vec<&str> = config["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(endpoints.contains(&"GET /v1/{prefix}/namespaces/{namespace}/tables/{table}"));
+    assert!(
+        !endpoints.contains(&"POST /v1/{prefix}/namespaces/{namespace}/tables/{table}"),
+        "{endpoints:?}"
+    );
     let refused = replica.post(path, set_property("owner", "replica")).await;
     assert_eq!(
         refused.error_type(),

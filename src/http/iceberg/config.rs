@@ -36,23 +36,24 @@ pub async fn get_config(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let wh = state.catalog.warehouse(query.warehouse.as_deref())?;
+    // A warehouse of replicas only is read-only for clients: advertise what they can do there
+    // (an upstream warehouse too, when all it holds are replicas floe keeps in its catalog).
+    let endpoints = if state.catalog.holds_only_replicas(wh).await? {
+        read_endpoint_strings()
+    } else {
+        endpoint_strings()
+    };
     if let Some(upstream) = &wh.upstream {
         let remote = upstream
             .remote_config(headers.get(header::AUTHORIZATION))
             .await
             .map_err(|e| e.to_api_error(&wh.name, upstream.url(), false))?;
         // floe replays keyed requests to upstream warehouses too.
-        let mut config = serde_json::to_value(remote.for_clients(&wh.name, &endpoint_strings()))
+        let mut config = serde_json::to_value(remote.for_clients(&wh.name, &endpoints))
             .map_err(CatalogError::Encoding)?;
         config["idempotency-key-lifetime"] = lifetime(&state).into();
         return Ok(Json(config).into_response());
     }
-    // A warehouse of replicas only is read-only for clients: advertise what they can do there.
-    let endpoints = if state.catalog.holds_only_replicas(wh).await? {
-        read_endpoint_strings()
-    } else {
-        endpoint_strings()
-    };
     Ok(Json(CatalogConfig {
         defaults: BTreeMap::new(),
         overrides: BTreeMap::from([("prefix".to_string(), wh.name.clone())]),
