@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::contract::peer_protocol::{ApplyAction, ApplyResponse, Retention};
-use crate::db::catalog::{self as db, NewTable, ReplicaBuild, TablePointer};
+use crate::db::catalog::{self as db, ReplicaBuild, TablePointer};
+use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind};
 
@@ -215,14 +216,19 @@ impl Catalog {
             .await?;
         let metadata_value = serde_json::to_value(&built.parsed)
             .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
+        let pointer = TablePointer {
+            table_uuid: uuid,
+            metadata_location: &location,
+            location: built.parsed.location(),
+        };
+        let mut entry = change.entry(EntryKind::CreateTable, table, (table_id, uuid, version));
+        entry.metadata = Some(metadata_value);
+        entry.previous_metadata_location = previous;
+        entry.new_metadata_location = Some(location.clone());
         match &serving {
             Some(current) => {
-                let pointer = TablePointer {
-                    table_uuid: uuid,
-                    metadata_location: &location,
-                    location: built.parsed.location(),
-                };
-                db::update_table_pointer(tx, table_id, &pointer, version).await?;
+                let mark = change.mark(false);
+                db::update_replica_pointer(tx, table_id, &pointer, version, &mark).await?;
                 // The source's name now (a rename the old generation never delivered).
                 let renamed =
                     current.row.namespace_id != namespace_id || current.row.name != table.name;
@@ -231,32 +237,27 @@ impl Catalog {
                 {
                     return Err(name_taken(change, uuid));
                 }
+                log::append(tx, &[entry]).await?;
             }
             None => {
-                let inserted = db::insert_table(
-                    tx,
-                    &NewTable {
-                        table_id,
-                        table_uuid: uuid,
-                        warehouse_id: wh.id,
+                // A new row and its entry, by the one writer of every new table
+                // (`table_commit`); it becomes a replica below, in this same transaction.
+                let write = TableWrite {
+                    table,
+                    table_id,
+                    change: RowChange::Create {
                         namespace_id,
-                        name: &table.name,
-                        metadata_location: &location,
-                        location: built.parsed.location(),
+                        pointer,
                     },
-                )
-                .await?;
-                if !inserted {
+                };
+                if let Committed::Moved =
+                    table_commit::commit_tables(tx, wh.id, &[write], &[entry]).await?
+                {
                     return Err(name_taken(change, uuid));
                 }
+                db::set_replica_mark(tx, table_id, &change.mark(false)).await?;
             }
         }
-        db::set_replica_mark(tx, table_id, &change.mark(false)).await?;
-        let mut entry = change.entry(EntryKind::CreateTable, table, (table_id, uuid, version));
-        entry.metadata = Some(metadata_value);
-        entry.previous_metadata_location = previous;
-        entry.new_metadata_location = Some(location.clone());
-        log::append(tx, &[entry]).await?;
         db::delete_replica_build(tx, wh.id, &req.source_region, req.source_table_id).await?;
         Ok((
             ApplyResponse {

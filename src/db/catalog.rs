@@ -286,38 +286,6 @@ pub(super) fn location_key(location: &str) -> String {
         .unwrap_or_else(|_| location.to_string())
 }
 
-pub struct NewTable<'a> {
-    pub table_id: Uuid,
-    pub table_uuid: Uuid,
-    pub warehouse_id: Uuid,
-    pub namespace_id: Uuid,
-    pub name: &'a str,
-    pub metadata_location: &'a str,
-    /// The table location from the metadata.
-    pub location: &'a str,
-}
-
-/// Inserts a table row at version 1. Returns false when the name (or the table UUID) is taken.
-pub async fn insert_table(conn: &mut PgConnection, table: &NewTable<'_>) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO iceberg_table
-             (table_id, table_uuid, warehouse_id, namespace_id, name, metadata_location, version,
-              location)
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(table.table_id)
-    .bind(table.table_uuid)
-    .bind(table.warehouse_id)
-    .bind(table.namespace_id)
-    .bind(table.name)
-    .bind(table.metadata_location)
-    .bind(location_key(table.location))
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
 /// Where a table row points: its metadata file and that metadata's table location.
 #[derive(Clone, Copy)]
 pub struct TablePointer<'a> {
@@ -326,23 +294,7 @@ pub struct TablePointer<'a> {
     pub location: &'a str,
 }
 
-/// Swaps the pointer of a locked table row to a new metadata file and version.
-pub async fn update_table_pointer(
-    conn: &mut PgConnection,
-    table_id: Uuid,
-    pointer: &TablePointer<'_>,
-    version: i64,
-) -> sqlx::Result<()> {
-    let query = sqlx::query(
-        "UPDATE iceberg_table SET table_uuid = $2, metadata_location = $3, version = $4,
-             location = $5, updated_at = now() WHERE table_id = $1",
-    )
-    .bind(table_id);
-    bind_pointer(query, pointer, version).execute(conn).await?;
-    Ok(())
-}
-
-/// Binds a pointer and its row's new version, in the order both pointer updates take them
+/// Binds a pointer and its row's new version, in the order the pointer update takes them
 /// (`table_uuid`, `metadata_location`, `version`, `location`).
 fn bind_pointer<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -561,8 +513,7 @@ pub async fn set_replica_mark(
     Ok(())
 }
 
-/// Moves a replica's row to `version` and this pointer, with its mark, in one statement: what
-/// [`update_table_pointer`] then [`set_replica_mark`] would do.
+/// Moves a replica's row to `version` and this pointer, with its mark, in one statement.
 pub async fn update_replica_pointer(
     conn: &mut PgConnection,
     table_id: Uuid,
