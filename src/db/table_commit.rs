@@ -4,9 +4,12 @@
 //!
 //! The invariant: a row is written only while it is still at the version its commit was planned
 //! against, and all of a commit's rows and entries are written together or not at all. The
-//! statement is its own transaction, so a row that moved on aborts all of it
-//! ([`Committed::Moved`]) and the caller plans again from what it reads then: nothing a stale
-//! plan built is ever committed.
+//! statement is atomic (its own transaction, or a step of the caller's, which it then aborts), so
+//! a row that moved on undoes all of it ([`Committed::Moved`]) and the caller plans again from
+//! what it reads then: nothing a stale plan built is ever committed. Every writer of a new table
+//! row goes through it (client creates, registers and staged creates, a replica's first
+//! generation, an upstream table's first state), and so does every swap of a row that is not a
+//! replica.
 
 use sqlx::PgConnection;
 use uuid::Uuid;

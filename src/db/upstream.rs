@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::names::TableName;
+use crate::names::{NamespaceName, TableName};
 
 /// A table of an upstream warehouse as floe last logged it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,56 +55,23 @@ pub async fn get_table(
     .transpose()
 }
 
-/// Records the table's state after entries up to `row.version`: its row is inserted at its
-/// first entry, version 1 (in its namespace's row, made then), then moved on. `location` is the table
-/// location of that state's metadata.
-pub async fn put_table(
+/// The namespace row an upstream table's row is made in (made at the table's first entry, with
+/// nothing logged: the upstream's namespaces are its own).
+pub async fn ensure_namespace(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
-    table: &TableName,
-    row: &UpstreamTableRow,
-    location: &str,
-) -> sqlx::Result<()> {
-    if row.version > 1 {
-        // The row exists (it was inserted at version 1): it moves on.
-        sqlx::query(
-            "UPDATE iceberg_table SET table_uuid = $2, version = $3, metadata_location = $4, \
-                 location = $5, updated_at = now() WHERE table_id = $1",
-        )
-        .bind(row.table_id)
-        .bind(row.table_uuid)
-        .bind(row.version)
-        .bind(&row.metadata_location)
-        .bind(super::catalog::location_key(location))
-        .execute(conn)
-        .await?;
-        return Ok(());
-    }
-    let namespace_id: Uuid = sqlx::query_scalar(
+    namespace: &NamespaceName,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar(
         "INSERT INTO namespace (namespace_id, warehouse_id, levels) VALUES ($1, $2, $3) \
          ON CONFLICT (warehouse_id, levels) DO UPDATE SET levels = EXCLUDED.levels \
          RETURNING namespace_id",
     )
     .bind(Uuid::now_v7())
     .bind(warehouse_id)
-    .bind(table.namespace.levels())
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO iceberg_table (table_id, table_uuid, warehouse_id, namespace_id, name, \
-             metadata_location, version, location) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(row.table_id)
-    .bind(row.table_uuid)
-    .bind(warehouse_id)
-    .bind(namespace_id)
-    .bind(&table.name)
-    .bind(&row.metadata_location)
-    .bind(row.version)
-    .bind(super::catalog::location_key(location))
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(namespace.levels())
+    .fetch_one(conn)
+    .await
 }
 
 /// One table of a forwarded commit, as its intent records it.

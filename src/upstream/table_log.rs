@@ -31,6 +31,8 @@ use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
 use super::{diff, history};
 use crate::catalog::{Catalog, Warehouse, paths};
+use crate::db::catalog::TablePointer;
+use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
 use crate::db::upstream::{self as db, PendingIntent, UpstreamTableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::http::errors::ApiError;
@@ -399,7 +401,9 @@ fn table_entry(
 }
 
 /// Appends `entry` and moves the table's row to `next` (`location`: its table location), in the
-/// caller's transaction: the one writer of an upstream table's row and its entry.
+/// caller's transaction, by the one writer of table rows and their entries
+/// (`table_commit::commit_tables`): the row is made at its first entry, version 1, and moves on
+/// only from the version before.
 async fn log_state(
     conn: &mut PgConnection,
     wh: &Warehouse,
@@ -408,13 +412,42 @@ async fn log_state(
     next: &UpstreamTableRow,
     location: &str,
 ) -> Result<(), ApiError> {
-    log::append(conn, &[entry])
+    let pointer = TablePointer {
+        table_uuid: next.table_uuid,
+        metadata_location: &next.metadata_location,
+        location,
+    };
+    let change = if next.version == 1 {
+        let namespace_id = db::ensure_namespace(conn, wh.id, &table.namespace)
+            .await
+            .map_err(CatalogError::from)?;
+        RowChange::Create {
+            namespace_id,
+            pointer,
+        }
+    } else {
+        RowChange::Swap {
+            expected_version: next.version - 1,
+            pointer,
+        }
+    };
+    let write = TableWrite {
+        table,
+        table_id: next.table_id,
+        change,
+    };
+    match table_commit::commit_tables(conn, wh.id, &[write], &[entry])
         .await
-        .map_err(CatalogError::from)?;
-    db::put_table(conn, wh.id, table, next, location)
-        .await
-        .map_err(CatalogError::from)?;
-    Ok(())
+        .map_err(CatalogError::from)?
+    {
+        Committed::Done => Ok(()),
+        // The caller holds the table's change lock, so only a row of another kind (a replica,
+        // which the observer and commits leave alone) can be in the way.
+        Committed::Moved => Err(CatalogError::CommitFailed(format!(
+            "table `{table}` changed in floe's catalog while its upstream state was logged; retry"
+        ))
+        .into()),
+    }
 }
 
 /// The changes from the logged state `row` (`None`: no table yet) to `after`; `Err` says why
