@@ -88,6 +88,13 @@ impl CatalogError {
         }
     }
 
+    pub fn no_such_view(view: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            kind: "NoSuchViewException",
+            message: format!("View does not exist: {view}"),
+        }
+    }
+
     pub fn no_such_warehouse(name: &str) -> Self {
         Self::NotFound {
             kind: "NoSuchWarehouseException",

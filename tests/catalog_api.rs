@@ -62,7 +62,8 @@ async fn advertised_endpoints_exist_in_the_spec_and_are_routed() {
         let concrete = path
             .replace("{prefix}", "wh")
             .replace("{namespace}", "missing")
-            .replace("{table}", "missing");
+            .replace("{table}", "missing")
+            .replace("{view}", "missing");
         let reply = floe
             .call(
                 method.clone(),

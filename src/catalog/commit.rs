@@ -325,14 +325,17 @@ impl Catalog {
                         None,
                     ),
                     // A staged create's commit: the table goes into this namespace.
-                    None if requirements.contains(&TableRequirement::NotExist) => (
-                        None,
-                        Some(
-                            writable_namespace(conn, wh.id, &table.namespace)
-                                .await?
-                                .namespace_id,
-                        ),
-                    ),
+                    None if requirements.contains(&TableRequirement::NotExist) => {
+                        let namespace = writable_namespace(conn, wh.id, &table.namespace).await?;
+                        // A view may hold the name (`floe_commit_tables` checks again under
+                        // the name's lock).
+                        if let Some(taken) =
+                            super::views::name_taken(conn, namespace.namespace_id, table).await?
+                        {
+                            return Err(taken);
+                        }
+                        (None, Some(namespace.namespace_id))
+                    }
                     None => (None, None),
                 };
                 plans.push(self.plan(

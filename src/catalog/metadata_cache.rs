@@ -1,25 +1,28 @@
-//! Table metadata by metadata-file location. Metadata files are written once and never changed, so
-//! an entry is valid for as long as it is kept, on every floe instance: no invalidation is needed.
-//! It spares loadTable and every commit a storage read and a parse of the whole metadata.
+//! Table (and view) metadata by metadata-file location. Metadata files are written once and never
+//! changed, so an entry is valid for as long as it is kept, on every floe instance: no
+//! invalidation is needed. It spares loadTable and every commit a storage read and a parse of the
+//! whole metadata.
 
 use std::sync::Arc;
 
 use iceberg::spec::TableMetadata;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{CatalogError, CatalogResult};
 use crate::storage::{Location, Storage, StorageError};
 
 /// One metadata file: its JSON as served and its parsed form for commits.
 #[derive(Debug)]
-pub struct CachedMetadata {
+pub struct CachedMetadata<T = TableMetadata> {
     pub json: String,
-    pub parsed: TableMetadata,
+    pub parsed: T,
 }
 
-impl CachedMetadata {
-    pub fn from_parsed(parsed: TableMetadata) -> CatalogResult<Self> {
+impl<T: Serialize> CachedMetadata<T> {
+    pub fn from_parsed(parsed: T) -> CatalogResult<Self> {
         let json = serde_json::to_string(&parsed)
             .map_err(|e| CatalogError::BadRequest(format!("metadata does not serialise: {e}")))?;
         Ok(Self { json, parsed })
@@ -29,20 +32,20 @@ impl CachedMetadata {
 #[derive(Debug, Clone)]
 struct ByJsonSize;
 
-impl Weighter<String, Arc<CachedMetadata>> for ByJsonSize {
-    fn weight(&self, _location: &String, value: &Arc<CachedMetadata>) -> u64 {
+impl<T> Weighter<String, Arc<CachedMetadata<T>>> for ByJsonSize {
+    fn weight(&self, _location: &String, value: &Arc<CachedMetadata<T>>) -> u64 {
         // The parsed form takes about as much memory again as its JSON.
         (value.json.len() as u64).saturating_mul(2).max(1)
     }
 }
 
-pub struct MetadataCache {
-    entries: Cache<String, Arc<CachedMetadata>, ByJsonSize>,
+pub struct MetadataCache<T = TableMetadata> {
+    entries: Cache<String, Arc<CachedMetadata<T>>, ByJsonSize>,
     /// The largest metadata file read (`max_metadata_bytes`): a client may name the file.
     max_file_bytes: u64,
 }
 
-impl std::fmt::Debug for MetadataCache {
+impl<T> std::fmt::Debug for MetadataCache<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetadataCache")
             .field("entries", &self.entries.len())
@@ -51,7 +54,7 @@ impl std::fmt::Debug for MetadataCache {
     }
 }
 
-impl MetadataCache {
+impl<T: Serialize + DeserializeOwned> MetadataCache<T> {
     pub fn new(max_bytes: u64, max_file_bytes: u64) -> Self {
         // quick_cache sizes its tables from an item estimate; 64 KiB is a typical metadata file.
         let estimated_items = (max_bytes / (64 * 1024)).clamp(16, 1 << 20) as usize;
@@ -66,7 +69,7 @@ impl MetadataCache {
         self.max_file_bytes
     }
 
-    pub fn insert(&self, location: &str, metadata: Arc<CachedMetadata>) {
+    pub fn insert(&self, location: &str, metadata: Arc<CachedMetadata<T>>) {
         self.entries.insert(location.to_string(), metadata);
     }
 
@@ -75,13 +78,13 @@ impl MetadataCache {
         &self,
         storage: &dyn Storage,
         location: &str,
-    ) -> CatalogResult<Arc<CachedMetadata>> {
+    ) -> CatalogResult<Arc<CachedMetadata<T>>> {
         if let Some(hit) = self.entries.get(location) {
             return Ok(hit);
         }
         let parsed_location = Location::parse(location).map_err(StorageError::from)?;
         let bytes = storage.read(&parsed_location, self.max_file_bytes).await?;
-        let parsed: TableMetadata =
+        let parsed: T =
             serde_json::from_slice(&bytes).map_err(|source| CatalogError::CorruptMetadata {
                 location: location.to_string(),
                 source,

@@ -1,4 +1,4 @@
-//! The catalog service (builtin backend): namespaces, tables and the commit path. It decides; the
+//! The catalog service (builtin backend): namespaces, tables, views and the commit path. It decides; the
 //! `db` and `log` modules own the SQL, `storage` owns file IO, and nothing here knows about HTTP.
 
 pub mod commit;
@@ -14,6 +14,7 @@ pub mod replica_home;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;
+pub mod views;
 pub mod write_rule;
 
 use std::collections::BTreeMap;
@@ -124,6 +125,8 @@ pub struct Catalog {
     default_warehouse: Option<String>,
     faults: Arc<Faults>,
     metadata: MetadataCache,
+    /// View metadata by location, as `metadata` holds tables'.
+    view_metadata: MetadataCache<iceberg::spec::ViewMetadata>,
     table_locks: TableLocks,
     /// `max_manifest_bytes`: the most of a manifest-like file read into memory.
     max_manifest_bytes: u64,
@@ -185,6 +188,11 @@ impl Catalog {
             faults,
             metadata: MetadataCache::new(
                 settings.metadata_cache_bytes,
+                settings.max_metadata_bytes,
+            ),
+            // Views are few and small beside tables: a sixteenth of the budget holds many.
+            view_metadata: MetadataCache::new(
+                settings.metadata_cache_bytes / 16,
                 settings.max_metadata_bytes,
             ),
             table_locks: TableLocks::default(),

@@ -1,4 +1,5 @@
-//! The location policy: every path a table's metadata holds lies under its warehouse's root.
+//! The location policy: every path a table's or view's metadata holds lies under its warehouse's
+//! root.
 //!
 //! This is the one place that decides it. Table locations (create, stage-create, `set-location`,
 //! register, a replica's), the metadata file a registration names, and every path a commit, a
@@ -10,7 +11,7 @@
 //! read them back, stay inside the root too (and the storage itself refuses anything outside it).
 
 use iceberg::TableUpdate;
-use iceberg::spec::TableMetadata;
+use iceberg::spec::{TableMetadata, ViewMetadata};
 
 use crate::error::{CatalogError, CatalogResult};
 use crate::storage::Location;
@@ -61,6 +62,12 @@ pub fn check_metadata(wh: &Warehouse, metadata: &TableMetadata) -> CatalogResult
         under_root(wh, "partition statistics file", &statistics.statistics_path)?;
     }
     check_properties(wh, metadata.properties().iter())
+}
+
+/// Checks the one path a view's metadata holds, its location (a create, a registration, every
+/// replace: the resulting metadata is checked, so a `set-location` cannot slip past).
+pub fn check_view_metadata(wh: &Warehouse, metadata: &ViewMetadata) -> CatalogResult<()> {
+    under_root(wh, "view location", metadata.location()).map(|_| ())
 }
 
 /// Checks the paths the changes of a commit add (the canonical changes `build()` returned, so

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use iceberg::spec::{Schema, SortOrder, UnboundPartitionSpec};
-use iceberg::{TableRequirement, TableUpdate};
+use iceberg::spec::{Schema, SortOrder, UnboundPartitionSpec, ViewVersion};
+use iceberg::{TableRequirement, TableUpdate, ViewUpdate};
 use serde::{Deserialize, Serialize};
 
 use crate::names::NamespaceName;
@@ -81,4 +81,40 @@ pub struct RegisterTableRequest {
     pub metadata_location: String,
     #[serde(default)]
     pub overwrite: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CreateViewRequest {
+    pub name: String,
+    pub location: Option<String>,
+    pub schema: Schema,
+    /// The first version; its `schema-id` is replaced by the id given to `schema`.
+    pub view_version: ViewVersion,
+    #[serde(default)]
+    pub properties: HashMap<String, String>,
+}
+
+/// A condition a view commit checks against the view's current metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ViewRequirement {
+    /// The view's UUID is this one (the view was not dropped and made again meanwhile).
+    AssertViewUuid { uuid: uuid::Uuid },
+}
+
+/// replaceView: the changes to one view.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommitViewRequest {
+    pub identifier: Option<TableIdentifier>,
+    #[serde(default)]
+    pub requirements: Vec<ViewRequirement>,
+    pub updates: Vec<ViewUpdate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegisterViewRequest {
+    pub name: String,
+    pub metadata_location: String,
 }

@@ -48,7 +48,8 @@ impl LoadedTable {
 const REGISTER_ATTEMPTS: usize = 4;
 
 impl Catalog {
-    fn table_entry(
+    /// An entry about one table (or view) with nothing but its version filled in.
+    pub(super) fn table_entry(
         &self,
         wh: &Warehouse,
         kind: EntryKind,
@@ -241,7 +242,8 @@ impl Catalog {
         .await?;
         if !renamed {
             return Err(CatalogError::AlreadyExists(format!(
-                "Cannot rename {source} to {destination}: a table of that name already exists"
+                "Cannot rename {source} to {destination}: a table or view of that name already \
+                 exists"
             )));
         }
         let mut entry = self.table_entry(
@@ -312,6 +314,12 @@ impl Catalog {
         for _ in 0..REGISTER_ATTEMPTS {
             let namespace = writable_namespace(&mut conn, wh.id, ns).await?;
             let existing = table_for_write(&mut conn, wh.id, &table, false).await?;
+            if existing.is_none()
+                && let Some(taken) =
+                    super::views::name_taken(&mut conn, namespace.namespace_id, &table).await?
+            {
+                return Err(taken);
+            }
             let (table_id, version, previous, change) = match existing {
                 Some(_) if !req.overwrite => {
                     return Err(CatalogError::AlreadyExists(format!(

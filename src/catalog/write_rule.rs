@@ -1,8 +1,8 @@
-//! The rule that keeps client changes away from replicas, in one place: a replica table changes
-//! only by replication, and a namespace that replication made changes only at its origin.
+//! The rule that keeps client changes away from replicas, in one place: a replica table or view
+//! changes only by replication, and a namespace that replication made changes only at its origin.
 //!
-//! Every client write reads the table or namespace it changes through [`table_for_write`] or
-//! [`namespace_for_write`], on the connection (and under the lock or compare-and-set) that guards
+//! Every client write reads the table, view or namespace it changes through [`table_for_write`],
+//! [`view_for_write`] or [`namespace_for_write`], on the connection (and under the lock or compare-and-set) that guards
 //! the write itself, so what was checked is what is written: a row read before its lock could have
 //! become a replica in between (dropped, and made again by replication). Replication's own
 //! changes (`replica`, `replica_build`) read rows without this rule. Writes to an upstream
@@ -12,6 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::catalog::{self as db, NamespaceRow, ReplicaMark, TableRow};
+use crate::db::views::{self, ViewRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::names::{NamespaceName, TableName};
 
@@ -26,6 +27,29 @@ pub async fn table_for_write(
     let row = db::get_table(conn, warehouse_id, &table.namespace, &table.name, lock).await?;
     if let Some(mark) = row.as_ref().and_then(|row| row.replica.as_ref()) {
         return Err(read_only_table(table, mark));
+    }
+    Ok(row)
+}
+
+/// The view a client changes (`None`: there is none); a replica is refused (403). With `lock`, its
+/// row lock is held until the transaction ends.
+pub(super) async fn view_for_write(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    view: &TableName,
+    lock: bool,
+) -> CatalogResult<Option<ViewRow>> {
+    let row = views::get_view(conn, warehouse_id, &view.namespace, &view.name, lock).await?;
+    if let Some(origin) = row.as_ref().and_then(|row| row.replica_of.as_ref()) {
+        let target = match &origin.origin_url {
+            Some(url) => format!("region `{}`'s catalog at {url}", origin.origin_region),
+            None => format!("region `{}`'s catalog", origin.origin_region),
+        };
+        return Err(CatalogError::Forbidden(format!(
+            "View {view} is a read-only replica of region `{}`; it changes only by replication. \
+             Write to {target} instead",
+            origin.origin_region
+        )));
     }
     Ok(row)
 }

@@ -118,7 +118,7 @@ pub async fn insert_namespace(
     Ok(inserted == 1)
 }
 
-/// Whether the namespace holds tables or child namespaces.
+/// Whether the namespace holds tables, views or child namespaces.
 pub async fn namespace_has_children(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
@@ -127,6 +127,7 @@ pub async fn namespace_has_children(
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM iceberg_table WHERE namespace_id = $2)
+             OR EXISTS (SELECT 1 FROM iceberg_view WHERE namespace_id = $2)
              OR EXISTS (SELECT 1 FROM namespace WHERE warehouse_id = $1
                         AND cardinality(levels) > cardinality($3::text[])
                         AND levels[1:cardinality($3::text[])] = $3::text[])",
@@ -322,13 +323,15 @@ pub async fn bump_table_version(
     Ok(())
 }
 
-/// Whether any table (in any warehouse) has its location at `location` or under it, or has no
-/// recorded location (rows from before migration 0004), so might.
+/// Whether any table or view (in any warehouse) has its location at `location` or under it, or
+/// has no recorded location (table rows from before migration 0004), so might.
 pub async fn location_may_hold_tables(pool: &PgPool, location: &Location) -> sqlx::Result<bool> {
     let location = location.to_string();
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM iceberg_table
-             WHERE location IS NULL OR location = $1 OR starts_with(location, $2))",
+             WHERE location IS NULL OR location = $1 OR starts_with(location, $2))
+             OR EXISTS (SELECT 1 FROM iceberg_view
+             WHERE location = $1 OR starts_with(location, $2))",
     )
     .bind(&location)
     .bind(format!("{location}/"))
@@ -345,8 +348,9 @@ pub async fn rename_table(
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE iceberg_table SET namespace_id = $2, name = $3, version = $4, updated_at = now()
-         WHERE table_id = $1 AND NOT EXISTS
-             (SELECT 1 FROM iceberg_table WHERE namespace_id = $2 AND name = $3)",
+         WHERE table_id = $1
+           AND NOT EXISTS (SELECT 1 FROM iceberg_table WHERE namespace_id = $2 AND name = $3)
+           AND NOT EXISTS (SELECT 1 FROM iceberg_view WHERE namespace_id = $2 AND name = $3)",
     )
     .bind(table_id)
     .bind(namespace_id)

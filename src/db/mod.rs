@@ -1,7 +1,8 @@
 //! The PostgreSQL connection pool and migrations. SQL for each concern lives beside it:
 //! [`catalog`] for warehouses, namespaces and tables; [`replication`] for peers, rules and streams;
 //! [`audit`] for the audit trail; [`jobs`] for durable deferred work (purges);
-//! `crate::log` for the update log; [`table_commit`] for the one statement of a commit.
+//! [`views`] for view pointers; `crate::log` for the update log; [`table_commit`] for the one
+//! statement of a commit.
 
 pub mod audit;
 pub mod catalog;
@@ -10,6 +11,7 @@ pub mod jobs;
 pub mod replication;
 pub mod table_commit;
 pub mod upstream;
+pub mod views;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

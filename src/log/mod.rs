@@ -53,6 +53,12 @@ pub enum EntryKind {
     /// A state of an upstream warehouse's table that floe read from the upstream rather than
     /// committed itself (a table it had not seen, commits made past it): the whole metadata.
     ObserveTable,
+    CreateView,
+    /// A replaceView: the view's changes, as a commit-table holds a table's.
+    ReplaceView,
+    DropView,
+    RenameView,
+    RegisterView,
 }
 
 impl EntryKind {
@@ -68,6 +74,11 @@ impl EntryKind {
             EntryKind::UpdateNamespaceProperties => "update-namespace-properties",
             EntryKind::OrphanTable => "orphan-table",
             EntryKind::ObserveTable => "observe-table",
+            EntryKind::CreateView => "create-view",
+            EntryKind::ReplaceView => "replace-view",
+            EntryKind::DropView => "drop-view",
+            EntryKind::RenameView => "rename-view",
+            EntryKind::RegisterView => "register-view",
         }
     }
 }
@@ -188,21 +199,23 @@ pub struct LogEntry {
     pub warehouse: String,
     /// Shared by all entries of one multi-table transaction.
     pub txn_group: Uuid,
-    /// create-table, commit-table, drop-table, rename-table, register-table, create-namespace,
-    /// drop-namespace or update-namespace-properties.
+    /// create-table, commit-table, drop-table, rename-table, register-table, orphan-table,
+    /// observe-table, create-namespace, drop-namespace, update-namespace-properties, or for
+    /// views create-view, replace-view, drop-view, rename-view, register-view.
     pub kind: String,
     pub namespace: Vec<String>,
+    /// The table's (or, for a view's entries, the view's) name.
     pub table_name: Option<String>,
-    /// floe's id for the table entry (stable across renames).
+    /// floe's id for the table or view entry (stable across renames).
     pub table_id: Option<Uuid>,
-    /// The Iceberg table UUID.
+    /// The Iceberg table (or view) UUID.
     pub table_uuid: Option<Uuid>,
-    /// 1 for the entry that created the table, then 2, 3, ... with no gaps.
+    /// 1 for the entry that created the table or view, then 2, 3, ... with no gaps.
     pub table_version: Option<i64>,
-    /// Canonical Iceberg TableUpdates, as the REST spec serialises them.
+    /// Canonical Iceberg TableUpdates (ViewUpdates for a view), as the REST spec serialises them.
     #[schema(value_type = Vec<Object>)]
     pub changes: Value,
-    /// The TableRequirements that were checked.
+    /// The TableRequirements (ViewRequirements) that were checked.
     #[schema(value_type = Vec<Object>)]
     pub requirements: Value,
     /// The whole table metadata, for entries that establish a table.

@@ -3,6 +3,7 @@
 mod config;
 mod namespaces;
 mod tables;
+mod views;
 
 pub(crate) use tables::{json_response, load_result, table_body};
 
@@ -142,6 +143,62 @@ pub fn routes() -> Vec<Route> {
             write,
             "transaction.commit",
             tables::commit_transaction,
+        ),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces/{namespace}/views",
+            read,
+            "view.list",
+            views::list,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/views",
+            write,
+            "view.create",
+            views::create,
+        ),
+        route(
+            M::GET,
+            "/v1/{prefix}/namespaces/{namespace}/views/{view}",
+            read,
+            "view.load",
+            views::load,
+        ),
+        route(
+            M::HEAD,
+            "/v1/{prefix}/namespaces/{namespace}/views/{view}",
+            read,
+            "view.exists",
+            views::exists,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/views/{view}",
+            write,
+            "view.replace",
+            views::replace,
+        ),
+        route(
+            M::DELETE,
+            "/v1/{prefix}/namespaces/{namespace}/views/{view}",
+            write,
+            "view.drop",
+            views::drop,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/views/rename",
+            write,
+            "view.rename",
+            views::rename,
+        ),
+        route(
+            M::POST,
+            "/v1/{prefix}/namespaces/{namespace}/register-view",
+            write,
+            "view.register",
+            views::register,
         ),
     ]
 }

@@ -15,7 +15,7 @@ use super::{NamespacePath, PrefixPath, TablePath};
 use crate::catalog::Warehouse;
 use crate::catalog::commit::CommitOutcome;
 use crate::catalog::metadata::SnapshotsMode;
-use crate::catalog::namespaces::PageRequest;
+use crate::catalog::namespaces::{Page, PageRequest};
 use crate::catalog::requests::{
     CommitTableRequest, CommitTransactionRequest, CreateTableRequest, RegisterTableRequest,
     RenameTableRequest,
@@ -25,7 +25,7 @@ use crate::http::AppState;
 use crate::http::auth::Principal;
 use crate::http::errors::{ApiError, ApiResult};
 use crate::http::extract::{IcebergJson, IcebergPath, IcebergQuery};
-use crate::names::TableName;
+use crate::names::{NamespaceName, TableName};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -46,6 +46,32 @@ pub struct ListTablesResponse {
     identifiers: Vec<TableIdentifierBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_page_token: Option<String>,
+}
+
+impl ListTablesResponse {
+    /// A page of names in one namespace (tables or views).
+    pub fn new(ns: &NamespaceName, page: Page<String>) -> Self {
+        Self {
+            identifiers: page
+                .items
+                .into_iter()
+                .map(|name| TableIdentifierBody {
+                    namespace: ns.levels().to_vec(),
+                    name,
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }
+    }
+}
+
+impl From<ListQuery> for PageRequest {
+    fn from(query: ListQuery) -> Self {
+        PageRequest {
+            token: query.page_token,
+            size: query.page_size,
+        }
+    }
 }
 
 /// A JSON response assembled from pre-serialised parts, so the stored metadata text is passed through
@@ -136,22 +162,11 @@ pub async fn list(
     IcebergQuery(query): IcebergQuery<ListQuery>,
 ) -> ApiResult<axum::Json<ListTablesResponse>> {
     let (wh, ns) = path.resolve(&state)?;
-    let page = PageRequest {
-        token: query.page_token,
-        size: query.page_size,
-    };
-    let page = state.catalog.list_tables(wh, &ns, &page).await?;
-    Ok(axum::Json(ListTablesResponse {
-        identifiers: page
-            .items
-            .into_iter()
-            .map(|name| TableIdentifierBody {
-                namespace: ns.levels().to_vec(),
-                name,
-            })
-            .collect(),
-        next_page_token: page.next_page_token,
-    }))
+    let page = state
+        .catalog
+        .list_tables(wh, &ns, &PageRequest::from(query))
+        .await?;
+    Ok(axum::Json(ListTablesResponse::new(&ns, page)))
 }
 
 pub async fn create(
