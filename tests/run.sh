@@ -4,7 +4,9 @@
 #   1. Rust unit and integration tests, each binary against its own throwaway PostgreSQL (and the S3
 #      tests against s3s-fs, an S3-compatible server checking signatures, installed once with cargo);
 #      and the proxy tests against the Apache Iceberg reference catalog (../shared/tools/java-catalog);
-#   2. the real clients (PyIceberg, DuckDB, Spark), installed into a venv, against `floe dev`.
+#   2. the real clients (PyIceberg, DuckDB, Spark), installed into a venv, against `floe dev`; and
+#      the operator's dashboard in headless Chromium (Debian's package, driven by Playwright), which
+#      is required where Chromium is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,9 @@ fi
 cargo build --locked --bins
 cargo test --locked --no-fail-fast
 
+if command -v chromium >/dev/null; then
+  export FLOE_REQUIRE_BROWSER=1
+fi
 venv=${FLOE_CLIENTS_VENV:-$HOME/.cache/floe-clients}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt

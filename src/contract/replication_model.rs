@@ -143,6 +143,17 @@ pub struct TableReplicationStatus {
     pub destinations: Vec<DestinationStatus>,
 }
 
+/// GetReplicationOverview: this region, its peers, and every replicated table's destinations
+/// (what the operator's dashboard shows).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReplicationOverview {
+    pub region: String,
+    pub peers: Vec<Peer>,
+    /// Each table with streams, by warehouse, namespace and name.
+    pub tables: Vec<TableReplicationStatus>,
+}
+
 /// Pause, resume or resync, for all destinations or one.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -10,6 +10,7 @@ pub mod internal;
 pub mod management;
 pub mod oauth;
 pub mod routes;
+mod ui;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn routes() -> Vec<Route> {
     routes.extend(management::routes());
     routes.extend(internal::routes());
     routes.extend(health::routes());
+    routes.extend(ui::routes());
     routes
 }
 

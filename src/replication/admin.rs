@@ -13,8 +13,8 @@ use crate::names::{self, NamespaceName, TableName};
 
 use crate::contract::peer_protocol::Retention;
 use crate::contract::replication_model::{
-    DestinationStatus, Peer, PeerSpec, Rule, RuleSpec, StreamSelector, StreamState,
-    TableReplicationStatus,
+    DestinationStatus, Peer, PeerSpec, ReplicationOverview, Rule, RuleSpec, StreamSelector,
+    StreamState, TableReplicationStatus,
 };
 
 fn bad(message: impl Into<String>) -> CatalogError {
@@ -253,6 +253,38 @@ pub async fn table_status(
         table: table.name.clone(),
         source_region: catalog.region().to_string(),
         destinations,
+    })
+}
+
+/// Every stream of this region, grouped by source table, with the peers they go to.
+pub async fn overview(catalog: &Catalog) -> CatalogResult<ReplicationOverview> {
+    let now = Utc::now();
+    let mut tables: Vec<TableReplicationStatus> = Vec::new();
+    for (stream, (warehouse, namespace, table)) in
+        db::streams_with_status(catalog.pool(), None).await?
+    {
+        let destination = destination_status(stream, &namespace, &table, now);
+        match tables.last_mut() {
+            Some(last)
+                if last.warehouse == warehouse
+                    && last.namespace == namespace
+                    && last.table == table =>
+            {
+                last.destinations.push(destination)
+            }
+            _ => tables.push(TableReplicationStatus {
+                warehouse,
+                namespace,
+                table,
+                source_region: catalog.region().to_string(),
+                destinations: vec![destination],
+            }),
+        }
+    }
+    Ok(ReplicationOverview {
+        region: catalog.region().to_string(),
+        peers: list_peers(catalog).await?,
+        tables,
     })
 }
 

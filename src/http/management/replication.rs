@@ -10,7 +10,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::contract::replication_model::{
-    Peer, PeerSpec, Rule, RuleSpec, StreamSelector, TableReplicationStatus,
+    Peer, PeerSpec, ReplicationOverview, Rule, RuleSpec, StreamSelector, TableReplicationStatus,
 };
 use crate::db::replication::StreamAction;
 use crate::http::AppState;
@@ -183,6 +183,14 @@ pub async fn table_status(
     Ok(Json(
         admin::table_status(&state.catalog, &path.warehouse, &table).await?,
     ))
+}
+
+/// This region, its peers, and every replicated table with each destination's status.
+#[utoipa::path(get, path = "/management/v1/replication",
+    responses((status = 200, body = ReplicationOverview), (status = 503, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn overview(State(state): State<Arc<AppState>>) -> ApiResult<Json<ReplicationOverview>> {
+    Ok(Json(admin::overview(&state.catalog).await?))
 }
 
 /// An optional selector body: empty means every destination.
