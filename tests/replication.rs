@@ -1126,3 +1126,180 @@ async fn lagging_stream_delivers_the_drop(resync_first: bool) {
     assert_eq!(remaining, 0, "the finished stream stayed ({table_id})");
     pool.close().await;
 }
+
+/// Waits until `path` at `floe` answers `status`.
+async fn wait_for_status(floe: &TestFloe, path: &str, status: u16) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let reply = floe.get(path).await;
+        if reply.status.as_u16() == status {
+            return reply.body;
+        }
+        last = reply.body;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} did not answer {status}: {last}");
+}
+
+/// Views replicate as their states: created, replaced, renamed and dropped at the source, the
+/// replica follows with its location in its own warehouse and its versions and history, refuses
+/// client changes, and an older state sent again does not move it back.
+#[tokio::test]
+async fn views_replicate_and_stay_read_only_at_the_replica() {
+    use common::views::{create_body, current_sql, replace_body};
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "replicate-drops": true,
+                "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    let created = primary
+        .post("/v1/wh/namespaces/db/views", create_body("v", "SELECT 1"))
+        .await
+        .expect(200);
+    let uuid = created["metadata"]["view-uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_completed_in(&primary, "db", "v").await;
+    let copy = replica
+        .get("/v1/wh/namespaces/db/views/v")
+        .await
+        .expect(200);
+    assert_eq!(copy["metadata"]["view-uuid"], uuid.as_str());
+    assert_eq!(current_sql(&copy), "SELECT 1");
+    for path in [&copy["metadata-location"], &copy["metadata"]["location"]] {
+        assert!(
+            path.as_str()
+                .unwrap()
+                .starts_with(&replica.warehouse_root()),
+            "{path} is not in the replica's warehouse"
+        );
+    }
+
+    primary
+        .post(
+            "/v1/wh/namespaces/db/views/v",
+            replace_body(&uuid, 2, "SELECT 2"),
+        )
+        .await
+        .expect(200);
+    let status = wait_completed_in(&primary, "db", "v").await;
+    assert_eq!(status["destinations"][0]["applied-version"], 2);
+    let copy = replica
+        .get("/v1/wh/namespaces/db/views/v")
+        .await
+        .expect(200);
+    assert_eq!(current_sql(&copy), "SELECT 2");
+    assert_eq!(copy["metadata"]["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(copy["metadata"]["version-log"].as_array().unwrap().len(), 2);
+
+    // Read-only at the replica: replace, drop, rename, and a new view in its namespace.
+    let before = copy["metadata-location"].clone();
+    for reply in [
+        replica
+            .post(
+                "/v1/wh/namespaces/db/views/v",
+                replace_body(&uuid, 3, "SELECT 3"),
+            )
+            .await,
+        replica.delete("/v1/wh/namespaces/db/views/v").await,
+        replica
+            .post(
+                "/v1/wh/views/rename",
+                json!({ "source": { "namespace": ["db"], "name": "v" },
+                        "destination": { "namespace": ["db"], "name": "w" } }),
+            )
+            .await,
+        replica
+            .post(
+                "/v1/wh/namespaces/db/views",
+                create_body("mine", "SELECT 0"),
+            )
+            .await,
+    ] {
+        let refused = reply.expect(403);
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("primary"),
+            "{refused}"
+        );
+    }
+    let still = replica
+        .get("/v1/wh/namespaces/db/views/v")
+        .await
+        .expect(200);
+    assert_eq!(still["metadata-location"], before);
+
+    // An older state sent again (a stream that restarted, a late duplicate) is acknowledged
+    // without effect.
+    let source_id = source_table_id(&primary, "v").await;
+    let lease_token = accepted_lease_token(&replica).await;
+    let mut stale = replicated_change(
+        &source_id,
+        1,
+        lease_token,
+        (Value::Null, at(1)),
+        json!({ "type": "view-state", "metadata": created["metadata"],
+                "namespace": ["db"], "name": "v" }),
+    );
+    stale["name"] = json!("v");
+    let (code, body) = apply(&replica, stale).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"], false);
+    let still = replica
+        .get("/v1/wh/namespaces/db/views/v")
+        .await
+        .expect(200);
+    assert_eq!(still["metadata-location"], before);
+
+    // Rename and drop follow.
+    primary
+        .post(
+            "/v1/wh/views/rename",
+            json!({ "source": { "namespace": ["db"], "name": "v" },
+                    "destination": { "namespace": ["db"], "name": "w" } }),
+        )
+        .await
+        .expect(204);
+    wait_for_status(&replica, "/v1/wh/namespaces/db/views/w", 200).await;
+    replica
+        .get("/v1/wh/namespaces/db/views/v")
+        .await
+        .expect(404);
+    primary
+        .delete("/v1/wh/namespaces/db/views/w")
+        .await
+        .expect(204);
+    wait_for_status(&replica, "/v1/wh/namespaces/db/views/w", 404).await;
+
+    let kinds: Vec<(String, String)> = replica
+        .log()
+        .await
+        .iter()
+        .filter(|e| e["kind"].as_str().unwrap().ends_with("-view"))
+        .map(|e| {
+            assert_eq!(e["origin-region"], "primary");
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["table-name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("create-view", "v"),
+            ("replace-view", "v"),
+            ("replace-view", "v"),
+            ("drop-view", "w")
+        ]
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+    );
+    primary.server.stop().await;
+    replica.server.stop().await;
+}

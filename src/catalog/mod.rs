@@ -14,6 +14,7 @@ pub mod replica_home;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;
+pub mod view_replica;
 pub mod views;
 pub mod write_rule;
 
@@ -228,7 +229,7 @@ impl Catalog {
         self.warehouses.values()
     }
 
-    /// Whether every table of the warehouse is a replica (and it has some).
+    /// Whether every table and view of the warehouse is a replica (and it has some).
     pub async fn holds_only_replicas(&self, wh: &Warehouse) -> CatalogResult<bool> {
         Ok(db::catalog::warehouse_holds_only_replicas(&self.pool, wh.id).await?)
     }
@@ -244,6 +245,15 @@ impl Catalog {
         location: &str,
     ) -> CatalogResult<Arc<metadata_cache::CachedMetadata>> {
         self.metadata.load(&*wh.storage, location).await
+    }
+
+    /// The parsed view metadata file at a location of this warehouse (cached; files are immutable).
+    pub async fn load_view_metadata(
+        &self,
+        wh: &Warehouse,
+        location: &str,
+    ) -> CatalogResult<Arc<views::CachedView>> {
+        self.view_metadata.load(&*wh.storage, location).await
     }
 
     /// The warehouse a request names (by prefix or `?warehouse=`), or the default one.

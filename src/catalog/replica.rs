@@ -79,6 +79,9 @@ impl Catalog {
         req: ApplyRequest,
         principal: &str,
     ) -> CatalogResult<ApplyResponse> {
+        if req.action.is_view() {
+            return self.apply_replicated_view(wh, &req, principal).await;
+        }
         let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
@@ -262,6 +265,11 @@ impl Catalog {
         let mut after = None;
         let metadata_location = match &req.action {
             ApplyAction::Create { .. } => unreachable!("creates begin a build"),
+            ApplyAction::ViewState { .. } | ApplyAction::DropView => {
+                return Err(CatalogError::BadRequest(
+                    "a view's change cannot apply to a table".to_string(),
+                ));
+            }
             ApplyAction::Update { updates } => {
                 let base = self
                     .metadata

@@ -191,6 +191,7 @@ impl Catalog {
                 namespace.namespace_id,
                 &view,
                 pointer(&written, &metadata_location),
+                None,
             )
             .await
             .map_err(|e| uuid_taken(e, &view, view_uuid))?;
@@ -408,6 +409,7 @@ impl Catalog {
             namespace.namespace_id,
             &view,
             pointer(&registered, &metadata_location),
+            None,
         )
         .await
         .map_err(|e| uuid_taken(e, &view, view_uuid))?;

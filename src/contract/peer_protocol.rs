@@ -83,6 +83,22 @@ pub enum ApplyAction {
     Drop { purge: bool },
     /// The source dropped the table; the replica stays, marked orphaned.
     Orphan,
+    /// A view's whole state (views replicate as states: they are small and hold no data files):
+    /// its metadata, whose location already points into the destination, and its name there.
+    ViewState {
+        metadata: Value,
+        namespace: Vec<String>,
+        name: String,
+    },
+    /// The source dropped the view and the rule replicates drops.
+    DropView,
+}
+
+impl ApplyAction {
+    /// Whether the change is to a view.
+    pub fn is_view(&self) -> bool {
+        matches!(self, ApplyAction::ViewState { .. } | ApplyAction::DropView)
+    }
 }
 
 /// One replicated change.

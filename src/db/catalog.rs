@@ -582,14 +582,16 @@ pub async fn ensure_replicated_namespace(
         .await
 }
 
-/// Whether the warehouse holds tables and every one of them is a replica.
+/// Whether the warehouse holds tables or views and every one of them is a replica.
 pub async fn warehouse_holds_only_replicas(
     pool: &PgPool,
     warehouse_id: Uuid,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar(
         "SELECT count(*) > 0 AND bool_and(source_region IS NOT NULL)
-         FROM iceberg_table WHERE warehouse_id = $1",
+         FROM (SELECT source_region FROM iceberg_table WHERE warehouse_id = $1
+               UNION ALL
+               SELECT source_region FROM iceberg_view WHERE warehouse_id = $1) objects",
     )
     .bind(warehouse_id)
     .fetch_one(pool)

@@ -239,9 +239,17 @@ pub async fn delete_rule(conn: &mut PgConnection, rule_id: Uuid) -> sqlx::Result
 /// (on every instance) then look at every due stream, not only those of tables that changed.
 pub const STREAMS_CHANNEL: &str = "floe_streams";
 
+/// What streams replicate: every table and every view, by id (a view's id in `table_id`).
+const REPLICATED_OBJECTS: &str =
+    "(SELECT table_id, warehouse_id, namespace_id, name, origin_region,
+        source_region, 'table' AS object_kind FROM iceberg_table
+     UNION ALL
+     SELECT view_id, warehouse_id, namespace_id, name, origin_region, source_region, 'view'
+     FROM iceberg_view)";
+
 /// Makes the streams match the rules, for every table or only for `tables`: one per (table,
 /// destination of the most specific rule that matches the table), never back to the region a
-/// replica came from. Streams of dropped tables stay until their drop is replicated. Returns
+/// replica came from; views as tables. Streams of dropped tables stay until their drop is replicated. Returns
 /// (created or re-ruled, removed).
 pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::Result<(u64, u64)> {
     // Two statement texts, not one with `$1 IS NULL OR ...`: PostgreSQL's generic plan for the
@@ -258,9 +266,9 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
     let desired = format!(
         "
         WITH effective AS (
-            SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id,
+            SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id, t.object_kind,
                    coalesce(t.origin_region, '') AS origin, coalesce(t.source_region, '') AS src
-            FROM iceberg_table t JOIN namespace n USING (namespace_id)
+            FROM {REPLICATED_OBJECTS} t JOIN namespace n USING (namespace_id)
             JOIN replication_rule r ON r.warehouse_id = t.warehouse_id
              AND (r.namespace IS NULL
                   OR (cardinality(n.levels) >= cardinality(r.namespace)
@@ -270,15 +278,16 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
             ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
                      coalesce(cardinality(r.namespace), 0) DESC
         )
-        SELECT e.table_id, e.warehouse_id, e.rule_id, d.peer_region, d.warehouse, d.namespace_prefix
+        SELECT e.table_id, e.warehouse_id, e.rule_id, e.object_kind, d.peer_region, d.warehouse,
+               d.namespace_prefix
         FROM effective e JOIN replication_destination d USING (rule_id)
         WHERE d.peer_region <> e.origin AND d.peer_region <> e.src"
     );
     let created = sqlx::query(&format!(
         "INSERT INTO replication_stream (stream_id, table_id, warehouse_id, rule_id, peer_region,
-             dest_warehouse, namespace_prefix)
+             dest_warehouse, namespace_prefix, object_kind)
          SELECT gen_random_uuid(), table_id, warehouse_id, rule_id, peer_region, warehouse,
-                namespace_prefix
+                namespace_prefix, object_kind
          FROM ({desired}) desired
          ON CONFLICT (table_id, peer_region, dest_warehouse) DO NOTHING"
     ))
@@ -301,7 +310,7 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
     let removed = sqlx::query(&format!(
         "DELETE FROM replication_stream s
          WHERE {stream_filter}
-           AND EXISTS (SELECT 1 FROM iceberg_table t WHERE t.table_id = s.table_id)
+           AND EXISTS (SELECT 1 FROM {REPLICATED_OBJECTS} t WHERE t.table_id = s.table_id)
            AND NOT EXISTS (SELECT 1 FROM ({desired}) d WHERE d.table_id = s.table_id
                            AND d.peer_region = s.peer_region AND d.warehouse = s.dest_warehouse)"
     ))
@@ -364,6 +373,8 @@ pub struct StreamRow {
     pub dest_root: Option<String>,
     /// How to reach it, when it is S3 (with the secret).
     pub dest_s3: Option<crate::storage::S3Settings>,
+    /// Whether the stream replicates a view (`table_id` is the view's id).
+    pub is_view: bool,
 }
 
 const STREAM_COLUMNS: &str = "s.stream_id, s.lease_owner, s.lease_token, s.table_id, s.warehouse_id, s.peer_region, \
@@ -371,7 +382,7 @@ const STREAM_COLUMNS: &str = "s.stream_id, s.lease_owner, s.lease_token, s.table
      s.backfill_location, s.backfill_step, s.dest_location, s.dest_namespace, s.dest_table, \
      s.attempts, r.retention_mode, r.retention_value, \
      coalesce(r.replicate_drops, false) AS replicate_drops, p.base_url, p.credential, \
-     pw.storage_root, pw.s3";
+     pw.storage_root, pw.s3, s.object_kind";
 
 const STREAM_JOINS: &str = "FROM replication_stream s
      JOIN peer p ON p.region = s.peer_region
@@ -410,6 +421,7 @@ fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
         dest_s3: r
             .get::<Option<sqlx::types::Json<crate::storage::S3Settings>>, _>("s3")
             .map(|s3| s3.0),
+        is_view: r.get::<String, _>("object_kind") == "view",
     }
 }
 
@@ -702,18 +714,20 @@ pub async fn streams_with_status(
                 s.backfill_version, s.paused, s.failed_reason, s.attempts, s.last_error,
                 s.last_applied_at, s.last_applied_location,
                 coalesce(lg.source_version, 0) AS source_version, lg.oldest_pending_at,
-                w.name AS warehouse, n.levels AS source_namespace, t.name AS source_table
+                w.name AS warehouse, n.levels AS source_namespace,
+                coalesce(t.name, v.name) AS source_table
          FROM replication_stream s
          JOIN warehouse w USING (warehouse_id)
          LEFT JOIN iceberg_table t ON t.table_id = s.table_id
-         LEFT JOIN namespace n ON n.namespace_id = t.namespace_id
+         LEFT JOIN iceberg_view v ON v.view_id = s.table_id
+         LEFT JOIN namespace n ON n.namespace_id = coalesce(t.namespace_id, v.namespace_id)
          LEFT JOIN LATERAL (
              SELECT max(l.table_version) AS source_version,
                     min(l.committed_at) FILTER (WHERE l.table_version > s.applied_version)
                         AS oldest_pending_at
              FROM commit_log l WHERE l.table_id = s.table_id) lg ON true
          WHERE $1::uuid IS NULL OR s.table_id = $1
-         ORDER BY w.name, n.levels, t.name, s.peer_region, s.dest_warehouse",
+         ORDER BY w.name, n.levels, source_table, s.peer_region, s.dest_warehouse",
     )
     .bind(table_id)
     .fetch_all(pool)

@@ -341,7 +341,7 @@ pub async fn changes_since(pool: &PgPool, after: i64, limit: i64) -> sqlx::Resul
     Ok(changes)
 }
 
-/// The table's drop, if one was logged after `after_version`.
+/// The table's (or view's) drop, if one was logged after `after_version`.
 pub async fn find_table_drop(
     pool: &PgPool,
     table_id: Uuid,
@@ -350,7 +350,7 @@ pub async fn find_table_drop(
     let row = sqlx::query(&format!(
         "SELECT {ENTRY_COLUMNS}
          FROM commit_log l JOIN warehouse w USING (warehouse_id)
-         WHERE l.table_id = $1 AND l.table_version > $2 AND l.kind = 'drop-table'
+         WHERE l.table_id = $1 AND l.table_version > $2 AND l.kind IN ('drop-table', 'drop-view')
          ORDER BY l.table_version LIMIT 1"
     ))
     .bind(table_id)

@@ -225,12 +225,18 @@ pub async fn delete_rule(catalog: &Catalog, rule_id: Uuid) -> CatalogResult<()> 
     Ok(())
 }
 
+/// The id of the table (or, where no table has the name, the view) whose streams are meant.
 async fn table_id(catalog: &Catalog, warehouse: &str, table: &TableName) -> CatalogResult<Uuid> {
     let wh = catalog.warehouse(Some(warehouse))?;
     let mut conn = catalog.pool().acquire().await?;
-    catalog_db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false)
+    if let Some(row) =
+        catalog_db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false).await?
+    {
+        return Ok(row.table_id);
+    }
+    crate::db::views::get_view(&mut conn, wh.id, &table.namespace, &table.name, false)
         .await?
-        .map(|row| row.table_id)
+        .map(|row| row.view_id)
         .ok_or_else(|| CatalogError::no_such_table(table))
 }
 

@@ -41,6 +41,8 @@ use super::copy::{Copier, CopyError};
 use super::paths::PathMap;
 use super::peer_client::{PeerClient, PeerError};
 use super::plan::{self, BackfillStep};
+
+mod view_stream;
 use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position};
 
 /// Log entries read per round of a stream's tail.
@@ -284,6 +286,9 @@ impl Replicator {
                                     | "register-table"
                                     | "observe-table"
                                     | "rename-table"
+                                    | "create-view"
+                                    | "register-view"
+                                    | "rename-view"
                             ) {
                                 structural.insert(table);
                             }
@@ -577,6 +582,9 @@ impl Replicator {
             dest_storage,
             origin,
         };
+        if s.is_view {
+            return self.drive_view(s, &target).await;
+        }
         loop {
             if s.applied_version == 0 && s.backfill_version.is_none() {
                 let Some((row, levels)) =

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod lake;
 pub mod region;
 pub mod s3;
+pub mod views;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
