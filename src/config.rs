@@ -483,6 +483,8 @@ const RESERVED_ENV: &[&str] = &[
     "REQUIRE_S3",
     "JAVA_CATALOG",
     "REQUIRE_UPSTREAM",
+    "REQUIRE_BROWSER",
+    "TEST_ARTIFACTS",
 ];
 
 #[derive(Debug, thiserror::Error)]
