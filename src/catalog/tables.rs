@@ -44,6 +44,12 @@ impl LoadedTable {
     }
 }
 
+/// What a namespace's listing lists.
+pub(super) enum Listed {
+    Tables,
+    Views,
+}
+
 /// Attempts at a registration whose table keeps moving between its read and its write.
 const REGISTER_ATTEMPTS: usize = 4;
 
@@ -80,6 +86,17 @@ impl Catalog {
         ns: &NamespaceName,
         page: &PageRequest,
     ) -> CatalogResult<Page<String>> {
+        self.list_names(wh, ns, page, Listed::Tables).await
+    }
+
+    /// One page of a namespace's table or view names, in name order.
+    pub(super) async fn list_names(
+        &self,
+        wh: &Warehouse,
+        ns: &NamespaceName,
+        page: &PageRequest,
+        listed: Listed,
+    ) -> CatalogResult<Page<String>> {
         let size = page.size()?;
         let after: Option<String> = page.token().map(page_token::decode).transpose()?;
         let mut conn = self.pool.acquire().await?;
@@ -87,13 +104,11 @@ impl Catalog {
             .await?
             .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
         drop(conn);
-        let names = db::list_tables(
-            &self.pool,
-            namespace.namespace_id,
-            after.as_deref(),
-            size + 1,
-        )
-        .await?;
+        let (id, after) = (namespace.namespace_id, after.as_deref());
+        let names = match listed {
+            Listed::Tables => db::list_tables(&self.pool, id, after, size + 1).await?,
+            Listed::Views => crate::db::views::list_views(&self.pool, id, after, size + 1).await?,
+        };
         Ok(paginate(names, size, Clone::clone))
     }
 

@@ -26,11 +26,12 @@ use crate::names::{NamespaceName, TableName};
 use super::commit::PendingFiles;
 use super::metadata;
 use super::metadata_cache::CachedMetadata;
-use super::namespaces::{Page, PageRequest, page_token, paginate};
+use super::namespaces::{Page, PageRequest};
 use super::paths;
 use super::requests::{
     CommitViewRequest, CreateViewRequest, RegisterViewRequest, TableIdentifier, ViewRequirement,
 };
+use super::tables::Listed;
 use super::write_rule::{view_for_write, writable_namespace};
 use super::{Catalog, Warehouse};
 
@@ -109,21 +110,7 @@ impl Catalog {
         ns: &NamespaceName,
         page: &PageRequest,
     ) -> CatalogResult<Page<String>> {
-        let size = page.size()?;
-        let after: Option<String> = page.token().map(page_token::decode).transpose()?;
-        let mut conn = self.pool.acquire().await?;
-        let namespace = crate::db::catalog::get_namespace(&mut conn, wh.id, ns, false)
-            .await?
-            .ok_or_else(|| CatalogError::no_such_namespace(ns))?;
-        drop(conn);
-        let names = db::list_views(
-            &self.pool,
-            namespace.namespace_id,
-            after.as_deref(),
-            size + 1,
-        )
-        .await?;
-        Ok(paginate(names, size, Clone::clone))
+        self.list_names(wh, ns, page, Listed::Views).await
     }
 
     /// The current metadata location only: for viewExists.
