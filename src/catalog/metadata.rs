@@ -1,5 +1,5 @@
-//! Table metadata helpers: building a new table's metadata, naming metadata files, and shaping the
-//! metadata a client asked for.
+//! Table metadata helpers: building a new table's metadata, naming metadata files, reading the
+//! file a registration names, and shaping the metadata a client asked for.
 
 use std::collections::HashMap;
 
@@ -20,6 +20,36 @@ use crate::names::TableName;
 /// Maps an iceberg error from building or applying metadata to a 400 with its message.
 pub fn invalid(err: iceberg::Error) -> CatalogError {
     CatalogError::BadRequest(format!("invalid table update: {err}"))
+}
+
+/// Reads the metadata file a registration names (`subject` as the messages name the object:
+/// `db.t`, `view db.v`; `kind`: `table metadata`, `view metadata`): it must lie under the warehouse
+/// root, be at most `max_bytes`, exist and parse. Each of these is the client's to get right, so
+/// each is a 400 saying which.
+pub async fn read_registered<T: serde::de::DeserializeOwned>(
+    wh: &Warehouse,
+    max_bytes: u64,
+    metadata_location: &str,
+    subject: &str,
+    kind: &str,
+) -> CatalogResult<(Location, T)> {
+    let file = paths::under_root(wh, "metadata-location", metadata_location)?;
+    let bytes = wh
+        .storage
+        .read(&file, max_bytes)
+        .await
+        .map_err(|e| match e {
+            StorageError::NotFound(_) => CatalogError::BadRequest(format!(
+                "cannot register {subject}: metadata file {metadata_location} does not exist"
+            )),
+            other => other.into(),
+        })?;
+    let parsed = serde_json::from_slice(&bytes).map_err(|e| {
+        CatalogError::BadRequest(format!(
+            "cannot register {subject}: {metadata_location} is not valid {kind}: {e}"
+        ))
+    })?;
+    Ok((file, parsed))
 }
 
 /// `<root>/<namespace levels>/<table>-<uuid>`: unique, so a dropped table's files never collide

@@ -290,25 +290,14 @@ impl Catalog {
         principal: &str,
     ) -> CatalogResult<LoadedTable> {
         let table = TableName::new(ns.clone(), req.name.clone())?;
-        let metadata_file =
-            super::paths::under_root(wh, "metadata-location", &req.metadata_location)?;
-        let bytes = wh
-            .storage
-            .read(&metadata_file, self.metadata.max_file_bytes())
-            .await
-            .map_err(|e| match e {
-                crate::storage::StorageError::NotFound(_) => CatalogError::BadRequest(format!(
-                    "cannot register {table}: metadata file {} does not exist",
-                    req.metadata_location
-                )),
-                other => other.into(),
-            })?;
-        let parsed: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-            CatalogError::BadRequest(format!(
-                "cannot register {table}: {} is not valid table metadata: {e}",
-                req.metadata_location
-            ))
-        })?;
+        let (metadata_file, parsed): (_, TableMetadata) = metadata::read_registered(
+            wh,
+            self.metadata.max_file_bytes(),
+            &req.metadata_location,
+            &table.to_string(),
+            "table metadata",
+        )
+        .await?;
         super::paths::check_metadata(wh, &parsed)?;
         let metadata_location = metadata_file.to_string();
         let metadata_value: Value =

@@ -170,34 +170,14 @@ impl Catalog {
             let (metadata_location, written) = self
                 .write_view_metadata(files, wh, built.metadata, 1)
                 .await?;
-            let view_id = Uuid::now_v7();
-            db::insert_view(
-                &mut tx,
-                wh.id,
-                view_id,
-                namespace.namespace_id,
-                &view,
-                pointer(&written, &metadata_location),
-                None,
-            )
-            .await
-            .map_err(|e| uuid_taken(e, &view, view_uuid))?;
-            let mut entry = self.table_entry(
-                wh,
-                EntryKind::CreateView,
-                &view,
-                version_ref(&view, view_id, view_uuid, 1),
-                principal,
-            );
-            entry.changes = changes;
-            entry.metadata = Some(whole(&written)?);
-            entry.new_metadata_location = Some(metadata_location.clone());
-            log::append(&mut tx, &[entry]).await?;
-            self.commit_transaction_or_unknown(tx).await?;
-            Ok(LoadedView {
-                metadata_location,
-                metadata: written,
-            })
+            let new = NewView {
+                namespace_id: namespace.namespace_id,
+                view: &view,
+                kind: EntryKind::CreateView,
+                changes,
+            };
+            self.insert_new_view(tx, wh, new, written, metadata_location, principal)
+                .await
         })
         .await
     }
@@ -361,61 +341,74 @@ impl Catalog {
         principal: &str,
     ) -> CatalogResult<LoadedView> {
         let view = TableName::new(ns.clone(), req.name.clone())?;
-        let file = paths::under_root(wh, "metadata-location", &req.metadata_location)?;
-        let bytes = wh
-            .storage
-            .read(&file, self.view_metadata.max_file_bytes())
-            .await
-            .map_err(|e| match e {
-                crate::storage::StorageError::NotFound(_) => CatalogError::BadRequest(format!(
-                    "cannot register view {view}: metadata file {} does not exist",
-                    req.metadata_location
-                )),
-                other => other.into(),
-            })?;
-        let parsed: ViewMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-            CatalogError::BadRequest(format!(
-                "cannot register view {view}: {} is not valid view metadata: {e}",
-                req.metadata_location
-            ))
-        })?;
+        let (file, parsed): (_, ViewMetadata) = metadata::read_registered(
+            wh,
+            self.view_metadata.max_file_bytes(),
+            &req.metadata_location,
+            &format!("view {view}"),
+            "view metadata",
+        )
+        .await?;
         paths::check_view_metadata(wh, &parsed)?;
-        let view_uuid = parsed.uuid();
         let registered = Arc::new(CachedView::from_parsed(parsed)?);
-        let metadata_location = file.to_string();
         let mut tx = self.begin_table_change(wh, &[&view]).await?;
         let namespace = writable_namespace(&mut tx, wh.id, ns).await?;
         if let Some(taken) = name_taken(&mut tx, namespace.namespace_id, &view).await? {
             return Err(taken);
         }
+        let new = NewView {
+            namespace_id: namespace.namespace_id,
+            view: &view,
+            kind: EntryKind::RegisterView,
+            changes: json!([]),
+        };
+        let loaded = self
+            .insert_new_view(tx, wh, new, registered, file.to_string(), principal)
+            .await?;
+        self.view_metadata
+            .insert(&loaded.metadata_location, loaded.metadata.clone());
+        Ok(loaded)
+    }
+
+    /// The step that makes a view, shared by create and register: its row and its first log
+    /// entry, committed. The caller holds the name's change lock and found the name free under it.
+    async fn insert_new_view(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        wh: &Warehouse,
+        new: NewView<'_>,
+        state: Arc<CachedView>,
+        metadata_location: String,
+        principal: &str,
+    ) -> CatalogResult<LoadedView> {
+        let view_uuid = state.parsed.uuid();
         let view_id = Uuid::now_v7();
         db::insert_view(
             &mut tx,
             wh.id,
             view_id,
-            namespace.namespace_id,
-            &view,
-            pointer(&registered, &metadata_location),
+            new.namespace_id,
+            new.view,
+            pointer(&state, &metadata_location),
             None,
         )
         .await
-        .map_err(|e| uuid_taken(e, &view, view_uuid))?;
+        .map_err(|e| uuid_taken(e, new.view, view_uuid))?;
         let mut entry = self.table_entry(
             wh,
-            EntryKind::RegisterView,
-            &view,
-            version_ref(&view, view_id, view_uuid, 1),
+            new.kind,
+            new.view,
+            version_ref(new.view, view_id, view_uuid, 1),
             principal,
         );
-        entry.metadata = Some(whole(&registered)?);
+        entry.changes = new.changes;
+        entry.metadata = Some(whole(&state)?);
         entry.new_metadata_location = Some(metadata_location.clone());
         log::append(&mut tx, &[entry]).await?;
         self.commit_transaction_or_unknown(tx).await?;
-        self.view_metadata
-            .insert(&metadata_location, registered.clone());
         Ok(LoadedView {
             metadata_location,
-            metadata: registered,
+            metadata: state,
         })
     }
 
@@ -448,6 +441,14 @@ impl Catalog {
             .await?;
         Ok((file.to_string(), written))
     }
+}
+
+/// A view about to be made: where, and its first log entry's kind and changes.
+struct NewView<'a> {
+    namespace_id: Uuid,
+    view: &'a TableName,
+    kind: EntryKind,
+    changes: Value,
 }
 
 fn pointer<'a>(metadata: &'a CachedView, metadata_location: &'a str) -> ViewPointer<'a> {
