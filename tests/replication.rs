@@ -815,15 +815,19 @@ async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
     replica.server.stop().await;
 }
 
-/// The newest lease token the replica region has accepted a change under (one replica here).
+/// The newest lease token the replica region has accepted a table's or view's change under (one
+/// replica here; the namespace's properties have a stream, and a fence, of their own).
 async fn accepted_lease_token(replica: &TestFloe) -> i64 {
     let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
         .await
         .unwrap();
-    let token = sqlx::query_scalar("SELECT lease_token FROM replica_fence")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let token = sqlx::query_scalar(
+        "SELECT lease_token FROM replica_fence WHERE source_table_id NOT IN
+             (SELECT source_namespace_id FROM namespace WHERE source_namespace_id IS NOT NULL)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     token
 }
@@ -1007,10 +1011,12 @@ async fn a_panicking_stream_task_releases_its_lease_and_retries() {
     let started = std::time::Instant::now();
     let mut attempts = 0;
     while started.elapsed().as_secs_f64() < lease_seconds / 2.0 {
-        attempts = sqlx::query_scalar("SELECT attempts FROM replication_stream")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        attempts = sqlx::query_scalar(
+            "SELECT attempts FROM replication_stream WHERE object_kind = 'table'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         if attempts >= 2 {
             break;
         }
@@ -1114,10 +1120,12 @@ async fn lagging_stream_delivers_the_drop(resync_first: bool) {
     // The source removes the finished stream once the destination has answered the drop.
     let mut remaining = -1i64;
     for _ in 0..200 {
-        remaining = sqlx::query_scalar("SELECT count(*) FROM replication_stream")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        remaining = sqlx::query_scalar(
+            "SELECT count(*) FROM replication_stream WHERE object_kind <> 'namespace'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         if remaining == 0 {
             break;
         }
@@ -1300,6 +1308,177 @@ async fn views_replicate_and_stay_read_only_at_the_replica() {
         ]
         .map(|(k, n)| (k.to_string(), n.to_string()))
     );
+    primary.server.stop().await;
+    replica.server.stop().await;
+}
+
+/// Waits until the replica's namespace has properties that `ready` accepts; returns them.
+async fn wait_for_properties(
+    floe: &TestFloe,
+    namespace: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let path = format!("/v1/wh/namespaces/{namespace}");
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let reply = floe.get(&path).await;
+        if reply.status.as_u16() == 200 && ready(&reply.body["properties"]) {
+            return reply.body["properties"].clone();
+        }
+        last = reply.body;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never had the properties expected: {last}");
+}
+
+/// One value from a region's database.
+async fn query_one<T>(floe: &TestFloe, sql: &str, levels: &[&str]) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let levels: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
+    let value = sqlx::query_scalar(sql)
+        .bind(levels)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    value
+}
+
+/// Namespace properties replicate as the namespace's state: set at the source (at its creation,
+/// then by an update with no table change at all), they appear at the replica, with a `location`
+/// moved into the replica's warehouse; clients cannot change them there; an older state sent again
+/// does not move them back; and a namespace that is the replica region's own keeps its properties.
+#[tokio::test]
+async fn namespace_properties_set_at_the_source_appear_at_the_replica() {
+    let (primary, replica) = two_regions().await;
+    let location = format!("{}/custom/db", primary.warehouse_root());
+    primary
+        .post(
+            "/v1/wh/namespaces",
+            json!({ "namespace": ["db"],
+                    "properties": { "owner": "data-eng", "location": location } }),
+        )
+        .await
+        .expect(200);
+    for (floe, owner) in [(&replica, "replica-team"), (&primary, "primary-team")] {
+        floe.post(
+            "/v1/wh/namespaces",
+            json!({ "namespace": ["mine"], "properties": { "owner": owner } }),
+        )
+        .await
+        .expect(200);
+    }
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    let properties = wait_for_properties(&replica, "db", |p| p["owner"] == "data-eng").await;
+    assert_eq!(
+        properties["location"],
+        format!("{}/custom/db", replica.warehouse_root()).as_str(),
+        "{properties}"
+    );
+
+    // A change of properties alone reaches the replica.
+    primary
+        .post(
+            "/v1/wh/namespaces/db/properties",
+            json!({ "updates": { "owner": "analytics", "tier": "gold" }, "removals": ["location"] }),
+        )
+        .await
+        .expect(200);
+    let properties = wait_for_properties(&replica, "db", |p| p.get("tier").is_some()).await;
+    assert_eq!(properties, json!({ "owner": "analytics", "tier": "gold" }));
+    let refused = replica
+        .post(
+            "/v1/wh/namespaces/db/properties",
+            json!({ "updates": { "owner": "me" }, "removals": [] }),
+        )
+        .await
+        .expect(403);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("primary"),
+        "{refused}"
+    );
+
+    // The first state, sent again (a restarted stream, a late duplicate): acknowledged, no effect.
+    let source_id: uuid::Uuid = query_one(
+        &primary,
+        "SELECT namespace_id FROM namespace WHERE levels = $1",
+        &["db"],
+    )
+    .await;
+    let lease_token: i64 = query_one(
+        &replica,
+        "SELECT f.lease_token FROM replica_fence f JOIN namespace n
+             ON n.source_namespace_id = f.source_table_id WHERE n.levels = $1",
+        &["db"],
+    )
+    .await;
+    let (code, body) = apply(
+        &replica,
+        json!({ "source-region": "primary", "origin-region": "primary",
+                "source-table-id": source_id, "warehouse": "wh", "namespace": ["db"],
+                "name": "", "generation": 1, "lease-token": lease_token, "from": null,
+                "to": at(1), "action": { "type": "namespace-properties",
+                                          "properties": { "owner": "data-eng" } } }),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"], false, "{body}");
+    assert_eq!(
+        replica.get("/v1/wh/namespaces/db").await.expect(200)["properties"],
+        json!({ "owner": "analytics", "tier": "gold" })
+    );
+
+    // The replica region's own `mine` keeps its properties once its stream has been through.
+    let mut overview = Value::Null;
+    for _ in 0..300 {
+        overview = primary.get("/management/v1/replication").await.expect(200);
+        let state = overview["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == "namespace" && t["namespace"] == json!(["mine"]))
+            .map(|t| t["destinations"][0]["state"].clone());
+        if state == Some(json!("completed")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db_stream = overview["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "namespace" && t["namespace"] == json!(["db"]))
+        .unwrap_or_else(|| panic!("no stream for namespace db: {overview}"));
+    assert_eq!(db_stream["destinations"][0]["applied-version"], 2);
+    assert_eq!(
+        replica.get("/v1/wh/namespaces/mine").await.expect(200)["properties"],
+        json!({ "owner": "replica-team" })
+    );
+
+    // The replica's log records each change, with its origin.
+    let kinds: Vec<String> = replica
+        .log()
+        .await
+        .iter()
+        .filter(|e| e["namespace"] == json!(["db"]))
+        .map(|e| {
+            assert_eq!(e["origin-region"], "primary", "{e}");
+            e["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["create-namespace", "update-namespace-properties"]);
     primary.server.stop().await;
     replica.server.stop().await;
 }

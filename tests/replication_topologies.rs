@@ -1,6 +1,6 @@
 //! Replication topologies with one real `floe serve` process per region (each its own database and
 //! warehouse): fan-out to two destinations, aggregation of two sources into one destination with
-//! namespace prefixes, and a chain A -> B -> C.
+//! namespace prefixes, and a chain A -> B -> C (tables and namespace properties).
 
 mod common;
 
@@ -143,6 +143,33 @@ async fn chains_replicate_a_replica_onwards() {
         reqwest::Method::POST,
         format!("{}/v1/wh/namespaces/db/tables/t", c.base),
         Some(json!({ "requirements": [], "updates": [] })),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("region `a`"), "{message}");
+
+    // The namespace's properties follow the same chain, and c names the origin for them too.
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/wh/namespaces/db/properties", a.base),
+        Some(json!({ "updates": { "steward": "team-a" }, "removals": [] })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut at_c = Value::Null;
+    for _ in 0..600 {
+        at_c = get(format!("{}/v1/wh/namespaces/db", c.base)).await;
+        if at_c["properties"]["steward"] == "team-a" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(at_c["properties"]["steward"], "team-a", "{at_c}");
+    let (status, refused) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/wh/namespaces/db/properties", c.base),
+        Some(json!({ "updates": { "steward": "team-c" }, "removals": [] })),
     )
     .await;
     assert_eq!(status, 403, "{refused}");

@@ -4,6 +4,7 @@
 pub mod commit;
 pub mod metadata;
 pub mod metadata_cache;
+pub mod namespace_replica;
 pub mod namespaces;
 pub mod paths;
 pub mod purge;
@@ -11,6 +12,7 @@ pub mod purge_jobs;
 pub mod replica;
 pub mod replica_build;
 pub mod replica_home;
+mod replica_state;
 pub mod requests;
 pub mod table_locks;
 pub mod tables;

@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::contract::peer_protocol::{
-    ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, Retention,
+    ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, ReplicatedObject,
+    Retention,
 };
 use crate::db::catalog::{self as db, ReplicaBuild, ReplicaMark, TablePointer, TableRow};
 use crate::error::{CatalogError, CatalogResult};
@@ -79,8 +80,12 @@ impl Catalog {
         req: ApplyRequest,
         principal: &str,
     ) -> CatalogResult<ApplyResponse> {
-        if req.action.is_view() {
-            return self.apply_replicated_view(wh, &req, principal).await;
+        match req.action.object() {
+            ReplicatedObject::View => return self.apply_replicated_view(wh, &req, principal).await,
+            ReplicatedObject::Namespace => {
+                return self.apply_replicated_namespace(wh, &req, principal).await;
+            }
+            ReplicatedObject::Table => {}
         }
         let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
@@ -96,11 +101,7 @@ impl Catalog {
             )
             .await?
             else {
-                return Err(CatalogError::StaleLease(format!(
-                    "the change to {table} from region `{}` was sent under lease {}, which a \
-                     newer lease of its stream has replaced; it is not applied",
-                    req.source_region, req.lease_token
-                )));
+                return Err(super::replica_state::stale_lease(&table.to_string(), &req));
             };
             let current = start.replica.map(|row| {
                 let mark = row
@@ -265,10 +266,10 @@ impl Catalog {
         let mut after = None;
         let metadata_location = match &req.action {
             ApplyAction::Create { .. } => unreachable!("creates begin a build"),
-            ApplyAction::ViewState { .. } | ApplyAction::DropView => {
-                return Err(CatalogError::BadRequest(
-                    "a view's change cannot apply to a table".to_string(),
-                ));
+            ApplyAction::ViewState { .. }
+            | ApplyAction::DropView
+            | ApplyAction::NamespaceProperties { .. } => {
+                unreachable!("apply_replicated routes views' and namespaces' changes elsewhere")
             }
             ApplyAction::Update { updates } => {
                 let base = self

@@ -6,9 +6,8 @@
 //! replica's present name and of its new one, the lease fence (shared with replica tables, so a
 //! revoked lease applies nothing once its successor has), the replica row found by its source
 //! identity under FOR UPDATE, then the position check, the metadata file (written durably), the
-//! row, this region's log entry, COMMIT. The replica never moves back: a state at or below the
-//! version it holds is acknowledged without effect, one that does not follow the version it holds
-//! is refused with that position, and only a newer generation (a resync) replaces it from nothing.
+//! row, this region's log entry, COMMIT. The replica never moves back, by the position rule of
+//! whole states ([`super::replica_state`]).
 
 use std::sync::Arc;
 
@@ -20,71 +19,14 @@ use crate::contract::peer_protocol::{
     ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition,
 };
 use crate::db::catalog as catalog_db;
-use crate::db::views::{self as db, ReplicaView, ViewPointer, ViewReplicaMark};
+use crate::db::views::{self as db, ViewPointer, ViewReplicaMark};
 use crate::error::{CatalogError, CatalogResult};
 use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::names::{NamespaceName, TableName};
 
+use super::replica_state::{StateDecision, decide_state, pass_fence};
 use super::views::{CachedView, name_taken};
 use super::{Catalog, Warehouse, metadata, paths};
-
-/// What a view change does once it passed the position check.
-enum Decision {
-    Repeat(ApplyResponse),
-    Apply(Option<ReplicaView>),
-}
-
-fn decide(req: &ApplyRequest, replica: Option<ReplicaView>) -> CatalogResult<Decision> {
-    let Some(replica) = replica else {
-        return match req.from {
-            None => Ok(Decision::Apply(None)),
-            Some(from) => Err(CatalogError::ReplicaPosition {
-                message: format!(
-                    "the change expects the replica at {from}, but no replica of source view {} \
-                     from region `{}` exists here",
-                    req.source_table_id, req.source_region
-                ),
-                position: None,
-            }),
-        };
-    };
-    let at = ReplicaPosition {
-        generation: replica.generation,
-        position: Position::at(replica.version),
-    };
-    if at.generation > req.generation {
-        return Err(CatalogError::ReplicaPosition {
-            message: format!(
-                "the replica is of generation {}, newer than {}",
-                at.generation, req.generation
-            ),
-            position: Some(at),
-        });
-    }
-    if at.generation == req.generation {
-        if at.position >= req.to {
-            return Ok(Decision::Repeat(ApplyResponse {
-                applied: false,
-                position: at.position,
-                metadata_location: Some(replica.row.metadata_location),
-            }));
-        }
-        if req.from != Some(at.position) {
-            return Err(CatalogError::ReplicaPosition {
-                message: format!(
-                    "the change expects the replica at {}, but it is at {}",
-                    req.from
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "no replica".to_string()),
-                    at.position
-                ),
-                position: Some(at),
-            });
-        }
-    }
-    // The same generation from where it is, or a newer generation, which replaces it.
-    Ok(Decision::Apply(Some(replica)))
-}
 
 impl Catalog {
     /// Applies a replicated view state or drop (see the module docs).
@@ -112,28 +54,25 @@ impl Catalog {
         let response = self
             .with_pending_files(async |files| {
                 let mut tx = self.begin_table_change(wh, &[&present, &target]).await?;
-                if !db::pass_fence(
-                    &mut tx,
-                    wh.id,
-                    &req.source_region,
-                    req.source_table_id,
-                    req.lease_token,
-                )
-                .await?
-                {
-                    return Err(CatalogError::StaleLease(format!(
-                        "the change to view {present} from region `{}` was sent under lease {}, \
-                         which a newer lease of its stream has replaced; it is not applied",
-                        req.source_region, req.lease_token
-                    )));
-                }
+                pass_fence(&mut tx, wh, req, &format!("view {present}")).await?;
                 let replica =
                     db::get_replica_view(&mut tx, wh.id, &req.source_region, req.source_table_id)
                         .await?;
-                let replica = match decide(req, replica)? {
-                    Decision::Repeat(done) => return Ok(done),
-                    Decision::Apply(replica) => replica,
-                };
+                let held = replica.as_ref().map(|r| ReplicaPosition {
+                    generation: r.generation,
+                    position: Position::at(r.version),
+                });
+                let what = format!(
+                    "source view {} from region `{}`",
+                    req.source_table_id, req.source_region
+                );
+                if let StateDecision::Repeat(position) = decide_state(req, held, &what)? {
+                    return Ok(ApplyResponse {
+                        applied: false,
+                        position,
+                        metadata_location: replica.map(|r| r.row.metadata_location),
+                    });
+                }
                 let mark = ViewReplicaMark {
                     source_region: req.source_region.clone(),
                     source_view_id: req.source_table_id,

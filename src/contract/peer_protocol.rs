@@ -92,12 +92,29 @@ pub enum ApplyAction {
     },
     /// The source dropped the view and the rule replicates drops.
     DropView,
+    /// A namespace's whole state, its properties (a `location` among them already points into
+    /// the destination); the request's `namespace` names it at the destination.
+    NamespaceProperties {
+        properties: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// What a change (or a stream) is to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicatedObject {
+    Table,
+    View,
+    Namespace,
 }
 
 impl ApplyAction {
-    /// Whether the change is to a view.
-    pub fn is_view(&self) -> bool {
-        matches!(self, ApplyAction::ViewState { .. } | ApplyAction::DropView)
+    pub fn object(&self) -> ReplicatedObject {
+        match self {
+            ApplyAction::ViewState { .. } | ApplyAction::DropView => ReplicatedObject::View,
+            ApplyAction::NamespaceProperties { .. } => ReplicatedObject::Namespace,
+            _ => ReplicatedObject::Table,
+        }
     }
 }
 
@@ -111,7 +128,8 @@ pub struct ApplyRequest {
     pub origin_region: String,
     #[serde(default)]
     pub origin_url: Option<String>,
-    /// The table's id in the source region: the replica's identity across renames.
+    /// The table's id in the source region: the replica's identity across renames (a view's or
+    /// a namespace's id for theirs).
     pub source_table_id: Uuid,
     /// The destination warehouse.
     pub warehouse: String,

@@ -136,6 +136,8 @@ pub struct DestinationStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TableReplicationStatus {
+    /// What replicates: a table, a view, or a namespace's properties (whose `table` is empty).
+    pub kind: crate::contract::peer_protocol::ReplicatedObject,
     pub warehouse: String,
     pub namespace: Vec<String>,
     pub table: String,
@@ -150,7 +152,7 @@ pub struct TableReplicationStatus {
 pub struct ReplicationOverview {
     pub region: String,
     pub peers: Vec<Peer>,
-    /// Each table with streams, by warehouse, namespace and name.
+    /// Each table, view and namespace with streams, by warehouse, namespace and name.
     pub tables: Vec<TableReplicationStatus>,
 }
 

@@ -152,11 +152,15 @@ pub async fn set_namespace_properties(
     namespace_id: Uuid,
     properties: &Value,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE namespace SET properties = $2 WHERE namespace_id = $1")
-        .bind(namespace_id)
-        .bind(properties)
-        .execute(conn)
-        .await?;
+    // The version counts the changes, so the namespace's replication streams see there is more.
+    sqlx::query(
+        "UPDATE namespace SET properties = $2, properties_version = properties_version + 1
+         WHERE namespace_id = $1",
+    )
+    .bind(namespace_id)
+    .bind(properties)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -452,6 +456,34 @@ pub async fn open_replica_apply(
         metadata_location: r.get(18),
     });
     Ok(Some(ReplicaApplyStart { replica, build }))
+}
+
+/// Passes the lease fence of a replica view or namespace (`replica_fence`, shared with replica
+/// tables, whose apply passes it inside `floe_open_replica_apply`): `false` when a newer lease of
+/// the stream has been seen, and the change must not apply. The fence row stays locked, so
+/// changes to one replica pass one at a time.
+pub async fn pass_replica_fence(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    source_region: &str,
+    source_id: Uuid,
+    lease_token: i64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO replica_fence AS f (warehouse_id, source_region, source_table_id, lease_token)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (warehouse_id, source_region, source_table_id) DO UPDATE
+             SET lease_token = EXCLUDED.lease_token
+             WHERE f.lease_token <= EXCLUDED.lease_token",
+    )
+    .bind(warehouse_id)
+    .bind(source_region)
+    .bind(source_id)
+    .bind(lease_token)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
 }
 
 /// Records a build's progress. A build of an older generation never replaces a newer one.

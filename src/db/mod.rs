@@ -1,13 +1,14 @@
 //! The PostgreSQL connection pool and migrations. SQL for each concern lives beside it:
 //! [`catalog`] for warehouses, namespaces and tables; [`replication`] for peers, rules and streams;
 //! [`audit`] for the audit trail; [`jobs`] for durable deferred work (purges);
-//! [`views`] for view pointers; `crate::log` for the update log; [`table_commit`] for the one
+//! [`views`] for view pointers; [`replica_namespaces`] for namespaces that replicate; `crate::log` for the update log; [`table_commit`] for the one
 //! statement of a commit.
 
 pub mod audit;
 pub mod catalog;
 pub mod idempotency;
 pub mod jobs;
+pub mod replica_namespaces;
 pub mod replication;
 pub mod table_commit;
 pub mod upstream;

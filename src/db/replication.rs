@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::contract::peer_protocol::Retention;
+use crate::contract::peer_protocol::{ReplicatedObject, Retention};
 use crate::contract::replication_model::{
     Destination, Peer, PeerSpec, PeerWarehouse, Rule, RuleSpec,
 };
@@ -239,18 +239,24 @@ pub async fn delete_rule(conn: &mut PgConnection, rule_id: Uuid) -> sqlx::Result
 /// (on every instance) then look at every due stream, not only those of tables that changed.
 pub const STREAMS_CHANNEL: &str = "floe_streams";
 
-/// What streams replicate: every table and every view, by id (a view's id in `table_id`).
+/// What streams replicate: every table, view and namespace, by id (a view's or a namespace's id
+/// in `table_id`). A namespace has no name (so rules for one table never cover it) and is in
+/// itself.
 const REPLICATED_OBJECTS: &str =
     "(SELECT table_id, warehouse_id, namespace_id, name, origin_region,
         source_region, 'table' AS object_kind FROM iceberg_table
      UNION ALL
      SELECT view_id, warehouse_id, namespace_id, name, origin_region, source_region, 'view'
-     FROM iceberg_view)";
+     FROM iceberg_view
+     UNION ALL
+     SELECT namespace_id, warehouse_id, namespace_id, NULL, origin_region, source_region,
+            'namespace'
+     FROM namespace)";
 
 /// Makes the streams match the rules, for every table or only for `tables`: one per (table,
 /// destination of the most specific rule that matches the table), never back to the region a
-/// replica came from; views as tables. Streams of dropped tables stay until their drop is replicated. Returns
-/// (created or re-ruled, removed).
+/// replica came from; views and namespaces as tables. Streams of dropped tables stay until their
+/// drop is replicated. Returns (created or re-ruled, removed).
 pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::Result<(u64, u64)> {
     // Two statement texts, not one with `$1 IS NULL OR ...`: PostgreSQL's generic plan for the
     // latter scans every table, which made each table's creation cost as much as a full pass.
@@ -373,8 +379,8 @@ pub struct StreamRow {
     pub dest_root: Option<String>,
     /// How to reach it, when it is S3 (with the secret).
     pub dest_s3: Option<crate::storage::S3Settings>,
-    /// Whether the stream replicates a view (`table_id` is the view's id).
-    pub is_view: bool,
+    /// What the stream replicates (`table_id` is a view's or a namespace's id for theirs).
+    pub kind: ReplicatedObject,
 }
 
 const STREAM_COLUMNS: &str = "s.stream_id, s.lease_owner, s.lease_token, s.table_id, s.warehouse_id, s.peer_region, \
@@ -388,6 +394,14 @@ const STREAM_JOINS: &str = "FROM replication_stream s
      JOIN peer p ON p.region = s.peer_region
      LEFT JOIN replication_rule r ON r.rule_id = s.rule_id
      LEFT JOIN peer_warehouse pw ON pw.region = s.peer_region AND pw.warehouse = s.dest_warehouse";
+
+fn object_kind(r: &sqlx::postgres::PgRow) -> ReplicatedObject {
+    match r.get::<&str, _>("object_kind") {
+        "view" => ReplicatedObject::View,
+        "namespace" => ReplicatedObject::Namespace,
+        _ => ReplicatedObject::Table,
+    }
+}
 
 fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
     StreamRow {
@@ -421,7 +435,7 @@ fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
         dest_s3: r
             .get::<Option<sqlx::types::Json<crate::storage::S3Settings>>, _>("s3")
             .map(|s3| s3.0),
-        is_view: r.get::<String, _>("object_kind") == "view",
+        kind: object_kind(&r),
     }
 }
 
@@ -443,8 +457,12 @@ pub async fn lease_streams(
     // `replication_stream_own_work` holds exactly these streams.
     const OWN_WORK: &str =
         "(c.backfill_version IS NOT NULL OR c.applied_version = 0 OR c.attempts > 0)";
-    const NEW_ENTRIES: &str = "EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
-                                AND l.table_version > c.applied_version)";
+    // A namespace's versions are its properties' (migrations/0023), not log entries of its own.
+    const NEW_ENTRIES: &str = "CASE WHEN c.object_kind = 'namespace'
+        THEN EXISTS (SELECT 1 FROM namespace n WHERE n.namespace_id = c.table_id
+                     AND n.properties_version > c.applied_version)
+        ELSE EXISTS (SELECT 1 FROM commit_log l WHERE l.table_id = c.table_id
+                     AND l.table_version > c.applied_version) END";
     // Each candidate set is found by an index and locked by its own `FOR UPDATE SKIP LOCKED`:
     // the changed tables' streams first (by the unique index that leads with `table_id`; their
     // commits are the ones waiting), then streams with work of their own, oldest due first, up to
@@ -689,6 +707,7 @@ pub struct StreamStatusRow {
     pub last_applied_location: Option<String>,
     pub source_version: i64,
     pub oldest_pending_at: Option<DateTime<Utc>>,
+    pub kind: ReplicatedObject,
 }
 
 pub async fn stream_status(pool: &PgPool, table_id: Uuid) -> sqlx::Result<Vec<StreamStatusRow>> {
@@ -712,15 +731,18 @@ pub async fn streams_with_status(
         "SELECT s.stream_id, s.rule_id, s.peer_region, s.dest_warehouse, s.namespace_prefix,
                 s.dest_namespace, s.dest_table, s.generation, s.applied_version,
                 s.backfill_version, s.paused, s.failed_reason, s.attempts, s.last_error,
-                s.last_applied_at, s.last_applied_location,
-                coalesce(lg.source_version, 0) AS source_version, lg.oldest_pending_at,
-                w.name AS warehouse, n.levels AS source_namespace,
+                s.last_applied_at, s.last_applied_location, s.object_kind,
+                CASE WHEN s.object_kind = 'namespace' THEN n.properties_version
+                     ELSE coalesce(lg.source_version, 0) END AS source_version,
+                lg.oldest_pending_at, w.name AS warehouse, n.levels AS source_namespace,
                 coalesce(t.name, v.name) AS source_table
          FROM replication_stream s
          JOIN warehouse w USING (warehouse_id)
          LEFT JOIN iceberg_table t ON t.table_id = s.table_id
          LEFT JOIN iceberg_view v ON v.view_id = s.table_id
-         LEFT JOIN namespace n ON n.namespace_id = coalesce(t.namespace_id, v.namespace_id)
+         -- A namespace's own stream (its properties) is of the namespace, and at its version.
+         LEFT JOIN namespace n ON n.namespace_id = coalesce(t.namespace_id, v.namespace_id,
+                                                          s.table_id)
          LEFT JOIN LATERAL (
              SELECT max(l.table_version) AS source_version,
                     min(l.committed_at) FILTER (WHERE l.table_version > s.applied_version)
@@ -754,6 +776,7 @@ pub async fn streams_with_status(
                 last_applied_location: r.get("last_applied_location"),
                 source_version: r.get("source_version"),
                 oldest_pending_at: r.get("oldest_pending_at"),
+                kind: object_kind(&r),
             };
             let namespace: Option<Vec<String>> = r.get("source_namespace");
             let table: Option<String> = r.get("source_table");

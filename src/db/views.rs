@@ -263,33 +263,6 @@ pub struct ReplicaView {
     pub version: i64,
 }
 
-/// Passes the lease fence shared with replica tables (`replica_fence`): `false` when a newer lease
-/// of the stream has been seen, and the change must not apply. The fence row stays locked, so
-/// changes to one replica pass one at a time.
-pub async fn pass_fence(
-    conn: &mut PgConnection,
-    warehouse_id: Uuid,
-    source_region: &str,
-    source_view_id: Uuid,
-    lease_token: i64,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO replica_fence AS f (warehouse_id, source_region, source_table_id, lease_token)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (warehouse_id, source_region, source_table_id) DO UPDATE
-             SET lease_token = EXCLUDED.lease_token
-             WHERE f.lease_token <= EXCLUDED.lease_token",
-    )
-    .bind(warehouse_id)
-    .bind(source_region)
-    .bind(source_view_id)
-    .bind(lease_token)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(done == 1)
-}
-
 /// The replica of a source view, found by its source identity (names may have changed), its row
 /// locked until the transaction ends.
 pub async fn get_replica_view(

@@ -309,7 +309,8 @@ pub async fn max_seq(pool: &PgPool) -> sqlx::Result<i64> {
 /// What changed after `after`, as far as it is readable.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// (seq, table id, kind) of the readable entries, in `seq` order.
+    /// (seq, table id, kind) of the readable entries, in `seq` order; a namespace's creation or
+    /// properties change gives the namespace's id, the id of its replication streams.
     pub entries: Vec<(i64, Option<Uuid>, String)>,
     /// Whether committed entries wait above the horizon (an older transaction still runs): look
     /// again soon.
@@ -321,7 +322,13 @@ pub struct Changes {
 pub async fn changes_since(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Changes> {
     let rows: Vec<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
         "WITH h AS MATERIALIZED (SELECT floe_log_horizon() AS horizon)
-         (SELECT seq, table_id, kind FROM commit_log
+         (SELECT seq,
+                 CASE WHEN kind IN ('create-namespace', 'update-namespace-properties')
+                      THEN (SELECT n.namespace_id FROM namespace n
+                            WHERE n.warehouse_id = l.warehouse_id AND n.levels = l.namespace)
+                      ELSE table_id END,
+                 kind
+          FROM commit_log l
           WHERE seq > $1 AND seq < (SELECT horizon FROM h) ORDER BY seq LIMIT $2)
          UNION ALL
          (SELECT seq, NULL, NULL FROM commit_log

@@ -11,7 +11,7 @@ use crate::db::replication::{self as db, StreamAction, StreamStatusRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::names::{self, NamespaceName, TableName};
 
-use crate::contract::peer_protocol::Retention;
+use crate::contract::peer_protocol::{ReplicatedObject, Retention};
 use crate::contract::replication_model::{
     DestinationStatus, Peer, PeerSpec, ReplicationOverview, Rule, RuleSpec, StreamSelector,
     StreamState, TableReplicationStatus,
@@ -226,17 +226,21 @@ pub async fn delete_rule(catalog: &Catalog, rule_id: Uuid) -> CatalogResult<()> 
 }
 
 /// The id of the table (or, where no table has the name, the view) whose streams are meant.
-async fn table_id(catalog: &Catalog, warehouse: &str, table: &TableName) -> CatalogResult<Uuid> {
+async fn table_id(
+    catalog: &Catalog,
+    warehouse: &str,
+    table: &TableName,
+) -> CatalogResult<(Uuid, ReplicatedObject)> {
     let wh = catalog.warehouse(Some(warehouse))?;
     let mut conn = catalog.pool().acquire().await?;
     if let Some(row) =
         catalog_db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false).await?
     {
-        return Ok(row.table_id);
+        return Ok((row.table_id, ReplicatedObject::Table));
     }
     crate::db::views::get_view(&mut conn, wh.id, &table.namespace, &table.name, false)
         .await?
-        .map(|row| row.view_id)
+        .map(|row| (row.view_id, ReplicatedObject::View))
         .ok_or_else(|| CatalogError::no_such_table(table))
 }
 
@@ -246,7 +250,7 @@ pub async fn table_status(
     warehouse: &str,
     table: &TableName,
 ) -> CatalogResult<TableReplicationStatus> {
-    let table_id = table_id(catalog, warehouse, table).await?;
+    let (table_id, kind) = table_id(catalog, warehouse, table).await?;
     let now = Utc::now();
     let destinations = db::stream_status(catalog.pool(), table_id)
         .await?
@@ -254,6 +258,7 @@ pub async fn table_status(
         .map(|s| destination_status(s, table.namespace.levels(), &table.name, now))
         .collect();
     Ok(TableReplicationStatus {
+        kind,
         warehouse: warehouse.to_string(),
         namespace: table.namespace.levels().to_vec(),
         table: table.name.clone(),
@@ -269,16 +274,19 @@ pub async fn overview(catalog: &Catalog) -> CatalogResult<ReplicationOverview> {
     for (stream, (warehouse, namespace, table)) in
         db::streams_with_status(catalog.pool(), None).await?
     {
+        let kind = stream.kind;
         let destination = destination_status(stream, &namespace, &table, now);
         match tables.last_mut() {
             Some(last)
-                if last.warehouse == warehouse
+                if last.kind == kind
+                    && last.warehouse == warehouse
                     && last.namespace == namespace
                     && last.table == table =>
             {
                 last.destinations.push(destination)
             }
             _ => tables.push(TableReplicationStatus {
+                kind,
                 warehouse,
                 namespace,
                 table,
@@ -429,7 +437,7 @@ pub async fn act(
     selector: &StreamSelector,
     action: StreamAction,
 ) -> CatalogResult<TableReplicationStatus> {
-    let table_id = table_id(catalog, warehouse, table).await?;
+    let (table_id, _) = table_id(catalog, warehouse, table).await?;
     let changed = db::act_on_streams(
         catalog.pool(),
         table_id,

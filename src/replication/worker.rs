@@ -42,8 +42,9 @@ use super::paths::PathMap;
 use super::peer_client::{PeerClient, PeerError};
 use super::plan::{self, BackfillStep};
 
+mod namespace_stream;
 mod view_stream;
-use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position};
+use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position, ReplicatedObject};
 
 /// Log entries read per round of a stream's tail.
 const TAIL_BATCH: i64 = 64;
@@ -289,6 +290,8 @@ impl Replicator {
                                     | "create-view"
                                     | "register-view"
                                     | "rename-view"
+                                    | "create-namespace"
+                                    | "update-namespace-properties"
                             ) {
                                 structural.insert(table);
                             }
@@ -582,8 +585,10 @@ impl Replicator {
             dest_storage,
             origin,
         };
-        if s.is_view {
-            return self.drive_view(s, &target).await;
+        match s.kind {
+            ReplicatedObject::View => return self.drive_view(s, &target).await,
+            ReplicatedObject::Namespace => return self.drive_namespace(s, target).await,
+            ReplicatedObject::Table => {}
         }
         loop {
             if s.applied_version == 0 && s.backfill_version.is_none() {

@@ -129,6 +129,41 @@ def test_backfill_then_tail_read_by_duckdb(floe_no_rule):
     assert families["floe_replication_lag_versions"].type == "gauge"
 
 
+def test_namespace_properties_set_by_pyiceberg_appear_at_the_replica(floe):
+    """Namespace properties PyIceberg sets at the primary (at creation, then changed and removed with
+    no table involved) are what PyIceberg reads at the replica; a write there is refused."""
+    from pyiceberg.exceptions import NoSuchNamespaceError
+
+    source = pyiceberg_catalog(floe, "ns-src")
+    source.create_namespace("ns_props", {"owner": "data-eng", "comment": "raw events"})
+    target = pyiceberg_catalog(replica_of(floe), "ns-dst")
+
+    def replica_properties(ready):
+        deadline = time.time() + 30
+        while True:
+            try:
+                properties = target.load_namespace_properties("ns_props")
+                if ready(properties):
+                    return properties
+            except NoSuchNamespaceError:
+                properties = None
+            assert time.time() < deadline, f"the replica's properties: {properties}"
+            time.sleep(0.1)
+
+    properties = replica_properties(lambda p: p.get("owner") == "data-eng")
+    assert properties == {"owner": "data-eng", "comment": "raw events"}, properties
+    source.update_namespace_properties("ns_props", removals={"comment"}, updates={"owner": "analytics"})
+    properties = replica_properties(lambda p: "comment" not in p)
+    assert properties == {"owner": "analytics"}, properties
+    try:
+        post_json(f"{floe.replica_url}/v1/demo/namespaces/ns_props/properties",
+                  {"updates": {"owner": "me"}, "removals": []})
+        raise AssertionError("the replica accepted a namespace change")
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+        assert e.code == 403 and "primary" in body["error"]["message"], body
+
+
 SPARK_READ_REPLICA = textwrap.dedent("""
     ids = lambda q: sorted(r[0] for r in spark.sql(q).collect())
     out = {

@@ -80,16 +80,21 @@ function renderStreams(tables) {
   const body = document.querySelector("#streams tbody");
   body.replaceChildren();
   for (const table of tables) {
-    const source = [table.warehouse, ...table.namespace, table.table].join(".");
+    // A namespace's own stream carries its properties; it has no table name.
+    const isNamespace = table.kind === "namespace";
+    const source = [table.warehouse, ...table.namespace, ...(isNamespace ? [] : [table.table])]
+      .join(".");
     for (const destination of table.destinations) {
       const state = shownState(destination);
       const row = document.createElement("tr");
       row.dataset.table = source;
+      row.dataset.kind = table.kind;
       row.dataset.peer = destination.peer;
       row.dataset.state = state;
-      cell(row, source);
-      cell(row, `${destination.peer}: ` +
-        [destination.warehouse, ...destination.namespace, destination.table].join("."));
+      cell(row, isNamespace ? `${source} (namespace properties)` : source);
+      const replica = [destination.warehouse, ...destination.namespace];
+      if (!isNamespace) replica.push(destination.table);
+      cell(row, `${destination.peer}: ${replica.join(".")}`);
       const stateCell = cell(row, "");
       const badge = document.createElement("span");
       badge.className = `state state-${state}`;
@@ -100,7 +105,8 @@ function renderStreams(tables) {
       cell(row, destination["last-replicated-at"] || "never");
       cell(row, destination.failure, "failure");
       const actions = cell(row, "");
-      for (const label of ["Pause", "Resume", "Resync"]) {
+      // The management API acts on the streams of tables and views.
+      for (const label of isNamespace ? [] : ["Pause", "Resume", "Resync"]) {
         actions.appendChild(actionButton(label, table, destination));
       }
       body.appendChild(row);
@@ -108,7 +114,7 @@ function renderStreams(tables) {
   }
   if (!body.children.length) {
     const row = document.createElement("tr");
-    cell(row, "No table is replicated from this region yet.", "muted").colSpan = 8;
+    cell(row, "Nothing is replicated from this region yet.", "muted").colSpan = 8;
     body.appendChild(row);
   }
 }
