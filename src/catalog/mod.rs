@@ -249,6 +249,15 @@ impl Catalog {
         self.metadata.load(&*wh.storage, location).await
     }
 
+    /// Keeps metadata known to be at `location` (an upstream's answer for the state it just made),
+    /// so the next commit's read of it as its state before is a cache hit, not a read and a parse.
+    pub fn remember_metadata(&self, location: &str, metadata: iceberg::spec::TableMetadata) {
+        match metadata_cache::CachedMetadata::from_parsed(metadata) {
+            Ok(cached) => self.metadata.insert(location, Arc::new(cached)),
+            Err(err) => tracing::debug!(%err, location, "metadata not cached"),
+        }
+    }
+
     /// The parsed view metadata file at a location of this warehouse (cached; files are immutable).
     pub async fn load_view_metadata(
         &self,

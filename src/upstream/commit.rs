@@ -270,6 +270,7 @@ pub async fn intercept(
             "the commit answered {status}"
         ))));
     }
+    let mut made = Vec::with_capacity(commit.tables.len());
     for (changes, row) in commit.tables.iter().zip(&known) {
         // commitTable's answer names the state it made; transactions/commit's 204 does not, so
         // the table is read back, and the state this commit made is the first after the one it
@@ -322,12 +323,17 @@ pub async fn intercept(
             &intent,
         )
         .await?;
+        made.push(current);
     }
     db::settle_intent(&mut tx, intent.intent_id, true, "acknowledged")
         .await
         .map_err(CatalogError::from)?;
     tx.commit().await.map_err(CatalogError::from)?;
     catalog.log_wake().committed();
+    // Each table's next commit reads this state as its state before.
+    for current in made {
+        catalog.remember_metadata(&current.location, current.metadata);
+    }
     crate::telemetry::record_commit(&wh.name, commit.tables.len(), false);
     Ok(CommitAnswer {
         status,
