@@ -1,6 +1,6 @@
 //! Replication topologies with one real `floe serve` process per region (each its own database and
 //! warehouse): fan-out to two destinations, aggregation of two sources into one destination with
-//! namespace prefixes, and a chain A -> B -> C (tables and namespace properties).
+//! namespace prefixes, and a chain A -> B -> C (tables, namespace properties and views).
 
 mod common;
 
@@ -172,6 +172,29 @@ async fn chains_replicate_a_replica_onwards() {
         Some(json!({ "updates": { "steward": "team-c" }, "removals": [] })),
     )
     .await;
+    assert_eq!(status, 403, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("region `a`"), "{message}");
+
+    // So does a view, and c names the origin for it as well.
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/wh/namespaces/db/views", a.base),
+        Some(common::views::create_body("v", "SELECT 1")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let view_at_c = format!("{}/v1/wh/namespaces/db/views/v", c.base);
+    let mut found = 0;
+    for _ in 0..600 {
+        found = call(reqwest::Method::GET, view_at_c.clone(), None).await.0;
+        if found == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found, 200, "the view never reached c");
+    let (status, refused) = call(reqwest::Method::DELETE, view_at_c, None).await;
     assert_eq!(status, 403, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("region `a`"), "{message}");

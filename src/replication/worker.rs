@@ -568,27 +568,27 @@ impl Replicator {
             .get(&owner, &dest_root, s.dest_s3.as_ref())
             .await
             .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
-        // Where clients must write this table: here, or this replica's own origin (chains).
-        let origin = match catalog_db::get_table_by_id(self.pool(), s.table_id)
-            .await?
-            .and_then(|(row, _)| row.replica)
-        {
-            Some(mark) => (mark.origin_region, mark.origin_url),
-            None => (
+        // Where clients must write what the stream replicates: here, or, for a replica, its own
+        // origin (chains). Each kind's driver reads its object's mark.
+        let mut target = Target {
+            wh,
+            dest_root,
+            dest_storage,
+            origin: (
                 self.catalog.region().to_string(),
                 self.settings.public_url.clone(),
             ),
         };
-        let target = Target {
-            wh,
-            dest_root,
-            dest_storage,
-            origin,
-        };
         match s.kind {
-            ReplicatedObject::View => return self.drive_view(s, &target).await,
+            ReplicatedObject::View => return self.drive_view(s, target).await,
             ReplicatedObject::Namespace => return self.drive_namespace(s, target).await,
             ReplicatedObject::Table => {}
+        }
+        if let Some(mark) = catalog_db::get_table_by_id(self.pool(), s.table_id)
+            .await?
+            .and_then(|(row, _)| row.replica)
+        {
+            target.origin = (mark.origin_region, mark.origin_url);
         }
         loop {
             if s.applied_version == 0 && s.backfill_version.is_none() {

@@ -17,11 +17,16 @@ impl Replicator {
     pub(super) async fn drive_view(
         &self,
         s: &mut StreamRow,
-        target: &Target,
+        mut target: Target,
     ) -> Result<Done, Failure> {
         let Some((row, name)) = views_db::get_view_by_id(self.pool(), s.table_id).await? else {
-            return self.deliver_view_drop(s, target).await;
+            return self.deliver_view_drop(s, &target).await;
         };
+        // A replica view carries its origin further, as a replica table does.
+        if let Some(origin) = &row.replica_of {
+            target.origin = (origin.origin_region.clone(), origin.origin_url.clone());
+        }
+        let target = &target;
         if row.version <= s.applied_version {
             return Ok(Done::CaughtUp);
         }
