@@ -94,7 +94,15 @@ pub async fn run(mut settings: Settings, options: DevOptions) -> anyhow::Result<
     settings.validate()?;
     // The replica region needs its own database: only with the throwaway cluster.
     let replica = match replica_database {
-        Some(url) => Some(replica_settings(&settings, &state_dir, url, &options)?),
+        Some(url) => {
+            let (replica, token) = replica_settings(&settings, &state_dir, url, &options)?;
+            // Each region is the other's peer: a promotion at the replica replicates back.
+            settings.replication.accept.push(AcceptedPeer {
+                region: replica.region.clone(),
+                token: token.clone().into(),
+            });
+            Some((replica, token))
+        }
         None => {
             eprintln!("floe dev: a database URL is configured, so only the primary region runs");
             None
@@ -144,12 +152,12 @@ fn replica_settings(
     Ok((replica, token))
 }
 
-/// Registers the replica as the primary's peer and, unless told not to, replicates the primary's
-/// warehouse to it (the rule is created once and kept in the database).
+/// Registers each region as the other's peer (so that a promotion at the replica replicates the
+/// table back by itself) and, unless told not to, replicates the primary's warehouse to the
+/// replica (the rule is created once and kept in the database).
 async fn connect_regions(
-    primary: &server::RunningServer,
-    replica: &server::RunningServer,
-    replica_settings: &Settings,
+    (primary, primary_settings): (&server::RunningServer, &Settings),
+    (replica, replica_settings): (&server::RunningServer, &Settings),
     token: String,
     no_rule: bool,
 ) -> anyhow::Result<()> {
@@ -158,20 +166,14 @@ async fn connect_regions(
         catalog,
         None,
         &replica_settings.region,
-        PeerSpec {
-            region: replica_settings.region.clone(),
-            base_url: replica.base_url(),
-            credential: Some(token.into()),
-            warehouses: replica_settings
-                .warehouses
-                .iter()
-                .map(|wh| PeerWarehouse {
-                    warehouse: wh.name.clone(),
-                    storage_root: wh.root.clone(),
-                    s3: wh.s3.clone(),
-                })
-                .collect(),
-        },
+        peer_spec(replica, replica_settings, &token),
+    )
+    .await?;
+    admin::put_peer(
+        &replica.catalog,
+        None,
+        &primary_settings.region,
+        peer_spec(primary, primary_settings, &token),
     )
     .await?;
     if !no_rule && admin::list_rules(catalog).await?.is_empty() {
@@ -195,6 +197,24 @@ async fn connect_regions(
     Ok(())
 }
 
+/// `region` as a peer reached with `token`, with its warehouses' roots.
+fn peer_spec(region: &server::RunningServer, settings: &Settings, token: &str) -> PeerSpec {
+    PeerSpec {
+        region: settings.region.clone(),
+        base_url: region.base_url(),
+        credential: Some(token.to_string().into()),
+        warehouses: settings
+            .warehouses
+            .iter()
+            .map(|wh| PeerWarehouse {
+                warehouse: wh.name.clone(),
+                storage_root: wh.root.clone(),
+                s3: wh.s3.clone(),
+            })
+            .collect(),
+    }
+}
+
 async fn serve_until_interrupted(
     settings: &Settings,
     replica: Option<(Settings, String)>,
@@ -213,7 +233,13 @@ async fn serve_until_interrupted(
     };
     let running = server::start(settings, Arc::new(Faults::default())).await?;
     if let Some((replica, replica_settings, token)) = &replica {
-        connect_regions(&running, replica, replica_settings, token.clone(), no_rule).await?;
+        connect_regions(
+            (&running, settings),
+            (replica, replica_settings),
+            token.clone(),
+            no_rule,
+        )
+        .await?;
     }
     print_instructions(&running.base_url(), &settings.warehouses[0].name);
     if let Some((replica, _, _)) = &replica {

@@ -34,6 +34,13 @@ pub enum CatalogError {
     /// stream sent changes already (409). The sender stops; the newer lease carries on.
     #[error("{0}")]
     StaleLease(String),
+    /// A replicated change from a source that is no longer the table's primary: the replica was
+    /// promoted here at a newer epoch (409). The sender learns where the primary is.
+    #[error("{message}")]
+    StaleEpoch {
+        message: String,
+        promotion: crate::contract::peer_protocol::PromotionNotice,
+    },
     /// A replica held by an upstream catalog was changed there directly: floe does not
     /// overwrite it (409); the source's stream stops with the reason.
     #[error("{0}")]

@@ -154,6 +154,14 @@ pub async fn start_with_pool(
         ),
     });
     let app = http::router(state, settings.max_body_bytes);
+    if settings.replication.enabled {
+        // Before the first write is served: tables a peer took over are fenced here first.
+        crate::replication::promote::learn_promotions(
+            &catalog,
+            Duration::from_millis(settings.replication.peer_timeout_ms.min(5_000)),
+        )
+        .await;
+    }
     let listener =
         TcpListener::bind(settings.listen)
             .await

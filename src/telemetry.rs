@@ -26,6 +26,7 @@ const POOL_MAX: &str = "floe_db_pool_max_connections";
 const APPLY_DURATION: &str = "floe_replication_apply_duration_seconds";
 const END_TO_END: &str = "floe_replication_end_to_end_lag_seconds";
 const BYTES_COPIED: &str = "floe_replication_bytes_copied_total";
+const ROLE_CHANGES: &str = "floe_table_role_changes_total";
 
 /// Histogram buckets, in seconds: from a millisecond (a load from cache) to five minutes (a
 /// replica's lag behind a busy source).
@@ -58,6 +59,10 @@ pub fn install() {
 }
 
 fn describe() {
+    describe_counter!(
+        ROLE_CHANGES,
+        "Tables whose role changed here: promoted to primary, or fenced by a promotion elsewhere."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests served, by route, method and status."
@@ -152,4 +157,10 @@ pub fn record_end_to_end(peer: &str, destination_warehouse: &str, lag: Duration)
 
 pub fn record_bytes_copied(bytes: u64) {
     counter!(BYTES_COPIED).increment(bytes);
+}
+
+/// A table's role changed here: `promoted` (a replica became the primary) or `fenced` (a
+/// promotion elsewhere made this primary a replica).
+pub fn record_role_change(change: &'static str) {
+    counter!(ROLE_CHANGES, "change" => change).increment(1);
 }

@@ -7,6 +7,7 @@ pub mod metadata_cache;
 pub mod namespace_replica;
 pub mod namespaces;
 pub mod paths;
+pub mod promotion;
 pub mod purge;
 pub mod purge_jobs;
 pub mod replica;
@@ -124,6 +125,7 @@ impl Faults {
 pub struct Catalog {
     pool: PgPool,
     region: String,
+    public_url: Option<String>,
     warehouses: BTreeMap<String, Warehouse>,
     default_warehouse: Option<String>,
     faults: Arc<Faults>,
@@ -186,6 +188,7 @@ impl Catalog {
         Ok(Self {
             pool,
             region: settings.region.clone(),
+            public_url: settings.replication.public_url.clone(),
             warehouses,
             default_warehouse,
             faults,
@@ -225,6 +228,11 @@ impl Catalog {
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// Where other regions' clients reach this region (`replication.public_url`), if configured.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     pub fn warehouses(&self) -> impl Iterator<Item = &Warehouse> {

@@ -44,6 +44,10 @@ pub(super) struct Current {
 }
 
 impl Current {
+    pub(super) fn generation(&self) -> i64 {
+        self.mark.generation
+    }
+
     pub(super) fn position(&self) -> ReplicaPosition {
         ReplicaPosition {
             generation: self.mark.generation,
@@ -91,17 +95,27 @@ impl Catalog {
         let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
         self.with_pending_files(async |files| {
             let mut tx = self.pool.begin().await?;
-            let Some(start) = db::open_replica_apply(
-                &mut tx,
-                wh.id,
-                &table,
-                &req.source_region,
-                req.source_table_id,
-                req.lease_token,
-            )
-            .await?
-            else {
-                return Err(super::replica_state::stale_lease(&table.to_string(), &req));
+            // The first change of a promoted table's stream back to the region it was promoted
+            // from: that region's table, if still a primary of an older epoch, yields first.
+            if let Some(superseded) = req.supersedes {
+                self.fence_superseded(&mut tx, wh, &req, superseded).await?;
+            }
+            let sender = db::ReplicaSender {
+                source_region: &req.source_region,
+                source_table_id: req.source_table_id,
+                source_warehouse: req.source_warehouse.as_deref(),
+                source_namespace: req.source_namespace.as_deref(),
+                lease_token: req.lease_token,
+                epoch: req.epoch,
+            };
+            let start = match db::open_replica_apply(&mut tx, wh.id, &table, sender).await? {
+                db::ReplicaApplyOpening::Open(start) => *start,
+                db::ReplicaApplyOpening::StaleLease => {
+                    return Err(super::replica_state::stale_lease(&table.to_string(), &req));
+                }
+                db::ReplicaApplyOpening::StaleEpoch(promotion) => {
+                    return Err(self.stale_epoch(&table, &req, promotion));
+                }
             };
             let current = start.replica.map(|row| {
                 let mark = row
@@ -477,6 +491,7 @@ impl ReplicatedChange<'_> {
             version: self.req.to.version,
             step: self.req.to.step,
             orphaned,
+            epoch: self.req.epoch,
         }
     }
 

@@ -173,7 +173,10 @@ impl Catalog {
     ) -> CatalogResult<(ApplyResponse, Option<AfterCommit>)> {
         let (wh, req, table) = (change.wh, change.req, change.table);
         let mut metadata = staged;
-        if let Some(current) = &serving {
+        // A former primary that a promotion superseded (generation 0, see `promotion`) takes the
+        // new primary's state as it is: its diverged snapshots are listed and kept apart, not
+        // merged into the replica's history.
+        if let Some(current) = serving.as_ref().filter(|c| c.generation() > 0) {
             let old = self
                 .metadata
                 .load(&*wh.storage, &current.row.metadata_location)

@@ -16,6 +16,32 @@ pub const STALE_LEASE_TYPE: &str = "StaleLeaseException";
 /// The member of a 409 answer that carries the replica's position.
 pub const POSITION_MEMBER: &str = "replica-position";
 
+/// The path of the peer endpoint that lists the promotions a destination made of the calling
+/// region's tables (a region asks each peer at start, before it serves writes).
+pub const PROMOTIONS_PATH: &str = "/internal/v1/replication/promotions";
+
+/// The error type of the 409 a destination answers a change with when it promoted the replica
+/// at a newer epoch: the sender is no longer the table's primary.
+pub const STALE_EPOCH_TYPE: &str = "StaleEpochException";
+
+/// The member of a stale-epoch answer that says where the table's primary is now.
+pub const PROMOTION_MEMBER: &str = "promotion";
+
+/// A destination's promotion of a replica, as its former source learns of it: the new primary
+/// (this region), its epoch, the promoted table's id there, and the source version the replica
+/// had reached (the former source's later commits never reached the new primary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct PromotionNotice {
+    pub region: String,
+    /// The new primary's public URL, to name it to clients (none when it has no `public_url`).
+    #[serde(default)]
+    pub url: Option<String>,
+    pub epoch: i64,
+    pub table_id: Uuid,
+    pub at_version: i64,
+}
+
 /// How far a replica has come, in the source's terms. `step` is 0 at a source version; during a
 /// backfill towards version V the steps are `(V - 1, 1)`, `(V - 1, 2)`, ... and the last lands on
 /// `(V, 0)` (a backfill of one step, a create, lands there at once), so positions only grow.
@@ -140,6 +166,21 @@ pub struct ApplyRequest {
     /// The fencing token of the source's lease on the stream: the destination refuses a change
     /// under a token older than the newest it has accepted for this replica.
     pub lease_token: i64,
+    /// The epoch of the table at its primary: a destination that promoted the replica at a
+    /// newer epoch refuses it (409 [`STALE_EPOCH_TYPE`]).
+    #[serde(default = "first_epoch")]
+    pub epoch: i64,
+    /// The source table's warehouse and namespace (a promotion of the replica replicates back
+    /// into them).
+    #[serde(default)]
+    pub source_warehouse: Option<String>,
+    #[serde(default)]
+    pub source_namespace: Option<Vec<String>>,
+    /// Sent with the first change of a stream from a promoted table to the region it was
+    /// promoted from: that region's table, which this one superseded. The destination, if it
+    /// still holds it as a primary of an older epoch, becomes its replica first.
+    #[serde(default)]
+    pub supersedes: Option<Superseded>,
     /// The position the replica must be at; `None` when the change creates the replica.
     pub from: Option<Position>,
     pub to: Position,
@@ -149,6 +190,35 @@ pub struct ApplyRequest {
     /// The source's `last-updated-ms` after this change, so the replica's timeline matches.
     #[serde(default)]
     pub last_updated_ms: Option<i64>,
+}
+
+/// A peer's promotion of one of the calling region's tables (`source_table_id`, its id there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PromotionOf {
+    pub source_table_id: Uuid,
+    pub promotion: PromotionNotice,
+}
+
+/// The answer of [`PROMOTIONS_PATH`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Promotions {
+    pub promotions: Vec<PromotionOf>,
+}
+
+/// The table a promotion superseded: its id in the destination region, which was its source,
+/// and the version the promoted replica had reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Superseded {
+    pub table_id: Uuid,
+    pub at_version: i64,
+}
+
+/// A table's epoch when it is made (migrations/0024).
+pub const fn first_epoch() -> i64 {
+    1
 }
 
 /// The destination's answer.

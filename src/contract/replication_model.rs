@@ -143,6 +143,94 @@ pub struct TableReplicationStatus {
     pub table: String,
     pub source_region: String,
     pub destinations: Vec<DestinationStatus>,
+    /// A table's role here: its epoch, and whether this region is its primary (absent for views
+    /// and namespaces, and in the overview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<TableRole>,
+}
+
+/// Which region is a table's primary, as this region knows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TableRole {
+    pub epoch: i64,
+    /// `primary` (clients write here) or `replica` (read-only, written by replication).
+    pub role: String,
+    /// The region clients write the table to (this one when it is the primary).
+    pub primary_region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_url: Option<String>,
+    /// Set at a former primary that a promotion elsewhere superseded: its commits that never
+    /// reached the new primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<DivergedCommits>,
+}
+
+/// A former primary's commits that the new primary never received. Their log entries and files
+/// are kept; `last-metadata-location` is the state they made.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct DivergedCommits {
+    /// The epoch of the promotion that superseded this table.
+    pub epoch: i64,
+    pub primary_region: String,
+    /// This table's version the new primary had reached, and the one it was at when it learned
+    /// of the promotion.
+    pub promoted_at_version: i64,
+    pub fenced_at_version: i64,
+    pub fenced_at: DateTime<Utc>,
+    pub last_metadata_location: String,
+    pub commits: Vec<DivergedCommit>,
+}
+
+/// One diverged commit, from this region's log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct DivergedCommit {
+    pub seq: i64,
+    pub version: i64,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_location: Option<String>,
+    /// Snapshots the commit added.
+    pub snapshot_ids: Vec<i64>,
+}
+
+/// PromoteTable: how to make this region's replica the table's primary.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PromoteSpec {
+    pub mode: PromotionMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromotionMode {
+    /// At once, whether or not the source can be reached: what it committed after the replica's
+    /// position is kept there as diverged, not applied here.
+    Forced,
+    /// Without data loss: the source hands over once this replica has everything.
+    Planned,
+}
+
+/// What a promotion did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct PromotionResult {
+    pub warehouse: String,
+    pub namespace: Vec<String>,
+    pub table: String,
+    /// The table's epoch now, with this region its primary.
+    pub epoch: i64,
+    pub previous_primary: String,
+    /// The previous primary's version this replica had reached.
+    pub promoted_at_version: i64,
+    /// The rule that replicates the table back to the previous primary, if one could be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates_back: Option<Uuid>,
+    /// Why the table does not replicate back by itself, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// GetReplicationOverview: this region, its peers, and every replicated table's destinations

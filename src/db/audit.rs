@@ -61,7 +61,9 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-pub async fn record(pool: &PgPool, event: &NewEvent) -> sqlx::Result<()> {
+/// Appends one event, on the pool or in the caller's transaction (an event that is part of a
+/// change commits with it).
+pub async fn record<'e>(executor: impl sqlx::PgExecutor<'e>, event: &NewEvent) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO audit_event (principal, action, target, outcome, status, detail)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -72,7 +74,7 @@ pub async fn record(pool: &PgPool, event: &NewEvent) -> sqlx::Result<()> {
     .bind(event.outcome.as_str())
     .bind(i32::from(event.status))
     .bind(&event.detail)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

@@ -173,6 +173,9 @@ pub struct TableRow {
     pub name: String,
     pub metadata_location: String,
     pub version: i64,
+    /// The epoch this row is at: a primary's own (1 when made, raised by each promotion), a
+    /// replica's that of the primary it follows (migrations/0024).
+    pub epoch: i64,
     /// Set when the table is a read-only replica of a table in another region.
     pub replica: Option<ReplicaMark>,
 }
@@ -191,6 +194,8 @@ pub struct ReplicaMark {
     pub version: i64,
     pub step: i32,
     pub orphaned: bool,
+    /// The epoch of the primary the replica follows (carried by every replicated change).
+    pub epoch: i64,
 }
 
 fn table_row(r: sqlx::postgres::PgRow) -> TableRow {
@@ -207,6 +212,7 @@ fn table_row_at(r: &sqlx::postgres::PgRow, first: usize) -> TableRow {
         name: r.get(first + 3),
         metadata_location: r.get(first + 4),
         version: r.get(first + 5),
+        epoch: r.get(first + 14),
         replica: source_region.map(|source_region| ReplicaMark {
             source_region,
             source_table_id: r.get(first + 7),
@@ -216,13 +222,14 @@ fn table_row_at(r: &sqlx::postgres::PgRow, first: usize) -> TableRow {
             version: r.get(first + 11),
             step: r.get(first + 12),
             orphaned: r.get(first + 13),
+            epoch: r.get(first + 14),
         }),
     }
 }
 
 const TABLE_COLUMNS: &str = "t.table_id, t.table_uuid, t.namespace_id, t.name, \
      t.metadata_location, t.version, t.source_region, t.source_table_id, t.origin_region, \
-     t.origin_url, t.replica_generation, t.replica_version, t.replica_step, t.orphaned";
+     t.origin_url, t.replica_generation, t.replica_version, t.replica_step, t.orphaned, t.epoch";
 
 /// Finds a table by name; with `lock`, holds its row lock until the transaction ends (a drop, a
 /// rename, a replica's change). Commits read without it and write with a compare-and-set
@@ -423,39 +430,88 @@ pub struct ReplicaApplyStart {
     pub build: Option<ReplicaBuild>,
 }
 
-/// Opens a replica's apply, in one round trip (`floe_open_replica_apply`, migrations/0016): takes
-/// the table's change lock (see [`lock_table_names`]), records that a change to the replica
-/// arrived under `lease_token`, then reads the replica and its build with their rows locked.
-/// `None` when a change under a larger token was accepted before: the sender's lease was revoked
-/// (paused, resynced, expired to another instance) and its change must not apply. The fence row
-/// stays locked until the transaction ends, so changes to one replica pass it one at a time.
+/// Where a promoted replica's source finds its table now: kept in the fence row of the source
+/// it followed (migrations/0024).
+#[derive(Debug, Clone, Copy)]
+pub struct Promotion {
+    /// The epoch the promotion began.
+    pub epoch: i64,
+    /// The promoted table's id here.
+    pub table_id: Uuid,
+    /// The source version the replica had reached when it was promoted.
+    pub at_version: i64,
+}
+
+/// How a replica's apply opened (see [`open_replica_apply`]).
+#[derive(Debug)]
+pub enum ReplicaApplyOpening {
+    /// The change may apply: its replica and build, their rows locked.
+    Open(Box<ReplicaApplyStart>),
+    /// A change under a larger lease token was accepted before: the sender's lease was revoked.
+    StaleLease,
+    /// The replica was promoted here at a newer epoch than the change's: its sender is no longer
+    /// the primary.
+    StaleEpoch(Promotion),
+}
+
+/// The identity and fencing tokens of a replicated change, as [`open_replica_apply`] checks them.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSender<'a> {
+    pub source_region: &'a str,
+    pub source_table_id: Uuid,
+    /// The source table's warehouse and namespace, kept for a promotion to replicate back into.
+    pub source_warehouse: Option<&'a str>,
+    pub source_namespace: Option<&'a [String]>,
+    pub lease_token: i64,
+    pub epoch: i64,
+}
+
+/// Opens a replica's apply, in one round trip (`floe_open_replica_apply`, migrations/0016 and
+/// 0024): takes the table's change lock (see [`lock_table_names`]), refuses a change under an
+/// epoch older than a promotion of the replica seen here, records that a change arrived under
+/// the sender's lease token (refused when a larger one was accepted before: the lease was
+/// revoked, paused, resynced or expired to another instance), then reads the replica and its
+/// build with their rows locked. The fence row stays locked until the transaction ends, so
+/// changes to one replica pass it one at a time.
 pub async fn open_replica_apply(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
     table: &TableName,
-    source_region: &str,
-    source_table_id: Uuid,
-    lease_token: i64,
-) -> sqlx::Result<Option<ReplicaApplyStart>> {
-    let r = sqlx::query("SELECT * FROM floe_open_replica_apply($1, $2, $3, $4, $5)")
+    sender: ReplicaSender<'_>,
+) -> sqlx::Result<ReplicaApplyOpening> {
+    let r = sqlx::query("SELECT * FROM floe_open_replica_apply($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(warehouse_id)
         .bind([table_lock_name(table)])
-        .bind(source_region)
-        .bind(source_table_id)
-        .bind(lease_token)
+        .bind(sender.source_region)
+        .bind(sender.source_table_id)
+        .bind(sender.lease_token)
+        .bind(sender.epoch)
+        .bind(sender.source_warehouse)
+        .bind(sender.source_namespace)
         .fetch_one(conn)
         .await?;
-    if !r.get::<bool, _>(0) {
-        return Ok(None);
+    match r.get::<Option<String>, _>(0).as_deref() {
+        None => {}
+        Some("stale-epoch") => {
+            return Ok(ReplicaApplyOpening::StaleEpoch(Promotion {
+                epoch: r.get(20),
+                table_id: r.get(21),
+                at_version: r.get(22),
+            }));
+        }
+        Some(_) => return Ok(ReplicaApplyOpening::StaleLease),
     }
     let replica = r.get::<Option<Uuid>, _>(1).map(|_| table_row_at(&r, 1));
-    let build = r.get::<Option<i64>, _>(15).map(|generation| ReplicaBuild {
+    let build = r.get::<Option<i64>, _>(16).map(|generation| ReplicaBuild {
         generation,
-        version: r.get(16),
-        step: r.get(17),
-        metadata_location: r.get(18),
+        version: r.get(17),
+        step: r.get(18),
+        metadata_location: r.get(19),
     });
-    Ok(Some(ReplicaApplyStart { replica, build }))
+    Ok(ReplicaApplyOpening::Open(Box::new(ReplicaApplyStart {
+        replica,
+        build,
+    })))
 }
 
 /// Passes the lease fence of a replica view or namespace (`replica_fence`, shared with replica
@@ -558,8 +614,8 @@ pub async fn update_replica_pointer(
     mark: &ReplicaMark,
 ) -> sqlx::Result<()> {
     let sql = format!(
-        "UPDATE iceberg_table SET {REPLICA_MARK_SET}, table_uuid = $10, metadata_location = $11,
-             version = $12, location = $13, updated_at = now()
+        "UPDATE iceberg_table SET {REPLICA_MARK_SET}, table_uuid = $11, metadata_location = $12,
+             version = $13, location = $14, updated_at = now()
          WHERE table_id = $1"
     );
     let query = bind_replica_mark(sqlx::query(&sql).bind(table_id), mark);
@@ -567,10 +623,10 @@ pub async fn update_replica_pointer(
     Ok(())
 }
 
-/// A replica's mark columns, set from parameters $2 to $9 ([`bind_replica_mark`]).
+/// A replica's mark columns, set from parameters $2 to $10 ([`bind_replica_mark`]).
 const REPLICA_MARK_SET: &str = "source_region = $2, source_table_id = $3, origin_region = $4, \
      origin_url = $5, replica_generation = $6, replica_version = $7, replica_step = $8, \
-     orphaned = $9";
+     orphaned = $9, epoch = $10";
 
 fn bind_replica_mark<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -585,6 +641,7 @@ fn bind_replica_mark<'q>(
         .bind(mark.version)
         .bind(mark.step)
         .bind(mark.orphaned)
+        .bind(mark.epoch)
 }
 
 /// Creates a namespace (and its missing parents) for replicated tables, marked with their origin.
@@ -631,6 +688,35 @@ pub async fn warehouse_holds_only_replicas(
 }
 
 /// A table by floe's id, with its namespace's levels (`None` once dropped).
+/// A table by id, in the caller's transaction, with its warehouse and name; with `lock`, its row
+/// lock held until the transaction ends.
+pub async fn find_table_by_id(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    lock: bool,
+) -> sqlx::Result<Option<(TableRow, Uuid, TableName)>> {
+    let sql = format!(
+        "SELECT {TABLE_COLUMNS}, n.levels, n.warehouse_id
+         FROM iceberg_table t JOIN namespace n USING (namespace_id)
+         WHERE t.table_id = $1{}",
+        if lock { " FOR UPDATE OF t" } else { "" }
+    );
+    let Some(r) = sqlx::query(&sql)
+        .bind(table_id)
+        .fetch_optional(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let levels: Vec<String> = r.get(15);
+    let warehouse_id: Uuid = r.get(16);
+    let row = table_row_at(&r, 0);
+    let name = NamespaceName::new(levels)
+        .and_then(|ns| TableName::new(ns, row.name.clone()))
+        .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?;
+    Ok(Some((row, warehouse_id, name)))
+}
+
 pub async fn get_table_by_id(
     pool: &PgPool,
     table_id: Uuid,
@@ -644,7 +730,7 @@ pub async fn get_table_by_id(
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|r| {
-        let levels: Vec<String> = r.get(14);
+        let levels: Vec<String> = r.get(15);
         (table_row(r), levels)
     }))
 }

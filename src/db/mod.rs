@@ -8,6 +8,7 @@ pub mod audit;
 pub mod catalog;
 pub mod idempotency;
 pub mod jobs;
+pub mod promotion;
 pub mod replica_namespaces;
 pub mod replication;
 pub mod table_commit;

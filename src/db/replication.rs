@@ -676,6 +676,35 @@ pub async fn update_stream(
     Ok(done == 1)
 }
 
+/// Every peer's region, base URL and credential (for calls to each).
+pub async fn peer_endpoints(
+    pool: &PgPool,
+) -> sqlx::Result<Vec<(String, String, Option<crate::secret::Secret>)>> {
+    let rows: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT region, base_url, credential FROM peer ORDER BY region")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(region, url, credential)| (region, url, credential.map(Into::into)))
+        .collect())
+}
+
+/// Whether the table has a replication stream to `peer_region`.
+pub async fn has_stream_to(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    peer_region: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM replication_stream WHERE table_id = $1 AND peer_region = $2)",
+    )
+    .bind(table_id)
+    .bind(peer_region)
+    .fetch_one(conn)
+    .await
+}
+
 /// Removes a finished stream (its table was dropped and the drop replicated).
 pub async fn delete_stream(pool: &PgPool, lease: &Lease) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM replication_stream WHERE stream_id = $1 AND lease_token = $2")

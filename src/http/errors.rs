@@ -110,6 +110,18 @@ impl From<CatalogError> for ApiError {
                 crate::contract::peer_protocol::STALE_LEASE_TYPE,
                 message,
             ),
+            CatalogError::StaleEpoch { promotion, .. } => {
+                let mut error = Self::new(
+                    S::CONFLICT,
+                    crate::contract::peer_protocol::STALE_EPOCH_TYPE,
+                    message,
+                );
+                error.extra = Some((
+                    crate::contract::peer_protocol::PROMOTION_MEMBER,
+                    serde_json::to_value(promotion).unwrap_or_default(),
+                ));
+                error
+            }
             CatalogError::ReplicaDiverged(_) => {
                 Self::new(S::CONFLICT, "ReplicaDivergedException", message)
             }

@@ -13,16 +13,48 @@ use super::errors::{ApiError, ApiResult};
 use super::extract::IcebergJson;
 use super::routes::{Route, route};
 use crate::auth::Access;
-use crate::contract::peer_protocol::{APPLY_PATH, ApplyRequest, ApplyResponse};
+use crate::contract::peer_protocol::{
+    APPLY_PATH, ApplyRequest, ApplyResponse, PROMOTIONS_PATH, Promotions,
+};
 
 pub fn routes() -> Vec<Route> {
-    vec![route(
-        Method::POST,
-        APPLY_PATH,
-        Access::Peer,
-        "replication.apply",
-        apply,
-    )]
+    vec![
+        route(
+            Method::POST,
+            APPLY_PATH,
+            Access::Peer,
+            "replication.apply",
+            apply,
+        ),
+        route(
+            Method::GET,
+            PROMOTIONS_PATH,
+            Access::Peer,
+            "replication.promotions",
+            promotions,
+        ),
+    ]
+}
+
+/// The calling peer region's tables whose replicas were promoted here.
+async fn promotions(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerIdentity>>,
+) -> ApiResult<Json<Promotions>> {
+    let region = peer_region(peer)?;
+    Ok(Json(state.catalog.promotions_from(&region).await?))
+}
+
+fn peer_region(peer: Option<Extension<PeerIdentity>>) -> ApiResult<String> {
+    match peer {
+        Some(Extension(PeerIdentity(region))) => Ok(region),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+            "only peer regions may call this endpoint: present a token listed under \
+             `replication.accept` of this floe",
+        )),
+    }
 }
 
 async fn apply(
@@ -31,14 +63,7 @@ async fn apply(
     principal: Principal,
     IcebergJson(request): IcebergJson<ApplyRequest>,
 ) -> ApiResult<Json<ApplyResponse>> {
-    let Some(Extension(PeerIdentity(region))) = peer else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ForbiddenException",
-            "only peer regions may apply replicated changes: present a token listed under \
-             `replication.accept` of this floe",
-        ));
-    };
+    let region = peer_region(peer)?;
     if region != request.source_region {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -257,6 +257,10 @@ pub async fn table_status(
         .into_iter()
         .map(|s| destination_status(s, table.namespace.levels(), &table.name, now))
         .collect();
+    let role = match kind {
+        ReplicatedObject::Table => super::promote::table_role(catalog, warehouse, table).await?,
+        _ => None,
+    };
     Ok(TableReplicationStatus {
         kind,
         warehouse: warehouse.to_string(),
@@ -264,6 +268,7 @@ pub async fn table_status(
         table: table.name.clone(),
         source_region: catalog.region().to_string(),
         destinations,
+        role,
     })
 }
 
@@ -292,6 +297,7 @@ pub async fn overview(catalog: &Catalog) -> CatalogResult<ReplicationOverview> {
                 table,
                 source_region: catalog.region().to_string(),
                 destinations: vec![destination],
+                role: None,
             }),
         }
     }

@@ -10,6 +10,7 @@ pub mod paths;
 pub mod peer_client;
 pub mod peer_url;
 pub mod plan;
+pub mod promote;
 pub mod worker;
 
 pub use worker::{Replicator, ReplicatorHandle};

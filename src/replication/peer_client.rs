@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::contract::peer_protocol::{
-    APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, ReplicaPosition, STALE_LEASE_TYPE,
+    APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, PROMOTION_MEMBER, PROMOTIONS_PATH,
+    PromotionNotice, Promotions, ReplicaPosition, STALE_EPOCH_TYPE, STALE_LEASE_TYPE,
 };
 
 /// Why a peer did not apply a change.
@@ -26,6 +27,13 @@ pub enum PeerError {
     /// revoked, and it must stop.
     #[error("peer {region}: {message}")]
     LeaseRevoked { region: String, message: String },
+    /// The peer promoted its replica at a newer epoch: this region is no longer the primary.
+    #[error("peer {region}: {message}")]
+    Superseded {
+        region: String,
+        message: String,
+        promotion: PromotionNotice,
+    },
     /// The peer refuses the change (credentials, a name clash, invalid content): an operator must act.
     #[error("peer {region} refused the change ({status}): {message}")]
     Refused {
@@ -57,6 +65,44 @@ impl PeerClient {
         }
     }
 
+    /// Sends `call` to `region` with its credential; the answer's status and JSON body.
+    async fn send(
+        &self,
+        region: &str,
+        mut call: reqwest::RequestBuilder,
+        credential: Option<&str>,
+    ) -> Result<(StatusCode, Value), PeerError> {
+        if let Some(token) = credential {
+            call = call.bearer_auth(token);
+        }
+        let response = call
+            .send()
+            .await
+            .map_err(|e| unavailable(region, e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .json()
+            .await
+            .map_err(|e| unavailable(region, format!("unreadable answer ({status}): {e}")))?;
+        Ok((status, body))
+    }
+
+    /// The promotions `region` made of this region's tables ([`PROMOTIONS_PATH`]).
+    pub async fn promotions(
+        &self,
+        region: &str,
+        base_url: &str,
+        credential: Option<&str>,
+    ) -> Result<Promotions, PeerError> {
+        let url = format!("{}{PROMOTIONS_PATH}", base_url.trim_end_matches('/'));
+        let (status, body) = self.send(region, self.http.get(&url), credential).await?;
+        if !status.is_success() {
+            return Err(failure(region, status, &body));
+        }
+        serde_json::from_value(body)
+            .map_err(|e| unavailable(region, format!("unexpected answer: {e}")))
+    }
+
     pub async fn apply(
         &self,
         region: &str,
@@ -65,23 +111,11 @@ impl PeerClient {
         request: &ApplyRequest,
     ) -> Result<ApplyResponse, PeerError> {
         let url = format!("{}{APPLY_PATH}", base_url.trim_end_matches('/'));
-        let mut call = self.http.post(&url).json(request);
-        if let Some(token) = credential {
-            call = call.bearer_auth(token);
-        }
-        let unavailable = |message: String| PeerError::Unavailable {
-            region: region.to_string(),
-            message,
-        };
-        let response = call.send().await.map_err(|e| unavailable(e.to_string()))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("unreadable answer ({status}): {e}")))?;
+        let call = self.http.post(&url).json(request);
+        let (status, body) = self.send(region, call, credential).await?;
         if status.is_success() {
             return serde_json::from_value(body)
-                .map_err(|e| unavailable(format!("unexpected answer: {e}")));
+                .map_err(|e| unavailable(region, format!("unexpected answer: {e}")));
         }
         let message = body["error"]["message"]
             .as_str()
@@ -96,19 +130,46 @@ impl PeerClient {
                 position: serde_json::from_value(body[POSITION_MEMBER].clone()).ok(),
             });
         }
+        if status == StatusCode::CONFLICT
+            && body["error"]["type"] == STALE_EPOCH_TYPE
+            && let Ok(promotion) = serde_json::from_value(body[PROMOTION_MEMBER].clone())
+        {
+            return Err(PeerError::Superseded {
+                region: region.to_string(),
+                message,
+                promotion,
+            });
+        }
         if status == StatusCode::CONFLICT && body["error"]["type"] == STALE_LEASE_TYPE {
             return Err(PeerError::LeaseRevoked {
                 region: region.to_string(),
                 message,
             });
         }
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(unavailable(format!("{status}: {message}")));
-        }
-        Err(PeerError::Refused {
-            region: region.to_string(),
-            status: status.as_u16(),
-            message,
-        })
+        Err(failure(region, status, &body))
+    }
+}
+
+fn unavailable(region: &str, message: String) -> PeerError {
+    PeerError::Unavailable {
+        region: region.to_string(),
+        message,
+    }
+}
+
+/// An error answer of no particular kind: retried later when the peer failed on its side (5xx,
+/// 429), else a refusal an operator must look at.
+fn failure(region: &str, status: StatusCode, body: &Value) -> PeerError {
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("no message")
+        .to_string();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return unavailable(region, format!("{status}: {message}"));
+    }
+    PeerError::Refused {
+        region: region.to_string(),
+        status: status.as_u16(),
+        message,
     }
 }

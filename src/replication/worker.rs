@@ -44,7 +44,9 @@ use super::plan::{self, BackfillStep};
 
 mod namespace_stream;
 mod view_stream;
-use crate::contract::peer_protocol::{ApplyAction, ApplyRequest, Position, ReplicatedObject};
+use crate::contract::peer_protocol::{
+    ApplyAction, ApplyRequest, Position, PromotionNotice, ReplicatedObject, Superseded,
+};
 
 /// Log entries read per round of a stream's tail.
 const TAIL_BATCH: i64 = 64;
@@ -75,6 +77,9 @@ enum Failure {
     /// The destination is behind the stream's record (e.g. restored from a backup): resend from
     /// its version.
     Rewind(i64),
+    /// The destination promoted its replica at a newer epoch: this region is no longer the
+    /// table's primary (`catalog::promotion`).
+    Superseded(String, PromotionNotice),
     /// Another instance holds the stream now.
     LeaseLost,
 }
@@ -488,6 +493,21 @@ impl Replicator {
                 return;
             }
             Err(Failure::LeaseLost) => return,
+            Err(Failure::Superseded(message, notice)) => {
+                match self.catalog.learn_promotion(stream.table_id, &notice).await {
+                    // The table is now the new primary's replica: this stream goes (its peer is
+                    // the table's origin now), and the new primary's stream brings it back.
+                    Ok(true) => {
+                        self.reconcile(Some(&[stream.table_id])).await;
+                        return;
+                    }
+                    Ok(false) => StreamUpdate::Failed(message),
+                    Err(err) => StreamUpdate::Retry {
+                        delay_ms: self.backoff_ms(stream.attempts),
+                        error: format!("{message}; learning it failed: {err}"),
+                    },
+                }
+            }
             Err(Failure::Transient(error)) => {
                 tracing::warn!(stream = %id, peer = %stream.peer_region, %error,
                     attempts = stream.attempts + 1, "replication attempt failed; will retry");
@@ -578,17 +598,18 @@ impl Replicator {
                 self.catalog.region().to_string(),
                 self.settings.public_url.clone(),
             ),
+            epoch: crate::contract::peer_protocol::first_epoch(),
         };
         match s.kind {
             ReplicatedObject::View => return self.drive_view(s, target).await,
             ReplicatedObject::Namespace => return self.drive_namespace(s, target).await,
             ReplicatedObject::Table => {}
         }
-        if let Some(mark) = catalog_db::get_table_by_id(self.pool(), s.table_id)
-            .await?
-            .and_then(|(row, _)| row.replica)
-        {
-            target.origin = (mark.origin_region, mark.origin_url);
+        if let Some((row, _)) = catalog_db::get_table_by_id(self.pool(), s.table_id).await? {
+            target.epoch = row.epoch;
+            if let Some(mark) = row.replica {
+                target.origin = (mark.origin_region, mark.origin_url);
+            }
         }
         loop {
             if s.applied_version == 0 && s.backfill_version.is_none() {
@@ -966,6 +987,26 @@ impl Replicator {
         )
         .map_err(|reason| Failure::Permanent(format!("peer `{}`: {reason}", s.peer_region)))?;
         let (origin_region, origin_url) = target.origin.clone();
+        // The table's namespace here: the destination's without the rule's prefix.
+        let source_namespace = s
+            .dest_namespace
+            .as_ref()
+            .and_then(|ns| ns.get(s.namespace_prefix.len()..))
+            .map(<[String]>::to_vec);
+        // A promoted table's first change back to the region it was promoted from names the
+        // table there that it supersedes.
+        let supersedes = match &action {
+            ApplyAction::Create { .. } => {
+                crate::db::promotion::promoted_from(self.pool(), s.table_id)
+                    .await?
+                    .filter(|from| from.source_region == s.peer_region)
+                    .map(|from| Superseded {
+                        table_id: from.source_table_id,
+                        at_version: from.at_version,
+                    })
+            }
+            _ => None,
+        };
         let request = ApplyRequest {
             source_region: self.catalog.region().to_string(),
             origin_region,
@@ -976,6 +1017,10 @@ impl Replicator {
             name: s.dest_table.clone().unwrap_or_default(),
             generation: s.generation,
             lease_token: s.lease.token,
+            epoch: target.epoch,
+            source_warehouse: Some(target.wh.name.clone()),
+            source_namespace,
+            supersedes,
             from,
             to,
             action,
@@ -1002,6 +1047,9 @@ impl Replicator {
                 tracing::info!(stream = %s.stream_id, %message, "lease revoked; stopping");
                 Err(Failure::LeaseLost)
             }
+            Err(PeerError::Superseded {
+                message, promotion, ..
+            }) => Err(Failure::Superseded(message, promotion)),
             Err(err @ PeerError::Refused { .. }) => Err(Failure::Permanent(err.to_string())),
             Err(PeerError::Position {
                 position, message, ..
@@ -1042,6 +1090,8 @@ struct Target {
     dest_storage: Arc<dyn crate::storage::Storage>,
     /// (origin region, its URL), sent with every change.
     origin: (String, Option<String>),
+    /// The table's epoch here, sent with every change.
+    epoch: i64,
 }
 
 /// Waits for a notification and returns its channel; None when the listener is gone (with no

@@ -68,7 +68,8 @@ impl Region {
         let mut text = format!(
             "region = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"{url}\"\n\n\
              [[warehouses]]\nname = \"wh\"\nroot = \"file://{}\"\n\n[replication]\n\
-             poll_interval_ms = 200\nretry_base_ms = 50\nretry_max_ms = 500\nlease_seconds = 2\n",
+             poll_interval_ms = 200\nretry_base_ms = 50\nretry_max_ms = 500\nlease_seconds = 2\n\
+             public_url = \"http://127.0.0.1:{port}\"\n",
             warehouse.display()
         );
         for (source, token) in accept {

@@ -39,7 +39,8 @@ use crate::auth::Access;
         replication::table_status,
         replication::pause,
         replication::resume,
-        replication::resync
+        replication::resync,
+        replication::promote
     ),
     components(schemas(
         crate::log::LogEntry,
@@ -58,6 +59,12 @@ use crate::auth::Access;
         crate::contract::replication_model::ReplicationOverview,
         crate::contract::replication_model::StreamSelector,
         crate::contract::peer_protocol::Retention,
+        crate::contract::replication_model::TableRole,
+        crate::contract::replication_model::DivergedCommits,
+        crate::contract::replication_model::DivergedCommit,
+        crate::contract::replication_model::PromoteSpec,
+        crate::contract::replication_model::PromotionMode,
+        crate::contract::replication_model::PromotionResult,
         crate::http::errors::IcebergErrorResponse,
         crate::http::errors::ErrorModel
     ))
@@ -238,6 +245,13 @@ pub fn routes() -> Vec<Route> {
             admin,
             "replication.resync",
             replication::resync,
+        ),
+        route(
+            M::POST,
+            "/management/v1/tables/{warehouse}/{namespace}/{table}/promote",
+            admin,
+            "table.promote",
+            replication::promote,
         ),
     ]
 }

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::contract::replication_model::{
-    Peer, PeerSpec, ReplicationOverview, Rule, RuleSpec, StreamSelector, TableReplicationStatus,
+    Peer, PeerSpec, PromoteSpec, PromotionResult, ReplicationOverview, Rule, RuleSpec,
+    StreamSelector, TableReplicationStatus,
 };
 use crate::db::replication::StreamAction;
 use crate::http::AppState;
@@ -255,4 +256,26 @@ pub async fn resync(
     body: Bytes,
 ) -> ApiResult<Json<TableReplicationStatus>> {
     act(&state, &path, &body, StreamAction::Resync).await
+}
+
+/// Promote this region's replica of the table to primary, at its source's epoch plus one.
+/// `forced` promotes at once: what the source committed after the replica's position stays there,
+/// listed as diverged in its status once it learns of the promotion, and is not applied here.
+/// The table replicates back to the former primary when it is a registered peer holding the
+/// table's warehouse (`replicates-back`), else `note` says why not.
+#[utoipa::path(post, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/promote",
+    request_body(content = PromoteSpec), params(("warehouse" = String, Path),
+        ("namespace" = String, Path), ("table" = String, Path)),
+    responses((status = 200, body = PromotionResult), (status = 404, body = IcebergErrorResponse),
+        (status = 422, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn promote(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+    IcebergJson(spec): IcebergJson<PromoteSpec>,
+) -> ApiResult<Json<PromotionResult>> {
+    let table = path.table()?;
+    Ok(Json(
+        crate::replication::promote::promote(&state.catalog, &path.warehouse, &table, spec).await?,
+    ))
 }
