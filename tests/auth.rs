@@ -128,6 +128,11 @@ fn request_for(spec: &RouteSpec) -> (String, Option<Body>) {
             "grant_type",
             "client_credentials".to_string(),
         )])),
+        (_, Access::Peer) if spec.path == floe::contract::peer_protocol::HANDOVER_PATH => {
+            Some(Body::Json(json!({ "type": "begin",
+                "table-id": "0191c1f4-0000-7000-8000-000000000001", "epoch": 1,
+                "lasting-ms": 1000 })))
+        }
         (_, Access::Peer) => Some(Body::Json(json!({
             "source-region": "src", "origin-region": "src",
             "source-table-id": "0191c1f4-0000-7000-8000-000000000001",
@@ -358,7 +363,14 @@ async fn every_route_refuses_whoever_lacks_its_role() {
             // its own region's tables only (none here).
             let own_promotions = spec.path == floe::contract::peer_protocol::PROMOTIONS_PATH
                 && caller.name == "peer of another region";
-            let expected = if own_promotions {
+            // Any peer may ask for a handover; only of a table replicated to it (tests/failover.rs),
+            // and this one does not exist.
+            let any_peer_handover = spec.path == floe::contract::peer_protocol::HANDOVER_PATH
+                && caller.name == "peer of another region";
+            if any_peer_handover {
+                assert_eq!(status, 404, "{} on {}: {reply}", caller.name, spec.path);
+            }
+            let expected = if own_promotions || any_peer_handover {
                 Expect::Allowed
             } else {
                 (caller.expect)(spec.access)

@@ -15,11 +15,21 @@
 //! (the versions after the one the replica had reached) are recorded as diverged: their entries
 //! stay in the log and their files in storage. The new primary's stream back then backfills a new
 //! generation over it. An epoch only grows at a row, so a promotion is learned once.
+//!
+//! A planned switchover adds a handover before the promotion, so that nothing diverges: the region
+//! that is to become primary asks the primary ([`Catalog::hand_over`]), which, under the table's
+//! change lock, stops taking client writes for it (`write_rule`, and the commit's own
+//! compare-and-set, migrations/0025) and answers its version then. Nothing commits there after
+//! that version, so once the replica has applied it the promotion leaves nothing behind, and the
+//! primary, told of it, is fenced with no diverged commit. A handover lapses by itself after the
+//! time the caller asked for (the caller promotes only before then, by its own clock started
+//! before it asked), so a caller that dies mid-way does not keep the table from its writers.
 
 use uuid::Uuid;
 
 use crate::contract::peer_protocol::{
-    ApplyRequest, PromotionNotice, PromotionOf, Promotions, Superseded,
+    ApplyRequest, HandoverAnswer, HandoverRequest, PromotionNotice, PromotionOf, Promotions,
+    Superseded,
 };
 use crate::db::audit::{NewEvent, Outcome};
 use crate::db::catalog as db;
@@ -168,6 +178,120 @@ impl Catalog {
         }
     }
 
+    /// At the table's primary, a step of a planned switchover asked by `caller`, the region of
+    /// its replica that is to become primary (see the module docs).
+    pub async fn hand_over(
+        &self,
+        caller: &str,
+        request: HandoverRequest,
+    ) -> CatalogResult<HandoverAnswer> {
+        let table_id = match &request {
+            HandoverRequest::Begin { table_id, .. }
+            | HandoverRequest::Release { table_id }
+            | HandoverRequest::Promoted { table_id, .. } => *table_id,
+        };
+        if let HandoverRequest::Promoted { promotion, .. } = &request {
+            if promotion.region != caller {
+                return Err(CatalogError::Forbidden(format!(
+                    "region `{caller}` cannot speak for a promotion in region `{}`",
+                    promotion.region
+                )));
+            }
+            self.learn_promotion(table_id, promotion).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let Some((row, warehouse_id, name)) = locked_by_id(&mut tx, table_id).await? else {
+            return Err(CatalogError::NotFound {
+                kind: "NoSuchTableException",
+                message: format!("this region has no table {table_id}"),
+            });
+        };
+        if !crate::db::replication::has_stream_to(&mut tx, table_id, caller).await?
+            && !matches!(request, HandoverRequest::Promoted { .. })
+        {
+            return Err(CatalogError::Forbidden(format!(
+                "table {name} is not replicated to region `{caller}`: only a region holding                  its replica can take it over"
+            )));
+        }
+        let target = format!("{}/{name}", self.warehouse_name(warehouse_id));
+        match request {
+            HandoverRequest::Begin {
+                epoch,
+                url,
+                lasting_ms,
+                ..
+            } => {
+                if let Some(mark) = &row.replica {
+                    return Err(CatalogError::Unprocessable(format!(
+                        "table {name} is not the primary here: it is a replica of region `{}`",
+                        mark.source_region
+                    )));
+                }
+                if row.epoch != epoch {
+                    return Err(CatalogError::Unprocessable(format!(
+                        "table {name} is at epoch {} here, not {epoch}: the replica follows                          another primary",
+                        row.epoch
+                    )));
+                }
+                let lasting = std::time::Duration::from_millis(lasting_ms.min(MAX_HANDOVER_MS));
+                let handover =
+                    promotion_db::hand_over(&mut tx, &row, caller, url.as_deref(), lasting).await?;
+                let detail = format!(
+                    "handed over to region `{caller}` at version {} for {} ms at most",
+                    handover.at_version,
+                    lasting.as_millis()
+                );
+                self.record_role_change(&mut tx, caller, "table.handed-over", &target, detail)
+                    .await?;
+                self.commit_transaction_or_unknown(tx).await?;
+                crate::telemetry::record_role_change("handed-over");
+                Ok(HandoverAnswer {
+                    at_version: handover.at_version,
+                })
+            }
+            HandoverRequest::Release { .. } => {
+                if promotion_db::release_handover(&mut tx, table_id, caller).await? {
+                    let detail = format!("region `{caller}` did not promote: writes resume");
+                    self.record_role_change(
+                        &mut tx,
+                        caller,
+                        "table.handover-released",
+                        &target,
+                        detail,
+                    )
+                    .await?;
+                }
+                self.commit_transaction_or_unknown(tx).await?;
+                Ok(HandoverAnswer {
+                    at_version: row.version,
+                })
+            }
+            HandoverRequest::Promoted { .. } => Ok(HandoverAnswer {
+                at_version: row.version,
+            }),
+        }
+    }
+
+    async fn record_role_change(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        peer: &str,
+        action: &str,
+        target: &str,
+        detail: String,
+    ) -> CatalogResult<()> {
+        let event = NewEvent {
+            principal: format!("peer:{peer}"),
+            action: action.to_string(),
+            target: target.to_string(),
+            outcome: Outcome::Succeeded,
+            status: 200,
+            detail: Some(detail),
+        };
+        crate::db::audit::record(&mut *tx, &event).await?;
+        Ok(())
+    }
+
     /// [`Catalog::learn_promotion`] in the caller's transaction, for a table of warehouse
     /// `within` if given. Only a region this one replicates the table to can have promoted it:
     /// a notice from any other changes nothing.
@@ -178,17 +302,12 @@ impl Catalog {
         table_id: Uuid,
         notice: &PromotionNotice,
     ) -> CatalogResult<Learned> {
-        // Its name first, for the change lock, which comes before the row's (as in a commit).
-        let Some((_, warehouse_id, name)) = db::find_table_by_id(tx, table_id, false).await? else {
+        let Some((row, warehouse_id, name)) = locked_by_id(tx, table_id).await? else {
             return Ok(Learned::NoSuchTable);
         };
         if within.is_some_and(|wh| wh != warehouse_id) {
             return Ok(Learned::NotReplicatedThere);
         }
-        db::lock_table_names(tx, warehouse_id, &[&name]).await?;
-        let Some((row, _, _)) = db::find_table_by_id(tx, table_id, true).await? else {
-            return Ok(Learned::NoSuchTable);
-        };
         if row.replica.is_some() || row.epoch >= notice.epoch {
             return Ok(Learned::Before);
         }
@@ -207,27 +326,44 @@ impl Catalog {
         if !promotion_db::fence_primary(tx, warehouse_id, &row, notice.table_id, &fencing).await? {
             return Ok(Learned::Before);
         }
-        let detail = format!(
-            "region `{}` promoted its replica at epoch {}; versions {} to {} here never reached it",
-            notice.region,
-            notice.epoch,
-            notice.at_version + 1,
-            row.version
-        );
-        let event = NewEvent {
-            principal: format!("peer:{}", notice.region),
-            action: "table.fenced".to_string(),
-            target: format!("{}/{name}", self.warehouse_name(warehouse_id)),
-            outcome: Outcome::Succeeded,
-            status: 200,
-            detail: Some(detail.clone()),
+        let detail = if notice.at_version >= row.version {
+            format!(
+                "region `{}` promoted its replica at epoch {} with every version here",
+                notice.region, notice.epoch
+            )
+        } else {
+            format!(
+                "region `{}` promoted its replica at epoch {}; versions {} to {} here never                  reached it",
+                notice.region,
+                notice.epoch,
+                notice.at_version + 1,
+                row.version
+            )
         };
-        crate::db::audit::record(&mut *tx, &event).await?;
+        let target = format!("{}/{name}", self.warehouse_name(warehouse_id));
+        self.record_role_change(tx, &notice.region, "table.fenced", &target, detail.clone())
+            .await?;
         crate::telemetry::record_role_change("fenced");
         tracing::warn!(table = %table_id, %detail,
             "a promotion elsewhere superseded this table: it is now a replica");
         Ok(Learned::Fenced)
     }
+}
+
+/// The longest a handover may last (a caller asking for more gets this).
+const MAX_HANDOVER_MS: u64 = 10 * 60 * 1000;
+
+/// The table `table_id` with its change lock and row lock held: its name first, for the change
+/// lock, which comes before the row's (as in a commit). Its row, warehouse and name.
+async fn locked_by_id(
+    tx: &mut sqlx::PgConnection,
+    table_id: Uuid,
+) -> CatalogResult<Option<(db::TableRow, Uuid, TableName)>> {
+    let Some((_, warehouse_id, name)) = db::find_table_by_id(tx, table_id, false).await? else {
+        return Ok(None);
+    };
+    db::lock_table_names(tx, warehouse_id, &[&name]).await?;
+    Ok(db::find_table_by_id(tx, table_id, true).await?)
 }
 
 /// What a former primary made of a promotion notice.

@@ -5,13 +5,15 @@
 //! [`view_for_write`] or [`namespace_for_write`], on the connection (and under the lock or compare-and-set) that guards
 //! the write itself, so what was checked is what is written: a row read before its lock could have
 //! become a replica in between (dropped, and made again by replication). Replication's own
-//! changes (`replica`, `replica_build`) read rows without this rule. Writes to an upstream
+//! changes (`replica`, `replica_build`) read rows without this rule. A table its primary is
+//! handing over to another region (`promotion`) takes no client write either. Writes to an upstream
 //! warehouse, forwarded rather than made by floe, pass [`check_forwarded_write`] first.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::catalog::{self as db, NamespaceRow, ReplicaMark, TableRow};
+use crate::db::promotion::Handover;
 use crate::db::views::{self, ViewRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::names::{NamespaceName, TableName};
@@ -27,6 +29,9 @@ pub async fn table_for_write(
     let row = db::get_table(conn, warehouse_id, &table.namespace, &table.name, lock).await?;
     if let Some(mark) = row.as_ref().and_then(|row| row.replica.as_ref()) {
         return Err(read_only_table(table, mark));
+    }
+    if let Some(handover) = row.as_ref().and_then(|row| row.handover.as_ref()) {
+        return Err(handed_over_table(table, handover));
     }
     Ok(row)
 }
@@ -91,6 +96,18 @@ fn read_only_table(table: &TableName, mark: &ReplicaMark) -> CatalogError {
         "Table {table} is a read-only replica of region `{}`; it changes only by replication. \
          Write to {target} instead",
         mark.origin_region
+    ))
+}
+
+/// The 403 a client gets for writing a table this region is handing over (planned switchover).
+fn handed_over_table(table: &TableName, handover: &Handover) -> CatalogError {
+    let target = match &handover.to_url {
+        Some(url) => format!("region `{}`'s catalog at {url}", handover.to_region),
+        None => format!("region `{}`'s catalog", handover.to_region),
+    };
+    CatalogError::Forbidden(format!(
+        "Table {table} is being handed over to region `{}` (a planned switchover), its primary          from now on; it takes no more writes here. Write to {target} instead",
+        handover.to_region
     ))
 }
 

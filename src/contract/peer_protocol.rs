@@ -20,6 +20,45 @@ pub const POSITION_MEMBER: &str = "replica-position";
 /// region's tables (a region asks each peer at start, before it serves writes).
 pub const PROMOTIONS_PATH: &str = "/internal/v1/replication/promotions";
 
+/// The path of the peer endpoint through which the region that is to become a table's primary
+/// asks its primary to hand the table over (planned switchover), and tells it how that ended.
+pub const HANDOVER_PATH: &str = "/internal/v1/replication/handover";
+
+/// A step of a planned switchover, sent by the replica's region to the table's primary; the
+/// table is named by its id at the primary (the replica's source table id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+pub enum HandoverRequest {
+    /// Take no client write for the table from now, for `lasting_ms` at most, and answer the
+    /// version the caller must apply before it promotes. `epoch` is the caller's replica's.
+    Begin {
+        table_id: Uuid,
+        epoch: i64,
+        #[serde(default)]
+        url: Option<String>,
+        lasting_ms: u64,
+    },
+    /// The caller did not promote (its replica did not catch up in time): take writes again.
+    Release { table_id: Uuid },
+    /// The caller promoted its replica: become its replica now (as a stream's refusal would
+    /// make it, with nothing diverged).
+    Promoted {
+        table_id: Uuid,
+        promotion: PromotionNotice,
+    },
+}
+
+/// The primary's answer to a [`HandoverRequest`]: the table's version there.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HandoverAnswer {
+    pub at_version: i64,
+}
+
 /// The error type of the 409 a destination answers a change with when it promoted the replica
 /// at a newer epoch: the sender is no longer the table's primary.
 pub const STALE_EPOCH_TYPE: &str = "StaleEpochException";

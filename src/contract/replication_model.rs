@@ -201,6 +201,10 @@ pub struct DivergedCommit {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PromoteSpec {
     pub mode: PromotionMode,
+    /// Planned only: how long the source may refuse writes while this replica catches up
+    /// (default 30000). The switchover is abandoned, and nothing changes, past it.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
@@ -211,6 +215,20 @@ pub enum PromotionMode {
     Forced,
     /// Without data loss: the source hands over once this replica has everything.
     Planned,
+}
+
+/// PromoteWarehouse: promote every replica of a warehouse that follows one source region.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WarehousePromoteSpec {
+    pub mode: PromotionMode,
+    /// The region whose replicas to promote; needed when the warehouse holds replicas of more
+    /// than one.
+    #[serde(default)]
+    pub source_region: Option<String>,
+    /// As [`PromoteSpec`]'s, for each table.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// What a promotion did.
@@ -225,10 +243,41 @@ pub struct PromotionResult {
     pub previous_primary: String,
     /// The previous primary's version this replica had reached.
     pub promoted_at_version: i64,
+    /// Planned only: how long the previous primary refused writes, from the handover to its
+    /// learning of the promotion (as measured here, so at most that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_refused_ms: Option<u64>,
     /// The rule that replicates the table back to the previous primary, if one could be made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicates_back: Option<Uuid>,
     /// Why the table does not replicate back by itself, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What an export of a fenced table's diverged state did (`replication::diverged`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct DivergedExport {
+    pub warehouse: String,
+    pub namespace: Vec<String>,
+    /// The new table, `<table>_diverged_<epoch>`: this region's, with the diverged state's
+    /// files copied under a location of its own.
+    pub table: String,
+    /// The epoch of the promotion that fenced the table.
+    pub epoch: i64,
+    /// The new primary, where the export replicates to.
+    pub primary_region: String,
+    /// The fenced table's last state, the one exported.
+    pub exported_from: String,
+    /// The fenced table's versions that never reached the new primary.
+    pub versions: Vec<i64>,
+    /// The new table's metadata file.
+    pub metadata_location: String,
+    /// The rule made to replicate the new table to the new primary (none when a rule here
+    /// covered it already, or when none could be made: then `note` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }

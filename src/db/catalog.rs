@@ -178,6 +178,9 @@ pub struct TableRow {
     pub epoch: i64,
     /// Set when the table is a read-only replica of a table in another region.
     pub replica: Option<ReplicaMark>,
+    /// Set while this primary hands the table over to another region (read by [`get_table`]
+    /// only, for the write rule; migrations/0025).
+    pub handover: Option<super::promotion::Handover>,
 }
 
 /// What makes a table a replica, and how far replication has brought it.
@@ -224,6 +227,7 @@ fn table_row_at(r: &sqlx::postgres::PgRow, first: usize) -> TableRow {
             orphaned: r.get(first + 13),
             epoch: r.get(first + 14),
         }),
+        handover: None,
     }
 }
 
@@ -242,7 +246,9 @@ pub async fn get_table(
     lock: bool,
 ) -> sqlx::Result<Option<TableRow>> {
     let sql = format!(
-        "SELECT {TABLE_COLUMNS} FROM iceberg_table t JOIN namespace n USING (namespace_id)
+        "SELECT {TABLE_COLUMNS}, {HANDOVER_COLUMNS}
+         FROM iceberg_table t JOIN namespace n USING (namespace_id)
+             LEFT JOIN table_handover h ON h.table_id = t.table_id AND h.until > now()
          WHERE n.warehouse_id = $1 AND n.levels = $2 AND t.name = $3{}",
         if lock { " FOR UPDATE OF t" } else { "" }
     );
@@ -252,8 +258,15 @@ pub async fn get_table(
         .bind(name)
         .fetch_optional(conn)
         .await?;
-    Ok(row.map(table_row))
+    Ok(row.map(|r| {
+        let mut table = table_row_at(&r, 0);
+        table.handover = super::promotion::handover_at(&r, 15);
+        table
+    }))
 }
+
+/// A table's handover, if one is in force, after [`TABLE_COLUMNS`] in [`get_table`].
+const HANDOVER_COLUMNS: &str = "h.to_region, h.to_url, h.until, h.at_version";
 
 /// Only the pointer, for cheap existence checks and conditional loads.
 pub async fn get_table_location(

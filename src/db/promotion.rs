@@ -99,6 +99,23 @@ pub async fn promoted_from(pool: &PgPool, table_id: Uuid) -> sqlx::Result<Option
     }))
 }
 
+/// The replicas of warehouse `warehouse_id` that follow a live source (not orphaned), with their
+/// source region, by namespace and name.
+pub async fn replicas_in(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+) -> sqlx::Result<Vec<(Vec<String>, String, String)>> {
+    sqlx::query_as(
+        "SELECT n.levels, t.name, t.source_region
+         FROM iceberg_table t JOIN namespace n USING (namespace_id)
+         WHERE n.warehouse_id = $1 AND t.source_region IS NOT NULL AND NOT t.orphaned
+         ORDER BY n.levels, t.name",
+    )
+    .bind(warehouse_id)
+    .fetch_all(pool)
+    .await
+}
+
 /// The most promotions one answer lists (promotions are operator actions: few).
 const MAX_PROMOTIONS: i64 = 10_000;
 
@@ -117,6 +134,74 @@ pub async fn promotions_from(
     .bind(MAX_PROMOTIONS)
     .fetch_all(pool)
     .await
+}
+
+/// A primary's handover of a table to the region that is to become its primary (planned
+/// switchover; migrations/0025): until `until`, or until it learns of the promotion, it takes no
+/// client write.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    pub to_region: String,
+    pub to_url: Option<String>,
+    pub until: DateTime<Utc>,
+    /// The table's version when it was handed over: the new primary promotes once it has it.
+    pub at_version: i64,
+}
+
+/// The handover in columns `first..first + 4` of `r` (a LEFT JOIN: absent when `to_region` is).
+pub(super) fn handover_at(r: &sqlx::postgres::PgRow, first: usize) -> Option<Handover> {
+    let to_region: Option<String> = r.get(first);
+    to_region.map(|to_region| Handover {
+        to_region,
+        to_url: r.get(first + 1),
+        until: r.get(first + 2),
+        at_version: r.get(first + 3),
+    })
+}
+
+/// Hands the locked primary `row` over to `to`: no client write commits from now until the
+/// handover lapses at `until` or the promotion is learned. A handover to the same region again
+/// (a retried request) renews it.
+pub async fn hand_over(
+    conn: &mut PgConnection,
+    row: &TableRow,
+    to_region: &str,
+    to_url: Option<&str>,
+    lasting: std::time::Duration,
+) -> sqlx::Result<Handover> {
+    let r = sqlx::query(
+        "INSERT INTO table_handover (table_id, to_region, to_url, until, at_version)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
+         ON CONFLICT (table_id) DO UPDATE SET to_region = EXCLUDED.to_region,
+             to_url = EXCLUDED.to_url, until = EXCLUDED.until, at_version = EXCLUDED.at_version,
+             handed_at = now()
+         RETURNING to_region, to_url, until, at_version",
+    )
+    .bind(row.table_id)
+    .bind(to_region)
+    .bind(to_url)
+    .bind(lasting.as_secs_f64())
+    .bind(row.version)
+    .fetch_one(conn)
+    .await?;
+    Ok(handover_at(&r, 0).expect("a handover row names its region"))
+}
+
+/// Ends a handover to `to_region` (the promotion did not happen): writes commit again.
+pub async fn release_handover(
+    conn: &mut PgConnection,
+    table_id: Uuid,
+    to_region: &str,
+) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query("DELETE FROM table_handover WHERE table_id = $1 AND to_region = $2")
+            .bind(table_id)
+            .bind(to_region)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
 }
 
 /// A former primary's record of the promotion that superseded it.
@@ -163,6 +248,10 @@ pub async fn fence_primary(
     if !changed {
         return Ok(false);
     }
+    sqlx::query("DELETE FROM table_handover WHERE table_id = $1")
+        .bind(row.table_id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO table_fencing (table_id, warehouse_id, epoch, primary_region, primary_url,
              promoted_at_version, fenced_at_version, last_metadata_location, fenced_at)

@@ -58,14 +58,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error as the body's `error` member.
+    pub fn model(&self) -> ErrorModel {
+        ErrorModel {
+            message: self.message.clone(),
+            r#type: self.r#type.to_string(),
+            code: self.status.as_u16(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = IcebergErrorResponse {
-            error: ErrorModel {
-                message: self.message,
-                r#type: self.r#type.to_string(),
-                code: self.status.as_u16(),
-            },
+            error: self.model(),
         };
         match self.extra {
             None => (self.status, Json(body)).into_response(),

@@ -1,4 +1,5 @@
-//! The peer endpoint: another region's floe applies one replicated change here. Only a caller that
+//! The peer endpoints: another region's floe applies one replicated change here, asks which of
+//! its tables this region promoted, or asks this region to hand a table over to it. Only a caller that
 //! authenticated with a peer token (`replication.accept`) for the region it claims may call it.
 
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use super::extract::IcebergJson;
 use super::routes::{Route, route};
 use crate::auth::Access;
 use crate::contract::peer_protocol::{
-    APPLY_PATH, ApplyRequest, ApplyResponse, PROMOTIONS_PATH, Promotions,
+    APPLY_PATH, ApplyRequest, ApplyResponse, HANDOVER_PATH, HandoverAnswer, HandoverRequest,
+    PROMOTIONS_PATH, Promotions,
 };
 
 pub fn routes() -> Vec<Route> {
@@ -25,6 +27,13 @@ pub fn routes() -> Vec<Route> {
             Access::Peer,
             "replication.apply",
             apply,
+        ),
+        route(
+            Method::POST,
+            HANDOVER_PATH,
+            Access::Peer,
+            "replication.handover",
+            handover,
         ),
         route(
             Method::GET,
@@ -43,6 +52,16 @@ async fn promotions(
 ) -> ApiResult<Json<Promotions>> {
     let region = peer_region(peer)?;
     Ok(Json(state.catalog.promotions_from(&region).await?))
+}
+
+/// A step of a planned switchover of one of this region's tables to the calling peer region.
+async fn handover(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerIdentity>>,
+    IcebergJson(request): IcebergJson<HandoverRequest>,
+) -> ApiResult<Json<HandoverAnswer>> {
+    let region = peer_region(peer)?;
+    Ok(Json(state.catalog.hand_over(&region, request).await?))
 }
 
 fn peer_region(peer: Option<Extension<PeerIdentity>>) -> ApiResult<String> {

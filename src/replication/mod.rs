@@ -6,6 +6,7 @@ pub mod admin;
 pub mod copy;
 pub mod delete_files;
 pub mod destinations;
+pub mod diverged;
 pub mod paths;
 pub mod peer_client;
 pub mod peer_url;

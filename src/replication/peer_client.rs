@@ -1,4 +1,5 @@
-//! The one client type floe uses to talk to a peer region: it applies a replicated change.
+//! The one client type floe uses to talk to a peer region: it applies a replicated change, asks
+//! for promotions, and hands tables over.
 
 use std::time::Duration;
 
@@ -6,8 +7,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::contract::peer_protocol::{
-    APPLY_PATH, ApplyRequest, ApplyResponse, POSITION_MEMBER, PROMOTION_MEMBER, PROMOTIONS_PATH,
-    PromotionNotice, Promotions, ReplicaPosition, STALE_EPOCH_TYPE, STALE_LEASE_TYPE,
+    APPLY_PATH, ApplyRequest, ApplyResponse, HANDOVER_PATH, HandoverAnswer, HandoverRequest,
+    POSITION_MEMBER, PROMOTION_MEMBER, PROMOTIONS_PATH, PromotionNotice, Promotions,
+    ReplicaPosition, STALE_EPOCH_TYPE, STALE_LEASE_TYPE,
 };
 
 /// Why a peer did not apply a change.
@@ -96,6 +98,24 @@ impl PeerClient {
     ) -> Result<Promotions, PeerError> {
         let url = format!("{}{PROMOTIONS_PATH}", base_url.trim_end_matches('/'));
         let (status, body) = self.send(region, self.http.get(&url), credential).await?;
+        if !status.is_success() {
+            return Err(failure(region, status, &body));
+        }
+        serde_json::from_value(body)
+            .map_err(|e| unavailable(region, format!("unexpected answer: {e}")))
+    }
+
+    /// A step of a planned switchover, sent to the table's primary `region` ([`HANDOVER_PATH`]).
+    pub async fn handover(
+        &self,
+        region: &str,
+        base_url: &str,
+        credential: Option<&str>,
+        request: &HandoverRequest,
+    ) -> Result<HandoverAnswer, PeerError> {
+        let url = format!("{}{HANDOVER_PATH}", base_url.trim_end_matches('/'));
+        let call = self.http.post(&url).json(request);
+        let (status, body) = self.send(region, call, credential).await?;
         if !status.is_success() {
             return Err(failure(region, status, &body));
         }

@@ -2,19 +2,25 @@
 //! and its argument), replicating the promoted table back to its former primary, and each
 //! table's role as the status shows it.
 
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 use uuid::Uuid;
 
-use crate::catalog::Catalog;
+use crate::catalog::promotion::Promoted;
+use crate::catalog::{Catalog, Warehouse};
+use crate::contract::peer_protocol::{HandoverRequest, PromotionNotice};
 use crate::contract::replication_model::{
     Destination, DivergedCommit, DivergedCommits, PromoteSpec, PromotionMode, PromotionResult,
-    RuleSpec, TableRole,
+    RuleSpec, TableRole, WarehousePromoteSpec,
 };
-use crate::db::catalog as catalog_db;
+use crate::db::catalog::{self as catalog_db, ReplicaMark};
 use crate::db::promotion::{self as promotion_db, PromotedFrom};
 use crate::error::{CatalogError, CatalogResult};
-use crate::names::TableName;
+use crate::names::{NamespaceName, TableName};
 
 use super::admin;
+use super::peer_client::{PeerClient, PeerError};
 
 /// PromoteTable: makes this region's replica `table` the primary (see `catalog::promotion`), then,
 /// where it can, replicates it back to the former primary with a rule of its own, so that the
@@ -25,15 +31,14 @@ pub async fn promote(
     table: &TableName,
     spec: PromoteSpec,
 ) -> CatalogResult<PromotionResult> {
-    if spec.mode == PromotionMode::Planned {
-        return Err(CatalogError::Unprocessable(
-            "planned switchover is not available yet: promote with {\"mode\": \"forced\"}, \
-             after checking the replica's status shows it caught up"
-                .to_string(),
-        ));
-    }
     let wh = catalog.warehouse(Some(warehouse))?;
-    let promoted = catalog.promote_table(wh, table).await?;
+    let (promoted, writes_refused_ms) = match spec.mode {
+        PromotionMode::Forced => (catalog.promote_table(wh, table).await?, None),
+        PromotionMode::Planned => {
+            let (promoted, refused) = switch_over(catalog, wh, table, spec.timeout_ms).await?;
+            (promoted, Some(refused))
+        }
+    };
     let (replicates_back, note) =
         match replicate_back(catalog, warehouse, table, &promoted.from).await {
             Ok(rule) => (Some(rule), None),
@@ -46,9 +51,205 @@ pub async fn promote(
         epoch: promoted.epoch,
         previous_primary: promoted.from.source_region.clone(),
         promoted_at_version: promoted.from.at_version,
+        writes_refused_ms,
         replicates_back,
         note,
     })
+}
+
+/// Tables a warehouse's promotion promotes at once (each one's handover is its own, so a table
+/// refuses writes only while it catches up, however many there are).
+const WAREHOUSE_PARALLELISM: usize = 16;
+
+/// PromoteWarehouse: every replica of `warehouse` that follows `spec.source_region` (or the
+/// only region it holds replicas of), promoted as [`promote`] does, each on its own; one result
+/// per table, by name. Replicas of a dropped source (orphaned) are not promoted.
+pub async fn promote_warehouse(
+    catalog: &Catalog,
+    warehouse: &str,
+    spec: WarehousePromoteSpec,
+) -> CatalogResult<Vec<(TableName, CatalogResult<PromotionResult>)>> {
+    let wh = catalog.warehouse(Some(warehouse))?;
+    let replicas = promotion_db::replicas_in(catalog.pool(), wh.id).await?;
+    let source = match spec.source_region {
+        Some(source) => source,
+        None => {
+            let sources: std::collections::BTreeSet<&str> = replicas
+                .iter()
+                .map(|(_, _, source)| source.as_str())
+                .collect();
+            match sources.len() {
+                0 => String::new(),
+                1 => sources.first().expect("one").to_string(),
+                _ => {
+                    return Err(CatalogError::BadRequest(format!(
+                        "warehouse {warehouse} holds replicas of regions {sources:?}: say which \
+                         one's to promote with source-region"
+                    )));
+                }
+            }
+        }
+    };
+    let tables = replicas
+        .into_iter()
+        .filter(|(_, _, from)| *from == source)
+        .map(|(levels, name, _)| TableName::new(NamespaceName::new(levels)?, name))
+        .collect::<CatalogResult<Vec<_>>>()?;
+    let one = PromoteSpec {
+        mode: spec.mode,
+        timeout_ms: spec.timeout_ms,
+    };
+    let mut results: Vec<_> = futures::stream::iter(tables)
+        .map(|table| {
+            let one = one.clone();
+            async move {
+                let result = promote(catalog, warehouse, &table, one).await;
+                (table, result)
+            }
+        })
+        .buffer_unordered(WAREHOUSE_PARALLELISM)
+        .collect()
+        .await;
+    results.sort_by_key(|(table, _)| table.to_string());
+    Ok(results)
+}
+
+/// How long a planned switchover lets the primary refuse writes by default, and at most.
+const DEFAULT_HANDOVER: Duration = Duration::from_secs(30);
+const MAX_HANDOVER: Duration = Duration::from_secs(600);
+
+/// How often the replica's position is looked at while it catches up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
+
+/// Planned switchover (see `catalog::promotion`): the table's primary hands it over (it takes no
+/// more writes and says its version), this replica applies up to that version, and is promoted
+/// with nothing left behind; then the former primary is told, and becomes its replica. Past the
+/// time allowed, nothing changes and the primary takes writes again. Returns the promotion and
+/// how long the primary refused writes, from before asking to after telling it (at most that).
+async fn switch_over(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    table: &TableName,
+    timeout_ms: Option<u64>,
+) -> CatalogResult<(Promoted, u64)> {
+    let lasting = timeout_ms
+        .map_or(DEFAULT_HANDOVER, Duration::from_millis)
+        .clamp(Duration::from_millis(100), MAX_HANDOVER);
+    // This clock starts before the primary's (it starts on receiving the request), so a
+    // promotion made before this deadline is made before the handover lapses there; the margin
+    // covers the promotion's own commit.
+    let started = Instant::now();
+    let deadline = started + lasting - (lasting / 5).min(Duration::from_secs(2));
+    let mark = replica_mark(catalog, wh, table).await?;
+    let primary = mark.source_region.clone();
+    let Some((_, base_url, credential)) = crate::db::replication::peer_endpoints(catalog.pool())
+        .await?
+        .into_iter()
+        .find(|(region, _, _)| *region == primary)
+    else {
+        return Err(CatalogError::Unprocessable(format!(
+            "a planned switchover asks the primary, region `{primary}`, to hand table {table} \
+             over, but it is not a registered peer here: register it (PUT \
+             /management/v1/peers/{primary}), or promote with {{\"mode\": \"forced\"}} if it is lost"
+        )));
+    };
+    let credential = credential.as_ref().map(crate::secret::Secret::expose);
+    let client = PeerClient::new(lasting.min(Duration::from_secs(30)));
+    let ask = |request: HandoverRequest| {
+        let (client, primary, base_url) = (&client, &primary, &base_url);
+        async move {
+            client
+                .handover(primary, base_url, credential, &request)
+                .await
+        }
+    };
+    let handed = ask(HandoverRequest::Begin {
+        table_id: mark.source_table_id,
+        epoch: mark.epoch,
+        url: catalog.public_url().map(str::to_string),
+        lasting_ms: lasting.as_millis() as u64,
+    })
+    .await
+    .map_err(|err| handover_failed(table, &primary, err))?;
+    loop {
+        let now = replica_mark(catalog, wh, table).await?;
+        if now.source_table_id == mark.source_table_id
+            && now.step == 0
+            && now.version >= handed.at_version
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            if let Err(err) = ask(HandoverRequest::Release {
+                table_id: mark.source_table_id,
+            })
+            .await
+            {
+                tracing::warn!(%err, %table, "the handover was not released: it lapses by itself");
+            }
+            return Err(CatalogError::Unavailable(format!(
+                "the replica of table {table} reached version {} of region `{primary}`'s {} \
+                 within {} ms: the switchover is abandoned and nothing changed (region \
+                 `{primary}` takes writes again). Look at the stream's status, then try again \
+                 with a longer timeout-ms",
+                now.version,
+                handed.at_version,
+                lasting.as_millis()
+            )));
+        }
+        tokio::time::sleep(CATCH_UP_POLL).await;
+    }
+    let promoted = catalog.promote_table(wh, table).await?;
+    let promotion = PromotionNotice {
+        region: catalog.region().to_string(),
+        url: catalog.public_url().map(str::to_string),
+        epoch: promoted.epoch,
+        table_id: promoted.table_id,
+        at_version: promoted.from.at_version,
+    };
+    // The former primary learns it now; if it cannot be told, it learns it from the stream back
+    // to it, or asking its peers when it starts.
+    if let Err(err) = ask(HandoverRequest::Promoted {
+        table_id: mark.source_table_id,
+        promotion,
+    })
+    .await
+    {
+        tracing::warn!(%err, %table, "the former primary was not told of the promotion");
+    }
+    Ok((promoted, started.elapsed().as_millis() as u64))
+}
+
+/// The replica mark of `table` here: a 404 without the table, a 422 when it is a primary.
+async fn replica_mark(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    table: &TableName,
+) -> CatalogResult<ReplicaMark> {
+    let mut conn = catalog.pool().acquire().await?;
+    let row = catalog_db::get_table(&mut conn, wh.id, &table.namespace, &table.name, false)
+        .await?
+        .ok_or_else(|| CatalogError::no_such_table(table))?;
+    row.replica.ok_or_else(|| {
+        CatalogError::Unprocessable(format!(
+            "table {table} is already the primary here (epoch {}); only a replica can be \
+             promoted",
+            row.epoch
+        ))
+    })
+}
+
+/// Why the primary did not hand the table over, for the operator: nothing changed.
+fn handover_failed(table: &TableName, primary: &str, err: PeerError) -> CatalogError {
+    match err {
+        PeerError::Unavailable { .. } => CatalogError::Unavailable(format!(
+            "region `{primary}` could not be asked to hand table {table} over ({err}); nothing \
+             changed. If it is lost, promote with {{\"mode\": \"forced\"}}"
+        )),
+        other => CatalogError::Unprocessable(format!(
+            "region `{primary}` did not hand table {table} over ({other}); nothing changed"
+        )),
+    }
 }
 
 /// A table rule sending the promoted table to the warehouse and namespace it came from, when the

@@ -40,7 +40,9 @@ use crate::auth::Access;
         replication::pause,
         replication::resume,
         replication::resync,
-        replication::promote
+        replication::promote,
+        replication::export_diverged,
+        replication::promote_warehouse
     ),
     components(schemas(
         crate::log::LogEntry,
@@ -65,6 +67,10 @@ use crate::auth::Access;
         crate::contract::replication_model::PromoteSpec,
         crate::contract::replication_model::PromotionMode,
         crate::contract::replication_model::PromotionResult,
+        crate::contract::replication_model::DivergedExport,
+        crate::contract::replication_model::WarehousePromoteSpec,
+        replication::WarehousePromotionResult,
+        replication::TablePromotionOutcome,
         crate::http::errors::IcebergErrorResponse,
         crate::http::errors::ErrorModel
     ))
@@ -252,6 +258,20 @@ pub fn routes() -> Vec<Route> {
             admin,
             "table.promote",
             replication::promote,
+        ),
+        route(
+            M::POST,
+            "/management/v1/warehouses/{warehouse}/promote",
+            admin,
+            "warehouse.promote",
+            replication::promote_warehouse,
+        ),
+        route(
+            M::POST,
+            "/management/v1/tables/{warehouse}/{namespace}/{table}/export-diverged",
+            admin,
+            "table.export-diverged",
+            replication::export_diverged,
         ),
     ]
 }

@@ -6,16 +6,18 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::contract::replication_model::{
-    Peer, PeerSpec, PromoteSpec, PromotionResult, ReplicationOverview, Rule, RuleSpec,
-    StreamSelector, TableReplicationStatus,
+    DivergedExport, Peer, PeerSpec, PromoteSpec, PromotionResult, ReplicationOverview, Rule,
+    RuleSpec, StreamSelector, TableReplicationStatus, WarehousePromoteSpec,
 };
 use crate::db::replication::StreamAction;
 use crate::http::AppState;
-use crate::http::errors::{ApiError, ApiResult, IcebergErrorResponse};
+use crate::http::auth::Principal;
+use crate::http::errors::{ApiError, ApiResult, ErrorModel, IcebergErrorResponse};
 use crate::http::extract::{IcebergJson, IcebergPath};
 use crate::names::{NamespaceName, TableName};
 use crate::replication::admin;
@@ -36,6 +38,11 @@ impl RulePath {
             ApiError::bad_request(format!("`{}` is not a rule id (a UUID)", self.rule_id))
         })
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WarehousePath {
+    warehouse: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,4 +285,91 @@ pub async fn promote(
     Ok(Json(
         crate::replication::promote::promote(&state.catalog, &path.warehouse, &table, spec).await?,
     ))
+}
+
+/// Export a fenced table's diverged state: its last state here, which never reached the new
+/// primary, is copied into the new table `<table>_diverged_<epoch>` of this region, which
+/// replicates to the new primary by the rules that sent the table there (a rule for the table
+/// alone is copied for it). Merge it there, then drop it.
+#[utoipa::path(post, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/export-diverged",
+    params(("warehouse" = String, Path), ("namespace" = String, Path), ("table" = String, Path)),
+    responses((status = 200, body = DivergedExport), (status = 404, body = IcebergErrorResponse),
+        (status = 409, body = IcebergErrorResponse), (status = 422, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn export_diverged(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<TablePath>,
+    principal: Principal,
+) -> ApiResult<Json<DivergedExport>> {
+    let table = path.table()?;
+    Ok(Json(
+        crate::replication::diverged::export(&state.catalog, &path.warehouse, &table, &principal.0)
+            .await?,
+    ))
+}
+
+/// What a warehouse's promotion did: one outcome per table, by name.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct WarehousePromotionResult {
+    pub warehouse: String,
+    /// The region whose replicas were promoted (empty when the warehouse holds none).
+    pub source_region: String,
+    pub tables: Vec<TablePromotionOutcome>,
+}
+
+/// One table's outcome: `promoted`, or `error` as the table's own promotion would have answered.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TablePromotionOutcome {
+    pub namespace: Vec<String>,
+    pub table: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<PromotionResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorModel>,
+}
+
+/// Promote every replica of the warehouse that follows one source region (`source-region`, or
+/// the only one it holds replicas of), each as its table's own promotion would (`mode`
+/// planned or forced); one outcome per table. A table that fails does not stop the others.
+#[utoipa::path(post, path = "/management/v1/warehouses/{warehouse}/promote",
+    request_body(content = WarehousePromoteSpec), params(("warehouse" = String, Path)),
+    responses((status = 200, body = WarehousePromotionResult),
+        (status = 400, body = IcebergErrorResponse), (status = 404, body = IcebergErrorResponse)),
+    tag = "replication")]
+pub async fn promote_warehouse(
+    State(state): State<Arc<AppState>>,
+    IcebergPath(path): IcebergPath<WarehousePath>,
+    IcebergJson(spec): IcebergJson<WarehousePromoteSpec>,
+) -> ApiResult<Json<WarehousePromotionResult>> {
+    let named = spec.source_region.clone();
+    let results =
+        crate::replication::promote::promote_warehouse(&state.catalog, &path.warehouse, spec)
+            .await?;
+    let source_region = results
+        .iter()
+        .find_map(|(_, r)| r.as_ref().ok().map(|p| p.previous_primary.clone()))
+        .or(named)
+        .unwrap_or_default();
+    let tables = results
+        .into_iter()
+        .map(|(table, result)| {
+            let (promoted, error) = match result {
+                Ok(promoted) => (Some(promoted), None),
+                Err(err) => (None, Some(ApiError::from(err).model())),
+            };
+            TablePromotionOutcome {
+                namespace: table.namespace.levels().to_vec(),
+                table: table.name,
+                promoted,
+                error,
+            }
+        })
+        .collect();
+    Ok(Json(WarehousePromotionResult {
+        warehouse: path.warehouse,
+        source_region,
+        tables,
+    }))
 }
