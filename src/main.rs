@@ -99,6 +99,20 @@ enum Bench {
         #[arg(long, default_value_t = 1024)]
         manifest_mb: u64,
     },
+    /// Failover between two local regions: a planned switchover of a warehouse's tables while
+    /// writers commit (how long each table refused writes; nothing acknowledged lost), then a
+    /// forced promotion back.
+    Failover {
+        /// Tables switched over.
+        #[arg(long, default_value_t = 100)]
+        tables: usize,
+        /// Writers committing at the primary throughout.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Seconds of writes before the switchover.
+        #[arg(long, default_value_t = 3)]
+        warm_seconds: u64,
+    },
     /// What authentication adds: loadTable and commits without auth, with a static token, an OIDC
     /// JWT and a floe-issued token, and each credential check alone.
     Auth {
@@ -230,6 +244,18 @@ async fn main() -> anyhow::Result<()> {
                 backfill_files,
             };
             floe::bench::replication::run_replication(options).await?;
+        }
+        Command::Bench(Bench::Failover {
+            tables,
+            writers,
+            warm_seconds,
+        }) => {
+            let options = floe::bench::failover::FailoverBenchOptions {
+                tables,
+                writers,
+                warm_seconds,
+            };
+            floe::bench::failover::run_failover(options).await?;
         }
         Command::Bench(Bench::Auth { seconds }) => {
             floe::bench::auth::run_auth(floe::bench::auth::AuthBenchOptions { seconds }).await?;

@@ -595,9 +595,24 @@ async fn a_warehouse_switches_over_table_by_table() {
     }
     let (status, body) = commit_table_property(&a.base, "v", "still-a").await;
     assert_eq!(status, 200, "{body}");
-    // Promoted again, only v is left to promote (t and u are primaries now).
+    // The namespace still holds a replica (v): it is still A's, and takes no new table here.
+    assert_eq!(result["namespaces"], json!([]), "{result}");
+    let create_at_b = || {
+        post(
+            format!("{}/v1/wh/namespaces/db/tables", b.base),
+            json!({ "name": "new_at_b", "schema": common::simple_schema() }),
+        )
+    };
+    let (status, body) = create_at_b().await;
+    assert_eq!(status, 403, "{body}");
+
+    // Promoted again, only v is left to promote (t and u are primaries now), and then the
+    // namespace is B's own.
     let (status, again) = post(promote, json!({ "mode": "forced" })).await;
     assert_eq!(status, 200, "{again}");
+    assert_eq!(again["namespaces"], json!([["db"]]), "{again}");
+    let (status, body) = create_at_b().await;
+    assert_eq!(status, 200, "{body}");
     let names: Vec<&str> = again["tables"]
         .as_array()
         .unwrap()
@@ -606,4 +621,66 @@ async fn a_warehouse_switches_over_table_by_table() {
         .collect();
     assert_eq!(names, ["v"], "{again}");
     assert_eq!(again["tables"][0]["promoted"]["epoch"], 2, "{again}");
+}
+
+#[tokio::test]
+async fn the_old_primarys_other_destinations_follow_the_new_primary() {
+    let a = Region::start("a", &[("b", B_TOKEN)], None).await;
+    let b = Region::start("b", &[("a", A_TOKEN)], None).await;
+    let c = Region::start("c", &[("a", A_TOKEN), ("b", B_TOKEN)], None).await;
+    register_peer(&a, &b, "b", A_TOKEN).await;
+    register_peer(&a, &c, "c", A_TOKEN).await;
+    register_peer(&b, &a, "a", B_TOKEN).await;
+    create_rule(
+        &a,
+        json!([{ "peer": "b", "warehouse": "wh" }, { "peer": "c", "warehouse": "wh" }]),
+    )
+    .await;
+    create_table_named(&a, "t").await;
+    let mut files = floe::bench::files::SnapshotWriter::default();
+    let loaded = get(format!("{}/v1/wh/namespaces/db/tables/t", a.base)).await;
+    let next = common::prepare_append(&loaded, &mut files, &common::host_files(), 2, 1024).await;
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/wh/namespaces/db/tables/t", a.base),
+        Some(next.body.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    set_property(&a, "a-1").await;
+    wait_status(&a, 30, |s| {
+        completed(s) && s["destinations"].as_array().is_some_and(|d| d.len() == 2)
+    })
+    .await;
+    assert_eq!(property(&c).await.as_deref(), Some("a-1"));
+
+    let (status, promoted) = post(
+        format!("{}/management/v1/tables/wh/db/t/promote", b.base),
+        json!({ "mode": "planned" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{promoted}");
+    set_property(&b, "b-1").await;
+
+    // C, which A replicated the table to, follows B through A: B's writes reach it, it never
+    // lost A's state on the way, and it names B as the place to write.
+    // A reader polling C all the while sees A's state or B's, never less.
+    let mut at_c = Value::Null;
+    for _ in 0..600 {
+        at_c = get(format!("{}/v1/wh/namespaces/db/tables/t", c.base)).await;
+        let metadata = &at_c["metadata"];
+        assert_eq!(metadata["current-snapshot-id"], next.snapshot_id, "{at_c}");
+        let k = metadata["properties"]["k"].as_str();
+        assert!(matches!(k, Some("a-1" | "b-1")), "{at_c}");
+        if k == Some("b-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(at_c["metadata"]["properties"]["k"], "b-1", "{at_c}");
+    wait_property(&a, "b-1", 30).await;
+    let (status, refused) = commit_property(&c, "c-1").await;
+    assert_eq!(status, 403, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("region `b`"), "{message}");
 }

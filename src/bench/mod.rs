@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod commits;
 mod cpu;
+pub mod failover;
 pub mod files;
 pub mod proxy;
 pub mod replication;

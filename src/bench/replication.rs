@@ -43,6 +43,7 @@ pub(super) struct Regions {
     pub primary: RunningServer,
     pub replica: RunningServer,
     pub replica_root: std::path::PathBuf,
+    pub primary_root: std::path::PathBuf,
     pub http: reqwest::Client,
 }
 
@@ -113,21 +114,27 @@ pub(super) async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Re
             )],
             ..Settings::default()
         };
-        if region == "replica" {
-            settings.replication.accept = vec![AcceptedPeer {
-                region: "primary".to_string(),
-                token: TOKEN.into(),
-            }];
-        }
+        // Each accepts the other (a switchover reverses the stream: `bench::failover`).
+        let other = if region == "replica" {
+            "primary"
+        } else {
+            "replica"
+        };
+        settings.replication.accept = vec![AcceptedPeer {
+            region: other.to_string(),
+            token: TOKEN.into(),
+        }];
         servers.push(server::start(&settings, Arc::new(Faults::default())).await?);
         roots.push(root);
     }
     let replica = servers.pop().expect("two servers");
     let primary = servers.pop().expect("two servers");
+    let replica_root = roots.pop().expect("two roots");
     let regions = Regions {
         primary,
         replica,
-        replica_root: roots.pop().expect("two roots"),
+        replica_root,
+        primary_root: roots.pop().expect("two roots"),
         http: reqwest::Client::new(),
     };
     regions.create_namespace(NS).await?;
@@ -136,18 +143,33 @@ pub(super) async fn start_regions(cluster: &PgCluster, dir: &Path) -> anyhow::Re
 
 /// Registers the replica as the primary's peer.
 pub(super) async fn register_peer(regions: &Regions) -> anyhow::Result<()> {
-    let catalog = &regions.primary.catalog;
-    admin::put_peer(
-        catalog,
-        None,
+    register(
+        &regions.primary,
         "replica",
+        &regions.replica,
+        &regions.replica_root,
+    )
+    .await
+}
+
+/// Registers `peer` (region `region`, its warehouse under `root`) as a peer of `at`.
+pub(super) async fn register(
+    at: &RunningServer,
+    region: &str,
+    peer: &RunningServer,
+    root: &Path,
+) -> anyhow::Result<()> {
+    admin::put_peer(
+        &at.catalog,
+        None,
+        region,
         PeerSpec {
-            region: "replica".to_string(),
-            base_url: regions.replica.base_url(),
+            region: region.to_string(),
+            base_url: peer.base_url(),
             credential: Some(TOKEN.into()),
             warehouses: vec![PeerWarehouse {
                 warehouse: "bench".to_string(),
-                storage_root: format!("file://{}", regions.replica_root.display()),
+                storage_root: format!("file://{}", root.display()),
                 s3: None,
             }],
         },

@@ -116,6 +116,31 @@ pub async fn replicas_in(
     .await
 }
 
+/// Makes this region's own the namespaces of warehouse `warehouse_id` that replication made from
+/// `origin_region` and that hold no replica any more (every table in them promoted): clients may
+/// create tables in them, and the origin's later properties are left unapplied
+/// (`catalog::namespace_replica`). Their names.
+pub async fn adopt_namespaces(
+    pool: &PgPool,
+    warehouse_id: Uuid,
+    origin_region: &str,
+) -> sqlx::Result<Vec<Vec<String>>> {
+    sqlx::query_scalar(
+        "UPDATE namespace n SET origin_region = NULL, source_region = NULL,
+             source_namespace_id = NULL, replica_generation = NULL, replica_version = NULL
+         WHERE n.warehouse_id = $1 AND n.origin_region = $2
+           AND NOT EXISTS (SELECT 1 FROM iceberg_table t
+                            WHERE t.namespace_id = n.namespace_id AND t.source_region IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM iceberg_view v
+                            WHERE v.namespace_id = n.namespace_id AND v.source_region IS NOT NULL)
+         RETURNING n.levels",
+    )
+    .bind(warehouse_id)
+    .bind(origin_region)
+    .fetch_all(pool)
+    .await
+}
+
 /// The most promotions one answer lists (promotions are operator actions: few).
 const MAX_PROMOTIONS: i64 = 10_000;
 

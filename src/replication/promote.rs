@@ -1,6 +1,7 @@
-//! The operator's side of failover: promoting a replica (`catalog::promotion` holds the rule
-//! and its argument), replicating the promoted table back to its former primary, and each
-//! table's role as the status shows it.
+//! The operator's side of failover: promoting a replica, forced or planned (the handover that
+//! makes a planned one lose nothing; `catalog::promotion` holds the rules and their argument),
+//! one table or every replica of a warehouse, replicating the promoted table back to its former
+//! primary, and each table's role as the status shows it.
 
 use std::time::{Duration, Instant};
 
@@ -61,14 +62,26 @@ pub async fn promote(
 /// refuses writes only while it catches up, however many there are).
 const WAREHOUSE_PARALLELISM: usize = 16;
 
+/// What a warehouse's promotion did.
+pub struct WarehousePromoted {
+    /// The region whose replicas were promoted (empty when the warehouse holds none).
+    pub source_region: String,
+    /// One result per table, by name.
+    pub tables: Vec<(TableName, CatalogResult<PromotionResult>)>,
+    /// The namespaces replication had made that are this region's own now.
+    pub namespaces: Vec<Vec<String>>,
+}
+
 /// PromoteWarehouse: every replica of `warehouse` that follows `spec.source_region` (or the
 /// only region it holds replicas of), promoted as [`promote`] does, each on its own; one result
-/// per table, by name. Replicas of a dropped source (orphaned) are not promoted.
+/// per table, by name. Replicas of a dropped source (orphaned) are not promoted. Then the
+/// namespaces replication made from that region that hold no replica any more become this
+/// region's own, so that clients can create tables in them.
 pub async fn promote_warehouse(
     catalog: &Catalog,
     warehouse: &str,
     spec: WarehousePromoteSpec,
-) -> CatalogResult<Vec<(TableName, CatalogResult<PromotionResult>)>> {
+) -> CatalogResult<WarehousePromoted> {
     let wh = catalog.warehouse(Some(warehouse))?;
     let replicas = promotion_db::replicas_in(catalog.pool(), wh.id).await?;
     let source = match spec.source_region {
@@ -111,7 +124,16 @@ pub async fn promote_warehouse(
         .collect()
         .await;
     results.sort_by_key(|(table, _)| table.to_string());
-    Ok(results)
+    let namespaces = if source.is_empty() {
+        Vec::new()
+    } else {
+        promotion_db::adopt_namespaces(catalog.pool(), wh.id, &source).await?
+    };
+    Ok(WarehousePromoted {
+        source_region: source,
+        tables: results,
+        namespaces,
+    })
 }
 
 /// How long a planned switchover lets the primary refuse writes by default, and at most.

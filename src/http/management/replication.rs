@@ -266,8 +266,12 @@ pub async fn resync(
 }
 
 /// Promote this region's replica of the table to primary, at its source's epoch plus one.
-/// `forced` promotes at once: what the source committed after the replica's position stays there,
-/// listed as diverged in its status once it learns of the promotion, and is not applied here.
+/// `planned` asks the source to hand the table over (it refuses writes from then on), waits until
+/// the replica has everything the source acknowledged, then promotes: nothing is lost, and
+/// `writes-refused-ms` says how long the source refused writes; past `timeout-ms` (default
+/// 30000) nothing changes (503). `forced` promotes at once: what the source committed after the
+/// replica's position stays there, listed as diverged in its status once it learns of the
+/// promotion, and is not applied here.
 /// The table replicates back to the former primary when it is a registered peer holding the
 /// table's warehouse (`replicates-back`), else `note` says why not.
 #[utoipa::path(post, path = "/management/v1/tables/{warehouse}/{namespace}/{table}/promote",
@@ -316,6 +320,9 @@ pub struct WarehousePromotionResult {
     /// The region whose replicas were promoted (empty when the warehouse holds none).
     pub source_region: String,
     pub tables: Vec<TablePromotionOutcome>,
+    /// The namespaces replication had made from that region, this region's own now (every
+    /// table in them promoted): clients may create tables in them.
+    pub namespaces: Vec<Vec<String>>,
 }
 
 /// One table's outcome: `promoted`, or `error` as the table's own promotion would have answered.
@@ -343,16 +350,11 @@ pub async fn promote_warehouse(
     IcebergPath(path): IcebergPath<WarehousePath>,
     IcebergJson(spec): IcebergJson<WarehousePromoteSpec>,
 ) -> ApiResult<Json<WarehousePromotionResult>> {
-    let named = spec.source_region.clone();
-    let results =
+    let promoted =
         crate::replication::promote::promote_warehouse(&state.catalog, &path.warehouse, spec)
             .await?;
-    let source_region = results
-        .iter()
-        .find_map(|(_, r)| r.as_ref().ok().map(|p| p.previous_primary.clone()))
-        .or(named)
-        .unwrap_or_default();
-    let tables = results
+    let tables = promoted
+        .tables
         .into_iter()
         .map(|(table, result)| {
             let (promoted, error) = match result {
@@ -369,7 +371,8 @@ pub async fn promote_warehouse(
         .collect();
     Ok(Json(WarehousePromotionResult {
         warehouse: path.warehouse,
-        source_region,
+        source_region: promoted.source_region,
         tables,
+        namespaces: promoted.namespaces,
     }))
 }
