@@ -27,6 +27,7 @@ const APPLY_DURATION: &str = "floe_replication_apply_duration_seconds";
 const END_TO_END: &str = "floe_replication_end_to_end_lag_seconds";
 const BYTES_COPIED: &str = "floe_replication_bytes_copied_total";
 const ROLE_CHANGES: &str = "floe_table_role_changes_total";
+const REPLICA_GROUPS: &str = "floe_replica_transaction_groups_total";
 
 /// Histogram buckets, in seconds: from a millisecond (a load from cache) to five minutes (a
 /// replica's lag behind a busy source).
@@ -105,6 +106,12 @@ fn describe() {
         BYTES_COPIED,
         "Bytes of table files copied to replica storage."
     );
+    describe_counter!(
+        REPLICA_GROUPS,
+        "Multi-table transactions received as a replica, by outcome: `together` (every table's \
+         update applied in one transaction), `partial` (those still expected, the others had \
+         moved on) or `given-up` (an update applied apart, the rest never came in time)."
+    );
 }
 
 /// The figures in the Prometheus text format (empty without floe's recorder).
@@ -157,6 +164,11 @@ pub fn record_end_to_end(peer: &str, destination_warehouse: &str, lag: Duration)
 
 pub fn record_bytes_copied(bytes: u64) {
     counter!(BYTES_COPIED).increment(bytes);
+}
+
+/// A transaction group's outcome at this destination (see the description of the metric).
+pub fn record_replica_group(outcome: &'static str) {
+    counter!(REPLICA_GROUPS, "outcome" => outcome).increment(1);
 }
 
 /// A table's role changed here: `promoted` (a replica became the primary) or `fenced` (a

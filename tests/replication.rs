@@ -1482,3 +1482,123 @@ async fn namespace_properties_set_at_the_source_appear_at_the_replica() {
     primary.server.stop().await;
     replica.server.stop().await;
 }
+
+/// One transaction's change to both tables: `round` set to `k` on each.
+fn both_tables_to(k: usize) -> Value {
+    let change = |name: &str| {
+        json!({
+            "identifier": { "namespace": ["db"], "name": name },
+            "requirements": [],
+            "updates": [{ "action": "set-properties", "updates": { "round": k.to_string() } }]
+        })
+    };
+    json!({ "table-changes": [change("left"), change("right")] })
+}
+
+/// The `round` property of `db.<table>` at the catalog at `base` (0 before the first round).
+async fn round_of(http: &reqwest::Client, base: &str, table: &str) -> usize {
+    let answer: Value = http
+        .get(format!("{base}/v1/wh/namespaces/db/tables/{table}"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["metadata"]["properties"]["round"]
+        .as_str()
+        .map_or(0, |round| round.parse().unwrap())
+}
+
+/// A transaction over two tables at the source is applied at the replica in one transaction
+/// (issue 14, item 5): a reader polling the replica in a loop sees both tables' changes or
+/// neither, and the replica's log keeps them as one group for regions further down a chain.
+#[tokio::test]
+async fn a_transaction_over_two_tables_reaches_the_replica_whole() {
+    const ROUNDS: usize = 25;
+    let (primary, replica) = two_regions().await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "left").await;
+    primary.create_table("db", "right").await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    wait_completed(&primary, "left").await;
+    wait_completed(&primary, "right").await;
+
+    // The reader reads left, right, left: when both reads of left agree, no transaction was
+    // applied in between, so right must be at that same round.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let (base, stop) = (replica.server.base_url(), stop.clone());
+        async move {
+            let http = reqwest::Client::new();
+            let (mut torn, mut settled, mut partway) = (Vec::new(), 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let before = round_of(&http, &base, "left").await;
+                let right = round_of(&http, &base, "right").await;
+                let after = round_of(&http, &base, "left").await;
+                if before != after {
+                    continue;
+                }
+                settled += 1;
+                if right != before {
+                    torn.push((before, right));
+                } else if (1..ROUNDS).contains(&right) {
+                    partway += 1;
+                }
+            }
+            (torn, settled, partway)
+        }
+    });
+    for k in 1..=ROUNDS {
+        primary
+            .post("/v1/wh/transactions/commit", both_tables_to(k))
+            .await
+            .expect(204);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    wait_completed(&primary, "left").await;
+    wait_completed(&primary, "right").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (torn, settled, partway) = reader.await.unwrap();
+    assert!(
+        torn.is_empty(),
+        "the reader saw left and right at different rounds: {torn:?}"
+    );
+    assert!(
+        partway > 0,
+        "the reader never saw the replica between the first round and the last ({settled} reads)"
+    );
+    let base = replica.server.base_url();
+    assert_eq!(round_of(&replica.http, &base, "left").await, ROUNDS);
+    assert_eq!(round_of(&replica.http, &base, "right").await, ROUNDS);
+
+    // Each round is one group in the replica's log, its two entries marked with its size.
+    let commits: Vec<Value> = replica
+        .log()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "commit-table")
+        .collect();
+    assert_eq!(commits.len(), 2 * ROUNDS, "{commits:?}");
+    let groups: std::collections::BTreeSet<&str> = commits
+        .iter()
+        .map(|e| {
+            assert_eq!(e["details"]["group-size"], 2, "{e}");
+            e["txn-group"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(groups.len(), ROUNDS);
+    let metrics = replica.get_text("/management/v1/metrics").await;
+    assert!(
+        metrics.contains("floe_replica_transaction_groups_total{outcome=\"together\"}"),
+        "{metrics}"
+    );
+    primary.server.stop().await;
+    replica.server.stop().await;
+}

@@ -198,6 +198,39 @@ async fn chains_replicate_a_replica_onwards() {
     assert_eq!(status, 403, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("region `a`"), "{message}");
+
+    // A transaction over two tables reaches c as one group too: b applied it together and kept
+    // it as a group in its own log, from which its stream to c sends it.
+    create_table_named(&a, "u").await;
+    wait_completed_for(&b, "u", 30).await;
+    let change = |name: &str| {
+        json!({ "identifier": { "namespace": ["db"], "name": name }, "requirements": [],
+                "updates": [{ "action": "set-properties", "updates": { "pair": "1" } }] })
+    };
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/wh/transactions/commit", a.base),
+        Some(json!({ "table-changes": [change("t"), change("u")] })),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    wait_completed_for(&a, "u", 30).await;
+    wait_completed_for(&b, "u", 30).await;
+    wait_completed_for(&b, "t", 30).await;
+    let at_c = get(format!("{}/management/v1/log?after=0&limit=1000", c.base)).await;
+    let paired: Vec<&Value> = at_c["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "commit-table" && e["details"]["group-size"] == 2)
+        .collect();
+    assert_eq!(paired.len(), 2, "{at_c}");
+    assert_eq!(paired[0]["txn-group"], paired[1]["txn-group"], "{at_c}");
+    for table in ["t", "u"] {
+        let loaded = get(format!("{}/v1/wh/namespaces/db/tables/{table}", c.base)).await;
+        assert_eq!(loaded["metadata"]["properties"]["pair"], "1", "{loaded}");
+    }
+
     let log = get(format!("{}/management/v1/log?after=0&limit=1000", a.base)).await;
     assert!(
         log["entries"]

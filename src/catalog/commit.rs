@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::db::catalog::{self as db, TablePointer, TableRow};
 use crate::db::table_commit::{self, Committed, RowChange, TableWrite};
 use crate::error::{CatalogError, CatalogResult};
-use crate::log::{EntryKind, NewEntry, TableVersionRef};
+use crate::log::{self, EntryKind, NewEntry, TableVersionRef};
 use crate::storage::{Location, Storage};
 
 use super::metadata::{self, invalid};
@@ -425,6 +425,7 @@ impl Catalog {
                     }
                 }
             }
+            log::mark_transaction_group(&mut entries);
             // Nothing changed anywhere (e.g. `updates: []`): write nothing, log nothing.
             if !entries.is_empty() {
                 self.faults.check_before_commit()?;

@@ -12,6 +12,7 @@ pub mod purge;
 pub mod purge_jobs;
 pub mod replica;
 pub mod replica_build;
+mod replica_group;
 pub mod replica_home;
 mod replica_state;
 pub mod requests;

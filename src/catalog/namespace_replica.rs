@@ -50,6 +50,7 @@ impl Catalog {
             applied: false,
             position: req.to,
             metadata_location: None,
+            parked: false,
         };
         if wh.upstream.is_some() {
             tracing::warn!(namespace = %ns, warehouse = %wh.name, source = %req.source_region,

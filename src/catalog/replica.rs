@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::contract::peer_protocol::{
-    ApplyAction, ApplyRequest, ApplyResponse, Position, ReplicaPosition, ReplicatedObject,
-    Retention,
+    ApplyAction, ApplyGroup, ApplyRequest, ApplyResponse, Position, ReplicaPosition,
+    ReplicatedObject, Retention,
 };
 use crate::db::catalog::{self as db, ReplicaBuild, ReplicaMark, TablePointer, TableRow};
 use crate::error::{CatalogError, CatalogResult};
@@ -31,10 +31,22 @@ use crate::names::{NamespaceName, TableName};
 use super::commit::PendingFiles;
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
+use super::replica_group::GroupArrival;
 use super::{Catalog, Warehouse};
 
 fn mismatch(message: String, position: Option<ReplicaPosition>) -> CatalogError {
     CatalogError::ReplicaPosition { message, position }
+}
+
+/// The replica a change names.
+pub(super) fn replica_name(req: &ApplyRequest) -> CatalogResult<TableName> {
+    TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())
+}
+
+/// How an apply ended here: answered, or left to complete its transaction group.
+enum Arrival {
+    Done(ApplyResponse),
+    CompletesGroup,
 }
 
 /// The state of a replica row before a change.
@@ -60,7 +72,7 @@ impl Current {
 }
 
 /// Where a replicated change goes, by the replica's generation and position (see the module docs).
-enum Route {
+pub(super) enum Route {
     /// Applied before: acknowledged without effect.
     Repeat(ApplyResponse),
     /// A create of a newer generation: a build begins beside the serving replica, if any (or, for
@@ -91,73 +103,112 @@ impl Catalog {
             }
             ReplicatedObject::Table => {}
         }
-        let table = TableName::new(NamespaceName::new(req.namespace.clone())?, req.name.clone())?;
-        let _queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
-        self.with_pending_files(async |files| {
-            let mut tx = self.pool.begin().await?;
-            // The first change of a promoted table's stream back to the region it was promoted
-            // from: that region's table, if still a primary of an older epoch, yields first.
-            if let Some(superseded) = req.supersedes {
-                self.fence_superseded(&mut tx, wh, &req, superseded).await?;
+        let table = replica_name(&req)?;
+        let queued = self.table_locks.lock(wh.id, std::iter::once(&table)).await;
+        let outcome = self
+            .with_pending_files(async |files| {
+                let mut tx = self.pool.begin().await?;
+                let route = self.open_route(&mut tx, wh, &req, &table).await?;
+                let change = ReplicatedChange {
+                    wh,
+                    req: &req,
+                    table: &table,
+                    principal,
+                    group: None,
+                };
+                let (response, after_commit) = match route {
+                    Route::Repeat(done) => return Ok(Arrival::Done(done)),
+                    Route::StartBuild(serving) => {
+                        self.start_build(&mut tx, files, &change, serving).await?
+                    }
+                    Route::Build(build, serving) => {
+                        self.continue_build(&mut tx, files, &change, build, serving)
+                            .await?
+                    }
+                    Route::Serving(current) => {
+                        match super::replica_group::arrive(&mut tx, wh, &req).await? {
+                            GroupArrival::NotGrouped | GroupArrival::GivenUp => {
+                                self.apply_to_serving(&mut tx, files, &change, current)
+                                    .await?
+                            }
+                            GroupArrival::Parked => {
+                                self.commit_transaction_or_unknown(tx).await?;
+                                return Ok(Arrival::Done(ApplyResponse {
+                                    applied: false,
+                                    position: current.position().position,
+                                    metadata_location: Some(current.row.metadata_location),
+                                    parked: true,
+                                }));
+                            }
+                            // Applied with the others, under all their locks (this transaction
+                            // rolls back, having changed nothing).
+                            GroupArrival::Completes => return Ok(Arrival::CompletesGroup),
+                        }
+                    }
+                    Route::End(serving, build) => {
+                        self.end_replica(&mut tx, files, &change, serving, build)
+                            .await?
+                    }
+                };
+                self.commit_transaction_or_unknown(tx).await?;
+                self.after_commit(after_commit);
+                Ok(Arrival::Done(response))
+            })
+            .await?;
+        drop(queued);
+        match outcome {
+            Arrival::Done(response) => Ok(response),
+            Arrival::CompletesGroup => self.complete_group(wh, &req, principal).await,
+        }
+    }
+
+    /// Opens the apply of a change to the replica it names (fenced on its lease and epoch) and
+    /// decides where it goes.
+    pub(super) async fn open_route(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        wh: &Warehouse,
+        req: &ApplyRequest,
+        table: &TableName,
+    ) -> CatalogResult<Route> {
+        // The first change of a promoted table's stream back to the region it was promoted
+        // from: that region's table, if still a primary of an older epoch, yields first.
+        if let Some(superseded) = req.supersedes {
+            self.fence_superseded(tx, wh, req, superseded).await?;
+        }
+        let sender = db::ReplicaSender {
+            source_region: &req.source_region,
+            source_table_id: req.source_table_id,
+            source_warehouse: req.source_warehouse.as_deref(),
+            source_namespace: req.source_namespace.as_deref(),
+            lease_token: req.lease_token,
+            epoch: req.epoch,
+        };
+        let start = match db::open_replica_apply(tx, wh.id, table, sender).await? {
+            db::ReplicaApplyOpening::Open(start) => *start,
+            db::ReplicaApplyOpening::StaleLease => {
+                return Err(super::replica_state::stale_lease(&table.to_string(), req));
             }
-            let sender = db::ReplicaSender {
-                source_region: &req.source_region,
-                source_table_id: req.source_table_id,
-                source_warehouse: req.source_warehouse.as_deref(),
-                source_namespace: req.source_namespace.as_deref(),
-                lease_token: req.lease_token,
-                epoch: req.epoch,
-            };
-            let start = match db::open_replica_apply(&mut tx, wh.id, &table, sender).await? {
-                db::ReplicaApplyOpening::Open(start) => *start,
-                db::ReplicaApplyOpening::StaleLease => {
-                    return Err(super::replica_state::stale_lease(&table.to_string(), &req));
-                }
-                db::ReplicaApplyOpening::StaleEpoch(promotion) => {
-                    return Err(self.stale_epoch(&table, &req, promotion));
-                }
-            };
-            let current = start.replica.map(|row| {
-                let mark = row
-                    .replica
-                    .clone()
-                    .expect("open_replica_apply reads replicas");
-                Current { row, mark }
-            });
-            let build = start.build;
-            let change = ReplicatedChange {
-                wh,
-                req: &req,
-                table: &table,
-                principal,
-            };
-            let (response, after_commit) = match Self::route(&req, current, build)? {
-                Route::Repeat(done) => return Ok(done),
-                Route::StartBuild(serving) => {
-                    self.start_build(&mut tx, files, &change, serving).await?
-                }
-                Route::Build(build, serving) => {
-                    self.continue_build(&mut tx, files, &change, build, serving)
-                        .await?
-                }
-                Route::Serving(current) => {
-                    self.apply_to_serving(&mut tx, files, &change, current)
-                        .await?
-                }
-                Route::End(serving, build) => {
-                    self.end_replica(&mut tx, files, &change, serving, build)
-                        .await?
-                }
-            };
-            self.commit_transaction_or_unknown(tx).await?;
-            match after_commit {
-                Some(AfterCommit::Cache(location, built)) => self.metadata.insert(&location, built),
-                Some(AfterCommit::Purge) => self.wake_purges(),
-                None => {}
+            db::ReplicaApplyOpening::StaleEpoch(promotion) => {
+                return Err(self.stale_epoch(table, req, promotion));
             }
-            Ok(response)
-        })
-        .await
+        };
+        let current = start.replica.map(|row| {
+            let mark = row
+                .replica
+                .clone()
+                .expect("open_replica_apply reads replicas");
+            Current { row, mark }
+        });
+        Self::route(req, current, start.build)
+    }
+
+    pub(super) fn after_commit(&self, after: Option<AfterCommit>) {
+        match after {
+            Some(AfterCommit::Cache(location, built)) => self.metadata.insert(&location, built),
+            Some(AfterCommit::Purge) => self.wake_purges(),
+            None => {}
+        }
     }
 
     /// Decides where a change goes: a repeat is acknowledged, a change of an older generation or
@@ -193,6 +244,7 @@ impl Catalog {
                 applied: false,
                 position: at.position,
                 metadata_location: location,
+                parked: false,
             })
         };
         let same_generation =
@@ -268,7 +320,7 @@ impl Catalog {
     }
 
     /// A change to the serving replica: updates, renames, drops and orphan marks of the tail.
-    async fn apply_to_serving(
+    pub(super) async fn apply_to_serving(
         &self,
         tx: &mut sqlx::PgConnection,
         files: &mut PendingFiles,
@@ -394,6 +446,7 @@ impl Catalog {
                 applied: true,
                 position: req.to,
                 metadata_location,
+                parked: false,
             },
             after,
         ))
@@ -422,6 +475,7 @@ impl Catalog {
                     applied: build.is_some(),
                     position: req.to,
                     metadata_location: None,
+                    parked: false,
                 },
                 None,
             )),
@@ -477,6 +531,9 @@ pub(super) struct ReplicatedChange<'a> {
     pub(super) req: &'a ApplyRequest,
     pub(super) table: &'a TableName,
     pub(super) principal: &'a str,
+    /// Set when the change is applied with the rest of its transaction group: this region's log
+    /// keeps the group, so that regions further down a chain apply it together too.
+    pub(super) group: Option<ApplyGroup>,
 }
 
 impl ReplicatedChange<'_> {
@@ -502,9 +559,14 @@ impl ReplicatedChange<'_> {
         table: &TableName,
         (table_id, table_uuid, version): (Uuid, Uuid, i64),
     ) -> NewEntry {
+        let mut details =
+            json!({ "replicated-from": self.req.source_region, "position": self.req.to });
+        if let Some(group) = self.group {
+            details[log::GROUP_SIZE_DETAIL] = json!(group.members);
+        }
         NewEntry {
             warehouse_id: self.wh.id,
-            txn_group: Uuid::now_v7(),
+            txn_group: self.group.map_or_else(Uuid::now_v7, |group| group.id),
             kind,
             namespace: table.namespace.levels().to_vec(),
             table: Some(TableVersionRef {
@@ -516,7 +578,7 @@ impl ReplicatedChange<'_> {
             changes: json!([]),
             requirements: json!([]),
             metadata: None,
-            details: json!({ "replicated-from": self.req.source_region, "position": self.req.to }),
+            details,
             principal: self.principal.to_string(),
             origin_region: self.req.origin_region.clone(),
             previous_metadata_location: None,

@@ -127,6 +127,7 @@ impl Catalog {
                 applied: true,
                 position: change.req.to,
                 metadata_location: Some(location),
+                parked: false,
             },
             None,
         ))
@@ -267,6 +268,7 @@ impl Catalog {
                 applied: true,
                 position: req.to,
                 metadata_location: Some(location.clone()),
+                parked: false,
             },
             Some(AfterCommit::Cache(location, built)),
         ))

@@ -129,6 +129,7 @@ mod tests {
             action: ApplyAction::DropView,
             retention: Retention::KeepAll,
             last_updated_ms: None,
+            group: None,
         }
     }
 

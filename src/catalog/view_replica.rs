@@ -71,6 +71,7 @@ impl Catalog {
                         applied: false,
                         position,
                         metadata_location: replica.map(|r| r.row.metadata_location),
+                        parked: false,
                     });
                 }
                 let mark = ViewReplicaMark {
@@ -223,6 +224,7 @@ impl Catalog {
                     applied: true,
                     position: req.to,
                     metadata_location,
+                    parked: false,
                 })
             })
             .await?;

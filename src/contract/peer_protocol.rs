@@ -229,6 +229,20 @@ pub struct ApplyRequest {
     /// The source's `last-updated-ms` after this change, so the replica's timeline matches.
     #[serde(default)]
     pub last_updated_ms: Option<i64>,
+    /// Set on a table update the source committed in one transaction with other tables' updates
+    /// that go to the same destination warehouse: the destination holds each until all have
+    /// arrived and applies them together (`catalog::replica_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<ApplyGroup>,
+}
+
+/// A transaction group as a destination sees it: the source's `txn_group` and how many of its
+/// table updates this destination warehouse receives (each in its own stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ApplyGroup {
+    pub id: Uuid,
+    pub members: u32,
 }
 
 /// A peer's promotion of one of the calling region's tables (`source_table_id`, its id there).
@@ -269,4 +283,8 @@ pub struct ApplyResponse {
     pub position: Position,
     /// The replica's metadata file after the change (none after a drop).
     pub metadata_location: Option<String>,
+    /// The change is held until the rest of its transaction group arrives (nothing applied yet):
+    /// send it again shortly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }

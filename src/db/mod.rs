@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod idempotency;
 pub mod jobs;
 pub mod promotion;
+pub mod replica_groups;
 pub mod replica_namespaces;
 pub mod replication;
 pub mod table_commit;

@@ -128,6 +128,31 @@ tokio::task_local! {
     pub static REQUEST_IDEMPOTENCY_KEY: Uuid;
 }
 
+/// The detail that marks the entries of a transaction that changed several tables, with their
+/// number: replication applies such a group at a destination in one transaction
+/// (`catalog::replica_group`), and finds its members by the partial index on it (migrations/0026).
+pub const GROUP_SIZE_DETAIL: &str = "group-size";
+
+/// Marks the entries of one transaction as a group when there are several.
+pub fn mark_transaction_group(entries: &mut [NewEntry]) {
+    let size = entries.len();
+    if size > 1 {
+        for entry in entries {
+            entry.details[GROUP_SIZE_DETAIL] = serde_json::json!(size);
+        }
+    }
+}
+
+impl LogEntry {
+    /// The number of entries of this entry's transaction group, when it has several.
+    pub fn group_size(&self) -> Option<u64> {
+        self.details
+            .get(GROUP_SIZE_DETAIL)
+            .and_then(Value::as_u64)
+            .filter(|size| *size > 1)
+    }
+}
+
 /// Entries as `floe_log_append_entries` takes them (migrations/0014): one JSON array, so that
 /// any number of entries is one round trip. Serialised straight from the entries, not copied
 /// (but for the details of a keyed request's entries, which gain its key).

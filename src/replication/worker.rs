@@ -45,7 +45,7 @@ use super::plan::{self, BackfillStep};
 mod namespace_stream;
 mod view_stream;
 use crate::contract::peer_protocol::{
-    ApplyAction, ApplyRequest, Position, PromotionNotice, ReplicatedObject, Superseded,
+    ApplyAction, ApplyGroup, ApplyRequest, Position, PromotionNotice, ReplicatedObject, Superseded,
 };
 
 /// Log entries read per round of a stream's tail.
@@ -60,6 +60,10 @@ const CHANGES_BATCH: i64 = 10_000;
 /// The least time between two rounds (see the loop in `run`): a bound on the replicator's cost
 /// per second, whatever the commit rate, for at most this much added lag.
 const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(5);
+/// How often an update the destination parks (its transaction group incomplete) is sent again,
+/// and for how long before the stream retries later instead (see `deliver`).
+const GROUP_RESEND: Duration = Duration::from_millis(10);
+const GROUP_RESEND_FOR: Duration = Duration::from_secs(2);
 /// How soon to look at the log again when committed entries wait behind an older transaction
 /// (half as long again each time they still wait, up to the poll interval).
 const HORIZON_RECHECK_FIRST: Duration = Duration::from_millis(1);
@@ -849,10 +853,11 @@ impl Replicator {
         entry: LogEntry,
     ) -> Result<Option<Done>, Failure> {
         let committed_at = entry.committed_at;
+        let group = self.group_at_destination(s, &entry).await?;
         let entry = TableEntry::try_from(&entry).map_err(|e| Failure::Permanent(e.to_string()))?;
         let context = format!("log entry {} (version {})", entry.seq, entry.version);
         let done = self
-            .apply_table_entry(s, target, entry)
+            .apply_table_entry(s, target, entry, group)
             .await
             .map_err(|failure| failure.within(&context))?;
         // From the change's commit here to its apply there (a backfill is not a change's lag).
@@ -862,11 +867,35 @@ impl Replicator {
         Ok(done)
     }
 
+    /// The transaction group a commit belongs to at this stream's destination, when other tables'
+    /// commits of its transaction go there too (`catalog::replica_group` applies them together).
+    async fn group_at_destination(
+        &self,
+        s: &StreamRow,
+        entry: &LogEntry,
+    ) -> Result<Option<ApplyGroup>, Failure> {
+        if entry.group_size().is_none() || entry.kind != "commit-table" {
+            return Ok(None);
+        }
+        let members = crate::db::replica_groups::members_for_destination(
+            self.pool(),
+            entry.txn_group,
+            &s.peer_region,
+            &s.dest_warehouse,
+        )
+        .await?;
+        Ok((members > 1).then(|| ApplyGroup {
+            id: entry.txn_group,
+            members: u32::try_from(members).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn apply_table_entry(
         &self,
         s: &mut StreamRow,
         target: &Target,
         entry: TableEntry,
+        group: Option<ApplyGroup>,
     ) -> Result<Option<Done>, Failure> {
         let version = entry.version;
         if version != s.applied_version + 1 {
@@ -924,8 +953,9 @@ impl Replicator {
                 ));
             }
         };
-        let location = self
-            .send(
+        let is_update = matches!(action, ApplyAction::Update { .. });
+        let mut request = self
+            .request(
                 s,
                 target,
                 Some(Position::at(version - 1)),
@@ -934,6 +964,8 @@ impl Replicator {
                 last_updated_ms,
             )
             .await?;
+        request.group = group.filter(|_| is_update);
+        let location = self.deliver(s, &request).await?;
         self.record(
             s,
             StreamUpdate::Applied {
@@ -980,6 +1012,22 @@ impl Replicator {
         action: ApplyAction,
         last_updated_ms: Option<i64>,
     ) -> Result<Option<String>, Failure> {
+        let request = self
+            .request(s, target, from, to, action, last_updated_ms)
+            .await?;
+        self.deliver(s, &request).await
+    }
+
+    /// The request that sends one change to the stream's destination.
+    async fn request(
+        &self,
+        s: &StreamRow,
+        target: &Target,
+        from: Option<Position>,
+        to: Position,
+        action: ApplyAction,
+        last_updated_ms: Option<i64>,
+    ) -> Result<ApplyRequest, Failure> {
         // The peer may have been registered before `allowed_peer_hosts` narrowed.
         super::peer_url::check(
             &s.peer_base_url,
@@ -1026,19 +1074,48 @@ impl Replicator {
             action,
             retention: s.retention,
             last_updated_ms,
+            group: None,
         };
+        Ok(request)
+    }
+
+    /// Sends a request to the stream's destination; returns the replica's metadata location. An
+    /// update of a transaction group that the destination parks is sent again every
+    /// [`GROUP_RESEND`] for up to [`GROUP_RESEND_FOR`] (the group's other tables' streams are
+    /// usually running at the same time), then left to a retry that frees this worker.
+    async fn deliver(
+        &self,
+        s: &StreamRow,
+        request: &ApplyRequest,
+    ) -> Result<Option<String>, Failure> {
+        let from = request.from;
         let started = std::time::Instant::now();
-        let answer = self
-            .client
-            .apply(
-                &s.peer_region,
-                &s.peer_base_url,
-                s.peer_credential
-                    .as_ref()
-                    .map(crate::secret::Secret::expose),
-                &request,
-            )
-            .await;
+        let answer = loop {
+            let answer = self
+                .client
+                .apply(
+                    &s.peer_region,
+                    &s.peer_base_url,
+                    s.peer_credential
+                        .as_ref()
+                        .map(crate::secret::Secret::expose),
+                    request,
+                )
+                .await;
+            match answer {
+                Ok(response) if response.parked => {
+                    if started.elapsed() >= GROUP_RESEND_FOR {
+                        return Err(Failure::Transient(format!(
+                            "the destination holds this update until the other tables of its \
+                             transaction group arrive (group {})",
+                            request.group.map(|g| g.id.to_string()).unwrap_or_default()
+                        )));
+                    }
+                    tokio::time::sleep(GROUP_RESEND).await;
+                }
+                answer => break answer,
+            }
+        };
         crate::telemetry::record_apply(&s.peer_region, started.elapsed());
         match answer {
             Ok(response) => Ok(response.metadata_location),
