@@ -281,6 +281,11 @@ async fn commits_through_floe_are_logged_once_each_in_order() {
         "{log:#?}"
     );
     assert_eq!(last_two[0]["txn-group"], last_two[1]["txn-group"]);
+    // Marked as one transaction's, so that replication applies the two together.
+    assert!(
+        last_two.iter().all(|e| e["details"]["group-size"] == 2),
+        "{last_two:#?}"
+    );
     for table in ["t", "u"] {
         let entries: Vec<Value> = log
             .iter()

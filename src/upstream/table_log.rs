@@ -350,6 +350,10 @@ async fn append_commit(
     };
     let mut entry = table_entry(catalog, wh, &changes.table, kind, &next);
     entry.txn_group = intent.txn_group;
+    if intent.tables.len() > 1 {
+        // One transaction's tables, as the builtin catalog marks them (`log::GROUP_SIZE_DETAIL`).
+        entry.details[log::GROUP_SIZE_DETAIL] = json!(intent.tables.len());
+    }
     entry.principal = intent.principal.clone();
     // As the builtin catalog logs a commit: the changes it made, canonical (`diff`), or the
     // client's updates when the state before cannot be read any more.
