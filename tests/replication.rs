@@ -1602,3 +1602,90 @@ async fn a_transaction_over_two_tables_reaches_the_replica_whole() {
     primary.server.stop().await;
     replica.server.stop().await;
 }
+
+/// The `n` property of `db.busy` at the replica (0 before the first).
+async fn busy_at(replica: &TestFloe) -> usize {
+    let answer = replica
+        .get("/v1/wh/namespaces/db/tables/busy")
+        .await
+        .expect(200);
+    answer["metadata"]["properties"]["n"]
+        .as_str()
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A stream with a long backlog does not keep the only worker while another table's change
+/// waits: it yields after its slice, and the other table's replica gets its change before the
+/// backlog has drained.
+#[tokio::test]
+async fn a_long_backlog_does_not_hold_the_only_worker() {
+    const BACKLOG: usize = 400;
+    let (mut settings, dir) = common::region_settings("primary", &[]).await;
+    settings.replication.workers = 1;
+    let primary = TestFloe::start_with(settings, dir).await;
+    let replica = TestFloe::start_region("replica", &[("primary", TOKEN)]).await;
+    register_peer(&primary, &replica, "replica").await;
+    primary.create_namespace(&["db"]).await;
+    primary.create_table("db", "busy").await;
+    primary.create_table("db", "quiet").await;
+    create_rule(
+        &primary,
+        json!({ "warehouse": "wh", "destinations": [{ "peer": "replica", "warehouse": "wh" }] }),
+    )
+    .await;
+    wait_completed(&primary, "busy").await;
+    wait_completed(&primary, "quiet").await;
+
+    let busy = "/management/v1/tables/wh/db/busy/replication";
+    primary
+        .post(&format!("{busy}/pause"), json!({}))
+        .await
+        .expect(200);
+    let set = |key: &str, value: String| {
+        json!({ "requirements": [],
+                "updates": [{ "action": "set-properties", "updates": { key: value } }] })
+    };
+    for n in 1..=BACKLOG {
+        primary
+            .commit("db", "busy", set("n", n.to_string()))
+            .await
+            .expect(200);
+    }
+    primary
+        .post(&format!("{busy}/resume"), json!({}))
+        .await
+        .expect(200);
+    // Once the busy stream is at work on its backlog, the quiet table changes.
+    for _ in 0..200 {
+        if busy_at(&replica).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    primary
+        .commit("db", "quiet", set("seen", "yes".to_string()))
+        .await
+        .expect(200);
+    let mut busy_when_seen = None;
+    for _ in 0..1_000 {
+        let quiet = replica
+            .get("/v1/wh/namespaces/db/tables/quiet")
+            .await
+            .expect(200);
+        if quiet["metadata"]["properties"]["seen"] == "yes" {
+            busy_when_seen = Some(busy_at(&replica).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let busy_when_seen =
+        busy_when_seen.expect("the quiet table's change never reached the replica");
+    assert!(
+        busy_when_seen < BACKLOG,
+        "the quiet table's change waited for the whole backlog of the busy one"
+    );
+    wait_completed(&primary, "busy").await;
+    assert_eq!(busy_at(&replica).await, BACKLOG);
+    primary.server.stop().await;
+    replica.server.stop().await;
+}

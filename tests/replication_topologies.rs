@@ -202,6 +202,7 @@ async fn chains_replicate_a_replica_onwards() {
     // A transaction over two tables reaches c as one group too: b applied it together and kept
     // it as a group in its own log, from which its stream to c sends it.
     create_table_named(&a, "u").await;
+    wait_completed_for(&a, "u", 30).await;
     wait_completed_for(&b, "u", 30).await;
     let change = |name: &str| {
         json!({ "identifier": { "namespace": ["db"], "name": name }, "requirements": [],

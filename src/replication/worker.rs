@@ -5,7 +5,10 @@
 //! and drives each leased stream in its own task, bounded by `replication.workers`: first the
 //! backfill, then the table's log entries strictly in version order. A stream that fails is
 //! retried with exponential backoff and jitter, or stopped with its reason; the others go on, and
-//! nothing here ever touches the source's commit path.
+//! nothing here ever touches the source's commit path. While streams with work wait for a worker,
+//! a running stream gives its worker up after [`STREAM_SLICE`] and queues again behind them, so
+//! tables written without pause cannot keep the others' replicas behind for as long as the
+//! writes go on.
 //!
 //! Its work follows what changed, not the catalog's size: each round reads the log entries since
 //! the last round, reconciles only the tables that were created, registered or renamed (rules and
@@ -18,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +68,10 @@ const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(5);
 /// and for how long before the stream retries later instead (see `deliver`).
 const GROUP_RESEND: Duration = Duration::from_millis(10);
 const GROUP_RESEND_FOR: Duration = Duration::from_secs(2);
+/// How long a stream keeps its worker while other streams with work wait for one. Without a
+/// bound, the streams of tables that are written without pause would hold every worker for as
+/// long as the writes go on, and the other tables' replicas would fall behind for all that time.
+const STREAM_SLICE: Duration = Duration::from_millis(250);
 /// How soon to look at the log again when committed entries wait behind an older transaction
 /// (half as long again each time they still wait, up to the poll interval).
 const HORIZON_RECHECK_FIRST: Duration = Duration::from_millis(1);
@@ -154,6 +162,9 @@ enum Done {
     CaughtUp,
     /// The table's drop was replicated: the stream has nothing more to do.
     Finished,
+    /// Worked for its slice while other streams waited for a worker: release the lease and come
+    /// back in a later round, behind them.
+    Yielded,
 }
 
 /// A running replicator; [`ReplicatorHandle::stop`] stops it and releases its leases.
@@ -181,6 +192,9 @@ pub struct Replicator {
     /// each stream's table.
     running: Mutex<HashMap<Uuid, (Lease, Uuid)>>,
     destinations: DestinationStorages,
+    /// Set while streams with work wait for a worker: a running stream then yields its worker
+    /// after [`STREAM_SLICE`] (see `drive`).
+    others_waiting: AtomicBool,
 }
 
 impl Replicator {
@@ -196,6 +210,7 @@ impl Replicator {
             client,
             running: Mutex::default(),
             destinations: DestinationStorages::default(),
+            others_waiting: AtomicBool::new(false),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(replicator.run(stopped));
@@ -247,7 +262,7 @@ impl Replicator {
             }
         });
         let mut listener: Option<PgListener> = None;
-        let mut tasks: JoinSet<Uuid> = JoinSet::new();
+        let mut tasks: JoinSet<(Uuid, bool)> = JoinSet::new();
         let mut last_full_scan: Option<Instant> = None;
         let mut last_seq = log::max_seq(self.pool()).await.unwrap_or(0);
         let own_instance = self.catalog.log_wake().instance().to_string();
@@ -338,6 +353,8 @@ impl Replicator {
                     again.insert(table);
                 }
             }
+            self.others_waiting
+                .store(!again.is_empty(), Ordering::Relaxed);
             tokio::select! {
                 _ = stop.changed() => break,
                 () = self.catalog.log_wake().next_commit() => {}
@@ -355,8 +372,8 @@ impl Replicator {
                 }
                 _ = tokio::time::sleep(waiting_for_horizon.unwrap_or(poll)) => {}
                 Some(ended) = tasks.join_next() => {
-                    if let Ok(table) = ended
-                        && after_task.remove(&table)
+                    if let Ok((table, yielded)) = ended
+                        && (after_task.remove(&table) | yielded)
                     {
                         again.insert(table);
                     }
@@ -423,7 +440,7 @@ impl Replicator {
     /// whose streams were leased.
     async fn lease_and_start(
         self: &Arc<Self>,
-        tasks: &mut JoinSet<Uuid>,
+        tasks: &mut JoinSet<(Uuid, bool)>,
         changed: Option<&Vec<Uuid>>,
     ) -> HashSet<Uuid> {
         let free = self.settings.workers.saturating_sub(tasks.len());
@@ -458,10 +475,11 @@ impl Replicator {
                 let attempts = stream.attempts;
                 // A panic in one stream's task stops that attempt only: the lease is released
                 // and the panic recorded as the failure, and the stream retries after a backoff.
-                if let Err(panic) = AssertUnwindSafe(this.run_stream(stream))
+                let ended = AssertUnwindSafe(this.run_stream(stream))
                     .catch_unwind()
-                    .await
-                {
+                    .await;
+                let yielded = matches!(ended, Ok(true));
+                if let Err(panic) = ended {
                     let message = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -477,33 +495,34 @@ impl Replicator {
                     }
                 }
                 this.running.lock().expect("not poisoned").remove(&lease.id);
-                table
+                (table, yielded)
             });
         }
         tables
     }
 
-    /// Drives one leased stream and records how it ended.
-    async fn run_stream(&self, mut stream: StreamRow) {
+    /// Drives one leased stream and records how it ended; true when it yielded with work left.
+    async fn run_stream(&self, mut stream: StreamRow) -> bool {
         let id = stream.stream_id;
         let lease = stream.lease;
         let outcome = self.drive(&mut stream).await;
+        let yielded = matches!(outcome, Ok(Done::Yielded));
         let update = match outcome {
-            Ok(Done::CaughtUp) => StreamUpdate::Release,
+            Ok(Done::CaughtUp | Done::Yielded) => StreamUpdate::Release,
             Ok(Done::Finished) => {
                 if let Err(err) = db::delete_stream(self.pool(), &lease).await {
                     tracing::warn!(%err, stream = %id, "could not remove a finished stream");
                 }
-                return;
+                return false;
             }
-            Err(Failure::LeaseLost) => return,
+            Err(Failure::LeaseLost) => return false,
             Err(Failure::Superseded(message, notice)) => {
                 match self.catalog.learn_promotion(stream.table_id, &notice).await {
                     // The table is now the new primary's replica: this stream goes (its peer is
                     // the table's origin now), and the new primary's stream brings it back.
                     Ok(true) => {
                         self.reconcile(Some(&[stream.table_id])).await;
-                        return;
+                        return false;
                     }
                     Ok(false) => StreamUpdate::Failed(message),
                     Err(err) => StreamUpdate::Retry {
@@ -553,6 +572,7 @@ impl Replicator {
         if rewound {
             let _ = db::update_stream(self.pool(), &lease, &StreamUpdate::Release).await;
         }
+        yielded
     }
 
     /// Exponential backoff with jitter: base * 2^attempts, capped, times a random factor in
@@ -615,6 +635,7 @@ impl Replicator {
                 target.origin = (mark.origin_region, mark.origin_url);
             }
         }
+        let slice = Instant::now();
         loop {
             if s.applied_version == 0 && s.backfill_version.is_none() {
                 let Some((row, levels)) =
@@ -685,6 +706,9 @@ impl Replicator {
                 return Ok(Done::CaughtUp);
             }
             for entry in entries {
+                if slice.elapsed() >= STREAM_SLICE && self.others_waiting.load(Ordering::Relaxed) {
+                    return Ok(Done::Yielded);
+                }
                 match self.apply_entry(s, &target, entry).await {
                     Ok(Some(done)) => return Ok(done),
                     Ok(None) => {}
