@@ -112,6 +112,10 @@ enum Bench {
         /// Seconds of writes before the switchover.
         #[arg(long, default_value_t = 3)]
         warm_seconds: u64,
+        /// Commits per second of all the writers together (0: as fast as they can, more than
+        /// the replica can follow, so the switchover waits for its lag).
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
     },
     /// What authentication adds: loadTable and commits without auth, with a static token, an OIDC
     /// JWT and a floe-issued token, and each credential check alone.
@@ -249,11 +253,13 @@ async fn main() -> anyhow::Result<()> {
             tables,
             writers,
             warm_seconds,
+            rate,
         }) => {
             let options = floe::bench::failover::FailoverBenchOptions {
                 tables,
                 writers,
                 warm_seconds,
+                rate,
             };
             floe::bench::failover::run_failover(options).await?;
         }

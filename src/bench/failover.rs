@@ -2,8 +2,8 @@
 //! `bench::replication` while writers commit.
 //!
 //! - Planned switchover: `tables` tables replicated from the primary to the replica; `writers`
-//!   writers commit metadata-only changes at the primary without pause, each to its own share of
-//!   the tables (so each table's last acknowledged commit is known); the replica's region
+//!   writers commit metadata-only changes at the primary (at `rate` commits/s in all, or without
+//!   pause), each to its own share of the tables (so each table's last acknowledged commit is known); the replica's region
 //!   promotes the warehouse, planned. Reported: each table's time with writes refused (the
 //!   promotion's `writes-refused-ms`: from before the handover to the old primary's fencing, at
 //!   most that), the whole promotion's time, and the check that every table's last
@@ -30,6 +30,8 @@ pub struct FailoverBenchOptions {
     pub writers: usize,
     /// Seconds the writers commit before the switchover.
     pub warm_seconds: u64,
+    /// Commits per second of all writers together; 0 for as fast as they can.
+    pub rate: u64,
 }
 
 const NS: &str = "fo";
@@ -48,10 +50,14 @@ async fn run_with_cluster(
 ) -> anyhow::Result<()> {
     println!(
         "floe bench failover: two regions in one process, PostgreSQL with fsync on, local \
-         warehouses on one disk, {} cores; {} tables, {} writers\n",
+         warehouses on one disk, {} cores; {} tables, {} writers, {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         options.tables,
-        options.writers
+        options.writers,
+        match options.rate {
+            0 => "as fast as they can".to_string(),
+            rate => format!("{rate} commits/s in all"),
+        }
     );
     let regions = start_regions(cluster, dir).await?;
     register_peer(&regions).await?;
@@ -91,12 +97,15 @@ async fn measure(regions: &Regions, options: &FailoverBenchOptions) -> anyhow::R
             .step_by(options.writers.max(1))
             .cloned()
             .collect();
+        // Each writer's share of the rate, as the time between its commits.
+        let pace = (options.rate > 0)
+            .then(|| Duration::from_secs_f64(options.writers.max(1) as f64 / options.rate as f64));
         writers.push(tokio::spawn(write_until_refused(
             regions.http.clone(),
             regions.primary.base_url(),
             own,
-            stop.clone(),
-            refused.clone(),
+            pace,
+            (stop.clone(), refused.clone()),
         )));
     }
     tokio::time::sleep(Duration::from_secs(options.warm_seconds)).await;
@@ -178,18 +187,27 @@ async fn measure(regions: &Regions, options: &FailoverBenchOptions) -> anyhow::R
     Ok(())
 }
 
-/// Commits `k = <n>` to each of `tables` in turn at `base` until `stop`; a table that refuses
-/// (handed over) is written no more. Per table: the acknowledged commits and the last value.
+/// Commits `k = <n>` to each of `tables` in turn at `base` (one every `pace`, if set) until
+/// `stop`; a table that refuses (handed over) is written no more. Per table: the acknowledged
+/// commits and the last value.
 async fn write_until_refused(
     http: reqwest::Client,
     base: String,
     mut tables: Vec<String>,
-    stop: Arc<AtomicBool>,
-    refused: Arc<AtomicU64>,
+    pace: Option<Duration>,
+    (stop, refused): (Arc<AtomicBool>, Arc<AtomicU64>),
 ) -> anyhow::Result<HashMap<String, (u64, u64)>> {
     let mut acknowledged: HashMap<String, (u64, u64)> = HashMap::new();
     let mut n = 0u64;
+    let mut ticks = pace.map(|pace| {
+        let mut ticks = tokio::time::interval(pace);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     while !stop.load(Ordering::Relaxed) && !tables.is_empty() {
+        if let Some(ticks) = ticks.as_mut() {
+            ticks.tick().await;
+        }
         n += 1;
         let index = (n as usize) % tables.len();
         let table = &tables[index];
