@@ -193,6 +193,7 @@ async fn switch_over(
     })
     .await
     .map_err(|err| handover_failed(table, &primary, err))?;
+    let handed_at = started.elapsed();
     loop {
         let now = replica_mark(catalog, wh, table).await?;
         if now.source_table_id == mark.source_table_id
@@ -221,7 +222,9 @@ async fn switch_over(
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
+    let caught_up_at = started.elapsed();
     let promoted = catalog.promote_table(wh, table).await?;
+    let promoted_at = started.elapsed();
     let promotion = PromotionNotice {
         region: catalog.region().to_string(),
         url: catalog.public_url().map(str::to_string),
@@ -239,7 +242,13 @@ async fn switch_over(
     {
         tracing::warn!(%err, %table, "the former primary was not told of the promotion");
     }
-    Ok((promoted, started.elapsed().as_millis() as u64))
+    let told_at = started.elapsed();
+    // Where the time with writes refused went, step by step.
+    tracing::info!(%table, handover_ms = handed_at.as_millis() as u64,
+        catch_up_ms = (caught_up_at - handed_at).as_millis() as u64,
+        promote_ms = (promoted_at - caught_up_at).as_millis() as u64,
+        tell_ms = (told_at - promoted_at).as_millis() as u64, "planned switchover");
+    Ok((promoted, told_at.as_millis() as u64))
 }
 
 /// The replica mark of `table` here: a 404 without the table, a 422 when it is a primary.
