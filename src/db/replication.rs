@@ -465,18 +465,19 @@ pub async fn lease_streams(
                      AND l.table_version > c.applied_version) END";
     // Each candidate set is found by an index and locked by its own `FOR UPDATE SKIP LOCKED`:
     // the changed tables' streams first (by the unique index that leads with `table_id`; their
-    // commits are the ones waiting; the one that applied longest ago first, so that a stream that
-    // yielded its worker comes after those it yielded to), then streams with work of their own,
-    // oldest due first, up to the limit. A full pass reads every stream instead. Separate statement texts, not one with
-    // `$4 IS NULL OR ...`, whose generic plan would read every stream in every round; and `=
-    // ANY(ARRAY(...))`, not a join, so the picked rows are updated by primary key, not by a hash
-    // join over every stream.
+    // commits are the ones waiting; a table being handed over to a new primary first, since its
+    // writers wait for its replica to catch up (migrations/0025); then the one that applied
+    // longest ago, so that a stream that yielded its worker comes after those it yielded to), then
+    // streams with work of their own, oldest due first, up to the limit. A full pass reads every
+    // stream instead. Separate statement texts, not one with `$4 IS NULL OR ...`, whose generic
+    // plan would read every stream in every round; and `= ANY(ARRAY(...))`, not a join, so the
+    // picked rows are updated by primary key, not by a hash join over every stream.
     let picked = match changed {
         Some(_) => format!(
             "WITH tail AS (
                  SELECT c.stream_id FROM replication_stream c
                  WHERE c.table_id = ANY($4) AND {LEASABLE} AND ({OWN_WORK} OR {NEW_ENTRIES})
-                 ORDER BY c.last_applied_at NULLS FIRST
+                 ORDER BY floe_handed_over(c.table_id) DESC, c.last_applied_at NULLS FIRST
                  LIMIT $3 FOR UPDATE SKIP LOCKED),
              own AS (
                  SELECT c.stream_id FROM replication_stream c
