@@ -3,8 +3,8 @@
 //!
 //! - Planned switchover: `tables` tables replicated from the primary to the replica; `writers`
 //!   writers commit metadata-only changes at the primary (at `rate` commits/s in all, or without
-//!   pause), each to its own share of the tables (so each table's last acknowledged commit is known); the replica's region
-//!   promotes the warehouse, planned. Reported: each table's time with writes refused (the
+//!   pause), each to its own share of the tables (so each table's last acknowledged commit is
+//!   known); the replica's region promotes the warehouse, planned. Reported: each table's time with writes refused (the
 //!   promotion's `writes-refused-ms`: from before the handover to the old primary's fencing, at
 //!   most that), the whole promotion's time, and the check that every table's last
 //!   acknowledged commit is the new primary's state (nothing acknowledged was lost).

@@ -108,7 +108,7 @@ pub async fn park(
     Ok(())
 }
 
-/// Removes one parked update (applied, given up on, or superseded).
+/// Removes one parked update: its group was given up on, and it is applied apart.
 pub async fn unpark(
     conn: &mut PgConnection,
     group_id: Uuid,

@@ -977,7 +977,6 @@ impl Replicator {
                 ));
             }
         };
-        let is_update = matches!(action, ApplyAction::Update { .. });
         let mut request = self
             .request(
                 s,
@@ -988,7 +987,7 @@ impl Replicator {
                 last_updated_ms,
             )
             .await?;
-        request.group = group.filter(|_| is_update);
+        request.group = group;
         let location = self.deliver(s, &request).await?;
         self.record(
             s,
@@ -1115,6 +1114,7 @@ impl Replicator {
         let from = request.from;
         let started = std::time::Instant::now();
         let answer = loop {
+            let sent = std::time::Instant::now();
             let answer = self
                 .client
                 .apply(
@@ -1126,6 +1126,8 @@ impl Replicator {
                     request,
                 )
                 .await;
+            // Each round trip, not the time a parked update waited for its group.
+            crate::telemetry::record_apply(&s.peer_region, sent.elapsed());
             match answer {
                 Ok(response) if response.parked => {
                     if started.elapsed() >= GROUP_RESEND_FOR {
@@ -1140,7 +1142,6 @@ impl Replicator {
                 answer => break answer,
             }
         };
-        crate::telemetry::record_apply(&s.peer_region, started.elapsed());
         match answer {
             Ok(response) => Ok(response.metadata_location),
             Err(PeerError::Unavailable { message, .. }) => Err(Failure::Transient(message)),
