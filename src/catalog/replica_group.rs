@@ -15,7 +15,10 @@
 //!   again, the order in which an arrival takes its own, so neither waits for the other in a
 //!   cycle. It applies each member in one transaction, each through the same opening and route as
 //!   an update of its own: fenced on its lease and epoch, and applied only if its replica is still
-//!   where the update expects.
+//!   where the update expects. A member sent again under a newer lease of its stream between the
+//!   first read of the parked members and the taking of its table's lock (a synchronous commit
+//!   and the stream's own task both send it) is opened as it is parked then, not refused as the
+//!   older send it replaced.
 //! - **A group that cannot complete does not hold its replicas back for ever.** A member's stream
 //!   may have stopped, or its backfill gone past the group. A member parked longer than
 //!   [`GROUP_WAIT`] is applied apart when it is sent again, and counted (`given-up`, in
@@ -137,7 +140,21 @@ impl Catalog {
             let mut opened = Vec::with_capacity(order.len());
             for (table, member) in order {
                 let is_own = same_replica(member, req);
-                match self.open_route(&mut tx, wh, member, table).await {
+                let mut member = member.clone();
+                let mut route = self.open_route(&mut tx, wh, &member, table).await;
+                // Parked again since it was read, under a newer lease of its stream (before
+                // this transaction took its table's lock, which an arrival takes first): open
+                // it as it is parked now.
+                if !is_own
+                    && matches!(route, Err(CatalogError::StaleLease(_)))
+                    && let Some(newer) = db::parked_request(&mut tx, wh.id, group.id, &member)
+                        .await?
+                        .filter(|newer| newer.lease_token > member.lease_token)
+                {
+                    member = newer;
+                    route = self.open_route(&mut tx, wh, &member, table).await;
+                }
+                match route {
                     Ok(route) => opened.push((table, member, is_own, route)),
                     Err(err) if is_own => return Err(err),
                     Err(err) => tracing::info!(group = %group.id, %table, %err,
@@ -152,12 +169,12 @@ impl Catalog {
                 .collect();
             let (mut own, mut applied, mut after) = (None, 0u32, Vec::new());
             for (table, member, is_own, route) in opened {
-                if !is_own && !still_parked.contains(&replica_key(member)) {
+                if !is_own && !still_parked.contains(&replica_key(&member)) {
                     continue;
                 }
                 let change = ReplicatedChange {
                     wh,
-                    req: member,
+                    req: &member,
                     table,
                     principal,
                     group: Some(group),

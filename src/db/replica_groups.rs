@@ -74,6 +74,27 @@ pub async fn parked(
         .collect()
 }
 
+/// The update of `request`'s replica parked for a group now (its newest send), if any.
+pub async fn parked_request(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    group_id: Uuid,
+    request: &ApplyRequest,
+) -> sqlx::Result<Option<ApplyRequest>> {
+    let parked: Option<Json<ApplyRequest>> = sqlx::query_scalar(
+        "SELECT request FROM replica_group_member
+         WHERE group_id = $1 AND warehouse_id = $2 AND source_region = $3
+           AND source_table_id = $4",
+    )
+    .bind(group_id)
+    .bind(warehouse_id)
+    .bind(&request.source_region)
+    .bind(request.source_table_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(parked.map(|request| request.0))
+}
+
 /// Parks an update (or, sent again, keeps its newest form and when it first arrived), and clears
 /// that replica's updates parked for older groups: a newer update supersedes them.
 pub async fn park(
