@@ -188,8 +188,7 @@ async fn connect_regions(
                     warehouse: DEV_WAREHOUSE.to_string(),
                     namespace_prefix: Vec::new(),
                 }],
-                retention: Default::default(),
-                replicate_drops: false,
+                ..Default::default()
             },
         )
         .await?;

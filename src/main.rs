@@ -117,6 +117,22 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         rate: u64,
     },
+    /// What a synchronous replication rule costs a commit, beside an asynchronous one: two
+    /// local regions, alternating rounds, commits/s and latency per mode.
+    Sync {
+        /// Tables per mode.
+        #[arg(long, default_value_t = 100)]
+        tables: usize,
+        /// Writer counts for metadata-only commits (small appends are one writer's).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
+        writers: Vec<usize>,
+        /// Seconds per round.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds per mode, alternating.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// What authentication adds: loadTable and commits without auth, with a static token, an OIDC
     /// JWT and a floe-issued token, and each credential check alone.
     Auth {
@@ -262,6 +278,20 @@ async fn main() -> anyhow::Result<()> {
                 rate,
             };
             floe::bench::failover::run_failover(options).await?;
+        }
+        Command::Bench(Bench::Sync {
+            tables,
+            writers,
+            seconds,
+            rounds,
+        }) => {
+            let options = floe::bench::sync::SyncBenchOptions {
+                tables,
+                writers,
+                seconds,
+                rounds,
+            };
+            floe::bench::sync::run_sync(options).await?;
         }
         Command::Bench(Bench::Auth { seconds }) => {
             floe::bench::auth::run_auth(floe::bench::auth::AuthBenchOptions { seconds }).await?;

@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
 use crate::log::wake::LogNotifier;
+use crate::replication::sync::SyncReplicator;
 use crate::replication::{Replicator, ReplicatorHandle};
 use crate::upstream::observer::UpstreamObserver;
 
@@ -136,6 +137,10 @@ pub async fn start_with_pool(
 ) -> Result<RunningServer, ServerError> {
     db::migrate(&pool).await?;
     let catalog = Arc::new(Catalog::start(pool, settings, faults).await?);
+    catalog.set_sync_replication(Arc::new(SyncReplicator::new(
+        &catalog,
+        &settings.replication,
+    )));
     let authenticator = Arc::new(crate::auth::Authenticator::new(
         &settings.auth,
         &settings.replication.accept,

@@ -28,6 +28,9 @@ const END_TO_END: &str = "floe_replication_end_to_end_lag_seconds";
 const BYTES_COPIED: &str = "floe_replication_bytes_copied_total";
 const ROLE_CHANGES: &str = "floe_table_role_changes_total";
 const REPLICA_GROUPS: &str = "floe_replica_transaction_groups_total";
+const SYNC_COMMITS: &str = "floe_sync_commits_total";
+const SYNC_ANSWERS: &str = "floe_sync_destination_answers_total";
+const SYNC_WAIT: &str = "floe_sync_commit_wait_seconds";
 
 /// Histogram buckets, in seconds: from a millisecond (a load from cache) to five minutes (a
 /// replica's lag behind a busy source).
@@ -112,6 +115,23 @@ fn describe() {
          update applied in one transaction), `partial` (those still expected, the others had \
          moved on) or `given-up` (an update applied apart, the rest never came in time)."
     );
+    describe_counter!(
+        SYNC_COMMITS,
+        "Commits under a synchronous replication rule, by outcome: `acknowledged` (applied by \
+         the destinations the rule requires), `refused` (they could not take it in time: \
+         committed nowhere, 409) or `unconfirmed` (committed here, but they did not confirm \
+         in time: 500, and their streams deliver it)."
+    );
+    describe_counter!(
+        SYNC_ANSWERS,
+        "Synchronous commits' destinations, by peer, phase (`prepare`: would the change apply; \
+         `confirm`: applied once committed) and outcome (`ack`, `timeout`, or `refused`)."
+    );
+    describe_histogram!(
+        SYNC_WAIT,
+        Unit::Seconds,
+        "Time a synchronous commit waited for its destinations, both phases, by outcome."
+    );
 }
 
 /// The figures in the Prometheus text format (empty without floe's recorder).
@@ -175,4 +195,20 @@ pub fn record_replica_group(outcome: &'static str) {
 /// promotion elsewhere made this primary a replica).
 pub fn record_role_change(change: &'static str) {
     counter!(ROLE_CHANGES, "change" => change).increment(1);
+}
+
+/// A synchronous commit's outcome, and how long it waited for its destinations.
+pub fn record_sync_commit(outcome: &'static str, waited: Duration) {
+    counter!(SYNC_COMMITS, "outcome" => outcome).increment(1);
+    histogram!(SYNC_WAIT, "outcome" => outcome).record(waited);
+}
+
+/// One destination's answer to a synchronous commit's phase.
+pub fn record_sync_answer(peer: &str, phase: &'static str, outcome: &'static str) {
+    let labels = [
+        ("peer", peer.to_string()),
+        ("phase", phase.to_string()),
+        ("outcome", outcome.to_string()),
+    ];
+    counter!(SYNC_ANSWERS, &labels).increment(1);
 }

@@ -1404,56 +1404,20 @@ async fn relay_one(
     mode: &std::sync::Mutex<RelayMode>,
     held: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        let n = client.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        request.extend_from_slice(&buf[..n]);
-        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
+    let Some(request) = common::relay::read_request(&mut client).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&request[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while request.len() < head_end + length {
-        let n = client.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let commit = head.starts_with("POST ") && head.lines().next().unwrap().contains("/tables/");
+    let line = request.line();
+    let commit = line.starts_with("POST ") && line.contains("/tables/");
     let mode = *mode.lock().unwrap();
     if commit && mode == RelayMode::LoseCommitRequests {
         return Ok(());
     }
-    // One request per upstream connection: ask it to close after answering.
-    let (first_line, rest) = head.split_once("\r\n").unwrap();
-    let mut sent = format!("{first_line}\r\nConnection: close\r\n").into_bytes();
-    sent.extend(
-        rest.lines()
-            .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
-            .flat_map(|line| format!("{line}\r\n").into_bytes()),
-    );
-    sent.extend_from_slice(&request[head_end..]);
-    let mut server = tokio::net::TcpStream::connect(target).await?;
-    server.write_all(&sent).await?;
-    let mut answer = Vec::new();
-    server.read_to_end(&mut answer).await?;
+    let answer = common::relay::forward(target, &request).await?;
     if commit && mode == RelayMode::LoseCommitAnswers {
         return Ok(());
     }
-    let transaction = head.starts_with("POST ") && head.contains("/transactions/commit ");
+    let transaction = line.starts_with("POST ") && line.contains("/transactions/commit ");
     if transaction && mode == RelayMode::CommitPastFloeAfterTransactions {
         reqwest::Client::new()
             .post(format!("http://{target}/v1/namespaces/ns/tables/t"))
@@ -1468,12 +1432,7 @@ async fn relay_one(
         held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::future::pending::<()>().await;
     }
-    // Tell the client too that the connection closes, so it does not reuse it for a next request.
-    let status_line_end = answer.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
-    client.write_all(&answer[..status_line_end]).await?;
-    client.write_all(b"Connection: close\r\n").await?;
-    client.write_all(&answer[status_line_end..]).await?;
-    client.shutdown().await
+    common::relay::answer(&mut client, &answer).await
 }
 
 /// A name that would reach another endpoint of the upstream once decoded is refused by floe.

@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod replication;
 pub mod replication_scale;
 pub mod s3;
+pub mod sync;
 
 pub use commits::{BenchOptions, run_commits};
 

@@ -206,8 +206,7 @@ impl Regions {
                     warehouse: "bench".to_string(),
                     namespace_prefix: Vec::new(),
                 }],
-                retention: Default::default(),
-                replicate_drops: false,
+                ..Default::default()
             },
         )
         .await?;

@@ -34,6 +34,7 @@ use crate::storage::{Location, Storage};
 use super::metadata::{self, invalid};
 use super::metadata_cache::CachedMetadata;
 use super::requests::{CommitTableRequest, CommitTransactionRequest};
+use super::sync_commit::{PreparedSync, SyncChange};
 use super::write_rule::{table_for_write, writable_namespace};
 use super::{Catalog, Warehouse};
 use crate::names::TableName;
@@ -46,17 +47,30 @@ const COMMIT_ATTEMPTS: usize = 4;
 
 /// The connection an attempt reads and commits on.
 enum Session {
-    /// Optimistic: reads without a lock, the commit statement is its own transaction.
-    Unlocked(PoolConnection<Postgres>),
+    /// Optimistic: reads without a lock, the commit statement is its own transaction. The
+    /// connection goes back to the pool while the commit waits for its synchronous destinations.
+    Unlocked(Option<PoolConnection<Postgres>>),
     /// After a lost race: a transaction that holds the tables' change locks from the start.
     Locked(Transaction<'static, Postgres>),
 }
 
 impl Session {
-    fn conn(&mut self) -> &mut PgConnection {
+    async fn conn(&mut self, pool: &sqlx::PgPool) -> CatalogResult<&mut PgConnection> {
         match self {
-            Session::Unlocked(conn) => conn,
-            Session::Locked(tx) => tx,
+            Session::Unlocked(conn) => {
+                if conn.is_none() {
+                    *conn = Some(pool.acquire().await?);
+                }
+                Ok(conn.as_mut().expect("acquired above"))
+            }
+            Session::Locked(tx) => Ok(tx),
+        }
+    }
+
+    /// Gives an unlocked session's connection back to the pool (the next `conn` takes one).
+    fn release(&mut self) {
+        if let Session::Unlocked(conn) = self {
+            *conn = None;
         }
     }
 }
@@ -309,9 +323,9 @@ impl Catalog {
                 let names: Vec<&TableName> = changes.iter().map(|(table, _, _)| table).collect();
                 Session::Locked(self.begin_table_change(wh, &names).await?)
             } else {
-                Session::Unlocked(self.pool.acquire().await?)
+                Session::Unlocked(None)
             };
-            let conn = session.conn();
+            let conn = session.conn(&self.pool).await?;
             let mut plans = Vec::with_capacity(changes.len());
             for (table, requirements, updates) in changes {
                 let row = table_for_write(conn, wh.id, table, false).await?;
@@ -428,7 +442,9 @@ impl Catalog {
             log::mark_transaction_group(&mut entries);
             // Nothing changed anywhere (e.g. `updates: []`): write nothing, log nothing.
             if !entries.is_empty() {
+                let sync = self.prepare_sync(wh, &plans, &mut session).await?;
                 self.faults.check_before_commit()?;
+                let conn = session.conn(&self.pool).await?;
                 let committed = table_commit::commit_tables(conn, wh.id, &writes, &entries)
                     .await
                     .map_err(|err| self.commit_error(err, &plans))?;
@@ -441,6 +457,14 @@ impl Catalog {
                         std::mem::take(files).discard().await;
                         return Ok(None);
                     }
+                }
+                if let Some(prepared) = sync {
+                    let group = (entries.len() > 1).then_some(txn_group);
+                    // Committed here: whatever goes wrong now, the files stay.
+                    prepared.confirm(group).await.map_err(|err| match err {
+                        err @ CatalogError::CommitStateUnknown(_) => err,
+                        other => CatalogError::CommitStateUnknown(other.to_string()),
+                    })?;
                 }
             }
             Ok(Some(
@@ -465,6 +489,43 @@ impl Catalog {
             ))
         })
         .await
+    }
+
+    /// Step 1 of a commit to tables under a synchronous rule (`sync_commit`): `None` when none
+    /// of the changed tables is; otherwise the changes prepared at their destinations, with no
+    /// connection held while they answer (a retry's transaction keeps its locks).
+    async fn prepare_sync(
+        &self,
+        wh: &Warehouse,
+        plans: &[Plan],
+        session: &mut Session,
+    ) -> CatalogResult<Option<Box<dyn PreparedSync>>> {
+        let changes: Vec<SyncChange> = plans
+            .iter()
+            .filter_map(|plan| match plan {
+                Plan::Update { row, built } if row.under_sync_rule => Some(SyncChange {
+                    table: built.table.clone(),
+                    table_id: row.table_id,
+                    epoch: row.epoch,
+                    version: row.version + 1,
+                    changes: built.changes.clone(),
+                    metadata: built.metadata.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let sync = self.sync_replication.get().ok_or_else(|| {
+            CatalogError::Unavailable(
+                "a synchronous replication rule governs this table, but this floe instance \
+                 does not replicate"
+                    .to_string(),
+            )
+        })?;
+        session.release();
+        sync.prepare(wh, changes).await
     }
 
     /// A failed commit statement: a database error wrote nothing (a create's namespace dropped

@@ -14,8 +14,10 @@ pub mod replica;
 pub mod replica_build;
 mod replica_group;
 pub mod replica_home;
+mod replica_prepare;
 mod replica_state;
 pub mod requests;
+pub mod sync_commit;
 pub mod table_locks;
 pub mod tables;
 pub mod view_replica;
@@ -140,6 +142,9 @@ pub struct Catalog {
     purge_wakeup: tokio::sync::Notify,
     /// Wakes the log's readers after each commit that appended to it.
     log_wake: Arc<LogWake>,
+    /// What a commit to a table under a synchronous rule asks of its destinations (set by the
+    /// server at start: `replication::sync`).
+    sync_replication: std::sync::OnceLock<Arc<dyn sync_commit::SyncReplication>>,
 }
 
 impl Catalog {
@@ -206,7 +211,13 @@ impl Catalog {
             max_manifest_bytes: settings.max_manifest_bytes,
             purge_wakeup: tokio::sync::Notify::new(),
             log_wake: Arc::new(LogWake::default()),
+            sync_replication: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs synchronous replication (once; later calls change nothing).
+    pub fn set_sync_replication(&self, sync: Arc<dyn sync_commit::SyncReplication>) {
+        let _ = self.sync_replication.set(sync);
     }
 
     /// Where log readers in this process wait for commits (see `log::wake`).

@@ -34,7 +34,7 @@ use super::metadata_cache::CachedMetadata;
 use super::replica_group::GroupArrival;
 use super::{Catalog, Warehouse};
 
-fn mismatch(message: String, position: Option<ReplicaPosition>) -> CatalogError {
+pub(super) fn mismatch(message: String, position: Option<ReplicaPosition>) -> CatalogError {
     CatalogError::ReplicaPosition { message, position }
 }
 
@@ -496,7 +496,7 @@ impl Catalog {
         )
     }
 
-    fn apply_updates(
+    pub(super) fn apply_updates(
         base: &CachedMetadata,
         row: &TableRow,
         updates: &[iceberg::TableUpdate],

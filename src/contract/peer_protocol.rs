@@ -10,6 +10,13 @@ use uuid::Uuid;
 /// The path of the peer endpoint that applies one change.
 pub const APPLY_PATH: &str = "/internal/v1/replication/apply";
 
+/// The path of the peer endpoint that answers whether a table update would apply to its replica
+/// now (fences, position, the updates themselves), applying and writing nothing: a synchronous
+/// commit asks it of its destinations before it commits at its source (`replication::sync`). Its
+/// body is an [`ApplyRequest`] whose action is an update; it is answered as an apply is, with
+/// `applied: false` and the replica's position when the update would apply.
+pub const PREPARE_PATH: &str = "/internal/v1/replication/prepare";
+
 /// The error type of the 409 a destination answers a change sent under a revoked lease with.
 pub const STALE_LEASE_TYPE: &str = "StaleLeaseException";
 

@@ -62,7 +62,7 @@ pub struct Destination {
 }
 
 /// A replication rule as created or updated.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RuleSpec {
     /// The source warehouse.
@@ -81,6 +81,51 @@ pub struct RuleSpec {
     /// Drop replicas when the source table is dropped (default: keep them, marked orphaned).
     #[serde(default)]
     pub replicate_drops: bool,
+    /// `async` (the default): commits never wait for replication. `sync`: a table commit is
+    /// acknowledged only once `min-acks` destinations have applied it, and fails, committed
+    /// nowhere, when they cannot take it within `timeout-ms` (`replication::sync`).
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// Sync only: how many destinations must apply a commit before it is acknowledged
+    /// (default 1; at most the number of destinations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_acks: Option<u32>,
+    /// Sync only: how long a commit waits for its destinations to take it, and as long again for
+    /// them to confirm it once committed here (default 5000, at most 600000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+/// Whether a rule's commits wait for its destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicationMode {
+    #[default]
+    Async,
+    Sync,
+}
+
+/// A synchronous rule's settings, with their defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    pub min_acks: u32,
+    pub timeout_ms: u32,
+}
+
+impl SyncSettings {
+    pub const DEFAULT_MIN_ACKS: u32 = 1;
+    pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+    pub const MAX_TIMEOUT_MS: u32 = 600_000;
+}
+
+impl RuleSpec {
+    /// The rule's synchronous settings (defaults filled in), `None` for an asynchronous rule.
+    pub fn synchronous(&self) -> Option<SyncSettings> {
+        (self.mode == ReplicationMode::Sync).then(|| SyncSettings {
+            min_acks: self.min_acks.unwrap_or(SyncSettings::DEFAULT_MIN_ACKS),
+            timeout_ms: self.timeout_ms.unwrap_or(SyncSettings::DEFAULT_TIMEOUT_MS),
+        })
+    }
 }
 
 /// A rule as read back.
@@ -130,6 +175,10 @@ pub struct DestinationStatus {
     /// Why the stream stopped (failed) or why the last attempt did not succeed.
     pub failure: Option<String>,
     pub rule_id: Option<Uuid>,
+    /// `sync` when the table's commits wait for this destination (its rule is synchronous).
+    /// Then `applied-version` may trail the replica for a moment: a synchronous commit applies
+    /// its change there itself, and the stream records it when it passes by.
+    pub mode: ReplicationMode,
 }
 
 /// GetTableReplicationStatus.

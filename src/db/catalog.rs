@@ -5,6 +5,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::replication::RULE_COVERS;
 use crate::names::{NamespaceName, TableName};
 use crate::storage::Location;
 
@@ -181,6 +182,9 @@ pub struct TableRow {
     /// Set while this primary hands the table over to another region (read by [`get_table`]
     /// only, for the write rule; migrations/0025).
     pub handover: Option<super::promotion::Handover>,
+    /// Whether a synchronous replication rule covers the table (read by [`get_table`] only): a
+    /// commit to it then asks which destinations must take it first (`replication::sync`).
+    pub under_sync_rule: bool,
 }
 
 /// What makes a table a replica, and how far replication has brought it.
@@ -228,6 +232,7 @@ fn table_row_at(r: &sqlx::postgres::PgRow, first: usize) -> TableRow {
             epoch: r.get(first + 14),
         }),
         handover: None,
+        under_sync_rule: false,
     }
 }
 
@@ -246,7 +251,10 @@ pub async fn get_table(
     lock: bool,
 ) -> sqlx::Result<Option<TableRow>> {
     let sql = format!(
-        "SELECT {TABLE_COLUMNS}, {HANDOVER_COLUMNS}
+        "SELECT {TABLE_COLUMNS}, {HANDOVER_COLUMNS},
+             EXISTS (SELECT 1 FROM replication_rule r
+                     WHERE r.warehouse_id = n.warehouse_id AND r.sync_min_acks IS NOT NULL
+                       AND {RULE_COVERS}) AS under_sync_rule
          FROM iceberg_table t JOIN namespace n USING (namespace_id)
              LEFT JOIN table_handover h ON h.table_id = t.table_id AND h.until > now()
          WHERE n.warehouse_id = $1 AND n.levels = $2 AND t.name = $3{}",
@@ -261,6 +269,7 @@ pub async fn get_table(
     Ok(row.map(|r| {
         let mut table = table_row_at(&r, 0);
         table.handover = super::promotion::handover_at(&r, 15);
+        table.under_sync_rule = r.get("under_sync_rule");
         table
     }))
 }

@@ -12,6 +12,7 @@ pub mod promotion;
 pub mod replica_groups;
 pub mod replica_namespaces;
 pub mod replication;
+pub mod sync_streams;
 pub mod table_commit;
 pub mod upstream;
 pub mod views;

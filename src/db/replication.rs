@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::contract::peer_protocol::{ReplicatedObject, Retention};
 use crate::contract::replication_model::{
-    Destination, Peer, PeerSpec, PeerWarehouse, Rule, RuleSpec,
+    Destination, Peer, PeerSpec, PeerWarehouse, ReplicationMode, Rule, RuleSpec,
 };
 
 /// Serialises stream reconciliation across instances (it inserts and deletes many rows).
@@ -149,14 +149,16 @@ pub async fn save_rule(
     spec: &RuleSpec,
 ) -> sqlx::Result<()> {
     let (mode, value) = retention_columns(spec.retention);
+    let sync = spec.synchronous();
     sqlx::query(
         "INSERT INTO replication_rule (rule_id, warehouse_id, namespace, table_name,
-             retention_mode, retention_value, replicate_drops)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+             retention_mode, retention_value, replicate_drops, sync_min_acks, sync_timeout_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (rule_id) DO UPDATE SET warehouse_id = EXCLUDED.warehouse_id,
              namespace = EXCLUDED.namespace, table_name = EXCLUDED.table_name,
              retention_mode = EXCLUDED.retention_mode, retention_value = EXCLUDED.retention_value,
-             replicate_drops = EXCLUDED.replicate_drops, updated_at = now()",
+             replicate_drops = EXCLUDED.replicate_drops, sync_min_acks = EXCLUDED.sync_min_acks,
+             sync_timeout_ms = EXCLUDED.sync_timeout_ms, updated_at = now()",
     )
     .bind(rule_id)
     .bind(warehouse_id)
@@ -165,6 +167,8 @@ pub async fn save_rule(
     .bind(mode)
     .bind(value)
     .bind(spec.replicate_drops)
+    .bind(sync.map(|s| s.min_acks as i32))
+    .bind(sync.map(|s| s.timeout_ms as i32))
     .execute(&mut *conn)
     .await?;
     sqlx::query("DELETE FROM replication_destination WHERE rule_id = $1")
@@ -189,7 +193,8 @@ pub async fn save_rule(
 pub async fn list_rules(pool: &PgPool, rule_id: Option<Uuid>) -> sqlx::Result<Vec<Rule>> {
     let rows = sqlx::query(
         "SELECT r.rule_id, w.name AS warehouse, r.namespace, r.table_name, r.retention_mode,
-                r.retention_value, r.replicate_drops, r.created_at, r.updated_at,
+                r.retention_value, r.replicate_drops, r.sync_min_acks, r.sync_timeout_ms,
+                r.created_at, r.updated_at,
                 coalesce(jsonb_agg(jsonb_build_object('peer', d.peer_region,
                     'warehouse', d.warehouse, 'namespace-prefix', d.namespace_prefix)
                     ORDER BY d.peer_region, d.warehouse)
@@ -206,6 +211,8 @@ pub async fn list_rules(pool: &PgPool, rule_id: Option<Uuid>) -> sqlx::Result<Ve
         .into_iter()
         .map(|r| {
             let destinations: serde_json::Value = r.get("destinations");
+            let min_acks: Option<i32> = r.get("sync_min_acks");
+            let timeout_ms: Option<i32> = r.get("sync_timeout_ms");
             Rule {
                 id: r.get("rule_id"),
                 spec: RuleSpec {
@@ -216,6 +223,12 @@ pub async fn list_rules(pool: &PgPool, rule_id: Option<Uuid>) -> sqlx::Result<Ve
                         .unwrap_or_default(),
                     retention: retention_of(r.get("retention_mode"), r.get("retention_value")),
                     replicate_drops: r.get("replicate_drops"),
+                    mode: match min_acks {
+                        Some(_) => ReplicationMode::Sync,
+                        None => ReplicationMode::Async,
+                    },
+                    min_acks: min_acks.map(|n| n as u32),
+                    timeout_ms: timeout_ms.map(|n| n as u32),
                 },
                 created_at: r.get("created_at"),
                 updated_at: r.get("updated_at"),
@@ -253,6 +266,37 @@ const REPLICATED_OBJECTS: &str =
             'namespace'
      FROM namespace)";
 
+/// Whether rule `r` covers object `t` (a table, view or namespace, with `name`) in namespace `n` of
+/// the rule's warehouse: its scope is the warehouse, a namespace at or above `n`, or `t` itself.
+/// The most specific covering rule governs `t` (see [`reconcile_streams`]).
+pub const RULE_COVERS: &str = "(r.namespace IS NULL
+        OR (cardinality(n.levels) >= cardinality(r.namespace)
+            AND n.levels[1:cardinality(r.namespace)] = r.namespace))
+    AND (r.table_name IS NULL OR (n.levels = r.namespace AND t.name = r.table_name))";
+
+/// The streams the rules call for, of the objects `table_filter` picks (`t`, of
+/// `REPLICATED_OBJECTS`; `$1` binds its ids): one per (object, destination of the most specific
+/// rule that covers it), never back to the region a replica came from. Columns: `table_id`,
+/// `warehouse_id`, `rule_id`, `object_kind`, `peer_region`, `warehouse`, `namespace_prefix`.
+pub(super) fn desired_streams(table_filter: &str) -> String {
+    format!(
+        "
+        WITH effective AS (
+            SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id, t.object_kind,
+                   coalesce(t.origin_region, '') AS origin, coalesce(t.source_region, '') AS src
+            FROM {REPLICATED_OBJECTS} t JOIN namespace n USING (namespace_id)
+            JOIN replication_rule r ON r.warehouse_id = t.warehouse_id AND {RULE_COVERS}
+            WHERE {table_filter}
+            ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
+                     coalesce(cardinality(r.namespace), 0) DESC
+        )
+        SELECT e.table_id, e.warehouse_id, e.rule_id, e.object_kind, d.peer_region, d.warehouse,
+               d.namespace_prefix
+        FROM effective e JOIN replication_destination d USING (rule_id)
+        WHERE d.peer_region <> e.origin AND d.peer_region <> e.src"
+    )
+}
+
 /// Makes the streams match the rules, for every table or only for `tables`: one per (table,
 /// destination of the most specific rule that matches the table), never back to the region a
 /// replica came from; views and namespaces as tables. Streams of dropped tables stay until their
@@ -269,26 +313,7 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
         .bind(RECONCILE_LOCK_KEY)
         .execute(&mut *tx)
         .await?;
-    let desired = format!(
-        "
-        WITH effective AS (
-            SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id, t.object_kind,
-                   coalesce(t.origin_region, '') AS origin, coalesce(t.source_region, '') AS src
-            FROM {REPLICATED_OBJECTS} t JOIN namespace n USING (namespace_id)
-            JOIN replication_rule r ON r.warehouse_id = t.warehouse_id
-             AND (r.namespace IS NULL
-                  OR (cardinality(n.levels) >= cardinality(r.namespace)
-                      AND n.levels[1:cardinality(r.namespace)] = r.namespace))
-             AND (r.table_name IS NULL OR (n.levels = r.namespace AND t.name = r.table_name))
-            WHERE {table_filter}
-            ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
-                     coalesce(cardinality(r.namespace), 0) DESC
-        )
-        SELECT e.table_id, e.warehouse_id, e.rule_id, e.object_kind, d.peer_region, d.warehouse,
-               d.namespace_prefix
-        FROM effective e JOIN replication_destination d USING (rule_id)
-        WHERE d.peer_region <> e.origin AND d.peer_region <> e.src"
-    );
+    let desired = desired_streams(table_filter);
     let created = sqlx::query(&format!(
         "INSERT INTO replication_stream (stream_id, table_id, warehouse_id, rule_id, peer_region,
              dest_warehouse, namespace_prefix, object_kind)
@@ -383,7 +408,7 @@ pub struct StreamRow {
     pub kind: ReplicatedObject,
 }
 
-const STREAM_COLUMNS: &str = "s.stream_id, s.lease_owner, s.lease_token, s.table_id, s.warehouse_id, s.peer_region, \
+pub(super) const STREAM_COLUMNS: &str = "s.stream_id, s.lease_owner, s.lease_token, s.table_id, s.warehouse_id, s.peer_region, \
      s.dest_warehouse, s.namespace_prefix, s.generation, s.applied_version, s.backfill_version, \
      s.backfill_location, s.backfill_step, s.dest_location, s.dest_namespace, s.dest_table, \
      s.attempts, r.retention_mode, r.retention_value, \
@@ -403,7 +428,7 @@ fn object_kind(r: &sqlx::postgres::PgRow) -> ReplicatedObject {
     }
 }
 
-fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
+pub(super) fn stream_row(r: sqlx::postgres::PgRow) -> StreamRow {
     StreamRow {
         stream_id: r.get("stream_id"),
         lease: Lease {
@@ -740,6 +765,9 @@ pub struct StreamStatusRow {
     pub source_version: i64,
     pub oldest_pending_at: Option<DateTime<Utc>>,
     pub kind: ReplicatedObject,
+    /// Whether the stream's rule makes commits wait for it (tables only: views and namespaces
+    /// replicate asynchronously under any rule).
+    pub synchronous: bool,
 }
 
 pub async fn stream_status(pool: &PgPool, table_id: Uuid) -> sqlx::Result<Vec<StreamStatusRow>> {
@@ -767,9 +795,12 @@ pub async fn streams_with_status(
                 CASE WHEN s.object_kind = 'namespace' THEN n.properties_version
                      ELSE coalesce(lg.source_version, 0) END AS source_version,
                 lg.oldest_pending_at, w.name AS warehouse, n.levels AS source_namespace,
-                coalesce(t.name, v.name) AS source_table
+                coalesce(t.name, v.name) AS source_table,
+                coalesce(r.sync_min_acks IS NOT NULL AND s.object_kind = 'table', false)
+                    AS synchronous
          FROM replication_stream s
          JOIN warehouse w USING (warehouse_id)
+         LEFT JOIN replication_rule r ON r.rule_id = s.rule_id
          LEFT JOIN iceberg_table t ON t.table_id = s.table_id
          LEFT JOIN iceberg_view v ON v.view_id = s.table_id
          -- A namespace's own stream (its properties) is of the namespace, and at its version.
@@ -809,6 +840,7 @@ pub async fn streams_with_status(
                 source_version: r.get("source_version"),
                 oldest_pending_at: r.get("oldest_pending_at"),
                 kind: object_kind(&r),
+                synchronous: r.get("synchronous"),
             };
             let namespace: Option<Vec<String>> = r.get("source_namespace");
             let table: Option<String> = r.get("source_table");
@@ -889,7 +921,16 @@ pub async fn act_on_streams(
 }
 
 /// Wakes the replicators on every instance (at the transaction's commit) to look at every stream.
-async fn notify_streams_changed(tx: &mut PgConnection) -> sqlx::Result<()> {
+/// The newest lease token of a stream (`None` once it is gone): a sender outside the stream's
+/// own task (a synchronous commit) sends under it.
+pub async fn stream_lease_token(pool: &PgPool, stream_id: Uuid) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT lease_token FROM replication_stream WHERE stream_id = $1")
+        .bind(stream_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub(super) async fn notify_streams_changed(tx: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(STREAMS_CHANNEL)
         .execute(tx)

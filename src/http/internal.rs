@@ -16,7 +16,7 @@ use super::routes::{Route, route};
 use crate::auth::Access;
 use crate::contract::peer_protocol::{
     APPLY_PATH, ApplyRequest, ApplyResponse, HANDOVER_PATH, HandoverAnswer, HandoverRequest,
-    PROMOTIONS_PATH, Promotions,
+    PREPARE_PATH, PROMOTIONS_PATH, Promotions,
 };
 
 pub fn routes() -> Vec<Route> {
@@ -27,6 +27,13 @@ pub fn routes() -> Vec<Route> {
             Access::Peer,
             "replication.apply",
             apply,
+        ),
+        route(
+            Method::POST,
+            PREPARE_PATH,
+            Access::Peer,
+            "replication.prepare",
+            prepare,
         ),
         route(
             Method::POST,
@@ -76,12 +83,8 @@ fn peer_region(peer: Option<Extension<PeerIdentity>>) -> ApiResult<String> {
     }
 }
 
-async fn apply(
-    State(state): State<Arc<AppState>>,
-    peer: Option<Extension<PeerIdentity>>,
-    principal: Principal,
-    IcebergJson(request): IcebergJson<ApplyRequest>,
-) -> ApiResult<Json<ApplyResponse>> {
+/// The calling peer region, which must be the one the change claims to come from.
+fn sender_of(peer: Option<Extension<PeerIdentity>>, request: &ApplyRequest) -> ApiResult<()> {
     let region = peer_region(peer)?;
     if region != request.source_region {
         return Err(ApiError::new(
@@ -93,6 +96,16 @@ async fn apply(
             ),
         ));
     }
+    Ok(())
+}
+
+async fn apply(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerIdentity>>,
+    principal: Principal,
+    IcebergJson(request): IcebergJson<ApplyRequest>,
+) -> ApiResult<Json<ApplyResponse>> {
+    sender_of(peer, &request)?;
     let wh = state.catalog.warehouse(Some(&request.warehouse))?;
     Ok(Json(
         state
@@ -100,4 +113,15 @@ async fn apply(
             .apply_replicated(wh, request, &principal.0)
             .await?,
     ))
+}
+
+/// Whether a synchronous commit's update would apply here now (`catalog::replica_prepare`).
+async fn prepare(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerIdentity>>,
+    IcebergJson(request): IcebergJson<ApplyRequest>,
+) -> ApiResult<Json<ApplyResponse>> {
+    sender_of(peer, &request)?;
+    let wh = state.catalog.warehouse(Some(&request.warehouse))?;
+    Ok(Json(state.catalog.prepare_replicated(wh, request).await?))
 }

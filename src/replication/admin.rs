@@ -13,8 +13,8 @@ use crate::names::{self, NamespaceName, TableName};
 
 use crate::contract::peer_protocol::{ReplicatedObject, Retention};
 use crate::contract::replication_model::{
-    DestinationStatus, Peer, PeerSpec, ReplicationOverview, Rule, RuleSpec, StreamSelector,
-    StreamState, TableReplicationStatus,
+    DestinationStatus, Peer, PeerSpec, ReplicationMode, ReplicationOverview, Rule, RuleSpec,
+    StreamSelector, StreamState, SyncSettings, TableReplicationStatus,
 };
 
 fn bad(message: impl Into<String>) -> CatalogError {
@@ -135,6 +135,7 @@ async fn validate_rule(catalog: &Catalog, spec: &RuleSpec) -> CatalogResult<Uuid
         }
         _ => {}
     }
+    validate_mode(wh, spec)?;
     let peers = db::list_peers(catalog.pool(), None).await?;
     for (i, d) in spec.destinations.iter().enumerate() {
         if spec.destinations[..i]
@@ -164,6 +165,42 @@ async fn validate_rule(catalog: &Catalog, spec: &RuleSpec) -> CatalogResult<Uuid
         }
     }
     Ok(wh.id)
+}
+
+/// A rule's mode and its settings: `min-acks` and `timeout-ms` belong to synchronous rules, which
+/// need destinations enough to acknowledge and a builtin warehouse (floe cannot hold a commit made
+/// through an upstream catalog until replicas have it).
+fn validate_mode(wh: &crate::catalog::Warehouse, spec: &RuleSpec) -> CatalogResult<()> {
+    let Some(sync) = spec.synchronous() else {
+        if spec.min_acks.is_some() || spec.timeout_ms.is_some() {
+            return Err(bad(
+                "min-acks and timeout-ms apply to synchronous rules only: add \"mode\": \"sync\"",
+            ));
+        }
+        return Ok(());
+    };
+    if wh.upstream.is_some() {
+        return Err(bad(format!(
+            "warehouse `{}` is served by an upstream catalog, whose commits floe cannot hold \
+             until replicas have them: its rules must be asynchronous",
+            wh.name
+        )));
+    }
+    if sync.min_acks < 1 || sync.min_acks as usize > spec.destinations.len() {
+        return Err(bad(format!(
+            "min-acks must be between 1 and the rule's number of destinations ({}), not {}",
+            spec.destinations.len(),
+            sync.min_acks
+        )));
+    }
+    if !(1..=SyncSettings::MAX_TIMEOUT_MS).contains(&sync.timeout_ms) {
+        return Err(bad(format!(
+            "timeout-ms must be between 1 and {}, not {}",
+            SyncSettings::MAX_TIMEOUT_MS,
+            sync.timeout_ms
+        )));
+    }
+    Ok(())
 }
 
 async fn save_rule(catalog: &Catalog, rule_id: Uuid, spec: &RuleSpec) -> CatalogResult<()> {
@@ -348,6 +385,11 @@ fn destination_status(
         attempts: s.attempts,
         failure: s.failed_reason.or(s.last_error),
         rule_id: s.rule_id,
+        mode: if s.synchronous {
+            ReplicationMode::Sync
+        } else {
+            ReplicationMode::Async
+        },
     }
 }
 

@@ -204,8 +204,7 @@ async fn replicate(
         namespace: Some(exported.namespace.levels().to_vec()),
         table: Some(exported.name.clone()),
         destinations: vec![destination],
-        retention: Default::default(),
-        replicate_drops: false,
+        ..Default::default()
     };
     admin::create_rule(catalog, spec)
         .await

@@ -12,6 +12,8 @@ pub mod peer_client;
 pub mod peer_url;
 pub mod plan;
 pub mod promote;
+mod push;
+pub mod sync;
 pub mod worker;
 
 pub use worker::{Replicator, ReplicatorHandle};

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::contract::peer_protocol::{
     APPLY_PATH, ApplyRequest, ApplyResponse, HANDOVER_PATH, HandoverAnswer, HandoverRequest,
-    POSITION_MEMBER, PROMOTION_MEMBER, PROMOTIONS_PATH, PromotionNotice, Promotions,
+    POSITION_MEMBER, PREPARE_PATH, PROMOTION_MEMBER, PROMOTIONS_PATH, PromotionNotice, Promotions,
     ReplicaPosition, STALE_EPOCH_TYPE, STALE_LEASE_TYPE,
 };
 
@@ -123,6 +123,7 @@ impl PeerClient {
             .map_err(|e| unavailable(region, format!("unexpected answer: {e}")))
     }
 
+    /// Applies one change at the peer ([`APPLY_PATH`]).
     pub async fn apply(
         &self,
         region: &str,
@@ -130,7 +131,32 @@ impl PeerClient {
         credential: Option<&str>,
         request: &ApplyRequest,
     ) -> Result<ApplyResponse, PeerError> {
-        let url = format!("{}{APPLY_PATH}", base_url.trim_end_matches('/'));
+        self.post_change(region, base_url, APPLY_PATH, credential, request)
+            .await
+    }
+
+    /// Asks the peer whether a table update would apply now, applying nothing
+    /// ([`PREPARE_PATH`]); refused as an apply would be.
+    pub async fn prepare(
+        &self,
+        region: &str,
+        base_url: &str,
+        credential: Option<&str>,
+        request: &ApplyRequest,
+    ) -> Result<ApplyResponse, PeerError> {
+        self.post_change(region, base_url, PREPARE_PATH, credential, request)
+            .await
+    }
+
+    async fn post_change(
+        &self,
+        region: &str,
+        base_url: &str,
+        path: &str,
+        credential: Option<&str>,
+        request: &ApplyRequest,
+    ) -> Result<ApplyResponse, PeerError> {
+        let url = format!("{}{path}", base_url.trim_end_matches('/'));
         let call = self.http.post(&url).json(request);
         let (status, body) = self.send(region, call, credential).await?;
         if status.is_success() {

@@ -330,8 +330,7 @@ async fn replicate_back(
             warehouse: source_warehouse.clone(),
             namespace_prefix: Vec::new(),
         }],
-        retention: Default::default(),
-        replicate_drops: false,
+        ..Default::default()
     };
     admin::create_rule(catalog, spec)
         .await

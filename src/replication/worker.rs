@@ -32,19 +32,19 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, Warehouse};
+use crate::catalog::Catalog;
 use crate::config::ReplicationSettings;
 use crate::db::catalog as catalog_db;
 use crate::db::replication::{self as db, Lease, STREAMS_CHANNEL, StreamRow, StreamUpdate};
 use crate::error::CatalogError;
 use crate::log::{self, LogEntry, NOTIFY_CHANNEL, TableChange, TableEntry};
 use crate::replication::destinations::DestinationStorages;
-use crate::storage::{self, StorageError};
+use crate::storage::StorageError;
 
 use super::copy::{Copier, CopyError};
-use super::paths::PathMap;
 use super::peer_client::{PeerClient, PeerError};
 use super::plan::{self, BackfillStep};
+use super::push::{self, NoCopier, Target};
 
 mod namespace_stream;
 mod view_stream;
@@ -597,33 +597,15 @@ impl Replicator {
                 Failure::Permanent("the source warehouse is no longer configured".to_string())
             })?
             .clone();
-        let dest_root = s.dest_root.clone().ok_or_else(|| {
-            Failure::Permanent(format!(
-                "peer `{}` has no storage root for its warehouse `{}`: add the warehouse to the \
-                 peer (PUT /management/v1/peers/{})",
-                s.peer_region, s.dest_warehouse, s.peer_region
-            ))
-        })?;
-        let owner = format!("peer `{}` warehouse `{}`", s.peer_region, s.dest_warehouse);
-        let dest_root = storage::parse_root(&dest_root)
-            .map_err(|e| Failure::Permanent(format!("destination storage root: {e}")))?;
-        let dest_storage = self
-            .destinations
-            .get(&owner, &dest_root, s.dest_s3.as_ref())
-            .await
-            .map_err(|e| Failure::Permanent(format!("destination storage: {e}")))?;
         // Where clients must write what the stream replicates: here, or, for a replica, its own
         // origin (chains). Each kind's driver reads its object's mark.
-        let mut target = Target {
-            wh,
-            dest_root,
-            dest_storage,
-            origin: (
-                self.catalog.region().to_string(),
-                self.settings.public_url.clone(),
-            ),
-            epoch: crate::contract::peer_protocol::first_epoch(),
-        };
+        let origin = (
+            self.catalog.region().to_string(),
+            self.settings.public_url.clone(),
+        );
+        let mut target = Target::open(s, wh, &self.destinations, origin)
+            .await
+            .map_err(Failure::Permanent)?;
         match s.kind {
             ReplicatedObject::View => return self.drive_view(s, target).await,
             ReplicatedObject::Namespace => return self.drive_namespace(s, target).await,
@@ -1011,18 +993,19 @@ impl Replicator {
         target: &Target,
         source_location: &str,
     ) -> Result<Copier, Failure> {
-        let dest_location = s.dest_location.clone().ok_or_else(|| {
-            Failure::Restart("the stream has no replica location".to_string(), None)
-        })?;
-        let map = PathMap::new(source_location, &dest_location)
-            .map_err(|e| Failure::from(CopyError::Path(e)))?;
-        Ok(Copier::new(
-            target.wh.storage.clone(),
-            target.dest_storage.clone(),
-            map,
+        push::copier(
+            s,
+            target,
+            source_location,
             self.settings.parallel_files,
             self.catalog.max_manifest_bytes(),
-        ))
+        )
+        .map_err(|err| match err {
+            NoCopier::NoLocation => {
+                Failure::Restart("the stream has no replica location".to_string(), None)
+            }
+            NoCopier::Path(err) => Failure::from(err),
+        })
     }
 
     /// Sends one change to the destination; returns the replica's metadata location.
@@ -1057,13 +1040,6 @@ impl Replicator {
             self.settings.allowed_peer_hosts.as_deref(),
         )
         .map_err(|reason| Failure::Permanent(format!("peer `{}`: {reason}", s.peer_region)))?;
-        let (origin_region, origin_url) = target.origin.clone();
-        // The table's namespace here: the destination's without the rule's prefix.
-        let source_namespace = s
-            .dest_namespace
-            .as_ref()
-            .and_then(|ns| ns.get(s.namespace_prefix.len()..))
-            .map(<[String]>::to_vec);
         // A promoted table's first change back to the region it was promoted from names the
         // table there that it supersedes.
         let supersedes = match &action {
@@ -1078,28 +1054,19 @@ impl Replicator {
             }
             _ => None,
         };
-        let request = ApplyRequest {
-            source_region: self.catalog.region().to_string(),
-            origin_region,
-            origin_url,
-            source_table_id: s.table_id,
-            warehouse: s.dest_warehouse.clone(),
-            namespace: s.dest_namespace.clone().unwrap_or_default(),
-            name: s.dest_table.clone().unwrap_or_default(),
-            generation: s.generation,
-            lease_token: s.lease.token,
-            epoch: target.epoch,
-            source_warehouse: Some(target.wh.name.clone()),
-            source_namespace,
-            supersedes,
+        let change = push::Change {
             from,
             to,
             action,
-            retention: s.retention,
             last_updated_ms,
-            group: None,
         };
-        Ok(request)
+        Ok(push::request(
+            self.catalog.region(),
+            s,
+            target,
+            change,
+            supersedes,
+        ))
     }
 
     /// Sends a request to the stream's destination; returns the replica's metadata location. An
@@ -1183,17 +1150,6 @@ impl Replicator {
             Err(Failure::LeaseLost)
         }
     }
-}
-
-/// A stream's source warehouse and destination storage.
-struct Target {
-    wh: Warehouse,
-    dest_root: crate::storage::Location,
-    dest_storage: Arc<dyn crate::storage::Storage>,
-    /// (origin region, its URL), sent with every change.
-    origin: (String, Option<String>),
-    /// The table's epoch here, sent with every change.
-    epoch: i64,
 }
 
 /// Waits for a notification and returns its channel; None when the listener is gone (with no

@@ -1,8 +1,10 @@
 """Failover between the two regions of `floe dev`, which are each other's peers: a planned
 switchover of a table PyIceberg writes, after which the old primary refuses PyIceberg's writes
 naming the new primary, PyIceberg writes at the new primary, and DuckDB reads those writes at the
-old primary, its replica now."""
+old primary, its replica now. And synchronous replication: each PyIceberg append under a
+synchronous rule is at the replica region, for DuckDB to read, when PyIceberg's commit returns."""
 import time
+import urllib.request
 
 import pyarrow as pa
 import pytest
@@ -61,3 +63,24 @@ def test_planned_switchover_reverses_the_stream_for_pyiceberg_and_duckdb(floe_no
         time.sleep(0.2)
     assert role["primary-region"] == "replica", role
     assert role["diverged"]["commits"] == [], role
+
+
+def test_pyiceberg_appends_under_a_synchronous_rule_are_at_the_replica_when_they_return(floe):
+    rule = post_json(f"{floe.url}/management/v1/replication-rules", {
+        "warehouse": "demo", "namespace": ["sy"], "mode": "sync", "min-acks": 1,
+        "timeout-ms": 20000, "destinations": [{"peer": "replica", "warehouse": "demo"}]})
+    assert rule["mode"] == "sync", rule
+    cat = pyiceberg_catalog(floe, "sync-primary")
+    cat.create_namespace("sy")
+    schema = pa.schema([pa.field("id", pa.int64())])
+    tbl = cat.create_table(("sy", "events"), schema=schema)
+    reader = duck(replica_of(floe))
+    for i in range(4):
+        tbl.append(pa.table({"id": list(range(i * 10, i * 10 + 10))}, schema=schema))
+        # No waiting: the commit returned, so the replica region has it, data files included.
+        count = reader.execute("SELECT count(*) FROM cat.sy.events").fetchone()[0]
+        assert count == (i + 1) * 10, (i, count)
+    status = http_json(f"{floe.url}/management/v1/tables/demo/sy/events/replication")
+    assert [d["mode"] for d in status["destinations"]] == ["sync"], status
+    metrics = urllib.request.urlopen(f"{floe.url}/management/v1/metrics", timeout=10).read().decode()
+    assert 'floe_sync_commits_total{outcome="acknowledged"}' in metrics, metrics

@@ -7,6 +7,7 @@ pub mod java_catalog;
 pub mod jwt;
 pub mod lake;
 pub mod region;
+pub mod relay;
 pub mod s3;
 pub mod views;
 

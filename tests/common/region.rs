@@ -100,10 +100,15 @@ impl Region {
             .to_string()
     }
 
+    /// Starts the region's process (again). Its log goes to the test's stderr at level `error`,
+    /// or at the `FLOE_LOG` filter given in `TEST_FLOE_LOG` (to see what a region did).
     pub async fn spawn(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_floe"))
             .args(["--config", self.config.to_str().unwrap(), "serve"])
-            .env("FLOE_LOG", "error")
+            .env(
+                "FLOE_LOG",
+                std::env::var("TEST_FLOE_LOG").unwrap_or("error".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -189,14 +194,15 @@ pub async fn register_peer(source: &Region, destination: &Region, region: &str, 
     assert_eq!(status, 200, "{body}");
 }
 
-/// Creates a rule of the source's warehouse `wh` to these destinations.
-pub async fn create_rule(source: &Region, destinations: Value) {
+/// Creates a rule of the source's warehouse `wh` to these destinations; returns its id.
+pub async fn create_rule(source: &Region, destinations: Value) -> String {
     let (status, body) = post(
         format!("{}/management/v1/replication-rules", source.base),
         json!({ "warehouse": "wh", "destinations": destinations }),
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
 }
 
 /// Creates `db.<table>` (and `db` if missing) at the source.

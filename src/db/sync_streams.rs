@@ -1,0 +1,119 @@
+//! SQL of synchronous replication (migrations/0027): the destinations a commit to a table must
+//! wait for, by the rule that governs the table now (not by the streams that exist, so a table
+//! made a moment ago, whose streams the replicator has yet to make, is not let through
+//! unreplicated), and a nudge to a stream that must catch up before such a commit can go on.
+
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::replication::{self, STREAM_COLUMNS, StreamRow};
+use crate::contract::replication_model::SyncSettings;
+
+/// A stream that carries a synchronous commit, with what says whether it can.
+#[derive(Debug, Clone)]
+pub struct SyncStream {
+    pub row: StreamRow,
+    pub paused: bool,
+    pub failed_reason: Option<String>,
+}
+
+/// One destination a synchronous rule sends a table to.
+#[derive(Debug, Clone)]
+pub struct SyncDestination {
+    pub table_id: Uuid,
+    pub peer_region: String,
+    pub dest_warehouse: String,
+    pub settings: SyncSettings,
+    /// `None` until the replicator (or [`sync_destinations`]) makes the stream.
+    pub stream: Option<SyncStream>,
+}
+
+/// The destinations of the synchronous rules that govern these tables (none for a table whose
+/// rule is asynchronous), each with its stream; streams the rules call for that do not exist yet
+/// are made first.
+pub async fn sync_destinations(
+    pool: &PgPool,
+    table_ids: &[Uuid],
+) -> sqlx::Result<Vec<SyncDestination>> {
+    let destinations = read_sync_destinations(pool, table_ids).await?;
+    if destinations.iter().all(|d| d.stream.is_some()) {
+        return Ok(destinations);
+    }
+    replication::reconcile_streams(pool, Some(table_ids)).await?;
+    read_sync_destinations(pool, table_ids).await
+}
+
+async fn read_sync_destinations(
+    pool: &PgPool,
+    table_ids: &[Uuid],
+) -> sqlx::Result<Vec<SyncDestination>> {
+    let desired = replication::desired_streams("t.table_id = ANY($1)");
+    // `r` is the rule that governs the table (it names its retention for the stream's columns).
+    let rows = sqlx::query(&format!(
+        "SELECT d.table_id AS sync_table_id, d.peer_region AS sync_peer,
+                d.warehouse AS sync_warehouse, r.sync_min_acks, r.sync_timeout_ms,
+                s.paused, s.failed_reason, {STREAM_COLUMNS}
+         FROM ({desired}) d
+         JOIN replication_rule r ON r.rule_id = d.rule_id
+         LEFT JOIN replication_stream s ON s.table_id = d.table_id
+              AND s.peer_region = d.peer_region AND s.dest_warehouse = d.warehouse
+         LEFT JOIN peer p ON p.region = d.peer_region
+         LEFT JOIN peer_warehouse pw ON pw.region = d.peer_region AND pw.warehouse = d.warehouse
+         WHERE r.sync_min_acks IS NOT NULL AND d.object_kind = 'table'
+         ORDER BY d.table_id, d.peer_region, d.warehouse"
+    ))
+    .bind(table_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SyncDestination {
+            table_id: r.get("sync_table_id"),
+            peer_region: r.get("sync_peer"),
+            dest_warehouse: r.get("sync_warehouse"),
+            settings: SyncSettings {
+                min_acks: r.get::<i32, _>("sync_min_acks").max(1) as u32,
+                timeout_ms: r.get::<i32, _>("sync_timeout_ms").max(1) as u32,
+            },
+            stream: r
+                .get::<Option<Uuid>, _>("stream_id")
+                .is_some()
+                .then(|| SyncStream {
+                    paused: r.get("paused"),
+                    failed_reason: r.get("failed_reason"),
+                    row: replication::stream_row(r),
+                }),
+        })
+        .collect())
+}
+
+/// The stream as it is now (its lease token, generation and progress move under a commit that
+/// waits for it); `None` once it is gone.
+pub async fn reread(
+    pool: &PgPool,
+    destination: &SyncDestination,
+) -> sqlx::Result<Option<SyncStream>> {
+    let again = read_sync_destinations(pool, &[destination.table_id]).await?;
+    Ok(again
+        .into_iter()
+        .find(|d| {
+            d.peer_region == destination.peer_region
+                && d.dest_warehouse == destination.dest_warehouse
+        })
+        .and_then(|d| d.stream))
+}
+
+/// Makes a stream due now (a retry's backoff skipped) and wakes every replicator: a synchronous
+/// commit waits for it to catch up.
+pub async fn nudge(pool: &PgPool, stream_id: Uuid) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE replication_stream SET next_attempt_at = now()
+         WHERE stream_id = $1 AND next_attempt_at > now()",
+    )
+    .bind(stream_id)
+    .execute(&mut *tx)
+    .await?;
+    replication::notify_streams_changed(&mut tx).await?;
+    tx.commit().await
+}
