@@ -341,6 +341,20 @@ async fn a_transaction_is_at_the_replica_whole_when_acknowledged() {
         assert_eq!(status, 204, "{body}");
         assert_eq!(k_at(&b, "t").await.as_deref(), Some(value.as_str()));
         assert_eq!(k_at(&b, "u").await.as_deref(), Some(value.as_str()));
+        // Each stream records the apply the commit made, so it has nothing to send again.
+        for table in ["t", "u"] {
+            let status = get(format!(
+                "{}/management/v1/tables/wh/db/{table}/replication",
+                a.base
+            ))
+            .await;
+            let destination = &status["destinations"][0];
+            assert_eq!(destination["mode"], "sync", "{status}");
+            assert_eq!(
+                destination["applied-version"], destination["source-version"],
+                "{status}"
+            );
+        }
     }
 }
 

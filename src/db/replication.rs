@@ -274,17 +274,22 @@ pub const RULE_COVERS: &str = "(r.namespace IS NULL
             AND n.levels[1:cardinality(r.namespace)] = r.namespace))
     AND (r.table_name IS NULL OR (n.levels = r.namespace AND t.name = r.table_name))";
 
-/// The streams the rules call for, of the objects `table_filter` picks (`t`, of
-/// `REPLICATED_OBJECTS`; `$1` binds its ids): one per (object, destination of the most specific
-/// rule that covers it), never back to the region a replica came from. Columns: `table_id`,
-/// `warehouse_id`, `rule_id`, `object_kind`, `peer_region`, `warehouse`, `namespace_prefix`.
-pub(super) fn desired_streams(table_filter: &str) -> String {
+/// Tables alone, as [`REPLICATED_OBJECTS`] has them.
+pub(super) const REPLICATED_TABLES: &str = "(SELECT table_id, warehouse_id, namespace_id, name,
+    origin_region, source_region, 'table' AS object_kind FROM iceberg_table)";
+
+/// The streams the rules call for, of the objects `table_filter` picks (`t`, of `objects`:
+/// [`REPLICATED_OBJECTS`] or a part of it; `$1` binds their ids): one per (object, destination
+/// of the most specific rule that covers it), never back to the region a replica came from.
+/// Columns: `table_id`, `warehouse_id`, `rule_id`, `object_kind`, `peer_region`, `warehouse`,
+/// `namespace_prefix`.
+pub(super) fn desired_streams(objects: &str, table_filter: &str) -> String {
     format!(
         "
         WITH effective AS (
             SELECT DISTINCT ON (t.table_id) t.table_id, t.warehouse_id, r.rule_id, t.object_kind,
                    coalesce(t.origin_region, '') AS origin, coalesce(t.source_region, '') AS src
-            FROM {REPLICATED_OBJECTS} t JOIN namespace n USING (namespace_id)
+            FROM {objects} t JOIN namespace n USING (namespace_id)
             JOIN replication_rule r ON r.warehouse_id = t.warehouse_id AND {RULE_COVERS}
             WHERE {table_filter}
             ORDER BY t.table_id, (r.table_name IS NOT NULL) DESC,
@@ -313,7 +318,7 @@ pub async fn reconcile_streams(pool: &PgPool, tables: Option<&[Uuid]>) -> sqlx::
         .bind(RECONCILE_LOCK_KEY)
         .execute(&mut *tx)
         .await?;
-    let desired = desired_streams(table_filter);
+    let desired = desired_streams(REPLICATED_OBJECTS, table_filter);
     let created = sqlx::query(&format!(
         "INSERT INTO replication_stream (stream_id, table_id, warehouse_id, rule_id, peer_region,
              dest_warehouse, namespace_prefix, object_kind)

@@ -47,7 +47,8 @@ async fn read_sync_destinations(
     pool: &PgPool,
     table_ids: &[Uuid],
 ) -> sqlx::Result<Vec<SyncDestination>> {
-    let desired = replication::desired_streams("t.table_id = ANY($1)");
+    let desired =
+        replication::desired_streams(replication::REPLICATED_TABLES, "t.table_id = ANY($1)");
     // `r` is the rule that governs the table (it names its retention for the stream's columns).
     let rows = sqlx::query(&format!(
         "SELECT d.table_id AS sync_table_id, d.peer_region AS sync_peer,
@@ -59,7 +60,7 @@ async fn read_sync_destinations(
               AND s.peer_region = d.peer_region AND s.dest_warehouse = d.warehouse
          LEFT JOIN peer p ON p.region = d.peer_region
          LEFT JOIN peer_warehouse pw ON pw.region = d.peer_region AND pw.warehouse = d.warehouse
-         WHERE r.sync_min_acks IS NOT NULL AND d.object_kind = 'table'
+         WHERE r.sync_min_acks IS NOT NULL
          ORDER BY d.table_id, d.peer_region, d.warehouse"
     ))
     .bind(table_ids)
@@ -115,5 +116,38 @@ pub async fn nudge(pool: &PgPool, stream_id: Uuid) -> sqlx::Result<()> {
     .execute(&mut *tx)
     .await?;
     replication::notify_streams_changed(&mut tx).await?;
+    tx.commit().await
+}
+
+/// Records at a stream that its destination applied `version` (the one after the stream's
+/// record), sent there by a synchronous commit rather than by the stream's own task: the stream
+/// then has nothing to send again, and its status is the replica's. Only moves the record on by
+/// one version of the stream's generation outside a backfill, so it never skips a change the
+/// stream has yet to send; the stream's task, which fences its own records on its lease, may
+/// record an older version after it and then finds this one applied (a repeat).
+pub async fn record_applied(
+    pool: &PgPool,
+    stream: &StreamRow,
+    version: i64,
+    metadata_location: Option<&str>,
+) -> sqlx::Result<()> {
+    // A record lost with a crash only leaves the stream to send the change again (a repeat):
+    // its commit need not wait for the WAL flush.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE replication_stream SET applied_version = $3, last_applied_at = now(),
+             last_applied_location = coalesce($4, last_applied_location)
+         WHERE stream_id = $1 AND generation = $2 AND applied_version = $3 - 1
+           AND backfill_version IS NULL",
+    )
+    .bind(stream.stream_id)
+    .bind(stream.generation)
+    .bind(version)
+    .bind(metadata_location)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }

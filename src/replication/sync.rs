@@ -191,6 +191,7 @@ impl SyncReplication for SyncReplicator {
             quorums,
             timeout,
             started,
+            prepared: Instant::now(),
         })))
     }
 }
@@ -260,8 +261,9 @@ struct Prepared {
     sends: Vec<Send>,
     quorums: Vec<Quorum>,
     timeout: Duration,
-    /// When the prepare began: the commit's whole wait is measured from it.
+    /// When the prepare began (the commit's whole wait is measured from it), and ended.
     started: Instant,
+    prepared: Instant,
 }
 
 #[async_trait]
@@ -273,6 +275,7 @@ impl PreparedSync for Prepared {
             quorums,
             timeout,
             started,
+            prepared,
         } = *self;
         let deadline = Instant::now() + timeout;
         // Each apply in a task of its own: those still running once every table has its applies
@@ -304,6 +307,11 @@ impl PreparedSync for Prepared {
                 timeout.as_millis(),
             )));
         }
+        tracing::debug!(
+            prepare_ms = (prepared - started).as_secs_f64() * 1000.0,
+            confirm_ms = prepared.elapsed().as_secs_f64() * 1000.0,
+            "synchronous commit acknowledged"
+        );
         crate::telemetry::record_sync_commit("acknowledged", started.elapsed());
         Ok(())
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{RECHECK_FIRST, RECHECK_MAX, Send, Shared};
 use crate::contract::peer_protocol::{ApplyGroup, ApplyRequest};
 use crate::db::replication::StreamRow;
-use crate::db::sync_streams::SyncDestination;
+use crate::db::sync_streams::{self as db, SyncDestination};
 use crate::replication::peer_client::PeerError;
 
 /// How often an update the destination parks (its transaction group incomplete) is sent again.
@@ -88,10 +88,15 @@ impl Shared {
                     GROUP_RESEND,
                     "it held the change for the rest of its transaction group".to_string(),
                 ),
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(response)) => {
+                    self.record_applied(stream, request, response.metadata_location.as_deref())
+                        .await;
+                    return Ok(());
+                }
                 Ok(Err(PeerError::Position {
                     position: Some(at), ..
                 })) if at.generation == request.generation && at.position >= request.to => {
+                    self.record_applied(stream, request, None).await;
                     return Ok(());
                 }
                 Ok(Err(PeerError::LeaseRevoked { message, .. })) => {
@@ -118,6 +123,23 @@ impl Shared {
                 return Err(reason);
             }
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Shared {
+    /// Records the apply at the stream (`db::sync_streams::record_applied`), so that its task has
+    /// nothing to send again; a failure only leaves that to the task.
+    async fn record_applied(
+        &self,
+        stream: &StreamRow,
+        request: &ApplyRequest,
+        metadata_location: Option<&str>,
+    ) {
+        let version = request.to.version;
+        if let Err(err) = db::record_applied(&self.pool, stream, version, metadata_location).await {
+            tracing::debug!(%err, stream = %stream.stream_id, version,
+                "a synchronous apply was not recorded at its stream; its task will");
         }
     }
 }
