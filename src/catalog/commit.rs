@@ -14,6 +14,11 @@
 //! entries stay in version order along the log with no lock common to all tables. A statement
 //! that fails with a database error wrote nothing; one whose outcome is unknown (the connection
 //! lost) keeps its files and answers "state unknown".
+//!
+//! A table under a synchronous replication rule adds a step on each side of the statement
+//! (`sync_commit`): before it, its destinations are asked whether the change would apply (a
+//! shortfall fails the commit with nothing committed); after it, the change is applied there, and
+//! only then does the commit answer (a shortfall then is "state unknown", the files kept).
 
 use std::sync::Arc;
 
