@@ -195,6 +195,19 @@ async fn forced_promotion_fences_the_old_primary_and_replicates_back_to_it() {
         diverged["last-metadata-location"],
         lost_locations[2].as_str()
     );
+    // The fencing is in A's audit trail, saying which versions never reached B.
+    let audit = get(format!("{}/management/v1/audit?limit=1000", a.base)).await;
+    let fencing = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "table.fenced")
+        .unwrap_or_else(|| panic!("no fencing in {audit}"))
+        .to_string();
+    assert!(
+        fencing.contains("versions 4 to 6 here never reached it") && !fencing.contains("  "),
+        "{fencing}"
+    );
 
     // Writes at A are refused, naming the new primary; nothing changes.
     let (status, refused) = commit_property(&a, "split-brain").await;
@@ -458,6 +471,8 @@ async fn planned_switchover_while_a_writer_commits_loses_nothing() {
         message.contains("region `b`") && message.contains(&b.base),
         "{message}"
     );
+    // A message a person reads: its source lines joined without their indentation.
+    assert!(!message.contains("  "), "{message}");
 
     // Every acknowledged commit is at B: the last one is its state, at the version A gave it.
     let last = acknowledged

@@ -210,7 +210,8 @@ impl Catalog {
             && !matches!(request, HandoverRequest::Promoted { .. })
         {
             return Err(CatalogError::Forbidden(format!(
-                "table {name} is not replicated to region `{caller}`: only a region holding                  its replica can take it over"
+                "table {name} is not replicated to region `{caller}`: only a region holding its \
+                 replica can take it over"
             )));
         }
         let target = format!("{}/{name}", self.warehouse_name(warehouse_id));
@@ -229,7 +230,8 @@ impl Catalog {
                 }
                 if row.epoch != epoch {
                     return Err(CatalogError::Unprocessable(format!(
-                        "table {name} is at epoch {} here, not {epoch}: the replica follows                          another primary",
+                        "table {name} is at epoch {} here, not {epoch}: the replica follows \
+                         another primary",
                         row.epoch
                     )));
                 }
@@ -333,7 +335,8 @@ impl Catalog {
             )
         } else {
             format!(
-                "region `{}` promoted its replica at epoch {}; versions {} to {} here never                  reached it",
+                "region `{}` promoted its replica at epoch {}; versions {} to {} here never \
+                 reached it",
                 notice.region,
                 notice.epoch,
                 notice.at_version + 1,

@@ -106,7 +106,8 @@ fn handed_over_table(table: &TableName, handover: &Handover) -> CatalogError {
         None => format!("region `{}`'s catalog", handover.to_region),
     };
     CatalogError::Forbidden(format!(
-        "Table {table} is being handed over to region `{}` (a planned switchover), its primary          from now on; it takes no more writes here. Write to {target} instead",
+        "Table {table} is being handed over to region `{}` (a planned switchover), its primary \
+         from now on; it takes no more writes here. Write to {target} instead",
         handover.to_region
     ))
 }

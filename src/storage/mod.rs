@@ -48,7 +48,8 @@ pub enum StorageError {
     OutsideRoot { location: String, root: String },
     /// A symbolic link on the way to the file leads out of the storage root; it is not followed.
     #[error(
-        "location `{location}` leads through a symbolic link out of the storage root `{root}`;          floe does not follow it"
+        "location `{location}` leads through a symbolic link out of the storage root `{root}`; \
+         floe does not follow it"
     )]
     SymlinkEscape { location: String, root: String },
     #[error("`{0}` is not a regular file")]
