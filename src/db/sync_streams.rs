@@ -133,21 +133,19 @@ pub async fn record_applied(
 ) -> sqlx::Result<()> {
     // A record lost with a crash only leaves the stream to send the change again (a repeat):
     // its commit need not wait for the WAL flush.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    sqlx::query(&format!(
         "UPDATE replication_stream SET applied_version = $3, last_applied_at = now(),
              last_applied_location = coalesce($4, last_applied_location)
+         FROM {}
          WHERE stream_id = $1 AND generation = $2 AND applied_version = $3 - 1
            AND backfill_version IS NULL",
-    )
+        super::ASYNCHRONOUS_COMMIT
+    ))
     .bind(stream.stream_id)
     .bind(stream.generation)
     .bind(version)
     .bind(metadata_location)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await
+    Ok(())
 }

@@ -103,27 +103,27 @@ pub struct PendingIntent {
 /// client was never acknowledged and the commit, if the upstream applied it, is logged as observed
 /// when floe catches up with the table: in the log once all the same, as a state floe did not
 /// make. That saves each commit a flush.
+///
+/// One statement, its own transaction, which makes that setting for itself
+/// ([`super::ASYNCHRONOUS_COMMIT`]).
 pub async fn record_intent(
     pool: &PgPool,
     warehouse_id: Uuid,
     intent: &PendingIntent,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    sqlx::query(&format!(
         "INSERT INTO upstream_commit_intent (intent_id, warehouse_id, txn_group, tables, principal) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
+         SELECT $1, $2, $3, $4, $5 FROM {}",
+        super::ASYNCHRONOUS_COMMIT
+    ))
     .bind(intent.intent_id)
     .bind(warehouse_id)
     .bind(intent.txn_group)
     .bind(sqlx::types::Json(&intent.tables))
     .bind(&intent.principal)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// The pending commits that name `table`, oldest first.
