@@ -11,3 +11,13 @@ ALTER TABLE replication_rule
 -- (db::catalog::get_table): few rows, found by this index rather than the scope index.
 CREATE INDEX replication_rule_synchronous ON replication_rule (warehouse_id)
     WHERE sync_min_acks IS NOT NULL;
+
+-- What each stream's destination made of synchronous commits, for the table's status: the
+-- commits it applied for them, and those it could not take in time (refused, unreachable, behind
+-- past the timeout), with the last one's time and reason. Written without waiting for the WAL
+-- flush (db::ASYNCHRONOUS_COMMIT): figures for operators, not records anything rests on.
+ALTER TABLE replication_stream
+    ADD COLUMN sync_confirmed      bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sync_missed         bigint NOT NULL DEFAULT 0,
+    ADD COLUMN sync_last_missed_at timestamptz,
+    ADD COLUMN sync_last_missed    text;

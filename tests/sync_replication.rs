@@ -206,6 +206,17 @@ async fn with_the_destination_down_commits_fail_within_the_timeout_and_change_no
     let (status, body) = commit_k(&a, "t", "after").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(k_at(&b, "t").await.as_deref(), Some("after"));
+    // The table's status says what the destination made of its synchronous commits: two applied
+    // ("before", "after"), two missed (the commit and the transaction while it was down).
+    let status = get(format!("{}/management/v1/tables/wh/db/t/replication", a.base)).await;
+    let sync = &status["destinations"][0]["sync"];
+    assert_eq!(sync["confirmed"], 2, "{status}");
+    assert_eq!(sync["missed"], 2, "{status}");
+    assert!(sync["last-missed-at"].is_string(), "{status}");
+    assert!(
+        !sync["last-missed"].as_str().unwrap_or_default().is_empty(),
+        "{status}"
+    );
     let replica_log = table_log(&b, "t").await;
     assert!(
         replica_log

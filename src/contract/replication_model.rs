@@ -176,9 +176,25 @@ pub struct DestinationStatus {
     pub failure: Option<String>,
     pub rule_id: Option<Uuid>,
     /// `sync` when the table's commits wait for this destination (its rule is synchronous).
-    /// Then `applied-version` may trail the replica for a moment: a synchronous commit applies
-    /// its change there itself, and the stream records it when it passes by.
     pub mode: ReplicationMode,
+    /// With `mode` `sync`: what this destination made of the table's synchronous commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncDestinationStatus>,
+}
+
+/// A synchronous destination's record (counted since its stream was made).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct SyncDestinationStatus {
+    /// Commits it applied before they were acknowledged.
+    pub confirmed: i64,
+    /// Commits it could not take in time (refused, unreachable, or behind past the rule's
+    /// timeout): each failed or went unconfirmed, unless other destinations made up the rule's
+    /// `min-acks`.
+    pub missed: i64,
+    pub last_missed_at: Option<DateTime<Utc>>,
+    /// Why the last one was missed.
+    pub last_missed: Option<String>,
 }
 
 /// GetTableReplicationStatus.

@@ -773,6 +773,11 @@ pub struct StreamStatusRow {
     /// Whether the stream's rule makes commits wait for it (tables only: views and namespaces
     /// replicate asynchronously under any rule).
     pub synchronous: bool,
+    /// Synchronous commits it applied, those it could not take in time, and the last of those.
+    pub sync_confirmed: i64,
+    pub sync_missed: i64,
+    pub sync_last_missed_at: Option<DateTime<Utc>>,
+    pub sync_last_missed: Option<String>,
 }
 
 pub async fn stream_status(pool: &PgPool, table_id: Uuid) -> sqlx::Result<Vec<StreamStatusRow>> {
@@ -802,7 +807,8 @@ pub async fn streams_with_status(
                 lg.oldest_pending_at, w.name AS warehouse, n.levels AS source_namespace,
                 coalesce(t.name, v.name) AS source_table,
                 coalesce(r.sync_min_acks IS NOT NULL AND s.object_kind = 'table', false)
-                    AS synchronous
+                    AS synchronous,
+                s.sync_confirmed, s.sync_missed, s.sync_last_missed_at, s.sync_last_missed
          FROM replication_stream s
          JOIN warehouse w USING (warehouse_id)
          LEFT JOIN replication_rule r ON r.rule_id = s.rule_id
@@ -846,6 +852,10 @@ pub async fn streams_with_status(
                 oldest_pending_at: r.get("oldest_pending_at"),
                 kind: object_kind(&r),
                 synchronous: r.get("synchronous"),
+                sync_confirmed: r.get("sync_confirmed"),
+                sync_missed: r.get("sync_missed"),
+                sync_last_missed_at: r.get("sync_last_missed_at"),
+                sync_last_missed: r.get("sync_last_missed"),
             };
             let namespace: Option<Vec<String>> = r.get("source_namespace");
             let table: Option<String> = r.get("source_table");

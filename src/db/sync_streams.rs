@@ -119,32 +119,55 @@ pub async fn nudge(pool: &PgPool, stream_id: Uuid) -> sqlx::Result<()> {
     tx.commit().await
 }
 
-/// Records at a stream that its destination applied `version` (the one after the stream's
-/// record), sent there by a synchronous commit rather than by the stream's own task: the stream
-/// then has nothing to send again, and its status is the replica's. Only moves the record on by
-/// one version of the stream's generation outside a backfill, so it never skips a change the
-/// stream has yet to send; the stream's task, which fences its own records on its lease, may
-/// record an older version after it and then finds this one applied (a repeat).
+/// Records at a stream that its destination applied `version`, sent there by a synchronous
+/// commit (`confirmed`: the commit's own change, counted for the status) or its catch-up rather
+/// than by the stream's own task: the stream then has nothing to send again, and its status is
+/// the replica's. The record moves on only by one version of the stream's generation outside a
+/// backfill, so it never skips a change the stream has yet to send; the stream's task, which
+/// fences its own records on its lease, may record an older version after it and then finds this
+/// one applied (a repeat).
 pub async fn record_applied(
     pool: &PgPool,
     stream: &StreamRow,
     version: i64,
     metadata_location: Option<&str>,
+    confirmed: bool,
 ) -> sqlx::Result<()> {
     // A record lost with a crash only leaves the stream to send the change again (a repeat):
     // its commit need not wait for the WAL flush.
+    const MOVES: &str = "generation = $2 AND applied_version = $3 - 1 AND backfill_version IS NULL";
     sqlx::query(&format!(
-        "UPDATE replication_stream SET applied_version = $3, last_applied_at = now(),
-             last_applied_location = coalesce($4, last_applied_location)
+        "UPDATE replication_stream SET
+             applied_version = CASE WHEN {MOVES} THEN $3 ELSE applied_version END,
+             last_applied_at = CASE WHEN {MOVES} THEN now() ELSE last_applied_at END,
+             last_applied_location = CASE WHEN {MOVES} THEN coalesce($4, last_applied_location)
+                                          ELSE last_applied_location END,
+             sync_confirmed = sync_confirmed + $5::int
          FROM {}
-         WHERE stream_id = $1 AND generation = $2 AND applied_version = $3 - 1
-           AND backfill_version IS NULL",
+         WHERE stream_id = $1",
         super::ASYNCHRONOUS_COMMIT
     ))
     .bind(stream.stream_id)
     .bind(stream.generation)
     .bind(version)
     .bind(metadata_location)
+    .bind(i32::from(confirmed))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records at a stream that its destination could not take a synchronous commit in time, and why.
+pub async fn record_missed(pool: &PgPool, stream_id: Uuid, reason: &str) -> sqlx::Result<()> {
+    sqlx::query(&format!(
+        "UPDATE replication_stream SET sync_missed = sync_missed + 1,
+             sync_last_missed_at = now(), sync_last_missed = $2
+         FROM {}
+         WHERE stream_id = $1",
+        super::ASYNCHRONOUS_COMMIT
+    ))
+    .bind(stream_id)
+    .bind(reason)
     .execute(pool)
     .await?;
     Ok(())

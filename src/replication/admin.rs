@@ -14,7 +14,7 @@ use crate::names::{self, NamespaceName, TableName};
 use crate::contract::peer_protocol::{ReplicatedObject, Retention};
 use crate::contract::replication_model::{
     DestinationStatus, Peer, PeerSpec, ReplicationMode, ReplicationOverview, Rule, RuleSpec,
-    StreamSelector, StreamState, SyncSettings, TableReplicationStatus,
+    StreamSelector, StreamState, SyncDestinationStatus, SyncSettings, TableReplicationStatus,
 };
 
 fn bad(message: impl Into<String>) -> CatalogError {
@@ -390,6 +390,12 @@ fn destination_status(
         } else {
             ReplicationMode::Async
         },
+        sync: s.synchronous.then_some(SyncDestinationStatus {
+            confirmed: s.sync_confirmed,
+            missed: s.sync_missed,
+            last_missed_at: s.sync_last_missed_at,
+            last_missed: s.sync_last_missed,
+        }),
     }
 }
 

@@ -57,6 +57,8 @@ use crate::auth::Access;
         crate::contract::replication_model::Destination,
         crate::contract::replication_model::StreamState,
         crate::contract::replication_model::DestinationStatus,
+        crate::contract::replication_model::ReplicationMode,
+        crate::contract::replication_model::SyncDestinationStatus,
         crate::contract::replication_model::TableReplicationStatus,
         crate::contract::replication_model::ReplicationOverview,
         crate::contract::replication_model::StreamSelector,

@@ -94,7 +94,12 @@ function renderStreams(tables) {
       cell(row, isNamespace ? `${source} (namespace properties)` : source);
       const replica = [destination.warehouse, ...destination.namespace];
       if (!isNamespace) replica.push(destination.table);
-      cell(row, `${destination.peer}: ${replica.join(".")}`);
+      row.dataset.mode = destination.mode;
+      // A synchronous destination: what it made of the commits that waited for it.
+      const sync = destination.sync
+        ? ` (sync: ${destination.sync.confirmed} confirmed, ${destination.sync.missed} missed)`
+        : "";
+      cell(row, `${destination.peer}: ${replica.join(".")}${sync}`);
       const stateCell = cell(row, "");
       const badge = document.createElement("span");
       badge.className = `state state-${state}`;

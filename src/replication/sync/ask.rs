@@ -112,6 +112,9 @@ impl Shared {
             Err(_) => "refused",
         };
         crate::telemetry::record_sync_answer(&destination.peer_region, "prepare", outcome);
+        if let (Err(reason), Some(stream)) = (&answer, &destination.stream) {
+            self.record_missed(&stream.row, reason).await;
+        }
         (destination, answer)
     }
 
@@ -325,8 +328,11 @@ impl Shared {
                 .await
                 .map_err(step_reason)?;
             let destination = (&stream.row.peer_region, &stream.row.dest_warehouse);
-            self.deliver(&stream.row, destination, &mut request, group, deadline)
+            let location = self
+                .deliver(&stream.row, destination, &mut request, group, deadline)
                 .await?;
+            self.record_applied(&stream.row, &request, location.as_deref(), false)
+                .await;
             sent = true;
         }
         Ok(sent)

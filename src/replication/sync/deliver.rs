@@ -28,20 +28,30 @@ impl Shared {
             destination,
             mut request,
         } = send;
-        let result = match &destination.stream {
-            Some(stream) => {
-                let to = (&destination.peer_region, &destination.dest_warehouse);
-                self.deliver(&stream.row, to, &mut request, txn_group, deadline)
-                    .await
-            }
-            None => Err("its stream is gone".to_string()),
+        let Some(stream) = &destination.stream else {
+            return (destination, Err("its stream is gone".to_string()));
         };
+        let to = (&destination.peer_region, &destination.dest_warehouse);
+        let result = self
+            .deliver(&stream.row, to, &mut request, txn_group, deadline)
+            .await;
         let outcome = match &result {
-            Ok(()) => "ack",
+            Ok(_) => "ack",
             Err(_) if Instant::now() >= deadline => "timeout",
             Err(_) => "refused",
         };
         crate::telemetry::record_sync_answer(&destination.peer_region, "confirm", outcome);
+        let result = match result {
+            Ok(location) => {
+                self.record_applied(&stream.row, &request, location.as_deref(), true)
+                    .await;
+                Ok(())
+            }
+            Err(reason) => {
+                self.record_missed(&stream.row, &reason).await;
+                Err(reason)
+            }
+        };
         (destination, result)
     }
 
@@ -49,7 +59,7 @@ impl Shared {
     /// one of its transaction group's there when `txn_group` is set; sent again while the
     /// destination is unreachable or holds it for its group, and under the stream's newer lease
     /// token when the stream's task took one meanwhile. A repeat (the stream got there first)
-    /// counts as applied.
+    /// counts as applied. `Ok` has the replica's metadata location, when the answer gave it.
     pub(super) async fn deliver(
         &self,
         stream: &StreamRow,
@@ -57,7 +67,7 @@ impl Shared {
         request: &mut ApplyRequest,
         txn_group: Option<Uuid>,
         deadline: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         if let Some(group) = txn_group {
             // Counted as the stream counts it, so the destination waits for the same members.
             let members = crate::db::replica_groups::members_for_destination(
@@ -88,16 +98,11 @@ impl Shared {
                     GROUP_RESEND,
                     "it held the change for the rest of its transaction group".to_string(),
                 ),
-                Ok(Ok(response)) => {
-                    self.record_applied(stream, request, response.metadata_location.as_deref())
-                        .await;
-                    return Ok(());
-                }
+                Ok(Ok(response)) => return Ok(response.metadata_location),
                 Ok(Err(PeerError::Position {
                     position: Some(at), ..
                 })) if at.generation == request.generation && at.position >= request.to => {
-                    self.record_applied(stream, request, None).await;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Ok(Err(PeerError::LeaseRevoked { message, .. })) => {
                     let token =
@@ -128,18 +133,31 @@ impl Shared {
 }
 
 impl Shared {
-    /// Records the apply at the stream (`db::sync_streams::record_applied`), so that its task has
-    /// nothing to send again; a failure only leaves that to the task.
-    async fn record_applied(
+    /// Records the apply at the stream (`db::sync_streams::record_applied`: `confirmed` for a
+    /// synchronous commit's own change), so that its task has nothing to send again; a failure
+    /// only leaves that to the task.
+    pub(super) async fn record_applied(
         &self,
         stream: &StreamRow,
         request: &ApplyRequest,
         metadata_location: Option<&str>,
+        confirmed: bool,
     ) {
         let version = request.to.version;
-        if let Err(err) = db::record_applied(&self.pool, stream, version, metadata_location).await {
+        if let Err(err) =
+            db::record_applied(&self.pool, stream, version, metadata_location, confirmed).await
+        {
             tracing::debug!(%err, stream = %stream.stream_id, version,
                 "a synchronous apply was not recorded at its stream; its task will");
+        }
+    }
+
+    /// Records at the stream that its destination could not take a synchronous commit, for the
+    /// table's status.
+    pub(super) async fn record_missed(&self, stream: &StreamRow, reason: &str) {
+        if let Err(err) = db::record_missed(&self.pool, stream.stream_id, reason).await {
+            tracing::debug!(%err, stream = %stream.stream_id,
+                "a synchronous commit's miss was not recorded at its stream");
         }
     }
 }
