@@ -208,7 +208,11 @@ async fn with_the_destination_down_commits_fail_within_the_timeout_and_change_no
     assert_eq!(k_at(&b, "t").await.as_deref(), Some("after"));
     // The table's status says what the destination made of its synchronous commits: two applied
     // ("before", "after"), two missed (the commit and the transaction while it was down).
-    let status = get(format!("{}/management/v1/tables/wh/db/t/replication", a.base)).await;
+    let status = get(format!(
+        "{}/management/v1/tables/wh/db/t/replication",
+        a.base
+    ))
+    .await;
     let sync = &status["destinations"][0]["sync"];
     assert_eq!(sync["confirmed"], 2, "{status}");
     assert_eq!(sync["missed"], 2, "{status}");
