@@ -150,6 +150,147 @@ fn set_property(key: &str, value: &str) -> Value {
     json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {key: value}}]})
 }
 
+/// Writers committing through floe at once, to the same tables, some of their commits refused by
+/// the upstream: each table's commits are forwarded one at a time (its change lock is held from
+/// the intent to the settlement), every acknowledged one is logged once, in the order the
+/// upstream made them, no refused one is, and no lock outlives its commit (the last commits,
+/// made after the writers are done, do not wait).
+#[tokio::test]
+async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    let tables = ["t", "u"];
+    for name in tables {
+        floe.post(
+            "/v1/lake/namespaces/ns/tables",
+            json!({"name": name, "schema": common::simple_schema()}),
+        )
+        .await
+        .expect(200);
+    }
+    const WRITERS: usize = 6;
+    const COMMITS: usize = 4;
+    let writer = |w: usize| {
+        let floe = &floe;
+        async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..COMMITS {
+                let table = tables[(w + i) % tables.len()];
+                let path = format!("/v1/lake/namespaces/ns/tables/{table}");
+                let value = format!("{w}-{i}");
+                if i == 1 {
+                    // Refused by the upstream: settled as failed, its locks given back.
+                    let refused = floe
+                        .post(
+                            &path,
+                            json!({"requirements": [{"type": "assert-table-uuid",
+                                     "uuid": "00000000-0000-0000-0000-000000000000"}],
+                                   "updates": [{"action": "set-properties",
+                                                "updates": {"k": value}}]}),
+                        )
+                        .await;
+                    refused.expect(409);
+                    continue;
+                }
+                let answer = floe
+                    .post(&path, set_property("k", &value))
+                    .await
+                    .expect(200);
+                let location = answer["metadata-location"].as_str().unwrap().to_string();
+                acknowledged.push((table, value, location));
+            }
+            acknowledged
+        }
+    };
+    let acknowledged: Vec<_> = futures::future::join_all((0..WRITERS).map(writer))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(acknowledged.len(), WRITERS * (COMMITS - 1));
+    let log = lake_log(&floe).await;
+    for table in tables {
+        let entries: Vec<Value> = log
+            .iter()
+            .filter(|e| e["table-name"] == table)
+            .cloned()
+            .collect();
+        assert_eq!(entries[0]["kind"], "observe-table", "{entries:#?}");
+        assert!(
+            entries[1..].iter().all(|e| e["kind"] == "commit-table"),
+            "{entries:#?}"
+        );
+        assert_chained(&entries);
+        // Exactly the acknowledged commits, each once: the values they set, and the metadata
+        // the upstream answered each with.
+        let mut logged: Vec<(String, String)> = entries[1..]
+            .iter()
+            .map(|e| {
+                (
+                    e["changes"][0]["updates"]["k"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    e["new-metadata-location"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let mut expected: Vec<(String, String)> = acknowledged
+            .iter()
+            .filter(|(t, _, _)| *t == table)
+            .map(|(_, value, location)| (value.clone(), location.clone()))
+            .collect();
+        logged.sort();
+        expected.sort();
+        assert_eq!(logged, expected);
+        // In the upstream's order: the last entry is the table's state there.
+        let (_, direct) =
+            upstream_get(&upstream, &format!("/v1/namespaces/ns/tables/{table}")).await;
+        assert_eq!(
+            entries.last().unwrap()["new-metadata-location"],
+            direct["metadata-location"]
+        );
+    }
+    // No lock outlived its commit: a commit to both tables goes through at once.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        floe.post(
+            "/v1/lake/transactions/commit",
+            json!({"table-changes": [
+                {"identifier": {"namespace": ["ns"], "name": "t"}, "requirements": [],
+                 "updates": [{"action": "set-properties", "updates": {"after": "1"}}]},
+                {"identifier": {"namespace": ["ns"], "name": "u"}, "requirements": [],
+                 "updates": [{"action": "set-properties", "updates": {"after": "1"}}]}]}),
+        ),
+    )
+    .await
+    .expect("a table's lock outlived its commit");
+    answer.expect(204);
+    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
+        .await
+        .unwrap();
+    let intents: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM upstream_commit_intent GROUP BY state ORDER BY state",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let acknowledged = i64::try_from(acknowledged.len()).unwrap();
+    let refused = i64::try_from(WRITERS).unwrap();
+    assert_eq!(
+        intents,
+        [
+            ("done".to_string(), acknowledged + 1),
+            ("failed".to_string(), refused)
+        ]
+    );
+}
+
 /// The log entries of warehouse `lake`, in order.
 async fn lake_log(floe: &TestFloe) -> Vec<Value> {
     floe.log()

@@ -436,11 +436,12 @@ pub async fn lock_table_names(
 
 /// A table's name as `floe_lock_tables` keys its change lock (migrations/0014).
 pub(super) fn table_lock_name(table: &TableName) -> String {
-    format!(
-        "{}\u{1e}{}",
-        table.namespace.levels().join("\u{1f}"),
-        table.name
-    )
+    lock_name(table.namespace.levels(), &table.name)
+}
+
+/// [`table_lock_name`] of a table given by its namespace's levels and its name.
+pub(super) fn lock_name(namespace: &[String], name: &str) -> String {
+    format!("{}\u{1e}{}", namespace.join("\u{1f}"), name)
 }
 
 /// What a replica's apply finds once it holds its locks (see [`open_replica_apply`]).

@@ -11,7 +11,9 @@
 //! generation, an upstream table's first state), and so does every swap of a row that is not a
 //! replica.
 
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::catalog::{TablePointer, location_key, table_lock_name};
@@ -94,10 +96,28 @@ pub async fn commit_tables(
     writes: &[TableWrite<'_>],
     entries: &[NewEntry],
 ) -> sqlx::Result<Committed> {
-    let started = std::time::Instant::now();
-    let result = sqlx::query("SELECT floe_commit_tables($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+    let lock_names = column(writes, |w| table_lock_name(w.table));
+    let query = sqlx::query("SELECT floe_commit_tables($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+    run(
+        bind_commit(query, warehouse_id, lock_names, writes, entries),
+        conn,
+    )
+    .await
+}
+
+/// Binds `floe_commit_tables`' ten arguments after those `query` already has: the change locks
+/// of `lock_names` (each table `writes` names, and any other the caller's statement needs
+/// held), the rows and the entries.
+pub(super) fn bind_commit<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    warehouse_id: Uuid,
+    lock_names: Vec<String>,
+    writes: &'q [TableWrite<'q>],
+    entries: &'q [NewEntry],
+) -> Query<'q, Postgres, PgArguments> {
+    query
         .bind(warehouse_id)
-        .bind(column(writes, |w| table_lock_name(w.table)))
+        .bind(lock_names)
         .bind(column(writes, |w| w.table_id))
         .bind(column(writes, TableWrite::expected_version))
         .bind(column(writes, TableWrite::namespace_id))
@@ -108,8 +128,16 @@ pub async fn commit_tables(
             w.pointer().map(|p| location_key(p.location))
         }))
         .bind(log::entries_json(entries))
-        .execute(conn)
-        .await;
+}
+
+/// Runs a statement that commits through `floe_commit_tables`: a row not as planned is
+/// [`Committed::Moved`] (the statement wrote nothing).
+pub(super) async fn run(
+    query: Query<'_, Postgres, PgArguments>,
+    conn: &mut PgConnection,
+) -> sqlx::Result<Committed> {
+    let started = std::time::Instant::now();
+    let result = query.execute(conn).await;
     crate::telemetry::record_log_append(started.elapsed());
     match result {
         Ok(_) => Ok(Committed::Done),

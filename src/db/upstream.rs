@@ -7,6 +7,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::table_commit::{self, Committed, TableWrite};
+use crate::log::NewEntry;
 use crate::names::{NamespaceName, TableName};
 
 /// A table of an upstream warehouse as floe last logged it.
@@ -94,36 +96,98 @@ pub struct PendingIntent {
     pub principal: String,
 }
 
-/// Records a commit about to be forwarded, in its own transaction, committed (visible to every
-/// instance) before the request leaves.
+/// What [`open_commit`] found under the tables' change locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The intent is recorded.
+    Recorded,
+    /// A table is no longer the row floe read: nothing recorded.
+    Moved,
+    /// A commit naming one of the tables is pending: nothing recorded.
+    Pending,
+}
+
+/// Step 1 of a forwarded commit (`floe_upstream_open_commit`, migrations/0028): takes the change
+/// locks of the intent's tables for this session (unless `locked`: an earlier call took them),
+/// checks that each is still `rows` (the row floe read for it, `None`: none) and that no commit
+/// naming it is pending, and records the intent, committed before the request leaves, in one
+/// round trip. Whatever it answers, the connection holds the locks from then on, until
+/// [`settle_commit`] gives them back or the connection closes.
 ///
-/// Its commit does not wait for the WAL flush (`synchronous_commit = off`): the transaction that
-/// settles it, and is what the client's acknowledgement waits for, flushes the WAL up to itself,
-/// this record included. Only a crash of PostgreSQL itself in between can lose it, and then the
-/// client was never acknowledged and the commit, if the upstream applied it, is logged as observed
-/// when floe catches up with the table: in the log once all the same, as a state floe did not
-/// make. That saves each commit a flush.
-///
-/// One statement, its own transaction, which makes that setting for itself
-/// ([`super::ASYNCHRONOUS_COMMIT`]).
-pub async fn record_intent(
-    pool: &PgPool,
+/// Its commit does not wait for the WAL flush (`synchronous_commit = off`): the settlement, which
+/// the client's acknowledgement waits for, flushes the WAL up to itself, this record included.
+/// Only a crash of PostgreSQL itself in between can lose it, and then the client was never
+/// acknowledged and the commit, if the upstream applied it, is logged as observed when floe
+/// catches up with the table: in the log once all the same, as a state floe did not make. That
+/// saves each commit a flush.
+pub async fn open_commit(
+    conn: &mut PgConnection,
     warehouse_id: Uuid,
     intent: &PendingIntent,
-) -> sqlx::Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO upstream_commit_intent (intent_id, warehouse_id, txn_group, tables, principal) \
-         SELECT $1, $2, $3, $4, $5 FROM {}",
-        super::ASYNCHRONOUS_COMMIT
-    ))
+    rows: &[Option<UpstreamTableRow>],
+    locked: bool,
+) -> sqlx::Result<Opened> {
+    let verdict: String =
+        sqlx::query_scalar("SELECT floe_upstream_open_commit($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(warehouse_id)
+            .bind(intent.lock_names())
+            .bind(locked)
+            .bind(
+                rows.iter()
+                    .map(|r| r.as_ref().map(|r| r.table_id))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| r.as_ref().map(|r| r.version))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(intent.intent_id)
+            .bind(intent.txn_group)
+            .bind(sqlx::types::Json(&intent.tables))
+            .bind(&intent.principal)
+            .fetch_one(conn)
+            .await?;
+    Ok(match verdict.as_str() {
+        "recorded" => Opened::Recorded,
+        "pending" => Opened::Pending,
+        _ => Opened::Moved,
+    })
+}
+
+/// Step 2 of a forwarded commit (`floe_upstream_settle_commit`), on the connection that opened
+/// it: writes `writes` and `entries` (none when the upstream refused the commit), settles the
+/// intent `done` or `failed`, saying why, and gives the tables' change locks back, in one
+/// statement, its own transaction, which waits for the WAL flush. On [`Committed::Moved`] or an
+/// error nothing is written and the locks are still held: close the connection.
+pub async fn settle_commit(
+    conn: &mut PgConnection,
+    warehouse_id: Uuid,
+    intent: &PendingIntent,
+    outcome: (bool, &str),
+    writes: &[TableWrite<'_>],
+    entries: &[NewEntry],
+) -> sqlx::Result<Committed> {
+    let (done, why) = outcome;
+    let query = sqlx::query(
+        "SELECT floe_upstream_settle_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
     .bind(intent.intent_id)
-    .bind(warehouse_id)
-    .bind(intent.txn_group)
-    .bind(sqlx::types::Json(&intent.tables))
-    .bind(&intent.principal)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .bind(done)
+    .bind(why);
+    let query =
+        table_commit::bind_commit(query, warehouse_id, intent.lock_names(), writes, entries);
+    table_commit::run(query, conn).await
+}
+
+impl PendingIntent {
+    /// The change-lock names of its tables (`floe_lock_tables`).
+    fn lock_names(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .map(|t| super::catalog::lock_name(&t.namespace, &t.name))
+            .collect()
+    }
 }
 
 /// The pending commits that name `table`, oldest first.

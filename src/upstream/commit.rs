@@ -3,10 +3,10 @@
 //!
 //! The protocol, per commit, under the change lock of every table it names (the advisory lock
 //! builtin commits take, so commits through floe to one table are forwarded one at a time, in the
-//! order they are logged). Steps 1 and 2 run only when a table has a pending intent or is one floe
-//! has not logged yet; they commit on their own (a failed forward must not undo a settlement), the
-//! locks are then taken again and held from step 3 to the end, and if the tables' rows or pending
-//! intents changed in between, steps 1 and 2 run again:
+//! order they are logged). The locks are held at session level by the connection the commit runs
+//! on (`HeldLocks`), from step 3 to the end of step 4, so that step 3 can commit on its own
+//! (migrations/0028). Steps 1 and 2 run only when a table has a pending intent or is one floe has
+//! not logged yet; they commit on their own too (a failed forward must not undo a settlement):
 //! 1. **Settle what is pending** for those tables (a crash, a timeout or a 5xx left an intent):
 //!    the upstream's current metadata says whether the intent's commit landed (`history`): a
 //!    state after the intent's `previous` that its updates produce from the state before it, or
@@ -15,16 +15,24 @@
 //!    directly at the upstream) are appended as `observe-table` entries, oldest first. For a
 //!    table floe knows, the commit's own answer names them (its metadata-log), and they are
 //!    logged before the commit in step 4.
-//! 3. **Record the intent** (the request, the last known metadata location per table) in its own
-//!    committed transaction, so that it is durable before the request leaves.
-//! 4. **Forward**, and on the answer: 2xx appends the entries and settles the intent `done` in one
-//!    transaction; a 4xx ErrorModel settles it `failed`; anything else leaves it pending, for
-//!    step 1 of the next commit to the table, and answers CommitStateUnknownException.
+//! 3. **Record the intent** (the request, the last known metadata location per table), in one
+//!    statement that takes the locks, checks that the tables are still the rows floe read (else
+//!    floe reads them again under the locks, after steps 1 and 2 if an intent is pending) and
+//!    commits, so that the intent is durable before the request leaves.
+//! 4. **Forward**, and on the answer: 2xx appends the entries, settles the intent `done` and
+//!    gives the locks back in one statement, its own transaction; a 4xx ErrorModel settles it
+//!    `failed` the same way; anything else leaves it pending, for step 1 of the next commit to
+//!    the table, and answers CommitStateUnknownException (the connection is closed, which gives
+//!    the locks back).
+//!
+//! Three round trips to PostgreSQL when nothing is pending: the rows read, step 3, step 4's
+//! statement.
 //!
 //! Why exactly once: an entry is appended only in the transaction that settles its pending
 //! intent (`settle_intent` changes only a pending row, and the lock keeps two settlers apart), and
 //! every intent is settled before its tables' next commit is forwarded. A crash before step 3's
-//! commit forwards nothing; between 3 and 4's commit leaves the intent for step 1.
+//! commit forwards nothing; between 3 and 4's commit leaves the intent for step 1 (and the
+//! session, with its locks, ends with floe's connection).
 //!
 //! The protocol runs in a task of its own, so a client that hangs up does not cancel it midway.
 
@@ -34,14 +42,16 @@ use iceberg::TableUpdate;
 use iceberg::spec::TableMetadata;
 use serde::Deserialize;
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::{Acquire, PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::client::UpstreamCatalog;
 use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
-use super::table_log::{self, Current, TableChanges, catch_up, log_landed, table_path};
+use super::table_log::{self, Current, LogBatch, TableChanges, catch_up, log_landed, table_path};
 use crate::catalog::{Catalog, Warehouse, write_rule};
-use crate::db::upstream::{self as db, IntentTable, PendingIntent, UpstreamTableRow};
+use crate::db::upstream::{self as db, IntentTable, Opened, PendingIntent, UpstreamTableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::http::errors::ApiError;
 use crate::names::{NamespaceName, TableName};
@@ -160,12 +170,23 @@ pub async fn intercept(
 ) -> Result<CommitAnswer, ApiError> {
     let failed = |err: UpstreamError| err.to_api_error(upstream.warehouse(), upstream.url(), true);
     let names: Vec<&TableName> = commit.tables.iter().map(|t| &t.table).collect();
+    let conn = catalog.pool().acquire().await.map_err(CatalogError::from)?;
+    let mut locks = HeldLocks {
+        conn: Some(conn),
+        locked: false,
+    };
+    let tables = names
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join("`, `");
     // Steps 1 and 2 are committed before the intent is recorded (a later step that fails must
-    // not undo a settlement), so the locks are taken again for step 4: if anything changed
-    // while they were released (another instance's commit), catch up again.
+    // not undo a settlement); the intent is recorded only if, under the locks, the tables are
+    // still as read and nothing is pending: else read (and catch up) again.
     let mut caught_up: Option<Vec<Option<UpstreamTableRow>>> = None;
+    let mut settle_first = false;
     let mut attempts = 0;
-    let (mut tx, known) = loop {
+    let (intent, known) = loop {
         attempts += 1;
         if attempts > MAX_CATCH_UP_ATTEMPTS {
             return Err(CatalogError::Unavailable(format!(
@@ -174,61 +195,67 @@ pub async fn intercept(
             ))
             .into());
         }
-        let mut tx = catalog.pool().begin().await.map_err(CatalogError::from)?;
-        crate::db::catalog::lock_table_names(&mut tx, wh.id, &names)
-            .await
-            .map_err(CatalogError::from)?;
+        let conn = locks.conn();
         let mut rows = Vec::new();
-        let mut pending = false;
         for table in &names {
             // A replica floe keeps in this upstream changes only by replication.
-            let row = write_rule::table_for_write(&mut tx, wh.id, table, false).await?;
+            let row = write_rule::table_for_write(conn, wh.id, table, false).await?;
             rows.push(row.map(UpstreamTableRow::from));
-            pending |= !db::pending_intents(&mut tx, wh.id, table)
-                .await
-                .map_err(CatalogError::from)?
-                .is_empty();
         }
         // Nothing to settle and every table known: the states made past floe since the last
         // logged one are in the answer's metadata-log, logged before the commit (`log_landed`),
         // so the upstream is not asked first (that would double its work per commit).
         let known = rows.iter().all(Option::is_some);
-        if !pending && (caught_up.as_ref() == Some(&rows) || (caught_up.is_none() && known)) {
-            break (tx, rows);
-        }
-        let mut after = Vec::new();
-        for table in &names {
-            let current = upstream
-                .current(table, &commit.headers)
+        if settle_first || !(caught_up.as_ref() == Some(&rows) || (caught_up.is_none() && known)) {
+            let mut tx = conn.begin().await.map_err(CatalogError::from)?;
+            crate::db::catalog::lock_table_names(&mut tx, wh.id, &names)
                 .await
-                .map_err(failed)?;
-            after.push(catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?);
+                .map_err(CatalogError::from)?;
+            let mut after = Vec::new();
+            for table in &names {
+                let current = upstream
+                    .current(table, &commit.headers)
+                    .await
+                    .map_err(failed)?;
+                after.push(catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?);
+            }
+            tx.commit().await.map_err(CatalogError::from)?;
+            catalog.log_wake().committed();
+            caught_up = Some(after);
+            settle_first = false;
+            continue;
         }
-        tx.commit().await.map_err(CatalogError::from)?;
-        catalog.log_wake().committed();
-        caught_up = Some(after);
+        // Step 3.
+        let intent = PendingIntent {
+            intent_id: Uuid::now_v7(),
+            txn_group: Uuid::now_v7(),
+            tables: commit
+                .tables
+                .iter()
+                .zip(&rows)
+                .map(|(changes, row)| IntentTable {
+                    namespace: changes.table.namespace.levels().to_vec(),
+                    name: changes.table.name.clone(),
+                    previous: row.as_ref().map(|r| r.metadata_location.clone()),
+                    requirements: changes.requirements.clone(),
+                    updates: changes.updates.clone(),
+                })
+                .collect(),
+            principal: commit.principal.clone(),
+        };
+        // From this call on the connection holds the locks (whatever it answers): what is
+        // read from now is what the intent is recorded against.
+        let locked = std::mem::replace(&mut locks.locked, true);
+        match db::open_commit(locks.conn(), wh.id, &intent, &rows, locked)
+            .await
+            .map_err(CatalogError::from)?
+        {
+            Opened::Recorded => break (intent, rows),
+            Opened::Pending => settle_first = true,
+            // Another commit moved a table on before the locks were ours: read it again.
+            Opened::Moved => caught_up = None,
+        }
     };
-    // Step 3.
-    let intent = PendingIntent {
-        intent_id: Uuid::now_v7(),
-        txn_group: Uuid::now_v7(),
-        tables: commit
-            .tables
-            .iter()
-            .zip(&known)
-            .map(|(changes, row)| IntentTable {
-                namespace: changes.table.namespace.levels().to_vec(),
-                name: changes.table.name.clone(),
-                previous: row.as_ref().map(|r| r.metadata_location.clone()),
-                requirements: changes.requirements.clone(),
-                updates: changes.updates.clone(),
-            })
-            .collect(),
-        principal: commit.principal.clone(),
-    };
-    db::record_intent(catalog.pool(), wh.id, &intent)
-        .await
-        .map_err(CatalogError::from)?;
     // Step 4.
     let path = if commit.transaction {
         UpstreamPath::new(TRANSACTION_ROUTE, &[])?
@@ -249,15 +276,12 @@ pub async fn intercept(
         if status == StatusCode::CONFLICT {
             crate::telemetry::record_commit(&wh.name, 0, true);
         }
-        db::settle_intent(
-            &mut tx,
-            intent.intent_id,
-            false,
-            &format!("the upstream answered {status}"),
-        )
-        .await
-        .map_err(CatalogError::from)?;
-        tx.commit().await.map_err(CatalogError::from)?;
+        let outcome = format!("the upstream answered {status}");
+        let settled = db::settle_commit(locks.conn(), wh.id, &intent, (false, &outcome), &[], &[])
+            .await
+            .map_err(CatalogError::from)?;
+        table_log::moved_is_a_failure(settled, tables)?;
+        locks.given_back();
         return Ok(CommitAnswer {
             status,
             headers,
@@ -271,6 +295,7 @@ pub async fn intercept(
         ))));
     }
     let mut made = Vec::with_capacity(commit.tables.len());
+    let mut batch = LogBatch::default();
     for (changes, row) in commit.tables.iter().zip(&known) {
         // commitTable's answer names the state it made; transactions/commit's 204 does not, so
         // the table is read back, and the state this commit made is the first after the one it
@@ -315,7 +340,7 @@ pub async fn intercept(
         log_landed(
             catalog,
             wh,
-            &mut tx,
+            &mut batch,
             changes,
             row.clone(),
             previous,
@@ -325,10 +350,20 @@ pub async fn intercept(
         .await?;
         made.push(current);
     }
-    db::settle_intent(&mut tx, intent.intent_id, true, "acknowledged")
-        .await
-        .map_err(CatalogError::from)?;
-    tx.commit().await.map_err(CatalogError::from)?;
+    let conn = locks.conn();
+    let (writes, entries) = batch.planned(conn, wh).await?;
+    let settled = db::settle_commit(
+        conn,
+        wh.id,
+        &intent,
+        (true, "acknowledged"),
+        &writes,
+        entries,
+    )
+    .await
+    .map_err(CatalogError::from)?;
+    table_log::moved_is_a_failure(settled, tables)?;
+    locks.given_back();
     catalog.log_wake().committed();
     // Each table's next commit reads this state as its state before.
     for current in made {
@@ -340,6 +375,41 @@ pub async fn intercept(
         headers,
         body,
     })
+}
+
+/// The connection a commit runs on, which holds its tables' change locks at session level from
+/// the intent's record to its settlement. Given back to the pool only once the settlement gave
+/// the locks back; on any other way out (an error, a lost answer, a panic) the connection is
+/// closed, and PostgreSQL releases the locks with the session: a pooled connection never
+/// carries a lock to another request.
+struct HeldLocks {
+    conn: Option<PoolConnection<Postgres>>,
+    /// Whether the connection may hold the locks (it asked for them).
+    locked: bool,
+}
+
+impl HeldLocks {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("the connection is held until given back")
+    }
+
+    /// The settlement gave the locks back: the connection may serve another request.
+    fn given_back(mut self) {
+        self.locked = false;
+    }
+}
+
+impl Drop for HeldLocks {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.locked
+        {
+            // The locks go with the connection (dropping it closes its socket).
+            drop(conn.detach());
+        }
+    }
 }
 
 /// The state a commitTable answer (CommitTableResponse) names.

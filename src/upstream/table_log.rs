@@ -108,6 +108,7 @@ pub(super) async fn catch_up(
     let mut row = db::get_table(conn, wh.id, table)
         .await
         .map_err(CatalogError::from)?;
+    let mut batch = LogBatch::default();
     for intent in db::pending_intents(conn, wh.id, table)
         .await
         .map_err(CatalogError::from)?
@@ -134,7 +135,7 @@ pub(super) async fn catch_up(
             (Some((missed, location)), Some(part)) => {
                 // Commits made past floe before this one landed come first, as they did there.
                 for state in &missed {
-                    row = Some(observe(catalog, wh, conn, table, row, state).await?);
+                    row = Some(observe(catalog, wh, &mut batch, table, row, state).await?);
                 }
                 let changes = TableChanges {
                     table: table.clone(),
@@ -151,7 +152,7 @@ pub(super) async fn catch_up(
                     append_commit(
                         catalog,
                         wh,
-                        conn,
+                        &mut batch,
                         &changes,
                         row.clone(),
                         previous.as_deref(),
@@ -172,6 +173,8 @@ pub(super) async fn catch_up(
         }
     }
     let Some(current) = current else {
+        // The drop comes after what the intents made.
+        batch.write(conn, wh).await?;
         if let Some(gone) = row {
             log_dropped(catalog, wh, conn, table, gone).await?;
         }
@@ -188,8 +191,9 @@ pub(super) async fn catch_up(
         None => history::all_states(&current.location, &current.metadata),
     };
     for location in after {
-        row = Some(observe(catalog, wh, conn, table, row, &location).await?);
+        row = Some(observe(catalog, wh, &mut batch, table, row, &location).await?);
     }
+    batch.write(conn, wh).await?;
     Ok(row)
 }
 
@@ -233,7 +237,7 @@ pub(super) async fn landed_at(
 async fn observe(
     catalog: &Catalog,
     wh: &Warehouse,
-    conn: &mut PgConnection,
+    batch: &mut LogBatch,
     table: &TableName,
     row: Option<UpstreamTableRow>,
     location: &str,
@@ -254,7 +258,7 @@ async fn observe(
     entry.details = details;
     entry.previous_metadata_location = row.map(|r| r.metadata_location);
     entry.new_metadata_location = Some(location.to_string());
-    log_state(conn, wh, table, entry, &next, metadata.parsed.location()).await?;
+    batch.push(table, entry, &next, metadata.parsed.location());
     Ok(next)
 }
 
@@ -289,7 +293,7 @@ async fn log_dropped(
 pub(super) async fn log_landed(
     catalog: &Catalog,
     wh: &Warehouse,
-    conn: &mut PgConnection,
+    batch: &mut LogBatch,
     changes: &TableChanges,
     mut row: Option<UpstreamTableRow>,
     previous: Option<&str>,
@@ -311,14 +315,14 @@ pub(super) async fn log_landed(
         )
         .unwrap_or_else(|| vec![replaced.clone()])
         {
-            row = Some(observe(catalog, wh, conn, &changes.table, row, &location).await?);
+            row = Some(observe(catalog, wh, batch, &changes.table, row, &location).await?);
         }
     }
     let before = row.as_ref().map(|r| r.metadata_location.clone());
     append_commit(
         catalog,
         wh,
-        conn,
+        batch,
         changes,
         row,
         before.as_deref(),
@@ -333,7 +337,7 @@ pub(super) async fn log_landed(
 async fn append_commit(
     catalog: &Catalog,
     wh: &Warehouse,
-    conn: &mut PgConnection,
+    batch: &mut LogBatch,
     changes: &TableChanges,
     row: Option<UpstreamTableRow>,
     previous: Option<&str>,
@@ -368,8 +372,7 @@ async fn append_commit(
         .map_err(CatalogError::Encoding)?;
     entry.previous_metadata_location = previous.map(str::to_string);
     entry.new_metadata_location = Some(current.location.clone());
-    let location = current.metadata.location();
-    log_state(conn, wh, &changes.table, entry, &next, location).await?;
+    batch.push(&changes.table, entry, &next, current.metadata.location());
     Ok(next)
 }
 
@@ -404,51 +407,113 @@ fn table_entry(
     }
 }
 
-/// Appends `entry` and moves the table's row to `next` (`location`: its table location), in the
-/// caller's transaction, by the one writer of table rows and their entries
-/// (`table_commit::commit_tables`): the row is made at its first entry, version 1, and moves on
-/// only from the version before.
-async fn log_state(
-    conn: &mut PgConnection,
-    wh: &Warehouse,
-    table: &TableName,
-    entry: NewEntry,
-    next: &UpstreamTableRow,
-    location: &str,
-) -> Result<(), ApiError> {
-    let pointer = TablePointer {
-        table_uuid: next.table_uuid,
-        metadata_location: &next.metadata_location,
-        location,
-    };
-    let change = if next.version == 1 {
-        let namespace_id = db::ensure_namespace(conn, wh.id, &table.namespace)
+/// States of upstream tables to log, in order: each an entry, and its table's row moved to
+/// the state's version (made at its first, version 1). They are written together, by the one
+/// writer of table rows and their entries (`table_commit`), in one statement: the row moves
+/// only from the version before, so a batch planned from a row that has since moved writes
+/// nothing.
+#[derive(Default)]
+pub(super) struct LogBatch {
+    rows: Vec<PlannedRow>,
+    entries: Vec<NewEntry>,
+}
+
+/// A table's row as one state of a [`LogBatch`] leaves it.
+struct PlannedRow {
+    table: TableName,
+    row: UpstreamTableRow,
+    /// The table's location, as the state's metadata says.
+    location: String,
+    /// For a new row (version 1), its namespace's row, made before the batch is written.
+    namespace_id: Option<Uuid>,
+}
+
+impl LogBatch {
+    fn push(&mut self, table: &TableName, entry: NewEntry, row: &UpstreamTableRow, location: &str) {
+        self.rows.push(PlannedRow {
+            table: table.clone(),
+            row: row.clone(),
+            location: location.to_string(),
+            namespace_id: None,
+        });
+        self.entries.push(entry);
+    }
+
+    /// The rows to write and their entries, the namespace rows of new tables made first (with
+    /// nothing logged: an upstream's namespaces are its own).
+    pub(super) async fn planned(
+        &mut self,
+        conn: &mut PgConnection,
+        wh: &Warehouse,
+    ) -> Result<(Vec<TableWrite<'_>>, &[NewEntry]), ApiError> {
+        for planned in &mut self.rows {
+            if planned.row.version == 1 && planned.namespace_id.is_none() {
+                planned.namespace_id = Some(
+                    db::ensure_namespace(conn, wh.id, &planned.table.namespace)
+                        .await
+                        .map_err(CatalogError::from)?,
+                );
+            }
+        }
+        let writes = self
+            .rows
+            .iter()
+            .map(|planned| {
+                let pointer = TablePointer {
+                    table_uuid: planned.row.table_uuid,
+                    metadata_location: &planned.row.metadata_location,
+                    location: &planned.location,
+                };
+                let change = match planned.namespace_id {
+                    Some(namespace_id) => RowChange::Create {
+                        namespace_id,
+                        pointer,
+                    },
+                    None => RowChange::Swap {
+                        expected_version: planned.row.version - 1,
+                        pointer,
+                    },
+                };
+                TableWrite {
+                    table: &planned.table,
+                    table_id: planned.row.table_id,
+                    change,
+                }
+            })
+            .collect();
+        Ok((writes, &self.entries))
+    }
+
+    /// Writes the batch in the caller's transaction, which holds the tables' change locks.
+    async fn write(&mut self, conn: &mut PgConnection, wh: &Warehouse) -> Result<(), ApiError> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let (writes, entries) = self.planned(conn, wh).await?;
+        let committed = table_commit::commit_tables(conn, wh.id, &writes, entries)
             .await
             .map_err(CatalogError::from)?;
-        RowChange::Create {
-            namespace_id,
-            pointer,
-        }
-    } else {
-        RowChange::Swap {
-            expected_version: next.version - 1,
-            pointer,
-        }
-    };
-    let write = TableWrite {
-        table,
-        table_id: next.table_id,
-        change,
-    };
-    match table_commit::commit_tables(conn, wh.id, &[write], &[entry])
-        .await
-        .map_err(CatalogError::from)?
-    {
+        drop(writes);
+        moved_is_a_failure(committed, self.tables())?;
+        self.rows.clear();
+        self.entries.clear();
+        Ok(())
+    }
+
+    fn tables(&self) -> String {
+        let mut names: Vec<String> = self.rows.iter().map(|p| p.table.to_string()).collect();
+        names.dedup();
+        names.join("`, `")
+    }
+}
+
+/// A batch's write that found a row moved: the caller holds the tables' change locks, so only a
+/// row of another kind (a replica, which the observer and commits leave alone) can be in the way.
+pub(super) fn moved_is_a_failure(committed: Committed, tables: String) -> Result<(), ApiError> {
+    match committed {
         Committed::Done => Ok(()),
-        // The caller holds the table's change lock, so only a row of another kind (a replica,
-        // which the observer and commits leave alone) can be in the way.
         Committed::Moved => Err(CatalogError::CommitFailed(format!(
-            "table `{table}` changed in floe's catalog while its upstream state was logged; retry"
+            "table `{tables}` changed in floe's catalog while its upstream state was logged; retry"
         ))
         .into()),
     }
