@@ -1,8 +1,9 @@
 //! `floe bench proxy`: what floe adds in front of an upstream Iceberg REST catalog. The same
 //! workload (metadata-only commits over 100 tables, and loadTable of one table, by 1 and by 8
 //! connections) against the upstream directly and through floe (an `upstream` warehouse, on a
-//! throwaway PostgreSQL with fsync on), in alternating rounds (direct, through floe, direct, ...)
-//! so that drift on shared cores hits both paths alike. Prints Markdown tables for BENCHMARKS.md.
+//! throwaway PostgreSQL with fsync on), in alternating rounds (direct then through floe, through
+//! floe then direct, ...) so that drift on shared cores, and an upstream slowing down as it fills,
+//! hit both paths alike. Prints Markdown tables for BENCHMARKS.md.
 //!
 //! The upstream is the Apache Iceberg reference catalog, started here on the same PostgreSQL
 //! server (`--java-catalog`), floe's own builtin catalog in process (`--builtin-upstream`: a
@@ -128,7 +129,13 @@ async fn measure(
     let mut namespace = 0;
     for round in 0..options.rounds {
         for connections in [1usize, 8] {
-            for (path, api) in [("direct", &direct_api), ("through floe", &floe_api)] {
+            // Each path goes first in every other round: what the upstream slows down by as
+            // it fills (its store, its files) falls on both alike.
+            let mut paths = [("direct", &direct_api), ("through floe", &floe_api)];
+            if round % 2 == 1 {
+                paths.reverse();
+            }
+            for (path, api) in paths {
                 namespace += 1;
                 let ns = format!("proxy_{run}_{namespace}");
                 let endpoint = Endpoint::create(http, api, &ns).await?;
