@@ -514,6 +514,27 @@ async fn concurrent_migrations_are_safe() {
     assert_eq!(applied as usize, floe::db::MIGRATOR.iter().count());
 }
 
+/// floe's connections ask PostgreSQL to probe them when idle, so that a session whose floe host
+/// vanished (and the change locks an intercepted commit holds across its forward) ends within
+/// about a minute rather than the kernel's two hours.
+#[tokio::test]
+async fn connections_are_probed_so_a_vanished_host_lets_go_of_its_locks() {
+    let url = common::new_database().await;
+    let pool = floe::db::connect_lazy(&url, &Default::default()).unwrap();
+    for (setting, expected) in [
+        ("tcp_keepalives_idle", "30"),
+        ("tcp_keepalives_interval", "10"),
+        ("tcp_keepalives_count", "3"),
+    ] {
+        let value: String = sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(setting)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(value, expected, "{setting}");
+    }
+}
+
 #[test]
 fn management_openapi_document_is_checked_in() {
     let checked_in = include_str!("../openapi/management.json");

@@ -49,6 +49,17 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// PostgreSQL probes a connection idle for 30 s every 10 s and drops it after 3 probes go
+/// unanswered: a session whose floe host vanished without closing its socket (a power loss, a
+/// partition) ends within about a minute instead of the kernel's two hours, and with it whatever
+/// it held, such as the change locks an intercepted commit holds across its forward
+/// (`upstream::commit`). (Over TCP only; a Unix socket cannot outlive its host.)
+const DEAD_PEER_KEEPALIVES: [(&str, &str); 3] = [
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+];
+
 /// Opens a pool. Connections are made lazily, so floe starts even while PostgreSQL is down and
 /// answers 503 until it returns; broken connections are replaced (see [`test_if_idle`]).
 pub fn connect_lazy(url: &str, settings: &DatabaseSettings) -> Result<PgPool, DbError> {
@@ -58,6 +69,7 @@ pub fn connect_lazy(url: &str, settings: &DatabaseSettings) -> Result<PgPool, Db
             "statement_timeout",
             settings.statement_timeout_ms.to_string(),
         )])
+        .options(DEAD_PEER_KEEPALIVES)
         .application_name("floe")
         .disable_statement_logging();
     Ok(PgPoolOptions::new()
