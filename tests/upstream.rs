@@ -291,6 +291,80 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
     );
 }
 
+/// A staged create through floe (DuckDB's and Spark's CTAS way to make a table), committed
+/// with `assert-create`: the commit goes to a table neither floe nor the upstream has yet, is
+/// forwarded once, and its entry makes the table in floe's log at version 1 with the metadata the
+/// upstream made. A second such commit to the same name is refused by the upstream and logs
+/// nothing.
+#[tokio::test]
+async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_entry() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    let staged = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables",
+            json!({"name": "s", "schema": common::simple_schema(), "stage-create": true}),
+        )
+        .await
+        .expect(200);
+    let location = staged["metadata"]["location"].as_str().unwrap().to_string();
+    let create = |uuid: &str| {
+        json!({"requirements": [{"type": "assert-create"}],
+               "updates": [
+                   {"action": "assign-uuid", "uuid": uuid},
+                   {"action": "upgrade-format-version", "format-version": 2},
+                   {"action": "add-schema", "schema": common::simple_schema(), "last-column-id": 2},
+                   {"action": "set-current-schema", "schema-id": -1},
+                   {"action": "add-spec", "spec": {"spec-id": 0, "fields": []}},
+                   {"action": "set-default-spec", "spec-id": -1},
+                   {"action": "add-sort-order", "sort-order": {"order-id": 0, "fields": []}},
+                   {"action": "set-default-sort-order", "sort-order-id": -1},
+                   {"action": "set-location", "location": location},
+                   {"action": "set-properties", "updates": {"made": "staged"}}]})
+    };
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let made = floe
+        .post("/v1/lake/namespaces/ns/tables/s", create(&uuid))
+        .await
+        .expect(200);
+    assert_eq!(made["metadata"]["table-uuid"], uuid.as_str(), "{made}");
+    let log: Vec<Value> = lake_log(&floe)
+        .await
+        .into_iter()
+        .filter(|e| e["table-name"] == "s")
+        .collect();
+    assert_eq!(kinds(&log), ["create-table"], "{log:#?}");
+    assert_eq!(log[0]["table-version"], 1);
+    assert_eq!(log[0]["new-metadata-location"], made["metadata-location"]);
+    assert_eq!(
+        log[0]["metadata"]["properties"]["made"], "staged",
+        "{}",
+        log[0]
+    );
+    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/s").await;
+    assert_eq!(direct["metadata-location"], made["metadata-location"]);
+
+    // The name is taken now: the upstream refuses a second create, and floe logs nothing more.
+    let again = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables/s",
+            create(&uuid::Uuid::new_v4().to_string()),
+        )
+        .await;
+    assert_eq!(again.status.as_u16(), 409, "{:?}", again.body);
+    let after: Vec<Value> = lake_log(&floe)
+        .await
+        .into_iter()
+        .filter(|e| e["table-name"] == "s")
+        .collect();
+    assert_eq!(after, log);
+}
+
 /// The log entries of warehouse `lake`, in order.
 async fn lake_log(floe: &TestFloe) -> Vec<Value> {
     floe.log()
