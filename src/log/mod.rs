@@ -343,7 +343,10 @@ pub struct Changes {
 }
 
 /// The entries after `after` (at most `limit`) and whether more wait above the horizon, in one
-/// statement (one snapshot, one horizon).
+/// statement (one snapshot, one horizon). Both parts walk the `seq` index from where they begin:
+/// the probe above the horizon is ordered too, for without an order PostgreSQL may take `LIMIT 1`
+/// for a cheap sequential scan and read the whole log each time nothing waits (as it did, once per
+/// replicator round).
 pub async fn changes_since(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Changes> {
     let rows: Vec<(i64, Option<Uuid>, Option<String>)> = sqlx::query_as(
         "WITH h AS MATERIALIZED (SELECT floe_log_horizon() AS horizon)
@@ -357,7 +360,7 @@ pub async fn changes_since(pool: &PgPool, after: i64, limit: i64) -> sqlx::Resul
           WHERE seq > $1 AND seq < (SELECT horizon FROM h) ORDER BY seq LIMIT $2)
          UNION ALL
          (SELECT seq, NULL, NULL FROM commit_log
-          WHERE seq >= (SELECT horizon FROM h) AND seq > $1 LIMIT 1)",
+          WHERE seq >= (SELECT horizon FROM h) AND seq > $1 ORDER BY seq LIMIT 1)",
     )
     .bind(after)
     .bind(limit)
