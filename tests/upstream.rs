@@ -261,11 +261,7 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
         Duration::from_secs(10),
         floe.post(
             "/v1/lake/transactions/commit",
-            json!({"table-changes": [
-                {"identifier": {"namespace": ["ns"], "name": "t"}, "requirements": [],
-                 "updates": [{"action": "set-properties", "updates": {"after": "1"}}]},
-                {"identifier": {"namespace": ["ns"], "name": "u"}, "requirements": [],
-                 "updates": [{"action": "set-properties", "updates": {"after": "1"}}]}]}),
+            set_property_of_t_and_u("after", "1"),
         ),
     )
     .await
@@ -363,6 +359,15 @@ async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_en
         .filter(|e| e["table-name"] == "s")
         .collect();
     assert_eq!(after, log);
+}
+
+/// A transactions/commit body setting one property of tables `ns.t` and `ns.u`.
+fn set_property_of_t_and_u(key: &str, value: &str) -> Value {
+    let change = |name: &str| {
+        json!({"identifier": {"namespace": ["ns"], "name": name}, "requirements": [],
+               "updates": [{"action": "set-properties", "updates": {key: value}}]})
+    };
+    json!({"table-changes": [change("t"), change("u")]})
 }
 
 /// The log entries of warehouse `lake`, in order.
@@ -481,11 +486,7 @@ async fn commits_through_floe_are_logged_once_each_in_order() {
 
     floe.post(
         "/v1/lake/transactions/commit",
-        json!({"table-changes": [
-            {"identifier": {"namespace": ["ns"], "name": "t"}, "requirements": [],
-             "updates": [{"action": "set-properties", "updates": {"txn": "1"}}]},
-            {"identifier": {"namespace": ["ns"], "name": "u"}, "requirements": [],
-             "updates": [{"action": "set-properties", "updates": {"txn": "1"}}]}]}),
+        set_property_of_t_and_u("txn", "1"),
     )
     .await
     .expect(204);
