@@ -175,11 +175,6 @@ pub async fn intercept(
         conn: Some(conn),
         locked: false,
     };
-    let tables = names
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join("`, `");
     // Steps 1 and 2 are committed before the intent is recorded (a later step that fails must
     // not undo a settlement); the intent is recorded only if, under the locks, the tables are
     // still as read and nothing is pending: else read (and catch up) again.
@@ -280,7 +275,7 @@ pub async fn intercept(
         let settled = db::settle_commit(locks.conn(), wh.id, &intent, (false, &outcome), &[], &[])
             .await
             .map_err(CatalogError::from)?;
-        table_log::moved_is_a_failure(settled, tables)?;
+        table_log::moved_is_a_failure(settled, names.iter().copied())?;
         locks.given_back();
         return Ok(CommitAnswer {
             status,
@@ -362,7 +357,7 @@ pub async fn intercept(
     )
     .await
     .map_err(CatalogError::from)?;
-    table_log::moved_is_a_failure(settled, tables)?;
+    table_log::moved_is_a_failure(settled, names.iter().copied())?;
     locks.given_back();
     catalog.log_wake().committed();
     // Each table's next commit reads this state as its state before.

@@ -494,28 +494,30 @@ impl LogBatch {
             .await
             .map_err(CatalogError::from)?;
         drop(writes);
-        moved_is_a_failure(committed, self.tables())?;
+        moved_is_a_failure(committed, self.rows.iter().map(|p| &p.table))?;
         self.rows.clear();
         self.entries.clear();
         Ok(())
-    }
-
-    fn tables(&self) -> String {
-        let mut names: Vec<String> = self.rows.iter().map(|p| p.table.to_string()).collect();
-        names.dedup();
-        names.join("`, `")
     }
 }
 
 /// A batch's write that found a row moved: the caller holds the tables' change locks, so only a
 /// row of another kind (a replica, which the observer and commits leave alone) can be in the way.
-pub(super) fn moved_is_a_failure(committed: Committed, tables: String) -> Result<(), ApiError> {
+pub(super) fn moved_is_a_failure<'a>(
+    committed: Committed,
+    tables: impl IntoIterator<Item = &'a TableName>,
+) -> Result<(), ApiError> {
     match committed {
         Committed::Done => Ok(()),
-        Committed::Moved => Err(CatalogError::CommitFailed(format!(
-            "table `{tables}` changed in floe's catalog while its upstream state was logged; retry"
-        ))
-        .into()),
+        Committed::Moved => {
+            let mut names: Vec<String> = tables.into_iter().map(ToString::to_string).collect();
+            names.dedup();
+            Err(CatalogError::CommitFailed(format!(
+                "table `{}` changed in floe's catalog while its upstream state was logged; retry",
+                names.join("`, `")
+            ))
+            .into())
+        }
     }
 }
 
