@@ -555,9 +555,7 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
     floe.create_table("ns", "b").await;
     let (ua, ub) = (table_id(&floe, "a").await, table_id(&floe, "b").await);
 
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM iceberg_table WHERE name = 'a' FOR UPDATE")
         .execute(&mut *holder)
@@ -597,10 +595,9 @@ async fn commits_to_different_tables_do_not_wait_for_each_other() {
 async fn commits_notify_listeners_after_they_commit() {
     let (floe, uuid) = floe_with_table().await;
     let instance = floe.server.catalog.log_wake().instance().to_string();
-    let mut listener =
-        sqlx::postgres::PgListener::connect(floe.settings.database_url.as_ref().unwrap().expose())
-            .await
-            .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(floe.database_url())
+        .await
+        .unwrap();
     listener.listen(floe::log::NOTIFY_CHANNEL).await.unwrap();
 
     floe.commit("ns", "t", append_commit(&uuid, None, 1, 1))

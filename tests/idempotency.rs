@@ -141,9 +141,7 @@ async fn concurrent_sends_of_one_key_apply_once() {
 #[tokio::test]
 async fn a_retry_after_a_lost_answer_is_answered_from_the_log() {
     let floe = floe_with_table().await;
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let forget_answers = async || {
         sqlx::query("DELETE FROM idempotency_answer")
             .execute(&pool)

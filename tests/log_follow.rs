@@ -142,13 +142,7 @@ async fn reading_what_is_new_does_not_scan_the_whole_log() {
             {"action": "set-properties", "updates": {"k": i.to_string()}}]});
         floe.commit("db", "t", change).await.expect(200);
     }
-    let url = floe
-        .settings
-        .database_url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .to_string();
+    let url = floe.database_url().to_string();
     // Nobody else reads the log from here on: only this connection's scans are counted.
     drop(floe);
     let pool = sqlx::postgres::PgPoolOptions::new()

@@ -24,9 +24,7 @@ async fn a_reader_paging_under_32_writers_skips_nothing_and_repeats_nothing() {
     for t in 0..TABLES {
         floe.create_table("ns", &format!("t{t}")).await;
     }
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     // A second instance on the same database: the per-table order must hold across instances,
     // not only behind one process's table locks.
     let second = floe::server::start(&floe.settings, Arc::new(floe::catalog::Faults::default()))
@@ -145,9 +143,7 @@ async fn a_reader_paging_under_32_writers_skips_nothing_and_repeats_nothing() {
 async fn only_this_databases_running_transactions_hold_the_log_back() {
     let floe = TestFloe::start().await;
     floe.create_namespace(&["ns"]).await;
-    let own = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let own = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let other = sqlx::PgPool::connect(&common::new_database().await)
         .await
         .unwrap();

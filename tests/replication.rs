@@ -818,9 +818,7 @@ async fn the_apply_endpoint_acknowledges_repeats_and_refuses_gaps() {
 /// The newest lease token the replica region has accepted a table's or view's change under (one
 /// replica here; the namespace's properties have a stream, and a fence, of their own).
 async fn accepted_lease_token(replica: &TestFloe) -> i64 {
-    let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(replica.database_url()).await.unwrap();
     let token = sqlx::query_scalar(
         "SELECT lease_token FROM replica_fence WHERE source_table_id NOT IN
              (SELECT source_namespace_id FROM namespace WHERE source_namespace_id IS NOT NULL)",
@@ -937,9 +935,7 @@ async fn a_drop_ends_the_build_under_way_and_the_serving_replica() {
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    let pool = sqlx::PgPool::connect(replica.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(replica.database_url()).await.unwrap();
     let builds = async || -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM replica_build")
             .fetch_one(&pool)
@@ -1004,9 +1000,7 @@ async fn a_panicking_stream_task_releases_its_lease_and_retries() {
     assert!(failure.contains("panicked"), "{status}");
     // Were the lease kept, the stream would wait out its 30 s lease before a second attempt; the
     // released lease lets the retry (50 ms backoff here) panic again long before that.
-    let pool = sqlx::PgPool::connect(primary.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(primary.database_url()).await.unwrap();
     let lease_seconds = primary.settings.replication.lease_seconds;
     let started = std::time::Instant::now();
     let mut attempts = 0;
@@ -1096,9 +1090,7 @@ async fn lagging_stream_delivers_the_drop(resync_first: bool) {
         .await
         .expect(200);
     // The stream's status is no longer reachable by the table's name: resume by table id.
-    let pool = sqlx::PgPool::connect(primary.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(primary.database_url()).await.unwrap();
     // As the management API's resume does: unpause, then wake the replicators.
     sqlx::query("UPDATE replication_stream SET paused = false, next_attempt_at = now()")
         .execute(&pool)
@@ -1336,9 +1328,7 @@ async fn query_one<T>(floe: &TestFloe, sql: &str, levels: &[&str]) -> T
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
 {
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let levels: Vec<String> = levels.iter().map(|l| l.to_string()).collect();
     let value = sqlx::query_scalar(sql)
         .bind(levels)

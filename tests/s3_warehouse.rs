@@ -95,9 +95,7 @@ async fn tables_live_in_s3_and_clients_get_the_config_to_read_them() {
     let again = keyed_create().await;
     assert_eq!(again["metadata-location"], made["metadata-location"]);
     assert_eq!(again["config"]["s3.secret-access-key"], SECRET_KEY);
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let kept: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT body FROM idempotency_answer")
         .fetch_all(&pool)
         .await

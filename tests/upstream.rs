@@ -33,6 +33,15 @@ async fn floe_in_front_of(upstream: UpstreamSettings, root: &std::path::Path) ->
     TestFloe::start_with(settings, own).await
 }
 
+/// floe in front of `upstream` (as [`floe_in_front_of`]) with namespace `ns` made through it.
+async fn floe_in_front_with_namespace(upstream: &JavaCatalog) -> TestFloe {
+    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    floe
+}
+
 async fn upstream_get(catalog: &JavaCatalog, path: &str) -> (u16, Value) {
     let answer = reqwest::get(format!("{}{path}", catalog.url))
         .await
@@ -160,10 +169,7 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
-    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
-    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
-        .await
-        .expect(200);
+    let floe = floe_in_front_with_namespace(&upstream).await;
     let tables = ["t", "u"];
     for name in tables {
         floe.post(
@@ -267,9 +273,7 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
     .await
     .expect("a table's lock outlived its commit");
     answer.expect(204);
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let intents: Vec<(String, i64)> = sqlx::query_as(
         "SELECT state, count(*) FROM upstream_commit_intent GROUP BY state ORDER BY state",
     )
@@ -297,10 +301,7 @@ async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_en
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
-    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
-    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
-        .await
-        .expect(200);
+    let floe = floe_in_front_with_namespace(&upstream).await;
     let staged = floe
         .post(
             "/v1/lake/namespaces/ns/tables",
@@ -526,10 +527,7 @@ async fn commits_that_bypass_floe_are_logged_as_observed() {
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
-    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
-    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
-        .await
-        .expect(200);
+    let floe = floe_in_front_with_namespace(&upstream).await;
     floe.post(
         "/v1/lake/namespaces/ns/tables",
         json!({"name": "t", "schema": common::simple_schema()}),
@@ -721,13 +719,7 @@ async fn the_poll_logs_what_writers_did_past_floe() {
         .await
         .expect(200);
     assert_eq!(lake_log_of_len(&floe, 3).await[2]["kind"], "commit-table");
-    let url = floe
-        .settings
-        .database_url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .to_string();
+    let url = floe.database_url().to_string();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let intents = async || -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM upstream_commit_intent")
@@ -1538,9 +1530,7 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
 }
 
 async fn pending_intents(floe: &TestFloe) -> i64 {
-    let pool = sqlx::PgPool::connect(floe.settings.database_url.as_ref().unwrap().expose())
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let pending =
         sqlx::query_scalar("SELECT count(*) FROM upstream_commit_intent WHERE state = 'pending'")
             .fetch_one(&pool)

@@ -289,11 +289,14 @@ impl TestFloe {
         page["entries"].as_array().unwrap().clone()
     }
 
+    /// The URL of the database this floe runs on, for a test's own connections.
+    pub fn database_url(&self) -> &str {
+        self.settings.database_url.as_ref().unwrap().expose()
+    }
+
     /// Waits (up to 20 s) until every purge a drop recorded has run.
     pub async fn wait_for_purges(&self) {
-        let pool = sqlx::PgPool::connect(self.settings.database_url.as_ref().unwrap().expose())
-            .await
-            .unwrap();
+        let pool = sqlx::PgPool::connect(self.database_url()).await.unwrap();
         for _ in 0..400 {
             let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM purge_job")
                 .fetch_one(&pool)
