@@ -97,22 +97,27 @@ pub struct PendingIntent {
 }
 
 /// What [`open_commit`] found under the tables' change locks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
-    /// The intent is recorded.
-    Recorded,
-    /// A table is no longer the row floe read: nothing recorded.
-    Moved,
+    /// The intent is recorded, against each table's row as read under the locks (`None`: no
+    /// row, a table the commit creates), in the intent's order.
+    Recorded(Vec<Option<UpstreamTableRow>>),
+    /// A table floe has no row for: nothing recorded (catch up with the upstream first).
+    Unknown,
     /// A commit naming one of the tables is pending: nothing recorded.
     Pending,
+    /// A table is one clients may not write (a replica, or handed over): nothing recorded.
+    Refused,
 }
 
-/// Step 1 of a forwarded commit (`floe_upstream_open_commit`, migrations/0028): takes the change
+/// Step 1 of a forwarded commit (`floe_upstream_open_commit`, migrations/0030): takes the change
 /// locks of the intent's tables for this session (unless `locked`: an earlier call took them),
-/// checks that each is still `rows` (the row floe read for it, `None`: none) and that no commit
-/// naming it is pending, and records the intent, committed before the request leaves, in one
-/// round trip. Whatever it answers, the connection holds the locks from then on, until
-/// [`settle_commit`] gives them back or the connection closes.
+/// reads the tables' rows under them and, if no commit naming one is pending, each has a row
+/// (or `missing_ok`: a table with none is one the commit creates) and clients may write it,
+/// records the intent against those rows (each table's `previous` set to its row's metadata
+/// location, here as in PostgreSQL), committed before the request leaves, in one round trip.
+/// Whatever it answers, the connection holds the locks from then on, until [`settle_commit`]
+/// gives them back or the connection closes.
 ///
 /// Its commit does not wait for the WAL flush (`synchronous_commit = off`): the settlement, which
 /// the client's acknowledgement waits for, flushes the WAL up to itself, this record included.
@@ -123,36 +128,56 @@ pub enum Opened {
 pub async fn open_commit(
     conn: &mut PgConnection,
     warehouse_id: Uuid,
-    intent: &PendingIntent,
-    rows: &[Option<UpstreamTableRow>],
+    intent: &mut PendingIntent,
     locked: bool,
+    missing_ok: bool,
 ) -> sqlx::Result<Opened> {
-    let verdict: String =
-        sqlx::query_scalar("SELECT floe_upstream_open_commit($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(warehouse_id)
-            .bind(intent.lock_names())
-            .bind(locked)
-            .bind(
-                rows.iter()
-                    .map(|r| r.as_ref().map(|r| r.table_id))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.as_ref().map(|r| r.version))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(intent.intent_id)
-            .bind(intent.txn_group)
-            .bind(sqlx::types::Json(&intent.tables))
-            .bind(&intent.principal)
-            .fetch_one(conn)
-            .await?;
-    Ok(match verdict.as_str() {
-        "recorded" => Opened::Recorded,
-        "pending" => Opened::Pending,
-        _ => Opened::Moved,
-    })
+    let found = sqlx::query(
+        "SELECT verdict, table_id, table_uuid, version, metadata_location \
+         FROM floe_upstream_open_commit($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(warehouse_id)
+    .bind(intent.lock_names())
+    .bind(locked)
+    .bind(missing_ok)
+    .bind(intent.intent_id)
+    .bind(intent.txn_group)
+    .bind(sqlx::types::Json(&intent.tables))
+    .bind(&intent.principal)
+    .fetch_all(conn)
+    .await?;
+    let verdict: String = match found.first() {
+        Some(row) => row.try_get("verdict")?,
+        None => return Err(sqlx::Error::RowNotFound),
+    };
+    match verdict.as_str() {
+        "recorded" => {}
+        "pending" => return Ok(Opened::Pending),
+        "unknown" => return Ok(Opened::Unknown),
+        _ => return Ok(Opened::Refused),
+    }
+    if found.len() != intent.tables.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "floe_upstream_open_commit answered {} rows for {} tables",
+            found.len(),
+            intent.tables.len()
+        )));
+    }
+    let mut rows = Vec::with_capacity(found.len());
+    for (row, table) in found.iter().zip(&mut intent.tables) {
+        let read = match row.try_get::<Option<Uuid>, _>("table_id")? {
+            Some(table_id) => Some(UpstreamTableRow {
+                table_id,
+                table_uuid: row.try_get("table_uuid")?,
+                version: row.try_get("version")?,
+                metadata_location: row.try_get("metadata_location")?,
+            }),
+            None => None,
+        };
+        table.previous = read.as_ref().map(|r| r.metadata_location.clone());
+        rows.push(read);
+    }
+    Ok(Opened::Recorded(rows))
 }
 
 /// Step 2 of a forwarded commit (`floe_upstream_settle_commit`), on the connection that opened

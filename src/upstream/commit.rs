@@ -4,35 +4,37 @@
 //! The protocol, per commit, under the change lock of every table it names (the advisory lock
 //! builtin commits take, so commits through floe to one table are forwarded one at a time, in the
 //! order they are logged). The locks are held at session level by the connection the commit runs
-//! on (`HeldLocks`), from step 3 to the end of step 4, so that step 3 can commit on its own
-//! (migrations/0028). Steps 1 and 2 run only when a table has a pending intent or is one floe has
-//! not logged yet; they commit on their own too (a failed forward must not undo a settlement):
-//! 1. **Settle what is pending** for those tables (a crash, a timeout or a 5xx left an intent):
-//!    the upstream's current metadata says whether the intent's commit landed (`history`): a
-//!    state after the intent's `previous` that its updates produce from the state before it, or
-//!    none.
-//! 2. **Catch up**: states of the table floe has not logged (a table first seen, commits made
-//!    directly at the upstream) are appended as `observe-table` entries, oldest first. For a
-//!    table floe knows, the commit's own answer names them (its metadata-log), and they are
-//!    logged before the commit in step 4.
-//! 3. **Record the intent** (the request, the last known metadata location per table), in one
-//!    statement that takes the locks, checks that the tables are still the rows floe read (else
-//!    floe reads them again under the locks, after steps 1 and 2 if an intent is pending) and
-//!    commits, so that the intent is durable before the request leaves.
-//! 4. **Forward**, and on the answer: 2xx appends the entries, settles the intent `done` and
+//! on (`HeldLocks`), from the first statement to the settlement, so that each step can commit on
+//! its own (migrations/0028, 0030), and everything is read under them:
+//! 1. **Record the intent** (the request, the last known metadata location per table), in one
+//!    statement that takes the locks, reads the tables' rows and commits, so that the intent is
+//!    durable before the request leaves. It records nothing, and keeps the locks, when a table
+//!    is one clients may not write (a replica, or handed over: 403), or has a pending intent or
+//!    no row yet; then floe, still under the locks, first
+//!    - **settles what is pending** for the tables (a crash, a timeout or a 5xx left an intent):
+//!      the upstream's current metadata says whether the intent's commit landed (`history`): a
+//!      state after the intent's `previous` that its updates produce from the state before it,
+//!      or none;
+//!    - **catches up**: states of a table floe has not logged (a table first seen, commits made
+//!      directly at the upstream) are appended as `observe-table` entries, oldest first;
+//!
+//!    commits that on its own (a failed forward must not undo a settlement), and records the
+//!    intent. For a table floe knows, the states made past floe since the last logged one are in
+//!    the commit's answer (its metadata-log) and are logged before the commit in step 2, so the
+//!    upstream is not asked first (that would double its work per commit).
+//! 2. **Forward**, and on the answer: 2xx appends the entries, settles the intent `done` and
 //!    gives the locks back in one statement, its own transaction; a 4xx ErrorModel settles it
-//!    `failed` the same way; anything else leaves it pending, for step 1 of the next commit to
-//!    the table, and answers CommitStateUnknownException (the connection is closed, which gives
+//!    `failed` the same way; anything else leaves it pending, for the next commit to the table
+//!    to settle, and answers CommitStateUnknownException (the connection is closed, which gives
 //!    the locks back).
 //!
-//! Three round trips to PostgreSQL when nothing is pending: the rows read, step 3, step 4's
-//! statement.
+//! Two round trips to PostgreSQL when nothing is pending: step 1's statement and step 2's.
 //!
 //! Why exactly once: an entry is appended only in the transaction that settles its pending
 //! intent (`settle_intent` changes only a pending row, and the lock keeps two settlers apart), and
-//! every intent is settled before its tables' next commit is forwarded. A crash before step 3's
-//! commit forwards nothing; between 3 and 4's commit leaves the intent for step 1 (and the
-//! session, with its locks, ends with floe's connection).
+//! every intent is settled before its tables' next commit is forwarded. A crash before step 1's
+//! commit forwards nothing; between 1 and 2's commit leaves the intent for the next commit to
+//! settle (and the session, with its locks, ends with floe's connection).
 //!
 //! The protocol runs in a task of its own, so a client that hangs up does not cancel it midway.
 
@@ -51,14 +53,10 @@ use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
 use super::table_log::{self, Current, LogBatch, TableChanges, catch_up, log_landed, table_path};
 use crate::catalog::{Catalog, Warehouse, write_rule};
-use crate::db::upstream::{self as db, IntentTable, Opened, PendingIntent, UpstreamTableRow};
+use crate::db::upstream::{self as db, IntentTable, Opened, PendingIntent};
 use crate::error::{CatalogError, CatalogResult};
 use crate::http::errors::ApiError;
 use crate::names::{NamespaceName, TableName};
-
-/// How often a commit catches up with its tables before it gives up (each time, another
-/// instance committed to them while this one's locks were released).
-const MAX_CATCH_UP_ATTEMPTS: u32 = 5;
 
 const TRANSACTION_ROUTE: &str = "/v1/{prefix}/transactions/commit";
 
@@ -175,83 +173,60 @@ pub async fn intercept(
         conn: Some(conn),
         locked: false,
     };
-    // Steps 1 and 2 are committed before the intent is recorded (a later step that fails must
-    // not undo a settlement); the intent is recorded only if, under the locks, the tables are
-    // still as read and nothing is pending: else read (and catch up) again.
-    let mut caught_up: Option<Vec<Option<UpstreamTableRow>>> = None;
-    let mut settle_first = false;
-    let mut attempts = 0;
-    let (intent, known) = loop {
-        attempts += 1;
-        if attempts > MAX_CATCH_UP_ATTEMPTS {
-            return Err(CatalogError::Unavailable(format!(
-                "the tables of this commit changed {MAX_CATCH_UP_ATTEMPTS} times while floe \
-                 caught up with them; retry"
-            ))
-            .into());
-        }
-        let conn = locks.conn();
-        let mut rows = Vec::new();
-        for table in &names {
-            // A replica floe keeps in this upstream changes only by replication.
-            let row = write_rule::table_for_write(conn, wh.id, table, false).await?;
-            rows.push(row.map(UpstreamTableRow::from));
-        }
-        // Nothing to settle and every table known: the states made past floe since the last
-        // logged one are in the answer's metadata-log, logged before the commit (`log_landed`),
-        // so the upstream is not asked first (that would double its work per commit).
-        let known = rows.iter().all(Option::is_some);
-        if settle_first || !(caught_up.as_ref() == Some(&rows) || (caught_up.is_none() && known)) {
-            let mut tx = conn.begin().await.map_err(CatalogError::from)?;
-            crate::db::catalog::lock_table_names(&mut tx, wh.id, &names)
-                .await
-                .map_err(CatalogError::from)?;
-            let mut after = Vec::new();
-            for table in &names {
-                let current = upstream
-                    .current(table, &commit.headers)
-                    .await
-                    .map_err(failed)?;
-                after.push(catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?);
-            }
-            tx.commit().await.map_err(CatalogError::from)?;
-            catalog.log_wake().committed();
-            caught_up = Some(after);
-            settle_first = false;
-            continue;
-        }
-        // Step 3.
-        let intent = PendingIntent {
-            intent_id: Uuid::now_v7(),
-            txn_group: Uuid::now_v7(),
-            tables: commit
-                .tables
-                .iter()
-                .zip(&rows)
-                .map(|(changes, row)| IntentTable {
-                    namespace: changes.table.namespace.levels().to_vec(),
-                    name: changes.table.name.clone(),
-                    previous: row.as_ref().map(|r| r.metadata_location.clone()),
-                    requirements: changes.requirements.clone(),
-                    updates: changes.updates.clone(),
-                })
-                .collect(),
-            principal: commit.principal.clone(),
-        };
-        // From this call on the connection holds the locks (whatever it answers): what is
-        // read from now is what the intent is recorded against.
+    let mut intent = PendingIntent {
+        intent_id: Uuid::now_v7(),
+        txn_group: Uuid::now_v7(),
+        tables: commit
+            .tables
+            .iter()
+            .map(|changes| IntentTable {
+                namespace: changes.table.namespace.levels().to_vec(),
+                name: changes.table.name.clone(),
+                // Set from the row read under the locks.
+                previous: None,
+                requirements: changes.requirements.clone(),
+                updates: changes.updates.clone(),
+            })
+            .collect(),
+        principal: commit.principal.clone(),
+    };
+    // Step 1, settling and catching up first where a table needs it, all under the locks the
+    // first call takes: what the catch-up leaves is what the intent is recorded against.
+    let mut caught_up = false;
+    let known = loop {
+        // From this call on the connection holds the locks, whatever it answers.
         let locked = std::mem::replace(&mut locks.locked, true);
-        match db::open_commit(locks.conn(), wh.id, &intent, &rows, locked)
+        let opened = db::open_commit(locks.conn(), wh.id, &mut intent, locked, caught_up)
             .await
-            .map_err(CatalogError::from)?
-        {
-            Opened::Recorded => break (intent, rows),
-            Opened::Pending => settle_first = true,
-            // Another commit moved a table on before the locks were ours: read it again.
-            Opened::Moved => caught_up = None,
+            .map_err(CatalogError::from)?;
+        match opened {
+            Opened::Recorded(rows) => break rows,
+            Opened::Refused => return Err(refusal(locks.conn(), wh, &names).await),
+            Opened::Unknown | Opened::Pending if !caught_up => {
+                let mut tx = locks.conn().begin().await.map_err(CatalogError::from)?;
+                for table in &names {
+                    let current = upstream
+                        .current(table, &commit.headers)
+                        .await
+                        .map_err(failed)?;
+                    catch_up(catalog, wh, &mut tx, table, current.as_ref()).await?;
+                }
+                tx.commit().await.map_err(CatalogError::from)?;
+                catalog.log_wake().committed();
+                caught_up = true;
+            }
+            // The catch-up settled every intent naming the tables, and no other commit to them
+            // can start while the locks are held.
+            Opened::Unknown | Opened::Pending => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "a commit to these tables was still pending after floe settled them; retry",
+                ));
+            }
         }
     };
-    // Step 4.
+    // Step 2.
     let path = if commit.transaction {
         UpstreamPath::new(TRANSACTION_ROUTE, &[])?
     } else {
@@ -370,6 +345,26 @@ pub async fn intercept(
         headers,
         body,
     })
+}
+
+/// The 403 for a commit naming a table clients may not write, in the write rule's own words
+/// (`write_rule`), read on the connection that holds the tables' locks.
+async fn refusal(conn: &mut PgConnection, wh: &Warehouse, names: &[&TableName]) -> ApiError {
+    for table in names {
+        if let Err(refused) = write_rule::table_for_write(conn, wh.id, table, false).await {
+            return refused.into();
+        }
+    }
+    // A handover that ended between the two reads.
+    CatalogError::CommitFailed(format!(
+        "table `{}` was being handed over when floe read it; retry",
+        names
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("`, `")
+    ))
+    .into()
 }
 
 /// The connection a commit runs on, which holds its tables' change locks at session level from

@@ -96,8 +96,10 @@ impl UpstreamCatalog {
     }
 }
 
-/// Steps 1 and 2 for one table: settles its pending intents and logs the states floe has not;
-/// returns the table's row as logged (`None`: the upstream has no such table).
+/// Brings one table's log up to the upstream's `current` state, under the table's change lock (a
+/// commit's first step where a table needs it, and the observer): settles its pending intents
+/// and logs the states floe has not; returns the table's row as logged (`None`: the upstream has
+/// no such table).
 pub(super) async fn catch_up(
     catalog: &Catalog,
     wh: &Warehouse,
