@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -178,6 +179,14 @@ pub async fn start_with_pool(
         addr: settings.listen,
         source,
     })?;
+    // Answers go out as they are written (TCP_NODELAY): an answer streamed in parts (a forwarded
+    // loadTable, say) would otherwise wait, after its first part, for the client's delayed ACK
+    // (Nagle's algorithm; 40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set on a client connection");
+        }
+    });
     let (shutdown, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
