@@ -184,27 +184,38 @@ async fn measure(
         "\nThrough floe against direct, all rounds' latencies together (added p50 and p99, and \
          throughput through floe as a share of direct):\n"
     );
-    println!("| operation | connections | p50 added ms | p99 added ms | throughput |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| operation | connections | p50 added ms | p99 added ms | throughput | machine CPU ms/op \
+         direct | through floe |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for scenario in ["commit (metadata-only, 100 tables)", "loadTable"] {
         for connections in [1usize, 8] {
             let pick = |path: &str| {
                 let mut latency = commits::histogram();
-                let (mut ops, mut seconds) = (0u64, 0f64);
+                let (mut ops, mut seconds, mut busy) = (0u64, 0f64, Some(0f64));
                 for row in rows.iter().filter(|r| {
                     r.scenario == scenario && r.connections == connections && r.path == path
                 }) {
                     let _ = latency.add(&row.outcome.latency_us);
                     ops += row.outcome.committed;
                     seconds += row.outcome.elapsed.as_secs_f64();
+                    busy = busy
+                        .zip(row.outcome.cpu)
+                        .map(|(b, cpu)| b + cpu.busy_seconds);
                 }
-                (latency, ops as f64 / seconds)
+                // What the whole machine (client, upstream, floe, PostgreSQL) spent per op.
+                let cpu_ms = busy.filter(|_| ops > 0).map_or("-".to_string(), |b| {
+                    format!("{:.2}", b * 1000.0 / ops as f64)
+                });
+                (latency, ops as f64 / seconds, cpu_ms)
             };
-            let (direct, direct_rate) = pick("direct");
-            let (through, through_rate) = pick("through floe");
+            let (direct, direct_rate, direct_cpu) = pick("direct");
+            let (through, through_rate, through_cpu) = pick("through floe");
             let added = |q: f64| ms(through.value_at_quantile(q)) - ms(direct.value_at_quantile(q));
             println!(
-                "| {scenario} | {connections} | {:+.2} | {:+.2} | {:.0}% |",
+                "| {scenario} | {connections} | {:+.2} | {:+.2} | {:.0}% | {direct_cpu} | \
+                 {through_cpu} |",
                 added(0.5),
                 added(0.99),
                 100.0 * through_rate / direct_rate
