@@ -4,7 +4,8 @@
 -- up replication rules the proxy does not use). Rows read under the locks cannot have moved, so
 -- the verdict 'moved' and floe's read-again loop go; a table floe has no row for, a pending
 -- intent or a row clients may not write are said as such, with the locks kept, and floe catches
--- up under them or answers 403.
+-- up under them or answers 403. A staged create's commit (`assert-create`) is recorded without a
+-- catch-up: the upstream refuses it if the table is there already.
 --
 -- And one rule for "a row a client may write" (not a replica, not handed over), which
 -- `floe_commit_tables` (migrations/0025) wrote out in two branches and the intent in a third:
@@ -71,7 +72,7 @@ DROP FUNCTION floe_upstream_open_commit(uuid, text[], boolean, uuid[], bigint[],
 -- before this one took them); `p_missing_ok`: a table with no row is one the commit creates
 -- (floe caught up with the upstream under these locks and found none). Takes the locks, then:
 -- a table with a pending intent: one row, verdict 'pending'; one with no row, unless
--- `p_missing_ok`: 'unknown'; one clients may not write: 'refused'. Else the intent is recorded,
+-- `p_missing_ok` or the commit creates it: 'unknown'; one clients may not write: 'refused'. Else the intent is recorded,
 -- each table's `previous` the metadata location of its row, and the verdict is 'recorded', with
 -- a result row per table in order (its columns NULL for a table with no row). The session holds
 -- the locks whatever the verdict.
@@ -112,7 +113,10 @@ BEGIN
          WHERE n.warehouse_id = p_warehouse_id
            AND n.levels = ARRAY(SELECT jsonb_array_elements_text(t -> 'namespace'))
            AND it.name = t ->> 'name';
-        IF NOT FOUND AND NOT p_missing_ok THEN
+        -- A commit that creates the table (a staged create's, `assert-create`) needs no row:
+        -- were the table at the upstream already, the upstream refuses the commit.
+        IF NOT FOUND AND NOT p_missing_ok
+           AND NOT coalesce(t -> 'requirements' @> '[{"type": "assert-create"}]', false) THEN
             RETURN QUERY SELECT 'unknown', NULL::uuid, NULL::uuid, NULL::bigint, NULL::text;
             RETURN;
         END IF;

@@ -295,7 +295,8 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
 /// with `assert-create`: the commit goes to a table neither floe nor the upstream has yet, is
 /// forwarded once, and its entry makes the table in floe's log at version 1 with the metadata the
 /// upstream made. A second such commit to the same name is refused by the upstream and logs
-/// nothing.
+/// nothing; so is one to a name taken at the upstream past floe, which floe forwards without
+/// reading the table first.
 #[tokio::test]
 async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_entry() {
     let Some(upstream) = java_catalog::start().await else {
@@ -343,8 +344,8 @@ async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_en
         "{}",
         log[0]
     );
-    let (_, direct) = upstream_get(&upstream, "/v1/namespaces/ns/tables/s").await;
-    assert_eq!(direct["metadata-location"], made["metadata-location"]);
+    let (_, at_upstream) = upstream_get(&upstream, "/v1/namespaces/ns/tables/s").await;
+    assert_eq!(at_upstream["metadata-location"], made["metadata-location"]);
 
     // The name is taken now: the upstream refuses a second create, and floe logs nothing more.
     let again = floe
@@ -360,6 +361,36 @@ async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_en
         .filter(|e| e["table-name"] == "s")
         .collect();
     assert_eq!(after, log);
+
+    // A name taken at the upstream directly, which floe has not seen: a staged create's commit
+    // goes out without floe reading the table first (the upstream refuses it), and nothing of
+    // the table is logged; the first commit that is not a create catches up first.
+    let table = json!({"name": "d", "schema": common::simple_schema()});
+    direct(
+        &upstream,
+        reqwest::Method::POST,
+        "/v1/namespaces/ns/tables",
+        Some(table),
+    )
+    .await;
+    let refused = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables/d",
+            create(&uuid::Uuid::new_v4().to_string()),
+        )
+        .await;
+    assert_eq!(refused.status.as_u16(), 409, "{:?}", refused.body);
+    let of_d = |log: Vec<Value>| -> Vec<Value> {
+        log.into_iter().filter(|e| e["table-name"] == "d").collect()
+    };
+    assert_eq!(of_d(lake_log(&floe).await), Vec::<Value>::new());
+    assert_eq!(pending_intents(&floe).await, 0);
+    floe.post("/v1/lake/namespaces/ns/tables/d", set_property("k", "v"))
+        .await
+        .expect(200);
+    let log = of_d(lake_log(&floe).await);
+    assert_eq!(kinds(&log), ["observe-table", "commit-table"], "{log:#?}");
+    assert_chained(&log);
 }
 
 /// A transactions/commit body setting one property of tables `ns.t` and `ns.u`.

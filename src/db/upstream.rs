@@ -102,7 +102,8 @@ pub enum Opened {
     /// The intent is recorded, against each table's row as read under the locks (`None`: no
     /// row, a table the commit creates), in the intent's order.
     Recorded(Vec<Option<UpstreamTableRow>>),
-    /// A table floe has no row for: nothing recorded (catch up with the upstream first).
+    /// A table floe has no row for, which the commit does not create: nothing recorded (catch up
+    /// with the upstream first).
     Unknown,
     /// A commit naming one of the tables is pending: nothing recorded.
     Pending,
@@ -113,7 +114,8 @@ pub enum Opened {
 /// Step 1 of a forwarded commit (`floe_upstream_open_commit`, migrations/0030): takes the change
 /// locks of the intent's tables for this session (unless `locked`: an earlier call took them),
 /// reads the tables' rows under them and, if no commit naming one is pending, each has a row
-/// (or `missing_ok`: a table with none is one the commit creates) and clients may write it,
+/// (or the commit creates it, `assert-create`; or `missing_ok`: floe caught up and found none)
+/// and clients may write it,
 /// records the intent against those rows (each table's `previous` set to its row's metadata
 /// location, here as in PostgreSQL), committed before the request leaves, in one round trip.
 /// Whatever it answers, the connection holds the locks from then on, until [`settle_commit`]

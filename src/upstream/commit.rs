@@ -9,8 +9,9 @@
 //! 1. **Record the intent** (the request, the last known metadata location per table), in one
 //!    statement that takes the locks, reads the tables' rows and commits, so that the intent is
 //!    durable before the request leaves. It records nothing, and keeps the locks, when a table
-//!    is one clients may not write (a replica, or handed over: 403), or has a pending intent or
-//!    no row yet; then floe, still under the locks, first
+//!    is one clients may not write (a replica, or handed over: 403), or has a pending intent, or
+//!    has no row yet and the commit does not create it (a staged create's `assert-create`, which
+//!    the upstream refuses if the table is there); then floe, still under the locks, first
 //!    - **settles what is pending** for the tables (a crash, a timeout or a 5xx left an intent):
 //!      the upstream's current metadata says whether the intent's commit landed (`history`): a
 //!      state after the intent's `previous` that its updates produce from the state before it,
