@@ -794,14 +794,16 @@ async fn the_poll_logs_what_writers_did_past_floe() {
 }
 
 /// With the poll off, what passes through floe is enough: a loadTable answer naming a state floe
-/// has not logged makes it catch up (the states before it included), and a drop or a create
-/// forwarded through floe is logged; a loadTable of a state already logged adds nothing.
+/// has not logged makes it catch up (the states before it included), a drop forwarded through
+/// floe is logged, and a create before its answer comes back; a loadTable of a state already
+/// logged adds nothing.
 #[tokio::test]
 async fn what_passes_through_floe_is_observed() {
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
-    let floe = floe_in_front_of(upstream_settings(&upstream.url), upstream.warehouse.path()).await;
+    let relay = Relay::start(&upstream.url).await;
+    let floe = floe_in_front_of(upstream_settings(&relay.url), upstream.warehouse.path()).await;
     direct_create(&upstream).await;
     direct(
         &upstream,
@@ -839,16 +841,43 @@ async fn what_passes_through_floe_is_observed() {
     let log = lake_log_of_len(&floe, 3).await;
     assert_eq!(log[2]["kind"], "drop-table", "{log:#?}");
 
-    floe.post(
-        "/v1/lake/namespaces/ns/tables",
-        json!({"name": "u", "schema": common::simple_schema()}),
-    )
-    .await
-    .expect(200);
-    let log = lake_log_of_len(&floe, 4).await;
+    // A create through floe is logged from its answer before the answer comes back (so the
+    // table's first commit need not read it from the upstream); a staged create makes nothing
+    // at the upstream and logs nothing.
+    let created = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables",
+            json!({"name": "u", "schema": common::simple_schema()}),
+        )
+        .await
+        .expect(200);
+    let log = lake_log(&floe).await;
+    assert_eq!(log.len(), 4, "{log:#?}");
     assert_eq!(log[3]["kind"], "observe-table", "{log:#?}");
     assert_eq!(log[3]["table-name"], "u");
     assert_eq!(log[3]["table-version"], 1);
+    assert_eq!(
+        log[3]["new-metadata-location"],
+        created["metadata-location"]
+    );
+    let loads_of_u: Vec<String> = relay
+        .passed()
+        .into_iter()
+        .filter(|line| line.starts_with("GET /v1/namespaces/ns/tables/u "))
+        .collect();
+    assert_eq!(
+        loads_of_u,
+        Vec::<String>::new(),
+        "read back from the upstream"
+    );
+    floe.post(
+        "/v1/lake/namespaces/ns/tables",
+        json!({"name": "staged", "schema": common::simple_schema(), "stage-create": true}),
+    )
+    .await
+    .expect(200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lake_log(&floe).await.len(), 4, "a staged create was logged");
 }
 
 const REPLICA_TOKEN: &str = "lake-to-replica-token";
@@ -1591,6 +1620,8 @@ struct Relay {
     url: String,
     mode: std::sync::Arc<std::sync::Mutex<RelayMode>>,
     held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The request line of every request passed on, in order.
+    passed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1610,15 +1641,21 @@ impl Relay {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mode = std::sync::Arc::new(std::sync::Mutex::new(RelayMode::Pass));
         let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (shared, counted) = (mode.clone(), held.clone());
+        let passed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (shared, counted, lines) = (mode.clone(), held.clone(), passed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let (target, mode, held) = (target.clone(), shared.clone(), counted.clone());
+                let (target, mode, held, lines) = (
+                    target.clone(),
+                    shared.clone(),
+                    counted.clone(),
+                    lines.clone(),
+                );
                 tokio::spawn(async move {
-                    let _ = relay_one(client, &target, &mode, &held).await;
+                    let _ = relay_one(client, &target, &mode, &held, &lines).await;
                 });
             }
         });
@@ -1626,12 +1663,18 @@ impl Relay {
             url,
             mode,
             held,
+            passed,
             task,
         }
     }
 
     fn set(&self, mode: RelayMode) {
         *self.mode.lock().unwrap() = mode;
+    }
+
+    /// The request lines passed on so far, e.g. `GET /v1/namespaces/ns/tables/t HTTP/1.1`.
+    fn passed(&self) -> Vec<String> {
+        self.passed.lock().unwrap().clone()
     }
 }
 
@@ -1640,11 +1683,13 @@ async fn relay_one(
     target: &str,
     mode: &std::sync::Mutex<RelayMode>,
     held: &std::sync::atomic::AtomicUsize,
+    passed: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let Some(request) = common::relay::read_request(&mut client).await? else {
         return Ok(());
     };
     let line = request.line();
+    passed.lock().unwrap().push(line.to_string());
     let commit = line.starts_with("POST ") && line.contains("/tables/");
     let mode = *mode.lock().unwrap();
     if commit && mode == RelayMode::LoseCommitRequests {

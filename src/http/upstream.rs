@@ -97,6 +97,7 @@ async fn forward(
         write_rule::check_forwarded_write(&mut conn, warehouse_id, &tables, &namespaces).await?;
     }
     let changed = changed_tables(&parts.method, route, params, &body);
+    let created = created_table(&parts.method, route, params, &body);
     let answer = upstream
         .forward(Forwarded {
             method: parts.method.clone(),
@@ -124,9 +125,48 @@ async fn forward(
         ));
     }
     for table in changed {
-        upstream.observations().note(table, None, authorization);
+        if created.as_ref() != Some(&table) {
+            upstream.observations().note(table, None, authorization);
+        }
     }
-    Ok(answer)
+    match created {
+        Some(table) => {
+            let wh = state.catalog.warehouse(Some(upstream.warehouse()))?;
+            observer::log_created(&state.catalog, wh, upstream, table, answer, authorization).await
+        }
+        None => Ok(answer),
+    }
+}
+
+/// The table a forwarded createTable (not a staged one: that makes nothing at the upstream) or
+/// registerTable makes, which floe logs from the answer (`observer::log_created`).
+fn created_table(
+    method: &Method,
+    route: &str,
+    params: &[(&str, &str)],
+    body: &[u8],
+) -> Option<TableName> {
+    #[derive(serde::Deserialize)]
+    struct Create {
+        name: String,
+        #[serde(rename = "stage-create", default)]
+        stage_create: bool,
+    }
+    if method != Method::POST
+        || !matches!(
+            route,
+            "/v1/{prefix}/namespaces/{namespace}/tables"
+                | "/v1/{prefix}/namespaces/{namespace}/register"
+        )
+    {
+        return None;
+    }
+    let create = serde_json::from_slice::<Create>(body).ok()?;
+    if create.stage_create {
+        return None;
+    }
+    let param = params.iter().find(|(k, _)| *k == "namespace")?.1;
+    TableName::new(NamespaceName::from_url_segment(param).ok()?, create.name).ok()
 }
 
 const TABLE_ROUTE: &str = "/v1/{prefix}/namespaces/{namespace}/tables/{table}";

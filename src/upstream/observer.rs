@@ -16,6 +16,8 @@
 //! A hint is only a reason to look, never a state to log: looking takes the table's change lock
 //! and reads the upstream's state again under it (`table_log::catch_up`), so an answer a client
 //! saw earlier, or one that raced a commit through floe, cannot be logged as if it were newer.
+//! One answer is logged as a state: that of a create or register through floe, while floe has
+//! no row for the table ([`log_created`], which says why that is safe).
 //! A hint whose location is the one floe last logged costs one query and no upstream call. A
 //! hint that fails (the upstream down) is dropped: the next poll, or the table's next commit
 //! through floe, catches up the same way.
@@ -40,7 +42,7 @@ use tokio::time::Instant;
 use super::client::UpstreamCatalog;
 use super::errors::UpstreamError;
 use super::listing;
-use super::table_log::{catch_up, table_path};
+use super::table_log::{Current, catch_up, table_path};
 use crate::catalog::{Catalog, Warehouse};
 use crate::db::upstream as db;
 use crate::error::CatalogError;
@@ -187,6 +189,93 @@ pub fn watch_load_table(
         }
     });
     Response::from_parts(parts, Body::from_stream(chunks))
+}
+
+/// A table created or registered through floe, logged from the upstream's answer before that
+/// answer goes back, so that the table's first commit through floe does not have to read it from
+/// the upstream first. The answer is read whole (within `max_body_bytes`) and passed on as the
+/// upstream sent it. This is the one answer logged as a state rather than taken as a hint (see
+/// the module doc), and only under the table's change lock while floe has no row for it and no
+/// commit naming it is pending: there is then nothing logged that the state could be older than,
+/// and states the upstream made after it are caught up from its metadata-log, as any others are.
+/// Otherwise, or when the answer cannot be read or logged, the table is noted as a hint.
+pub async fn log_created(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    upstream: &UpstreamCatalog,
+    table: TableName,
+    response: Response,
+    authorization: Option<&HeaderValue>,
+) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    struct CreateAnswer {
+        #[serde(rename = "metadata-location")]
+        location: String,
+        metadata: iceberg::spec::TableMetadata,
+    }
+    let (parts, body) = response.into_parts();
+    let limit = upstream.max_body_bytes();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            upstream.observations().note(table, None, authorization);
+            return Err(UpstreamError::InvalidAnswer(format!(
+                "the answer to a create could not be read within {limit} bytes: {err}"
+            ))
+            .to_api_error(upstream.warehouse(), upstream.url(), false));
+        }
+    };
+    let logged = match serde_json::from_slice::<CreateAnswer>(&bytes) {
+        Ok(answer) => {
+            let current = Current {
+                location: answer.location,
+                metadata: answer.metadata,
+            };
+            match log_first_state(catalog, wh, &table, &current).await {
+                Ok(logged) => logged.then_some(current.location),
+                Err(err) => {
+                    tracing::debug!(warehouse = %wh.name, %table, error = %err.model().message,
+                        "a created table is left to the observer");
+                    None
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    match logged {
+        Some(location) => upstream.observations().found_logged(&table, &location),
+        None => upstream.observations().note(table, None, authorization),
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Logs `current` as the first state of `table` (with the states its metadata-log names before
+/// it) if floe has no row for the table and no commit naming it is pending; whether it did.
+async fn log_first_state(
+    catalog: &Catalog,
+    wh: &Warehouse,
+    table: &TableName,
+    current: &Current,
+) -> Result<bool, ApiError> {
+    let mut tx = catalog.pool().begin().await.map_err(CatalogError::from)?;
+    crate::db::catalog::lock_table_names(&mut tx, wh.id, &[table])
+        .await
+        .map_err(CatalogError::from)?;
+    let known = db::get_table(&mut tx, wh.id, table)
+        .await
+        .map_err(CatalogError::from)?
+        .is_some();
+    if known
+        || db::has_pending_intents(&mut tx, wh.id, table)
+            .await
+            .map_err(CatalogError::from)?
+    {
+        return Ok(false);
+    }
+    catch_up(catalog, wh, &mut tx, table, Some(current)).await?;
+    tx.commit().await.map_err(CatalogError::from)?;
+    catalog.log_wake().committed();
+    Ok(true)
 }
 
 /// The observer tasks, one per upstream warehouse.
