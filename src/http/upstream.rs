@@ -125,9 +125,7 @@ async fn forward(
         ));
     }
     for table in changed {
-        if created.as_ref() != Some(&table) {
-            upstream.observations().note(table, None, authorization);
-        }
+        upstream.observations().note(table, None, authorization);
     }
     match created {
         Some(table) => {
@@ -206,29 +204,15 @@ impl Rename {
     }
 }
 
-/// The tables a forwarded request changes without a commit (create, register, drop, rename):
-/// once it succeeds, each is a hint for the warehouse's observer (`upstream::observer`).
+/// The tables a forwarded drop or rename changes: once it succeeds, each is a hint for the
+/// warehouse's observer (`upstream::observer`). A create or register is [`created_table`].
 fn changed_tables(
     method: &Method,
     route: &str,
     params: &[(&str, &str)],
     body: &[u8],
 ) -> Vec<TableName> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: String,
-    }
-    let named = |body: &[u8]| {
-        let name = serde_json::from_slice::<Named>(body).ok()?.name;
-        let param = |key: &str| params.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-        let namespace = NamespaceName::from_url_segment(param("namespace")?).ok()?;
-        TableName::new(namespace, name).ok()
-    };
     match (method.as_str(), route) {
-        ("POST", "/v1/{prefix}/namespaces/{namespace}/tables")
-        | ("POST", "/v1/{prefix}/namespaces/{namespace}/register") => {
-            named(body).into_iter().collect()
-        }
         ("DELETE", TABLE_ROUTE) => path_table(params).into_iter().collect(),
         ("POST", "/v1/{prefix}/tables/rename") => Rename::parse(body)
             .map(|rename| {
