@@ -880,6 +880,52 @@ async fn what_passes_through_floe_is_observed() {
     assert_eq!(lake_log(&floe).await.len(), 4, "a staged create was logged");
 }
 
+/// A create whose answer is larger than floe's body limit is not logged from its answer: the
+/// answer still reaches the client whole, as the upstream sent it.
+#[tokio::test]
+async fn a_create_answer_over_the_body_limit_reaches_the_client_whole() {
+    let Some(upstream) = java_catalog::start().await else {
+        return;
+    };
+    let url = common::new_database().await;
+    let own = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&url, own.path());
+    // Room for the create's request, not for the table's metadata in its answer.
+    settings.max_body_bytes = 512;
+    let mut lake = WarehouseSettings::builtin(
+        "lake",
+        format!("file://{}", upstream.warehouse.path().display()),
+    );
+    lake.backend = Backend::Upstream;
+    lake.upstream = Some(upstream_settings(&upstream.url));
+    settings.warehouses.push(lake);
+    let floe = TestFloe::start_with(settings, own).await;
+    floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
+        .await
+        .expect(200);
+    let created = floe
+        .post(
+            "/v1/lake/namespaces/ns/tables",
+            json!({"name": "big", "schema": common::simple_schema()}),
+        )
+        .await
+        .expect(200);
+    assert!(created.to_string().len() > 512, "{created}");
+    let (_, at_upstream) = upstream_get(&upstream, "/v1/namespaces/ns/tables/big").await;
+    assert_eq!(
+        created["metadata-location"],
+        at_upstream["metadata-location"]
+    );
+    assert_eq!(created["metadata"], at_upstream["metadata"]);
+    let logged: Vec<Value> = lake_log(&floe)
+        .await
+        .into_iter()
+        .filter(|e| e["table-name"] == "big")
+        .collect();
+    assert_eq!(logged, Vec::<Value>::new());
+    floe.server.stop().await;
+}
+
 const REPLICA_TOKEN: &str = "lake-to-replica-token";
 
 /// Registers `replica` as `primary`'s peer `replica`, its warehouse `warehouse` (files under

@@ -130,7 +130,10 @@ async fn forward(
     match created {
         Some(table) => {
             let wh = state.catalog.warehouse(Some(upstream.warehouse()))?;
-            observer::log_created(&state.catalog, wh, upstream, table, answer, authorization).await
+            Ok(
+                observer::log_created(&state.catalog, wh, upstream, table, answer, authorization)
+                    .await,
+            )
         }
         None => Ok(answer),
     }

@@ -33,6 +33,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
@@ -193,8 +194,8 @@ pub fn watch_load_table(
 
 /// A table created or registered through floe, logged from the upstream's answer before that
 /// answer goes back, so that the table's first commit through floe does not have to read it from
-/// the upstream first. The answer is read whole (within `max_body_bytes`) and passed on as the
-/// upstream sent it. This is the one answer logged as a state rather than taken as a hint (see
+/// the upstream first. The answer is read whole (within `max_body_bytes`; a larger one streams
+/// on and the table is left a hint) and passed on as the upstream sent it. This is the one answer logged as a state rather than taken as a hint (see
 /// the module doc), and only under the table's change lock while floe has no row for it and no
 /// commit naming it is pending: there is then nothing logged that the state could be older than,
 /// and states the upstream made after it are caught up from its metadata-log, as any others are.
@@ -206,7 +207,7 @@ pub async fn log_created(
     table: TableName,
     response: Response,
     authorization: Option<&HeaderValue>,
-) -> Result<Response, ApiError> {
+) -> Response {
     #[derive(Deserialize)]
     struct CreateAnswer {
         #[serde(rename = "metadata-location")]
@@ -215,16 +216,28 @@ pub async fn log_created(
     }
     let (parts, body) = response.into_parts();
     let limit = upstream.max_body_bytes();
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            upstream.observations().note(table, None, authorization);
-            return Err(UpstreamError::InvalidAnswer(format!(
-                "the answer to a create could not be read within {limit} bytes: {err}"
-            ))
-            .to_api_error(upstream.warehouse(), upstream.url(), false));
-        }
-    };
+    let mut body = body.into_data_stream();
+    let mut kept: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    while let Some(chunk) = body.next().await {
+        // An answer larger than the limit, or one that breaks off, goes on streaming as it
+        // would have without this (what was read first, then the rest); the table is a hint.
+        let rest = match chunk {
+            Ok(chunk) => {
+                size += chunk.len();
+                kept.push(chunk);
+                if size <= limit {
+                    continue;
+                }
+                body.boxed()
+            }
+            Err(err) => futures::stream::once(async move { Err(err) }).boxed(),
+        };
+        upstream.observations().note(table, None, authorization);
+        let read = futures::stream::iter(kept.into_iter().map(Ok));
+        return Response::from_parts(parts, Body::from_stream(read.chain(rest)));
+    }
+    let bytes = kept.concat();
     let logged = match serde_json::from_slice::<CreateAnswer>(&bytes) {
         Ok(answer) => {
             let current = Current {
@@ -246,7 +259,7 @@ pub async fn log_created(
         Some(location) => upstream.observations().found_logged(&table, &location),
         None => upstream.observations().note(table, None, authorization),
     }
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Logs `current` as the first state of `table` (with the states its metadata-log names before
