@@ -115,9 +115,9 @@ pub enum Opened {
 /// locks of the intent's tables for this session (unless `locked`: an earlier call took them),
 /// reads the tables' rows under them and, if no commit naming one is pending, each has a row
 /// (or the commit creates it, `assert-create`; or `missing_ok`: floe caught up and found none)
-/// and clients may write it,
-/// records the intent against those rows (each table's `previous` set to its row's metadata
-/// location, here as in PostgreSQL), committed before the request leaves, in one round trip.
+/// and clients may write it, records the intent against those rows (each table's `previous` set
+/// to its row's metadata location, here as in PostgreSQL), committed before the request leaves,
+/// in one round trip.
 /// Whatever it answers, the connection holds the locks from then on, until [`settle_commit`]
 /// gives them back or the connection closes.
 ///
@@ -156,7 +156,12 @@ pub async fn open_commit(
         "recorded" => {}
         "pending" => return Ok(Opened::Pending),
         "unknown" => return Ok(Opened::Unknown),
-        _ => return Ok(Opened::Refused),
+        "refused" => return Ok(Opened::Refused),
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "floe_upstream_open_commit answered `{other}`"
+            )));
+        }
     }
     if found.len() != intent.tables.len() {
         return Err(sqlx::Error::Protocol(format!(

@@ -359,11 +359,7 @@ async fn refusal(conn: &mut PgConnection, wh: &Warehouse, names: &[&TableName]) 
     // A handover that ended between the two reads.
     CatalogError::CommitFailed(format!(
         "table `{}` was being handed over when floe read it; retry",
-        names
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("`, `")
+        table_log::table_list(names.iter().copied())
     ))
     .into()
 }

@@ -511,16 +511,20 @@ pub(super) fn moved_is_a_failure<'a>(
 ) -> Result<(), ApiError> {
     match committed {
         Committed::Done => Ok(()),
-        Committed::Moved => {
-            let mut names: Vec<String> = tables.into_iter().map(ToString::to_string).collect();
-            names.dedup();
-            Err(CatalogError::CommitFailed(format!(
-                "table `{}` changed in floe's catalog while its upstream state was logged; retry",
-                names.join("`, `")
-            ))
-            .into())
-        }
+        Committed::Moved => Err(CatalogError::CommitFailed(format!(
+            "table `{}` changed in floe's catalog while its upstream state was logged; retry",
+            table_list(tables)
+        ))
+        .into()),
     }
+}
+
+/// Tables' names for a message, as `a`, `b` (inside the message's own backquotes), each once
+/// in a row.
+pub(super) fn table_list<'a>(tables: impl IntoIterator<Item = &'a TableName>) -> String {
+    let mut names: Vec<String> = tables.into_iter().map(ToString::to_string).collect();
+    names.dedup();
+    names.join("`, `")
 }
 
 /// The changes from the logged state `row` (`None`: no table yet) to `after`; `Err` says why
