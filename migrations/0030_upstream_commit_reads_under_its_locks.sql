@@ -72,10 +72,10 @@ DROP FUNCTION floe_upstream_open_commit(uuid, text[], boolean, uuid[], bigint[],
 -- before this one took them); `p_missing_ok`: a table with no row is one the commit creates
 -- (floe caught up with the upstream under these locks and found none). Takes the locks, then:
 -- a table with a pending intent: one row, verdict 'pending'; one with no row, unless
--- `p_missing_ok` or the commit creates it: 'unknown'; one clients may not write: 'refused'. Else the intent is recorded,
--- each table's `previous` the metadata location of its row, and the verdict is 'recorded', with
--- a result row per table in order (its columns NULL for a table with no row). The session holds
--- the locks whatever the verdict.
+-- `p_missing_ok` or the commit creates it: 'unknown'; one clients may not write: 'refused'.
+-- Else the intent is recorded, each table's `previous` the metadata location of its row, and the
+-- verdict is 'recorded', with a result row per table in order (its columns NULL for a table with
+-- no row). The session holds the locks whatever the verdict.
 CREATE FUNCTION floe_upstream_open_commit(
     p_warehouse_id uuid, p_lock_names text[], p_locked boolean, p_missing_ok boolean,
     p_intent_id uuid, p_txn_group uuid, p_tables jsonb, p_principal text
