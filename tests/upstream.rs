@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestFloe;
 use common::java_catalog::{self, JavaCatalog};
-use floe::config::{Backend, UpstreamAuthMode, UpstreamSettings, WarehouseSettings};
+use floe::config::{Backend, Settings, UpstreamAuthMode, UpstreamSettings, WarehouseSettings};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,9 +23,19 @@ fn upstream_settings(url: &str) -> UpstreamSettings {
 
 /// floe with one builtin warehouse `wh` and one upstream warehouse `lake` in front of `upstream`.
 async fn floe_in_front_of(upstream: UpstreamSettings, root: &std::path::Path) -> TestFloe {
+    floe_in_front_of_with(upstream, root, |_| {}).await
+}
+
+/// As [`floe_in_front_of`], with `adjust` applied to floe's settings first.
+async fn floe_in_front_of_with(
+    upstream: UpstreamSettings,
+    root: &std::path::Path,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestFloe {
     let url = common::new_database().await;
     let own = tempfile::tempdir().unwrap();
     let mut settings = common::settings(&url, own.path());
+    adjust(&mut settings);
     let mut lake = WarehouseSettings::builtin("lake", format!("file://{}", root.display()));
     lake.backend = Backend::Upstream;
     lake.upstream = Some(upstream);
@@ -887,19 +897,13 @@ async fn a_create_answer_over_the_body_limit_reaches_the_client_whole() {
     let Some(upstream) = java_catalog::start().await else {
         return;
     };
-    let url = common::new_database().await;
-    let own = tempfile::tempdir().unwrap();
-    let mut settings = common::settings(&url, own.path());
     // Room for the create's request, not for the table's metadata in its answer.
-    settings.max_body_bytes = 512;
-    let mut lake = WarehouseSettings::builtin(
-        "lake",
-        format!("file://{}", upstream.warehouse.path().display()),
-    );
-    lake.backend = Backend::Upstream;
-    lake.upstream = Some(upstream_settings(&upstream.url));
-    settings.warehouses.push(lake);
-    let floe = TestFloe::start_with(settings, own).await;
+    let floe = floe_in_front_of_with(
+        upstream_settings(&upstream.url),
+        upstream.warehouse.path(),
+        |settings| settings.max_body_bytes = 512,
+    )
+    .await;
     floe.post("/v1/lake/namespaces", json!({"namespace": ["ns"]}))
         .await
         .expect(200);
