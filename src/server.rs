@@ -61,6 +61,7 @@ impl RunningServer {
         self.observer.stop().await;
         let _ = self.shutdown.send(());
         let _ = self.task.await;
+        crate::upstream::settle_in_flight(&self.catalog).await;
         self.notifier.stop().await;
         self.catalog.pool().close().await;
     }
@@ -103,6 +104,7 @@ impl RunningServer {
             purges.stop().await;
             observer.stop().await;
             let _ = task.await;
+            crate::upstream::settle_in_flight(&catalog).await;
             notifier.stop().await;
             catalog.pool().close().await;
         };

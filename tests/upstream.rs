@@ -283,6 +283,7 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
     .await
     .expect("a table's lock outlived its commit");
     answer.expect(204);
+    settled(&floe).await;
     let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let intents: Vec<(String, i64)> = sqlx::query_as(
         "SELECT state, count(*) FROM upstream_commit_intent GROUP BY state ORDER BY state",
@@ -413,7 +414,9 @@ fn set_property_of_t_and_u(key: &str, value: &str) -> Value {
 }
 
 /// The log entries of warehouse `lake`, in order.
+/// The log's entries of warehouse `lake`, once floe has settled the commits it answered.
 async fn lake_log(floe: &TestFloe) -> Vec<Value> {
+    settled(floe).await;
     floe.log()
         .await
         .into_iter()
@@ -1539,8 +1542,9 @@ async fn a_commit_past_floe_right_after_a_transaction_is_not_taken_for_it() {
 }
 
 /// kill -9 of a `floe serve` process while a commit's answer is on its way back (the upstream
-/// has applied or refused it; floe has not logged it), then a restart: the applied commit is in
-/// the log exactly once, the refused one not at all.
+/// has applied or refused it; floe has not logged it), and after floe answered a commit but before
+/// it wrote the commit's entry, each time followed by a restart: the applied and the answered
+/// commits are in the log exactly once, as floe's, the refused one not at all.
 #[tokio::test]
 async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
     let Some(upstream) = java_catalog::start().await else {
@@ -1606,8 +1610,64 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
     relay.set(RelayMode::Pass);
     floe.spawn().await;
 
+    // Answered, floe killed before its entry was written: the settlement is held back by a lock
+    // on the log, and its session ends with floe (terminated, as PostgreSQL would once it saw
+    // the connection gone) before the lock is let go.
+    let pool = sqlx::PgPool::connect(&floe.database_url()).await.unwrap();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE commit_log IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(30),
+        common::region::post(table.clone(), set_property("k", "answered")),
+    )
+    .await
+    .expect("the commit was not answered while its entry could not be written");
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    let settling = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                    AND query LIKE '%floe_upstream_settle_commit%'";
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held = sqlx::query_scalar::<_, i32>(settling)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        if !held.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        held.len(),
+        1,
+        "the answered commit's settlement is not waiting"
+    );
+    floe.kill9();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(held[0])
+        .execute(&pool)
+        .await
+        .unwrap();
+    blocker.rollback().await.unwrap();
+    floe.spawn().await;
+
     let (status, _) = common::region::post(table.clone(), set_property("k", "after")).await;
     assert_eq!(status, 200);
+    // floe answers before it writes the entry: wait until nothing is pending.
+    for _ in 0..200 {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM upstream_commit_intent WHERE state = 'pending'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log: Vec<Value> = common::region::get(format!(
         "{}/management/v1/log?after=0&limit=1000",
         floe.base
@@ -1622,21 +1682,40 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
     let kinds = kinds(&log);
     assert_eq!(
         kinds,
-        ["observe-table", "commit-table", "commit-table"],
+        [
+            "observe-table",
+            "commit-table",
+            "commit-table",
+            "commit-table"
+        ],
         "{log:#?}"
     );
     assert_chained(&log);
     assert_eq!(log[1]["new-metadata-location"], direct["metadata-location"]);
     assert_eq!(log[1]["changes"][0]["updates"]["k"], "applied");
-    assert_eq!(log[2]["changes"][0]["updates"]["k"], "after");
-    let pool = sqlx::PgPool::connect(&floe.database_url()).await.unwrap();
+    assert_eq!(log[2]["changes"][0]["updates"]["k"], "answered");
+    assert_eq!(
+        log[2]["new-metadata-location"],
+        answered.1["metadata-location"]
+    );
+    assert_ne!(log[2]["principal"], "upstream");
+    assert_eq!(log[3]["changes"][0]["updates"]["k"], "after");
     let states: Vec<String> =
         sqlx::query_scalar("SELECT state FROM upstream_commit_intent ORDER BY created_at")
             .fetch_all(&pool)
             .await
             .unwrap();
     pool.close().await;
-    assert_eq!(states, ["done", "failed", "done"]);
+    assert_eq!(states, ["done", "failed", "done", "done"]);
+}
+
+/// Waits until floe has settled the commits it answered (it answers a commit before it writes
+/// the commit's entry); an intent a test leaves pending on purpose is waited for 5 s at most.
+async fn settled(floe: &TestFloe) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pending_intents(floe).await > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn pending_intents(floe: &TestFloe) -> i64 {

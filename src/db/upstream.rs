@@ -121,12 +121,9 @@ pub enum Opened {
 /// Whatever it answers, the connection holds the locks from then on, until [`settle_commit`]
 /// gives them back or the connection closes.
 ///
-/// Its commit does not wait for the WAL flush (`synchronous_commit = off`): the settlement, which
-/// the client's acknowledgement waits for, flushes the WAL up to itself, this record included.
-/// Only a crash of PostgreSQL itself in between can lose it, and then the client was never
-/// acknowledged and the commit, if the upstream applied it, is logged as observed when floe
-/// catches up with the table: in the log once all the same, as a state floe did not make. That
-/// saves each commit a flush.
+/// Its commit waits for the WAL flush (migrations/0031): the client is answered before the
+/// settlement, so the intent is what makes the answer safe, and must outlive a crash of
+/// PostgreSQL as well as of floe.
 pub async fn open_commit(
     conn: &mut PgConnection,
     warehouse_id: Uuid,

@@ -266,8 +266,7 @@ fn written(
     }
 }
 
-/// A commit, run through the intercepted-commit protocol in a task of its own (a client that
-/// hangs up must not cancel it between forwarding and logging).
+/// A commit, run through the intercepted-commit protocol (`upstream::commit`).
 async fn intercept(
     state: &Arc<AppState>,
     upstream: &Arc<UpstreamCatalog>,
@@ -289,18 +288,8 @@ async fn intercept(
         _ => None,
     };
     let commit = InterceptedCommit::parse(table, body, parts.headers, principal)?;
-    let (state, upstream) = (state.clone(), upstream.clone());
     let warehouse = param("prefix").map(str::to_string);
-    let task = tokio::spawn(async move {
-        let wh = state.catalog.warehouse(warehouse.as_deref())?;
-        commit::intercept(&state.catalog, wh, &upstream, commit).await
-    });
-    let answer = task.await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "CommitStateUnknownException",
-            format!("the commit's task failed: {e}"),
-        )
-    })??;
+    let answer =
+        commit::intercept(state.catalog.clone(), warehouse, upstream.clone(), commit).await?;
     Ok((answer.status, answer.headers, answer.body).into_response())
 }

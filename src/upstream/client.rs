@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
+use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::auth::UpstreamAuth;
@@ -32,6 +33,9 @@ pub struct UpstreamCatalog {
     /// The largest request body forwarded (floe's `max_body_bytes`).
     max_body_bytes: usize,
     remote: OnceCell<RemoteConfig>,
+    /// The intercepted commits under way, each until its intent is settled (`commit`), which
+    /// may be after its client was answered.
+    settlements: TaskTracker,
 }
 
 /// An upstream answer whose body is still to be read (it may be streamed on to the client).
@@ -70,7 +74,20 @@ impl UpstreamCatalog {
             observations: Observations::default(),
             max_body_bytes,
             remote: OnceCell::new(),
+            settlements: TaskTracker::new(),
         })
+    }
+
+    /// The intercepted commits under way (`commit::intercept` runs each in a task of it).
+    pub(super) fn settlements(&self) -> &TaskTracker {
+        &self.settlements
+    }
+
+    /// Waits until every intercepted commit under way is settled; for a graceful stop, once
+    /// requests have stopped, so that it leaves no answered commit unlogged.
+    pub async fn settled(&self) {
+        self.settlements.close();
+        self.settlements.wait().await;
     }
 
     /// The base URL as configured (for messages; it holds no credentials).

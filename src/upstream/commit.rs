@@ -7,8 +7,8 @@
 //! on (`HeldLocks`), from the first statement to the settlement, so that each step can commit on
 //! its own (migrations/0028, 0030), and everything is read under them:
 //! 1. **Record the intent** (the request, the last known metadata location per table), in one
-//!    statement that takes the locks, reads the tables' rows and commits, so that the intent is
-//!    durable before the request leaves. It records nothing, and keeps the locks, when a table
+//!    statement that takes the locks, reads the tables' rows and commits, waiting for the WAL
+//!    flush, so that the intent is durable before the request leaves. It records nothing, and keeps the locks, when a table
 //!    is one clients may not write (a replica, or handed over: 403), or has a pending intent, or
 //!    has no row yet and the commit does not create it (a staged create's `assert-create`, which
 //!    the upstream refuses if the table is there); then floe, still under the locks, first
@@ -23,13 +23,15 @@
 //!    intent. For a table floe knows, the states made past floe since the last logged one are in
 //!    the commit's answer (its metadata-log) and are logged before the commit in step 2, so the
 //!    upstream is not asked first (that would double its work per commit).
-//! 2. **Forward**, and on the answer: 2xx appends the entries, settles the intent `done` and
-//!    gives the locks back in one statement, its own transaction; a 4xx ErrorModel settles it
-//!    `failed` the same way; anything else leaves it pending, for the next commit to the table
+//! 2. **Forward**, and on the answer: a 2xx or a 4xx ErrorModel goes back to the client at once,
+//!    as the upstream sent it; then (`Settlement`) a 2xx appends the entries, settles the intent
+//!    `done` and gives the locks back in one statement, its own transaction, and a 4xx settles it
+//!    `failed` the same way. Anything else leaves it pending, for the next commit to the table
 //!    to settle, and answers CommitStateUnknownException (the connection is closed, which gives
 //!    the locks back).
 //!
-//! Two round trips to PostgreSQL when nothing is pending: step 1's statement and step 2's.
+//! Two round trips to PostgreSQL when nothing is pending, one of them before the client's answer:
+//! step 1's statement; step 2's follows the answer.
 //!
 //! Why exactly once: an entry is appended only in the transaction that settles its pending
 //! intent (`settle_intent` changes only a pending row, and the lock keeps two settlers apart), and
@@ -37,7 +39,20 @@
 //! commit forwards nothing; between 1 and 2's commit leaves the intent for the next commit to
 //! settle (and the session, with its locks, ends with floe's connection).
 //!
-//! The protocol runs in a task of its own, so a client that hangs up does not cancel it midway.
+//! Why answering before the entry is written is safe: what the client is told is the upstream's
+//! own answer, about a commit the upstream has made durable (or refused), and floe's record of it,
+//! the intent, is durable before the request left. From there the entry follows from the intent
+//! and the upstream's state alone, whether the settlement or, after a crash, the table's next
+//! commit writes it: the answer never runs ahead of what floe can log, it only runs ahead of the
+//! writing. The client is also never told a failure about a commit the upstream made because
+//! floe's own bookkeeping failed after it. What the answer does not promise is that floe's log
+//! already shows the entry: a reader of the log sees it once the settlement commits (within
+//! milliseconds; the table's next commit through floe waits for it, as it waits for the locks).
+//!
+//! The protocol runs in a task of its own, so a client that hangs up does not cancel it midway;
+//! a graceful stop waits for it (`UpstreamCatalog::settled`).
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
@@ -47,6 +62,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, PgConnection, Postgres};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::client::UpstreamCatalog;
@@ -54,7 +70,7 @@ use super::errors::UpstreamError;
 use super::forward::UpstreamPath;
 use super::table_log::{self, Current, LogBatch, TableChanges, catch_up, log_landed, table_path};
 use crate::catalog::{Catalog, Warehouse, write_rule};
-use crate::db::upstream::{self as db, IntentTable, Opened, PendingIntent};
+use crate::db::upstream::{self as db, IntentTable, Opened, PendingIntent, UpstreamTableRow};
 use crate::error::{CatalogError, CatalogResult};
 use crate::http::errors::ApiError;
 use crate::names::{NamespaceName, TableName};
@@ -160,13 +176,62 @@ pub struct CommitAnswer {
     pub body: Bytes,
 }
 
-/// Runs the protocol of the module doc for one commit.
+/// Runs the protocol of the module doc for one commit, in a task of its own that the upstream's
+/// settlements track (`UpstreamCatalog::settlements`; a client that hangs up cancels no step, and
+/// a graceful stop waits for it): answers as soon as the client's answer is known (the upstream's,
+/// the intent durable), while the task goes on to settle the intent.
 pub async fn intercept(
+    catalog: Arc<Catalog>,
+    warehouse: Option<String>,
+    upstream: Arc<UpstreamCatalog>,
+    commit: InterceptedCommit,
+) -> Result<CommitAnswer, ApiError> {
+    let (answered, answer) = oneshot::channel();
+    let settlements = upstream.settlements().clone();
+    settlements.spawn(async move {
+        let wh = match catalog.warehouse(warehouse.as_deref()) {
+            Ok(wh) => wh,
+            Err(e) => {
+                let _ = answered.send(Err(e.into()));
+                return;
+            }
+        };
+        match forward(&catalog, wh, &upstream, commit).await {
+            Ok((reply, settlement)) => {
+                let _ = answered.send(Ok(reply));
+                // The request's task, woken by the answer, runs next on this thread (tokio runs
+                // the task a task wakes there next): it is let go first, not after the
+                // settlement's own work.
+                tokio::task::yield_now().await;
+                if let Err(e) = settlement.settle(&catalog, wh, &upstream).await {
+                    // Left pending: the table's next commit, or the observer's poll, settles it.
+                    tracing::warn!(warehouse = %wh.name, error = %e.message,
+                        "an answered commit was left pending for floe to settle later");
+                }
+            }
+            Err(e) => {
+                let _ = answered.send(Err(e));
+            }
+        }
+    });
+    answer.await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "CommitStateUnknownException",
+            "the commit's task ended before it had an answer",
+        )
+    })?
+}
+
+/// Steps 1 and 2 up to the upstream's answer: the answer to give the client, and what is left to
+/// settle. A forward that brings no ErrorModel or success back is an error, its intent left
+/// pending (and the connection, with the locks, closed).
+async fn forward(
     catalog: &Catalog,
     wh: &Warehouse,
     upstream: &UpstreamCatalog,
     commit: InterceptedCommit,
-) -> Result<CommitAnswer, ApiError> {
+) -> Result<(CommitAnswer, Settlement), ApiError> {
     let failed = |err: UpstreamError| err.to_api_error(upstream.warehouse(), upstream.url(), true);
     let names: Vec<&TableName> = commit.tables.iter().map(|t| &t.table).collect();
     let conn = catalog.pool().acquire().await.map_err(CatalogError::from)?;
@@ -243,109 +308,153 @@ pub async fn intercept(
         )
         .await
         .map_err(failed)?;
-    if status.is_client_error() {
-        if status == StatusCode::CONFLICT {
-            crate::telemetry::record_commit(&wh.name, 0, true);
-        }
-        let outcome = format!("the upstream answered {status}");
-        let settled = db::settle_commit(locks.conn(), wh.id, &intent, (false, &outcome), &[], &[])
-            .await
-            .map_err(CatalogError::from)?;
-        table_log::moved_is_a_failure(settled, names.iter().copied())?;
-        locks.given_back();
-        return Ok(CommitAnswer {
-            status,
-            headers,
-            body,
-        });
-    }
-    if !status.is_success() {
+    if !status.is_success() && !status.is_client_error() {
         // Left pending: the next commit to these tables settles it from the upstream's state.
         return Err(failed(UpstreamError::InvalidAnswer(format!(
             "the commit answered {status}"
         ))));
     }
-    let mut made = Vec::with_capacity(commit.tables.len());
-    let mut batch = LogBatch::default();
-    for (changes, row) in commit.tables.iter().zip(&known) {
-        // commitTable's answer names the state it made; transactions/commit's 204 does not, so
-        // the table is read back, and the state this commit made is the first after the one it
-        // went out on that its updates produce (a commit made directly at the upstream since
-        // would otherwise be taken for this one's; it is logged at the table's next catch-up).
-        let current = match commit_answer(&body, commit.transaction) {
-            Some(current) => current,
-            None => {
-                let read = upstream
-                    .current(&changes.table, &commit.headers)
-                    .await
-                    .map_err(failed)?
-                    .ok_or_else(|| {
-                        failed(UpstreamError::InvalidAnswer(format!(
-                            "table `{}` is gone after its commit",
-                            changes.table
-                        )))
-                    })?;
-                let made = match row {
-                    Some(known) => {
-                        table_log::landed_at(
-                            catalog,
-                            wh,
-                            &known.metadata_location,
-                            &changes.updates,
-                            &read,
-                        )
-                        .await?
-                    }
-                    None => None,
-                };
-                match made {
-                    Some((_, location)) if location != read.location => Current {
-                        metadata: catalog.load_metadata(wh, &location).await?.parsed.clone(),
-                        location,
-                    },
-                    _ => read,
-                }
-            }
-        };
-        let previous = row.as_ref().map(|r| r.metadata_location.as_str());
-        log_landed(
-            catalog,
-            wh,
-            &mut batch,
-            changes,
-            row.clone(),
-            previous,
-            &current,
-            &intent,
-        )
-        .await?;
-        made.push(current);
+    if status == StatusCode::CONFLICT {
+        crate::telemetry::record_commit(&wh.name, 0, true);
     }
-    let conn = locks.conn();
-    let (writes, entries) = batch.planned(conn, wh).await?;
-    let settled = db::settle_commit(
-        conn,
-        wh.id,
-        &intent,
-        (true, "acknowledged"),
-        &writes,
-        entries,
-    )
-    .await
-    .map_err(CatalogError::from)?;
-    table_log::moved_is_a_failure(settled, names.iter().copied())?;
-    locks.given_back();
-    catalog.log_wake().committed();
-    // Each table's next commit reads this state as its state before.
-    for current in made {
-        catalog.remember_metadata(&current.location, current.metadata);
-    }
-    crate::telemetry::record_commit(&wh.name, commit.tables.len(), false);
-    Ok(CommitAnswer {
+    let settlement = Settlement {
+        locks,
+        intent,
+        known,
         status,
-        headers,
-        body,
-    })
+        body: body.clone(),
+        commit,
+    };
+    Ok((
+        CommitAnswer {
+            status,
+            headers,
+            body,
+        },
+        settlement,
+    ))
+}
+
+/// The rest of step 2 once the client has its answer: the commit's entries appended and its
+/// intent settled `done` (a 2xx), or only settled `failed` (a 4xx ErrorModel), the locks given
+/// back, in one statement. Should it not get there, the intent stays pending and the connection
+/// is closed (`HeldLocks`).
+struct Settlement {
+    locks: HeldLocks,
+    intent: PendingIntent,
+    /// The tables' rows the intent was recorded against, in its order.
+    known: Vec<Option<UpstreamTableRow>>,
+    status: StatusCode,
+    body: Bytes,
+    commit: InterceptedCommit,
+}
+
+impl Settlement {
+    async fn settle(
+        mut self,
+        catalog: &Catalog,
+        wh: &Warehouse,
+        upstream: &UpstreamCatalog,
+    ) -> Result<(), ApiError> {
+        let failed =
+            |err: UpstreamError| err.to_api_error(upstream.warehouse(), upstream.url(), true);
+        let (commit, intent) = (&self.commit, &self.intent);
+        let names: Vec<&TableName> = commit.tables.iter().map(|t| &t.table).collect();
+        if self.status.is_client_error() {
+            let outcome = format!("the upstream answered {}", self.status);
+            let settled = db::settle_commit(
+                self.locks.conn(),
+                wh.id,
+                intent,
+                (false, &outcome),
+                &[],
+                &[],
+            )
+            .await
+            .map_err(CatalogError::from)?;
+            table_log::moved_is_a_failure(settled, names.iter().copied())?;
+            self.locks.given_back();
+            return Ok(());
+        }
+        let mut made = Vec::with_capacity(commit.tables.len());
+        let mut batch = LogBatch::default();
+        for (changes, row) in commit.tables.iter().zip(&self.known) {
+            // commitTable's answer names the state it made; transactions/commit's 204 does not,
+            // so the table is read back, and the state this commit made is the first after the
+            // one it went out on that its updates produce (a commit made directly at the
+            // upstream since would otherwise be taken for this one's; it is logged at the
+            // table's next catch-up).
+            let current = match commit_answer(&self.body, commit.transaction) {
+                Some(current) => current,
+                None => {
+                    let read = upstream
+                        .current(&changes.table, &commit.headers)
+                        .await
+                        .map_err(failed)?
+                        .ok_or_else(|| {
+                            failed(UpstreamError::InvalidAnswer(format!(
+                                "table `{}` is gone after its commit",
+                                changes.table
+                            )))
+                        })?;
+                    let made = match row {
+                        Some(known) => {
+                            table_log::landed_at(
+                                catalog,
+                                wh,
+                                &known.metadata_location,
+                                &changes.updates,
+                                &read,
+                            )
+                            .await?
+                        }
+                        None => None,
+                    };
+                    match made {
+                        Some((_, location)) if location != read.location => Current {
+                            metadata: catalog.load_metadata(wh, &location).await?.parsed.clone(),
+                            location,
+                        },
+                        _ => read,
+                    }
+                }
+            };
+            let previous = row.as_ref().map(|r| r.metadata_location.as_str());
+            log_landed(
+                catalog,
+                wh,
+                &mut batch,
+                changes,
+                row.clone(),
+                previous,
+                &current,
+                intent,
+            )
+            .await?;
+            made.push(current);
+        }
+        let conn = self.locks.conn();
+        let (writes, entries) = batch.planned(conn, wh).await?;
+        let settled = db::settle_commit(
+            conn,
+            wh.id,
+            intent,
+            (true, "acknowledged"),
+            &writes,
+            entries,
+        )
+        .await
+        .map_err(CatalogError::from)?;
+        table_log::moved_is_a_failure(settled, names.iter().copied())?;
+        self.locks.given_back();
+        catalog.log_wake().committed();
+        // Each table's next commit reads this state as its state before.
+        for current in made {
+            catalog.remember_metadata(&current.location, current.metadata);
+        }
+        crate::telemetry::record_commit(&wh.name, commit.tables.len(), false);
+        Ok(())
+    }
 }
 
 /// The 403 for a commit naming a table clients may not write, in the write rule's own words
@@ -383,7 +492,7 @@ impl HeldLocks {
     }
 
     /// The settlement gave the locks back: the connection may serve another request.
-    fn given_back(mut self) {
+    fn given_back(&mut self) {
         self.locked = false;
     }
 }

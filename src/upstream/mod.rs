@@ -30,3 +30,13 @@ pub mod table_log;
 
 pub use client::UpstreamCatalog;
 pub use errors::UpstreamError;
+
+/// Waits until the intercepted commits under way in every upstream warehouse are settled (for a
+/// graceful stop, once the server takes no more requests: their clients may have been answered).
+pub async fn settle_in_flight(catalog: &crate::catalog::Catalog) {
+    for wh in catalog.warehouses() {
+        if let Some(upstream) = &wh.upstream {
+            upstream.settled().await;
+        }
+    }
+}

@@ -137,8 +137,9 @@ def test_clients_read_each_others_writes_through_floe_and_every_commit_is_logged
 
     # One entry per acknowledged commit, in order: the create (seen as it passed through), then the
     # two PyIceberg appends, DuckDB's insert and Spark's, each a commit-table naming what it made.
-    entries = wait_for("the create's entry", lambda: (lambda e: e if e and e[0]["kind"] == "observe-table"
-                                                       else None)(lake_entries(floe, "t")))
+    # (floe answers a commit before it writes its entry, so the last may take a moment to appear.)
+    entries = wait_for("every commit's entry", lambda: (lambda e: e if len(e) >= 5 else None)(
+        lake_entries(floe, "t")))
     assert_chained(entries)
     assert [e["kind"] for e in entries] == ["observe-table"] + ["commit-table"] * 4, entries
     assert entries[-1]["new-metadata-location"] == tbl.metadata_location
@@ -163,7 +164,9 @@ def test_commits_past_floe_are_observed_in_order_and_their_changes_replay(proxy)
         txn.set_properties(owner="direct")
     via_floe.load_table(("proxy_ns", "bypass")).append(pa.table({"id": [9], "s": ["z"]}, schema=SCHEMA))
 
-    entries = lake_entries(floe, "bypass")
+    # floe answers a commit before it writes its entry: wait for floe's own commit to be logged.
+    entries = wait_for("floe's commit's entry", lambda: (lambda e: e if e and e[-1]["kind"] == "commit-table"
+                                                         else None)(lake_entries(floe, "bypass")))
     assert_chained(entries)
     kinds = [e["kind"] for e in entries]
     # The create and the four direct commits observed (by the poll or by floe's own commit, which
