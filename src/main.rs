@@ -149,6 +149,15 @@ enum Bench {
         /// Rounds of each scenario per path.
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// Seconds of commits on each path before the rounds, not measured (the upstream's JIT,
+        /// both paths' connections).
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        /// Start the reference catalog's server with TCP_NODELAY
+        /// (`-Dsun.net.httpserver.nodelay=true`): its answers then do not wait for the client's
+        /// delayed ACK (40 ms), which otherwise comes sooner or later for either path.
+        #[arg(long, requires = "java_catalog")]
+        java_catalog_nodelay: bool,
         /// Start the Apache Iceberg reference catalog with this `run.sh`
         /// (../shared/tools/java-catalog/run.sh) on the benchmark's PostgreSQL.
         #[arg(long)]
@@ -299,6 +308,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Proxy {
             seconds,
             rounds,
+            warmup,
+            java_catalog_nodelay,
             java_catalog,
             builtin_upstream,
             upstream,
@@ -307,6 +318,8 @@ async fn main() -> anyhow::Result<()> {
             let options = floe::bench::proxy::ProxyBenchOptions {
                 seconds,
                 rounds,
+                warmup,
+                java_catalog_nodelay,
                 java_catalog,
                 builtin_upstream,
                 upstream,

@@ -29,6 +29,10 @@ pub struct ProxyBenchOptions {
     pub seconds: u64,
     /// Rounds of each scenario per path.
     pub rounds: usize,
+    /// Seconds of commits by 8 connections on each path before the rounds, not measured.
+    pub warmup: u64,
+    /// The reference catalog's server with TCP_NODELAY.
+    pub java_catalog_nodelay: bool,
     /// The reference catalog's `run.sh`, to start it here.
     pub java_catalog: Option<PathBuf>,
     /// floe's own builtin catalog as the upstream, in process (what the proxy adds, measured
@@ -60,7 +64,9 @@ async fn run(cluster: &PgCluster, dir: &Path, options: &ProxyBenchOptions) -> an
     let mut builtin = None;
     let (upstream, root, _java) = match (&options.java_catalog, &options.upstream) {
         (Some(launcher), _) => {
-            let (url, root, java) = start_java_catalog(cluster, dir, launcher, &http).await?;
+            let (url, root, java) =
+                start_java_catalog(cluster, dir, launcher, options.java_catalog_nodelay, &http)
+                    .await?;
             (url, root, Some(java))
         }
         (None, Some(url)) => {
@@ -120,11 +126,35 @@ async fn measure(
     let floe_api = format!("{floe}/v1/lake");
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     println!(
-        "floe bench proxy --upstream {upstream}: {} s per scenario, {} rounds, {} cores\n",
+        "floe bench proxy --upstream {upstream}: {} s per scenario, {} rounds after {} s of \
+         warm-up, {} cores{}\n",
         options.seconds,
         options.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        options.warmup,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if options.java_catalog_nodelay {
+            ", the reference catalog with TCP_NODELAY"
+        } else {
+            ""
+        }
     );
+    // Warm-up, not measured: the reference catalog's JIT takes seconds of commits to settle,
+    // and a first round would otherwise measure it.
+    if options.warmup > 0 {
+        for (path, api) in [("warmup_direct", &direct_api), ("warmup_floe", &floe_api)] {
+            let endpoint = Endpoint::create(http, api, &format!("proxy_{run}_{path}")).await?;
+            commits::commits(
+                &endpoint,
+                http,
+                CommitKind::MetadataOnly,
+                8,
+                100,
+                options.warmup,
+            )
+            .await?;
+        }
+        eprintln!("warm-up done");
+    }
     let mut rows = Vec::new();
     let mut namespace = 0;
     for round in 0..options.rounds {
@@ -231,6 +261,7 @@ async fn start_java_catalog(
     cluster: &PgCluster,
     dir: &Path,
     launcher: &Path,
+    nodelay: bool,
     http: &reqwest::Client,
 ) -> anyhow::Result<(String, String, JavaCatalog)> {
     cluster.ensure_database("upstream").await?;
@@ -240,7 +271,12 @@ async fn start_java_catalog(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new("bash")
+    let mut command = Command::new("bash");
+    if nodelay {
+        // Read by the JVM at start (the JDK's HTTP server leaves Nagle on by default).
+        command.env("JAVA_TOOL_OPTIONS", "-Dsun.net.httpserver.nodelay=true");
+    }
+    let child = command
         .arg(launcher)
         .arg(port.to_string())
         .arg(format!(
