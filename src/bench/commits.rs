@@ -71,7 +71,7 @@ impl Endpoint {
         format!("{}/namespaces/{}/tables", self.api, self.namespace)
     }
 
-    fn table(&self, name: &str) -> String {
+    pub(crate) fn table(&self, name: &str) -> String {
         format!("{}/{name}", self.tables())
     }
 }

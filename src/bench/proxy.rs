@@ -3,7 +3,11 @@
 //! connections) against the upstream directly and through floe (an `upstream` warehouse, on a
 //! throwaway PostgreSQL with fsync on), in alternating rounds (direct then through floe, through
 //! floe then direct, ...) so that drift on shared cores, and an upstream slowing down as it fills,
-//! hit both paths alike. Prints Markdown tables for BENCHMARKS.md.
+//! hit both paths alike, after a warm-up that is not measured; then metadata-only commits by one
+//! writer paired request by request (a direct commit, then one through floe, or the other way
+//! round), the finest measure of the latency floe adds, since whatever drifts (a JIT, a store
+//! filling up, the rest of the machine) falls on both paths within milliseconds. Throughput needs
+//! the paths apart, so the rounds measure it. Prints Markdown tables for BENCHMARKS.md.
 //!
 //! The upstream is the Apache Iceberg reference catalog, started here on the same PostgreSQL
 //! server (`--java-catalog`), floe's own builtin catalog in process (`--builtin-upstream`: a
@@ -14,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -197,6 +201,7 @@ async fn measure(
         }
         eprintln!("round {} of {} done", round + 1, options.rounds);
     }
+    let paired = paired_commits(http, &direct_api, &floe_api, run, options).await?;
     println!("| operation | connections | path | ops/s | p50 ms | p99 ms |");
     println!("|---|---:|---|---:|---:|---:|");
     for row in &rows {
@@ -252,7 +257,70 @@ async fn measure(
             );
         }
     }
+    let [direct, through] = &paired;
+    println!(
+        "\nPaired by request (one connection to each path, each commit directly followed by one \
+         through floe, or the other way round, in turn; what drifts hits both alike):\n"
+    );
+    println!(
+        "| operation | commits per path | p50 direct | p50 through floe | p50 added ms | p90 added ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let at = |h: &hdrhistogram::Histogram<u64>, q: f64| ms(h.value_at_quantile(q));
+    println!(
+        "| commit (metadata-only, 100 tables) | {} | {:.2} | {:.2} | {:+.2} | {:+.2} |",
+        direct.len(),
+        at(direct, 0.5),
+        at(through, 0.5),
+        at(through, 0.5) - at(direct, 0.5),
+        at(through, 0.9) - at(direct, 0.9),
+    );
     Ok(())
+}
+
+/// Metadata-only commits by one writer that alternates between the paths request by request
+/// (direct then through floe, then the other way round), for `rounds x seconds` seconds: the
+/// latency each path adds, with the upstream's drift (its JIT, its store filling up, the other
+/// work on the machine) falling on both alike. Returns the latencies, direct then through floe.
+async fn paired_commits(
+    http: &reqwest::Client,
+    direct_api: &str,
+    floe_api: &str,
+    run: &str,
+    options: &ProxyBenchOptions,
+) -> anyhow::Result<[hdrhistogram::Histogram<u64>; 2]> {
+    let endpoints = [
+        Endpoint::create(http, direct_api, &format!("proxy_{run}_paired")).await?,
+        Endpoint::create(http, floe_api, &format!("proxy_{run}_paired_floe")).await?,
+    ];
+    const TABLES: usize = 100;
+    for endpoint in &endpoints {
+        for t in 0..TABLES {
+            commits::create_table(http, endpoint, &format!("t{t}")).await?;
+        }
+    }
+    let mut latency = [commits::histogram(), commits::histogram()];
+    let deadline = Instant::now() + Duration::from_secs(options.seconds * options.rounds as u64);
+    let mut i = 0usize;
+    while Instant::now() < deadline {
+        let order: [usize; 2] = if i.is_multiple_of(2) { [0, 1] } else { [1, 0] };
+        for path in order {
+            let body = serde_json::json!({"requirements": [], "updates": [
+                {"action": "set-properties", "updates": {"bench.i": i.to_string()}}]});
+            let url = endpoints[path].table(&format!("t{}", i % TABLES));
+            let start = Instant::now();
+            let reply = http.post(&url).json(&body).send().await?;
+            let status = reply.status();
+            reply.bytes().await?;
+            if !status.is_success() {
+                bail!("a paired commit answered {status}");
+            }
+            latency[path].record((start.elapsed().as_micros() as u64).max(1))?;
+        }
+        i += 1;
+    }
+    eprintln!("paired commits done");
+    Ok(latency)
 }
 
 /// The reference catalog on 127.0.0.1, its tables in database `upstream` of `cluster` and its
