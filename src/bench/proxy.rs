@@ -263,7 +263,8 @@ async fn measure(
          through floe, or the other way round, in turn; what drifts hits both alike):\n"
     );
     println!(
-        "| operation | commits per path | p50 direct | p50 through floe | p50 added ms | p90 added ms |"
+        "| operation | commits per path | p50 direct | p50 through floe | p50 added ms | \
+         p90 added ms |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let at = |h: &hdrhistogram::Histogram<u64>, q: f64| ms(h.value_at_quantile(q));

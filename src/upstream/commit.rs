@@ -8,10 +8,11 @@
 //! its own (migrations/0028, 0030), and everything is read under them:
 //! 1. **Record the intent** (the request, the last known metadata location per table), in one
 //!    statement that takes the locks, reads the tables' rows and commits, waiting for the WAL
-//!    flush, so that the intent is durable before the request leaves. It records nothing, and keeps the locks, when a table
-//!    is one clients may not write (a replica, or handed over: 403), or has a pending intent, or
-//!    has no row yet and the commit does not create it (a staged create's `assert-create`, which
-//!    the upstream refuses if the table is there); then floe, still under the locks, first
+//!    flush, so that the intent is durable before the request leaves. It records nothing, and
+//!    keeps the locks, when a table is one clients may not write (a replica, or handed over:
+//!    403), or has a pending intent, or has no row yet and the commit does not create it (a
+//!    staged create's `assert-create`, which the upstream refuses if the table is there); then
+//!    floe, still under the locks, first
 //!    - **settles what is pending** for the tables (a crash, a timeout or a 5xx left an intent):
 //!      the upstream's current metadata says whether the intent's commit landed (`history`): a
 //!      state after the intent's `previous` that its updates produce from the state before it,
@@ -232,7 +233,7 @@ async fn forward(
     upstream: &UpstreamCatalog,
     commit: InterceptedCommit,
 ) -> Result<(CommitAnswer, Settlement), ApiError> {
-    let failed = |err: UpstreamError| err.to_api_error(upstream.warehouse(), upstream.url(), true);
+    let failed = |err| commit_failed(upstream, err);
     let names: Vec<&TableName> = commit.tables.iter().map(|t| &t.table).collect();
     let conn = catalog.pool().acquire().await.map_err(CatalogError::from)?;
     let mut locks = HeldLocks {
@@ -356,8 +357,7 @@ impl Settlement {
         wh: &Warehouse,
         upstream: &UpstreamCatalog,
     ) -> Result<(), ApiError> {
-        let failed =
-            |err: UpstreamError| err.to_api_error(upstream.warehouse(), upstream.url(), true);
+        let failed = |err| commit_failed(upstream, err);
         let (commit, intent) = (&self.commit, &self.intent);
         let names: Vec<&TableName> = commit.tables.iter().map(|t| &t.table).collect();
         if self.status.is_client_error() {
@@ -455,6 +455,12 @@ impl Settlement {
         crate::telemetry::record_commit(&wh.name, commit.tables.len(), false);
         Ok(())
     }
+}
+
+/// The ErrorModel for a commit whose exchange with the upstream failed (its outcome unknown
+/// where the spec says so: `UpstreamError::to_api_error`).
+fn commit_failed(upstream: &UpstreamCatalog, err: UpstreamError) -> ApiError {
+    err.to_api_error(upstream.warehouse(), upstream.url(), true)
 }
 
 /// The 403 for a commit naming a table clients may not write, in the write rule's own words

@@ -195,10 +195,11 @@ pub fn watch_load_table(
 /// A table created or registered through floe, logged from the upstream's answer before that
 /// answer goes back, so that the table's first commit through floe does not have to read it from
 /// the upstream first. The answer is read whole (within `max_body_bytes`; a larger one streams
-/// on and the table is left a hint) and passed on as the upstream sent it. This is the one answer logged as a state rather than taken as a hint (see
-/// the module doc), and only under the table's change lock while floe has no row for it and no
-/// commit naming it is pending: there is then nothing logged that the state could be older than,
-/// and states the upstream made after it are caught up from its metadata-log, as any others are.
+/// on and the table is left a hint) and passed on as the upstream sent it. This is the one
+/// answer logged as a state rather than taken as a hint (see the module doc), and only under the
+/// table's change lock while floe has no row for it and no commit naming it is pending: there is
+/// then nothing logged that the state could be older than, and states the upstream made after
+/// it are caught up from its metadata-log, as any others are.
 /// Otherwise, or when the answer cannot be read or logged, the table is noted as a hint.
 pub async fn log_created(
     catalog: &Catalog,
