@@ -283,7 +283,7 @@ async fn concurrent_commits_through_floe_are_logged_once_each_in_order() {
     .await
     .expect("a table's lock outlived its commit");
     answer.expect(204);
-    settled(&floe).await;
+    settled(floe.database_url()).await;
     let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
     let intents: Vec<(String, i64)> = sqlx::query_as(
         "SELECT state, count(*) FROM upstream_commit_intent GROUP BY state ORDER BY state",
@@ -395,7 +395,7 @@ async fn a_staged_create_committed_through_floe_is_logged_as_the_tables_first_en
         log.into_iter().filter(|e| e["table-name"] == "d").collect()
     };
     assert_eq!(of_d(lake_log(&floe).await), Vec::<Value>::new());
-    assert_eq!(pending_intents(&floe).await, 0);
+    assert_eq!(pending_intents(floe.database_url()).await, 0);
     floe.post("/v1/lake/namespaces/ns/tables/d", set_property("k", "v"))
         .await
         .expect(200);
@@ -416,7 +416,7 @@ fn set_property_of_t_and_u(key: &str, value: &str) -> Value {
 /// The log entries of warehouse `lake`, in order.
 /// The log's entries of warehouse `lake`, once floe has settled the commits it answered.
 async fn lake_log(floe: &TestFloe) -> Vec<Value> {
-    settled(floe).await;
+    settled(floe.database_url()).await;
     floe.log()
         .await
         .into_iter()
@@ -1408,7 +1408,7 @@ async fn commits_with_lost_answers_are_settled_from_the_upstream() {
             .1["metadata-location"],
         applied
     );
-    assert_eq!(pending_intents(&floe).await, 1);
+    assert_eq!(pending_intents(floe.database_url()).await, 1);
 
     relay.set(RelayMode::Pass);
     floe.post("/v1/lake/namespaces/ns/tables/t", set_property("k", "next"))
@@ -1425,7 +1425,7 @@ async fn commits_with_lost_answers_are_settled_from_the_upstream() {
     assert_eq!(log[1]["new-metadata-location"], applied);
     assert_eq!(log[1]["changes"][0]["updates"]["k"], "applied");
     assert_eq!(log[2]["changes"][0]["updates"]["k"], "next");
-    assert_eq!(pending_intents(&floe).await, 0);
+    assert_eq!(pending_intents(floe.database_url()).await, 0);
 }
 
 /// A commit whose answer is lost, forwarded when a commit made past floe had already landed
@@ -1479,7 +1479,7 @@ async fn a_lost_answer_behind_a_commit_past_floe_is_found_after_it() {
         applied["metadata-location"]
     );
     assert_ne!(log[3]["principal"], "upstream");
-    assert_eq!(pending_intents(&floe).await, 0);
+    assert_eq!(pending_intents(floe.database_url()).await, 0);
 }
 
 /// A transaction's answer (204) names no state, so floe reads its tables back: a commit made
@@ -1655,19 +1655,7 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
 
     let (status, _) = common::region::post(table.clone(), set_property("k", "after")).await;
     assert_eq!(status, 200);
-    // floe answers before it writes the entry: wait until nothing is pending.
-    for _ in 0..200 {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM upstream_commit_intent WHERE state = 'pending'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    settled(&floe.database_url()).await;
     let log: Vec<Value> = common::region::get(format!(
         "{}/management/v1/log?after=0&limit=1000",
         floe.base
@@ -1711,15 +1699,15 @@ async fn a_commit_interrupted_by_kill_9_is_logged_once_or_not_at_all() {
 
 /// Waits until floe has settled the commits it answered (it answers a commit before it writes
 /// the commit's entry); an intent a test leaves pending on purpose is waited for 5 s at most.
-async fn settled(floe: &TestFloe) {
+async fn settled(database_url: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while pending_intents(floe).await > 0 && std::time::Instant::now() < deadline {
+    while pending_intents(database_url).await > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn pending_intents(floe: &TestFloe) -> i64 {
-    let pool = sqlx::PgPool::connect(floe.database_url()).await.unwrap();
+async fn pending_intents(database_url: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(database_url).await.unwrap();
     let pending =
         sqlx::query_scalar("SELECT count(*) FROM upstream_commit_intent WHERE state = 'pending'")
             .fetch_one(&pool)
